@@ -1,0 +1,5 @@
+import sys
+
+from sanawm.cli import main
+
+sys.exit(main())

@@ -1,0 +1,95 @@
+"""What the world model needs from a video autoencoder ("tokenizer"), whatever its architecture.
+
+Pixels are (B, 3, F, H, W) in [-1, 1]; latents are (B, C, T, H / s, W / s), already normalised
+per channel the way the DiT was trained on them. Temporal compression is causal with the first
+frame alone: F = stride_t * (T - 1) + 1 frames <-> T latent frames, so latent frame 0 encodes
+exactly the first image (the DiT's clean condition) and latent frame i >= 1 the raw frames
+stride_t * (i - 1) + 1 ... stride_t * i.
+"""
+
+from __future__ import annotations
+
+import abc
+
+import torch
+from torch import nn
+
+from sanawm.errors import UserInputError
+
+
+class ChunkDecoder(abc.ABC):
+    """Decodes a latent video chunk by chunk, in order, as the chunks become available.
+
+    `decode(chunk)` takes the next latent frames (B, C, t, h, w) and returns the pixel frames
+    that belong to them: `1 + stride_t * (t - 1)` frames for the first chunk, `stride_t * t`
+    after that. Concatenating the outputs gives the full decode of the concatenated chunks.
+    """
+
+    @abc.abstractmethod
+    def decode(self, latents: torch.Tensor) -> torch.Tensor: ...
+
+
+class VideoVAE(nn.Module, abc.ABC):
+    """A video autoencoder with causal, first-frame-alone temporal compression."""
+
+    #: Pixel frames per latent frame (after the first) and pixels per latent pixel.
+    temporal_stride: int
+    spatial_stride: int
+    #: Channels of a latent frame.
+    latent_channels: int
+
+    @property
+    def strides(self) -> tuple[int, int, int]:
+        """(temporal, spatial, spatial): the `vae_stride` the camera packing expects."""
+        return (self.temporal_stride, self.spatial_stride, self.spatial_stride)
+
+    @abc.abstractmethod
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        """Pixels (B, 3, F, H, W) in [-1, 1] -> normalised latents (B, C, T, h, w), deterministic."""
+
+    @abc.abstractmethod
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Normalised latents (B, C, T, h, w) -> pixels (B, 3, F, H, W), roughly in [-1, 1]."""
+
+    @abc.abstractmethod
+    def chunk_decoder(self) -> ChunkDecoder:
+        """A fresh decoder for one video delivered chunk by chunk (see `ChunkDecoder`)."""
+
+    # ---- frame / size arithmetic shared by every VAE ------------------------------------
+
+    def latent_frames(self, num_frames: int) -> int:
+        """Latent frames for `num_frames` pixel frames (which must be stride_t * k + 1)."""
+        self.check_num_frames(num_frames)
+        return (num_frames - 1) // self.temporal_stride + 1
+
+    def pixel_frames(self, latent_frames: int) -> int:
+        """Pixel frames decoded from `latent_frames` latent frames."""
+        return self.temporal_stride * (latent_frames - 1) + 1
+
+    def check_num_frames(self, num_frames: int) -> None:
+        s = self.temporal_stride
+        if num_frames < 1 or (num_frames - 1) % s:
+            raise UserInputError(
+                f"this VAE needs a frame count of the form {s}k+1 (1, {s + 1}, {2 * s + 1}, ...), "
+                f"got {num_frames}"
+            )
+
+    def check_image_size(self, height: int, width: int) -> None:
+        s = self.spatial_stride
+        if height < s or width < s or height % s or width % s:
+            raise UserInputError(
+                f"image size {height}x{width} is impossible for this VAE: height and width must be "
+                f"positive multiples of {s}"
+            )
+
+    def check_video(self, video: torch.Tensor) -> None:
+        if video.dim() != 5 or video.shape[1] != 3:
+            raise UserInputError(f"video must be (B, 3, F, H, W), got shape {tuple(video.shape)}")
+        self.check_num_frames(video.shape[2])
+        self.check_image_size(video.shape[3], video.shape[4])
+
+    def check_latents(self, latents: torch.Tensor) -> None:
+        if latents.dim() != 5 or latents.shape[1] != self.latent_channels:
+            raise UserInputError(
+                f"latents must be (B, {self.latent_channels}, T, h, w), got shape {tuple(latents.shape)}"
+            )

@@ -1,0 +1,196 @@
+"""Video VAEs: the compact causal VAE and the LTX-2 adapter (tiny random weights, no downloads)."""
+
+import json
+
+import pytest
+import torch
+
+from sanawm.errors import UserInputError
+from sanawm.vae import CompactVAE, CompactVAEConfig, LTX2VAE, load_vae, vae_loss
+
+TINY = CompactVAEConfig(latent_channels=4, channels=(8, 12, 16), temporal_downsample=(True, True), patch_size=2)
+
+
+def _tiny_vae(seed=0, dtype=torch.float64):
+    torch.manual_seed(seed)
+    vae = CompactVAE(TINY).to(dtype).eval()
+    vae.set_latent_stats(torch.randn(4, dtype=dtype), torch.rand(4, dtype=dtype) + 0.5)
+    return vae
+
+
+def _video(frames, h=32, w=48, seed=1, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(1, 3, frames, h, w, generator=g, dtype=dtype) * 2 - 1
+
+
+def test_compact_shapes_follow_the_strides():
+    vae = _tiny_vae()
+    assert vae.strides == (4, 8, 8)
+    z = vae.encode(_video(9))
+    assert z.shape == (1, 4, 3, 4, 6)
+    assert vae.decode(z).shape == (1, 3, 9, 32, 48)
+    assert vae.latent_frames(33) == 9 and vae.pixel_frames(9) == 33
+
+
+def test_compact_default_is_small_with_the_lead_s_layout():
+    vae = CompactVAE()
+    assert vae.strides == (4, 8, 8) and vae.latent_channels == 16
+    assert sum(p.numel() for p in vae.parameters()) < 10_000_000
+
+
+@torch.no_grad()
+def test_compact_encoder_is_causal_with_the_first_frame_alone():
+    vae = _tiny_vae()
+    video = _video(13)
+    z = vae.encode(video)
+    # Latent i sees pixel frames <= 4 i: changing frames 5.. must leave latents 0 and 1 alone.
+    changed = video.clone()
+    changed[:, :, 5:] = -changed[:, :, 5:]
+    z2 = vae.encode(changed)
+    torch.testing.assert_close(z2[:, :, :2], z[:, :, :2], rtol=0, atol=1e-12)
+    assert (z2[:, :, 2:] - z[:, :, 2:]).abs().max() > 1e-3
+    # The first latent is the first image encoded on its own.
+    torch.testing.assert_close(vae.encode(video[:, :, :1]), z[:, :, :1], rtol=0, atol=1e-12)
+
+
+@torch.no_grad()
+def test_compact_decoder_is_causal():
+    vae = _tiny_vae()
+    z = torch.randn(1, 4, 4, 4, 6, dtype=torch.float64)
+    frames = vae.decode(z)
+    changed = z.clone()
+    changed[:, :, 2:] += 1.0
+    # Latents 0, 1 own pixel frames 0..4.
+    torch.testing.assert_close(vae.decode(changed)[:, :, :5], frames[:, :, :5], rtol=0, atol=1e-12)
+
+
+@torch.no_grad()
+def test_compact_chunk_decoding_equals_one_shot():
+    vae = _tiny_vae()
+    z = torch.randn(1, 4, 6, 4, 6, dtype=torch.float64)
+    full = vae.decode(z)
+    decoder = vae.chunk_decoder()
+    parts = [decoder.decode(z[:, :, a:b]) for a, b in [(0, 2), (2, 3), (3, 6)]]
+    assert [p.shape[2] for p in parts] == [5, 4, 12]
+    torch.testing.assert_close(torch.cat(parts, dim=2), full, rtol=0, atol=1e-10)
+
+
+@torch.no_grad()
+def test_compact_normalisation_uses_the_stored_stats():
+    vae = _tiny_vae()
+    video = _video(5)
+    raw_mean, _ = vae.encode_distribution(video)
+    expected = (raw_mean - vae.latents_mean.view(1, -1, 1, 1, 1)) / vae.latents_std.view(1, -1, 1, 1, 1)
+    torch.testing.assert_close(vae.encode(video), expected)
+    torch.testing.assert_close(vae.decode(expected), vae.decode_raw(raw_mean))
+
+
+def test_compact_loss_matches_an_independent_kl_and_trains():
+    vae = _tiny_vae(dtype=torch.float32).train()
+    video = _video(5, dtype=torch.float32)
+    parts = vae_loss(vae, video, kl_weight=0.5, generator=torch.Generator().manual_seed(0))
+    mean, logvar = vae.encode_distribution(video)
+    posterior = torch.distributions.Normal(mean, torch.exp(0.5 * logvar))
+    prior = torch.distributions.Normal(torch.zeros_like(mean), torch.ones_like(mean))
+    kl = torch.distributions.kl_divergence(posterior, prior).mean()
+    torch.testing.assert_close(parts["kl"], kl, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(parts["loss"], parts["recon"] + 0.5 * parts["kl"])
+    parts["loss"].backward()
+    assert vae.encoder.conv_in.conv.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("frames", [2, 6, 8])
+def test_compact_rejects_bad_frame_counts(frames):
+    with pytest.raises(UserInputError, match="4k\\+1"):
+        _tiny_vae().encode(_video(frames))
+
+
+def test_compact_rejects_impossible_sizes():
+    with pytest.raises(UserInputError, match="multiples of 8"):
+        _tiny_vae().encode(_video(5, h=30, w=48))
+    with pytest.raises(UserInputError, match="latents must be"):
+        _tiny_vae().decode(torch.zeros(1, 3, 2, 4, 4, dtype=torch.float64))
+
+
+def test_compact_save_load_round_trip(tmp_path):
+    vae = _tiny_vae(dtype=torch.float32)
+    vae.save(tmp_path / "vae")
+    loaded = load_vae(tmp_path / "vae")
+    assert isinstance(loaded, CompactVAE) and loaded.config == vae.config
+    for key, value in vae.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[key], value, rtol=0, atol=0)
+
+
+def test_compact_load_names_what_is_wrong(tmp_path):
+    with pytest.raises(UserInputError, match="config not found"):
+        load_vae(tmp_path)
+    _tiny_vae(dtype=torch.float32).save(tmp_path)
+    (tmp_path / "model.safetensors").unlink()
+    with pytest.raises(UserInputError, match="weights not found"):
+        load_vae(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    CompactVAE(CompactVAEConfig(**{**{k: v for k, v in config.items() if k != "kind"}, "latent_channels": 8})).save(
+        tmp_path
+    )
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UserInputError, match="wrong shape"):
+        load_vae(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"kind": "mystery"}))
+    with pytest.raises(UserInputError, match="unknown VAE"):
+        load_vae(tmp_path)
+
+
+# ---- LTX-2 adapter ----------------------------------------------------------------------
+
+
+def _save_tiny_ltx2(path, latent_channels=8):
+    from diffusers import AutoencoderKLLTX2Video
+
+    torch.manual_seed(0)
+    # Same stage layout as the release (32x space, 8x time), tiny widths and one layer per block.
+    model = AutoencoderKLLTX2Video(
+        latent_channels=latent_channels,
+        block_out_channels=(8, 16, 32, 64),
+        decoder_block_out_channels=(8, 16, 32),
+        layers_per_block=(1, 1, 1, 1, 1),
+        decoder_layers_per_block=(1, 1, 1, 1),
+        scaling_factor=0.7,
+    )
+    model.latents_mean.copy_(torch.randn(latent_channels))
+    model.latents_std.copy_(torch.rand(latent_channels) + 0.5)
+    model.save_pretrained(str(path))
+    return model.eval()
+
+
+@torch.no_grad()
+def test_ltx2_adapter_layout_and_normalisation(tmp_path):
+    reference = _save_tiny_ltx2(tmp_path / "vae")
+    vae = load_vae(tmp_path / "vae")
+    assert isinstance(vae, LTX2VAE)
+    assert vae.strides == (8, 32, 32) and vae.latent_channels == 8
+    video = _video(9, h=64, w=96, dtype=torch.float32)
+    latents = vae.encode(video)
+    assert latents.shape == (1, 8, 2, 2, 3)
+    mean = reference.latents_mean.view(1, -1, 1, 1, 1)
+    std = reference.latents_std.view(1, -1, 1, 1, 1)
+    raw = reference.encode(video).latent_dist.mode()
+    torch.testing.assert_close(latents, (raw - mean) * 0.7 / std)
+    decoded = vae.decode(latents)
+    torch.testing.assert_close(decoded, reference.decode(latents / 0.7 * std + mean, return_dict=False)[0])
+    assert decoded.shape == (1, 3, 9, 64, 96)
+
+
+@torch.no_grad()
+def test_ltx2_chunk_decoder_delivers_each_chunk_s_frames(tmp_path):
+    _save_tiny_ltx2(tmp_path / "vae")
+    vae = load_vae(tmp_path / "vae")
+    z = torch.randn(1, 8, 4, 2, 3)
+    decoder = vae.chunk_decoder()
+    parts = [decoder.decode(z[:, :, :2]), decoder.decode(z[:, :, 2:3]), decoder.decode(z[:, :, 3:])]
+    assert [p.shape[2] for p in parts] == [9, 8, 8]
+    torch.testing.assert_close(parts[0], vae.decode(z[:, :, :2]))
+
+
+def test_ltx2_missing_folder_is_a_user_error(tmp_path):
+    with pytest.raises(UserInputError, match="config not found"):
+        LTX2VAE.load(tmp_path / "nothing")

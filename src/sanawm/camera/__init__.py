@@ -23,6 +23,7 @@ from sanawm.camera.image import (
     prepare_image,
     snap_frame_count,
 )
+from sanawm.camera.packing import pack_camera, plucker_rays
 from sanawm.camera.io import load_trajectory, save_camera_npz, save_trajectory
 from sanawm.camera.trajectory import Trajectory
 
@@ -36,8 +37,10 @@ __all__ = [
     "default_intrinsics",
     "load_trajectory",
     "opengl_to_opencv",
+    "pack_camera",
     "parse_action",
     "plan_resize_crop",
+    "plucker_rays",
     "pose_inverse",
     "prepare_image",
     "save_camera_npz",

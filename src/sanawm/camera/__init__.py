@@ -23,8 +23,10 @@ from sanawm.camera.image import (
     prepare_image,
     snap_frame_count,
 )
-from sanawm.camera.packing import pack_camera, plucker_rays
 from sanawm.camera.io import load_trajectory, save_camera_npz, save_trajectory
+from sanawm.camera.packing import pack_camera, plucker_rays
+from sanawm.camera.plot import draw_trajectory, plot_trajectory
+from sanawm.camera.tools import concat_trajectories, loop_back, resample_trajectory
 from sanawm.camera.trajectory import Trajectory
 
 __all__ = [
@@ -34,15 +36,20 @@ __all__ = [
     "Trajectory",
     "action_to_c2w",
     "adjust_intrinsics_for_resize_crop",
+    "concat_trajectories",
     "default_intrinsics",
+    "draw_trajectory",
     "load_trajectory",
+    "loop_back",
     "opengl_to_opencv",
     "pack_camera",
     "parse_action",
     "plan_resize_crop",
+    "plot_trajectory",
     "plucker_rays",
     "pose_inverse",
     "prepare_image",
+    "resample_trajectory",
     "save_camera_npz",
     "save_trajectory",
     "snap_frame_count",

@@ -121,7 +121,7 @@ def _suffix(path: Path) -> str:
 
 def _need_size(image_size: Any, path: Path, why: str) -> tuple[int, int]:
     if image_size is None:
-        raise UserInputError(f"{path}: pass image_size (H, W) to read this file ({why})")
+        raise UserInputError(f"{path}: the image size (H, W) is needed ({why}); pass image_size (--image-size)")
     return as_image_size(image_size)
 
 
@@ -200,5 +200,5 @@ def _format_re10k(trajectory: Trajectory, fps: float) -> str:
     lines = ["sanawm-trajectory"]  # stands in for the source video URL
     for i in range(trajectory.num_frames):
         values = [*k[i].tolist(), 0.0, 0.0, *w2c[i].tolist()]
-        lines.append(" ".join([str(round(i * 1e6 / fps))] + [f"{v:.9g}" for v in values]))
+        lines.append(" ".join([str(round(i * 1e6 / fps))] + [f"{v + 0.0:.9g}" for v in values]))  # + 0.0: -0 -> 0
     return "\n".join(lines) + "\n"

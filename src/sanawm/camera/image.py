@@ -115,7 +115,9 @@ def prepare_image(
     elif isinstance(image, Image.Image):
         image = image.convert("RGB")
     else:
-        raise UserInputError(f"image must be a PIL image, an (H, W, 3) uint8 array or a path, got {type(image).__name__}")
+        raise UserInputError(
+            f"image must be a PIL image, an (H, W, 3) uint8 array or a path, got {type(image).__name__}"
+        )
     plan = plan_resize_crop((image.height, image.width), size)
     (rh, rw), (top, left), (h, w) = plan.resized_size, plan.offset, plan.dst_size
     resized = image.resize((rw, rh), Image.Resampling.LANCZOS)

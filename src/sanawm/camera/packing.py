@@ -77,7 +77,10 @@ def pack_camera(
     chunk_frames = (starts[:, None] + torch.arange(stride_t)).clamp_max(num_frames - 1)  # (T, s_t)
     rays = plucker_rays(rel, k_latent, grid_h, grid_w)  # (B, F, h, w, 6)
     chunks = rays[:, chunk_frames]  # (B, T, s_t, h, w, 6)
-    chunk_plucker = chunks.permute(0, 2, 5, 1, 3, 4).reshape(poses.shape[0], 6 * stride_t, len(latent_frames), grid_h, grid_w)
+    # -> (B, s_t, 6, T, h, w) so that channel 6 * j + c is component c of chunk frame j
+    chunk_plucker = chunks.permute(0, 2, 5, 1, 3, 4).reshape(
+        poses.shape[0], 6 * stride_t, len(latent_frames), grid_h, grid_w
+    )
 
     raymap, chunk_plucker = raymap.float(), chunk_plucker.float()
     if not batched:

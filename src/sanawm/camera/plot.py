@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from os import PathLike
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from sanawm.camera.trajectory import Trajectory
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 _FRUSTA_PER_PATH = 12
 
@@ -44,6 +45,10 @@ def draw_trajectory(ax: Axes, trajectory: Trajectory, *, color: str = "C0", labe
 
 def plot_trajectory(trajectory: Trajectory, path: str | PathLike, *, title: str | None = None) -> Path:
     """Save a top-down PNG of ``trajectory`` (path, start circle, end square, view wedges) to ``path``."""
+    # Imported here: matplotlib costs about a second, and most users of sanawm.camera never plot.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=(6, 6), dpi=100)
     FigureCanvasAgg(figure)
     ax = figure.add_subplot()

@@ -65,7 +65,8 @@ def slerp(q0: torch.Tensor, q1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 def interpolate_poses(c2w0: torch.Tensor, c2w1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """Poses between ``c2w0`` and ``c2w1`` (``(..., 4, 4)``): SLERP on rotation, linear on position."""
-    rot = quaternion_to_matrix(slerp(matrix_to_quaternion(c2w0[..., :3, :3]), matrix_to_quaternion(c2w1[..., :3, :3]), t))
+    quat = slerp(matrix_to_quaternion(c2w0[..., :3, :3]), matrix_to_quaternion(c2w1[..., :3, :3]), t)
+    rot = quaternion_to_matrix(quat)
     out = torch.zeros(*rot.shape[:-2], 4, 4, dtype=rot.dtype)
     out[..., :3, :3] = rot
     out[..., :3, 3] = torch.lerp(c2w0[..., :3, 3], c2w1[..., :3, 3], t[..., None])

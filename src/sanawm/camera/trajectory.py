@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
 import torch
 
 from sanawm.camera.convention import as_c2w, as_image_size, as_intrinsics
@@ -40,9 +38,3 @@ class Trajectory:
 
     def __len__(self) -> int:
         return self.num_frames
-
-    def with_fields(self, **changes: Any) -> Trajectory:
-        """A copy with some fields replaced (re-validated)."""
-        fields = {"c2w": self.c2w, "intrinsics": self.intrinsics, "image_size": self.image_size}
-        fields.update(changes)
-        return Trajectory(**fields)

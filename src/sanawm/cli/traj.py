@@ -43,7 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--action", help="action string, e.g. 'w-40,l-20'")
-    source.add_argument("--from", dest="source", metavar="FILE", help="trajectory file to convert (.npz .npy .json .txt)")
+    source.add_argument(
+        "--from", dest="source", metavar="FILE", help="trajectory file to convert (.npz .npy .json .txt)"
+    )
     p.add_argument("--out", required=True, help="output file; its suffix picks the format")
     p.add_argument("--plot", metavar="PNG", help="also save a top-down picture of the path")
     p.add_argument("--translation-speed", type=float, help="metres per frame for W/S/A/D (default 0.05)")
@@ -60,7 +62,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=float,
         help=f"horizontal field of view in degrees for missing intrinsics (default {DEFAULT_FOV_DEG:g})",
     )
-    p.add_argument("--opengl", action="store_true", help="the --from file uses OpenGL camera axes (y up, looking down -z)")
+    p.add_argument(
+        "--opengl", action="store_true", help="the --from file uses OpenGL camera axes (y up, looking down -z)"
+    )
     p.set_defaults(func=run)
 
 

@@ -1,0 +1,16 @@
+"""The SANA-WM stage-1 diffusion transformer: config, model, streaming cache, loading."""
+
+from sanawm.model.config import PRESETS, SanaWMConfig, build_preset, preset_config
+from sanawm.model.loading import load_official
+from sanawm.model.transformer import SanaWMTransformer, StreamCache, chunk_starts_for
+
+__all__ = [
+    "PRESETS",
+    "SanaWMConfig",
+    "SanaWMTransformer",
+    "StreamCache",
+    "build_preset",
+    "chunk_starts_for",
+    "load_official",
+    "preset_config",
+]

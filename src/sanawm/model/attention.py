@@ -1,0 +1,321 @@
+"""Self-attention layers of a block: frame-wise GDN or softmax, each with a camera branch.
+
+Both kinds hold the same parameters (the checkpoint keeps the GDN gates in softmax blocks,
+unused there). The layer output is
+
+    proj( (main(x) + out_proj_cam(camera(x))) * SiLU(output_gate(x)) )
+
+main:   q, k, v = qkv(x); [GDN: short conv on k along frames]; RMSNorm q, k over the full
+        width; [GDN: ReLU on q, k and k / sqrt(D*S)]; 3D RoPE; GDN recurrence or SDPA.
+camera: its own q/k/v projections, [GDN: short conv on k], RMSNorms, [GDN: ReLU and key
+        scale]; UCPE transforms (`camera.py`); [GDN: single-path delta rule with beta reduced
+        by the keys' norm inflation | softmax: RMS clamp to the untransformed tensors, SDPA];
+        inverse transform.
+
+A call covers frames f0 .. f0+T-1. `LayerPast` caches carry what later chunks need: GDN
+forward states and the last raw keys (constant size), or the softmax keys / values.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sanawm.model.camera import CameraTransforms, rms_clamp, transform_keys, transform_outputs, transform_queries
+from sanawm.model.config import SanaWMConfig
+from sanawm.model.layers import RMSNorm
+from sanawm.model.rope import apply_rope
+from sanawm.ops.gdn import GDNState, delta_rule, gdn
+from sanawm.ops.temporal import chunk_bounds, key_conv
+
+# Bias of the output gate for which SiLU(bias) = 1 (training starts as a plain sum).
+OUTPUT_GATE_INIT_BIAS = 1.278464542761074
+
+
+@dataclass
+class CallContext:
+    """What every layer of one forward call needs besides its tokens."""
+
+    height: int
+    width: int
+    angles: Tensor
+    """(N, D/2) RoPE angles of this call's tokens."""
+    camera: CameraTransforms | None
+    """Camera transforms, or None to skip the camera branch."""
+    chunk_starts: Sequence[int] | None
+    """First frame of each chunk within this call (None: one chunk)."""
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return self.height * self.width
+
+
+@dataclass
+class GDNPast:
+    """What a GDN layer carries from committed chunks (size independent of their number)."""
+
+    state: GDNState
+    key_context: Tensor
+    """(B, P, S, C) last raw keys (before the short conv), P <= kernel - 1."""
+    cam_state: GDNState | None
+    cam_key_context: Tensor | None
+
+
+@dataclass
+class SoftmaxPast:
+    """Keys and values (after RoPE / camera transforms, in the attention dtype) of committed chunks."""
+
+    k: Tensor
+    """(B, H, N_past, D)."""
+    v: Tensor
+    cam_k: Tensor | None
+    cam_v: Tensor | None
+
+
+class KeyConv(nn.Module):
+    """Depthwise short conv along frames (weight (C, 1, K), causal taps), bidirectional."""
+
+    def __init__(self, channels: int, kernel: int, device=None):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(channels, 1, kernel, device=device))
+
+    def forward(self, x: Tensor, chunk_starts: Sequence[int] | None, context: Tensor | None) -> Tensor:
+        return key_conv(x, self.weight[:, 0, :], chunk_starts=chunk_starts, context=context)
+
+    def new_context(self, old: Tensor | None, x: Tensor) -> Tensor:
+        """The last kernel-1 raw frames once x (B, T, S, C) is committed after `old`."""
+        keep = self.weight.shape[-1] - 1
+        frames = x if old is None else torch.cat([old, x], dim=1)
+        return frames[:, frames.shape[1] - keep :].detach().clone() if keep > 0 else frames[:, :0].detach()
+
+
+class _AttentionBase(nn.Module):
+    """Parameters shared by both layer kinds, plus the common projections and gates."""
+
+    def __init__(self, cfg: SanaWMConfig, device=None):
+        super().__init__()
+        C, H = cfg.hidden_size, cfg.num_heads
+        self.num_heads = H
+        self.head_dim = cfg.head_dim
+        self.qkv = nn.Linear(C, 3 * C, bias=False, device=device)
+        self.q_norm = RMSNorm(C, cfg.attn_norm_eps, device=device)
+        self.k_norm = RMSNorm(C, cfg.attn_norm_eps, device=device)
+        self.proj = nn.Linear(C, C, device=device)
+        self.output_gate = nn.Linear(C, C, device=device)
+        # GDN gates: beta per token and head, decay per frame and head.
+        self.beta_proj = nn.Linear(C, H, device=device)
+        self.gate_proj = nn.Linear(C, H, device=device)
+        self.A_log = nn.Parameter(torch.zeros(H, device=device))
+        self.dt_bias = nn.Parameter(torch.zeros(H, device=device))
+        # Unused by the model; kept so the checkpoint format round-trips.
+        self.register_buffer("recall_gate", torch.zeros(1, device=device))
+        # Camera branch.
+        self.q_proj_cam = nn.Linear(C, C, device=device)
+        self.k_proj_cam = nn.Linear(C, C, device=device)
+        self.v_proj_cam = nn.Linear(C, C, device=device)
+        self.out_proj_cam = nn.Linear(C, C, device=device)
+        self.q_norm_cam = RMSNorm(C, cfg.attn_norm_eps, device=device)
+        self.k_norm_cam = RMSNorm(C, cfg.attn_norm_eps, device=device)
+
+    def heads(self, x: Tensor) -> Tensor:
+        """(B, T, S, C) -> (B, H, N, D)."""
+        B, T, S, C = x.shape
+        return x.reshape(B, T * S, self.num_heads, self.head_dim).transpose(1, 2)
+
+    def merge(self, x: Tensor, frames: int) -> Tensor:
+        """(B, H, N, D) -> (B, T, S, C)."""
+        B, H, N, D = x.shape
+        return x.transpose(1, 2).reshape(B, frames, N // frames, H * D)
+
+    def gates(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """beta (B, H, T, S) in x's dtype and decay gamma (B, H, T) in float32."""
+        beta = torch.sigmoid(self.beta_proj(x)).permute(0, 3, 1, 2)
+        a = self.gate_proj(x.mean(dim=2)).float()
+        gamma = torch.exp(-self.A_log.float().exp() * F.softplus(a + self.dt_bias.float()))
+        return beta, gamma.transpose(1, 2)
+
+    def camera_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        w = torch.cat([self.q_proj_cam.weight, self.k_proj_cam.weight, self.v_proj_cam.weight])
+        b = torch.cat([self.q_proj_cam.bias, self.k_proj_cam.bias, self.v_proj_cam.bias])
+        return F.linear(x, w, b).chunk(3, dim=-1)
+
+    @staticmethod
+    def camera_transform(q: Tensor, k: Tensor, v: Tensor, cam: CameraTransforms) -> tuple[Tensor, Tensor, Tensor]:
+        return transform_queries(q, cam), transform_keys(k, cam), transform_keys(v, cam)
+
+    def finish(self, x: Tensor, main: Tensor, cam: Tensor | None) -> Tensor:
+        combined = main if cam is None else main + self.out_proj_cam(cam)
+        combined = combined * F.silu(self.output_gate(x).float())
+        return self.proj(combined.to(self.proj.weight.dtype))
+
+
+class GDNAttention(_AttentionBase):
+    """Frame-wise gated DeltaNet attention with the camera delta-rule branch."""
+
+    def __init__(self, cfg: SanaWMConfig, device=None):
+        super().__init__(cfg, device=device)
+        self.eps = cfg.gdn_eps
+        self.conv_k = KeyConv(cfg.hidden_size, cfg.key_conv_kernel, device=device)
+        self.conv_k_cam = KeyConv(cfg.hidden_size, cfg.key_conv_kernel, device=device)
+
+    def _kernel_qk(self, q: Tensor, k: Tensor, tokens_per_frame: int) -> tuple[Tensor, Tensor]:
+        """ReLU feature map, keys scaled by 1/sqrt(D * S) (heads layout)."""
+        return F.relu(q), F.relu(k) * (self.head_dim**-0.5 * tokens_per_frame**-0.5)
+
+    def forward(
+        self, x: Tensor, ctx: CallContext, past: GDNPast | None = None, commit: bool = False
+    ) -> tuple[Tensor, GDNPast | None]:
+        B, T, S, C = x.shape
+        frames = (B, self.num_heads, T, S, self.head_dim)
+        beta, gamma = self.gates(x)
+
+        q, k_raw, v = self.qkv(x).chunk(3, dim=-1)
+        k = self.conv_k(k_raw, ctx.chunk_starts, past.key_context if past else None)
+        q, k = self._kernel_qk(self.heads(self.q_norm(q)), self.heads(self.k_norm(k)), S)
+        v = self.heads(v)
+        q_rot, k_rot = apply_rope(q, ctx.angles), apply_rope(k, ctx.angles)
+        out, state = gdn(
+            *(t.float().reshape(frames) for t in (q, k, v, q_rot, k_rot)),
+            beta.float(), gamma, eps=self.eps, chunk_starts=ctx.chunk_starts,
+            initial_state=past.state if past else None,
+        )  # fmt: skip
+        main = self.merge(out.reshape(B, self.num_heads, T * S, -1).to(x.dtype), T)
+
+        cam = cam_state = cam_k_raw = None
+        if ctx.camera is not None:
+            cam, cam_state, cam_k_raw = self._camera(x, ctx, beta, gamma, past)
+
+        new_past = None
+        if commit:
+            new_past = GDNPast(
+                state=state,
+                key_context=self.conv_k.new_context(past.key_context if past else None, k_raw),
+                cam_state=cam_state,
+                cam_key_context=None
+                if cam_k_raw is None
+                else self.conv_k_cam.new_context(past.cam_key_context if past else None, cam_k_raw),
+            )
+        return self.finish(x, main, cam), new_past
+
+    def _camera(
+        self, x: Tensor, ctx: CallContext, beta: Tensor, gamma: Tensor, past: GDNPast | None
+    ) -> tuple[Tensor, GDNState, Tensor]:
+        B, T, S, C = x.shape
+        frames = (B, self.num_heads, T, S, self.head_dim)
+        q, k_raw, v = self.camera_qkv(x)
+        k = self.conv_k_cam(k_raw, ctx.chunk_starts, past.cam_key_context if past else None)
+        q, k = self._kernel_qk(self.heads(self.q_norm_cam(q)), self.heads(self.k_norm_cam(k)), S)
+        qt, kt, vt = self.camera_transform(q, k, self.heads(v), ctx.camera)
+        # The transforms can inflate the keys; lower beta by the frame's mean squared inflation
+        # so the delta rule stays stable.
+        inflation = (
+            torch.linalg.vector_norm(kt, dim=-1).clamp_min(1e-6) / torch.linalg.vector_norm(k, dim=-1).clamp_min(1e-6)
+        ) ** 2
+        inflation = inflation.reshape(B, self.num_heads, T, S).mean(dim=-1)
+        beta_cam = beta / inflation.clamp_min(1.0)[..., None]
+        out, state = delta_rule(
+            *(t.float().reshape(frames) for t in (qt, kt, vt)),
+            beta_cam.float(), gamma, chunk_starts=ctx.chunk_starts,
+            initial_state=past.cam_state if past else None,
+        )  # fmt: skip
+        out = transform_outputs(out.reshape(B, self.num_heads, T * S, -1).to(x.dtype), ctx.camera)
+        return self.merge(out, T), state, k_raw
+
+
+def _chunk_causal_sdpa(
+    q: Tensor, k: Tensor, v: Tensor, *, tokens_per_frame: int, chunk_starts: Sequence[int] | None,
+    past_tokens: int, scale: float | None,
+) -> Tensor:  # fmt: skip
+    """SDPA where the queries of chunk c see all past keys and the keys of chunks <= c.
+
+    One SDPA call per chunk (no N x N mask is ever built)."""
+    T = q.shape[2] // tokens_per_frame
+    bounds = chunk_bounds(chunk_starts, T)
+    if len(bounds) == 1:
+        return F.scaled_dot_product_attention(q, k, v, scale=scale)
+    outs = []
+    for start, end in bounds:
+        rows = slice(start * tokens_per_frame, end * tokens_per_frame)
+        visible = past_tokens + end * tokens_per_frame
+        outs.append(F.scaled_dot_product_attention(q[:, :, rows], k[:, :, :visible], v[:, :, :visible], scale=scale))
+    return torch.cat(outs, dim=2)
+
+
+def padded_head_scale(head_dim: int) -> float:
+    """Softmax scale of the camera branch: the reference zero-pads heads to a FlashAttention
+    width (32/64/128/256) before SDPA, so the default scale uses the padded width."""
+    if head_dim in (32, 64, 128, 256) or head_dim >= 256:
+        return head_dim**-0.5
+    return (128 if head_dim <= 128 else 256) ** -0.5
+
+
+class SoftmaxAttention(_AttentionBase):
+    """Full (or chunk-causal) softmax attention with RoPE, and the camera SDPA branch."""
+
+    def __init__(self, cfg: SanaWMConfig, device=None):
+        super().__init__(cfg, device=device)
+        self.attn_dtype = None if cfg.softmax_attn_dtype is None else getattr(torch, cfg.softmax_attn_dtype)
+        self.cam_scale = padded_head_scale(cfg.head_dim)
+
+    def _attn_cast(self, *ts: Tensor) -> list[Tensor]:
+        if self.attn_dtype is None or ts[0].dtype != torch.float32:
+            return list(ts)
+        return [t.to(self.attn_dtype) for t in ts]
+
+    def forward(
+        self, x: Tensor, ctx: CallContext, past: SoftmaxPast | None = None, commit: bool = False
+    ) -> tuple[Tensor, SoftmaxPast | None]:
+        B, T, S, C = x.shape
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        q = apply_rope(self.heads(self.q_norm(q)), ctx.angles)
+        k = apply_rope(self.heads(self.k_norm(k)), ctx.angles)
+        q, k, v = self._attn_cast(q, k, self.heads(v))
+        keys = k if past is None else torch.cat([past.k, k], dim=2)
+        values = v if past is None else torch.cat([past.v, v], dim=2)
+        past_tokens = 0 if past is None else past.k.shape[2]
+        out = _chunk_causal_sdpa(
+            q, keys, values, tokens_per_frame=S, chunk_starts=ctx.chunk_starts, past_tokens=past_tokens, scale=None
+        )
+        main = self.merge(out.to(x.dtype), T)
+
+        cam = cam_keys = cam_values = None
+        if ctx.camera is not None:
+            qc, kc, vc = self.camera_qkv(x)
+            qc, kc, vc = self.heads(self.q_norm_cam(qc)), self.heads(self.k_norm_cam(kc)), self.heads(vc)
+            qt, kt, vt = self.camera_transform(qc, kc, vc, ctx.camera)
+            # Softmax blocks clamp the transformed tensors to their pre-transform RMS (the
+            # release's GDN blocks do not; they lower beta instead, see GDNAttention).
+            qc, kc, vc = self._attn_cast(rms_clamp(qt, qc), rms_clamp(kt, kc), rms_clamp(vt, vc))
+            cam_keys = kc if past is None or past.cam_k is None else torch.cat([past.cam_k, kc], dim=2)
+            cam_values = vc if past is None or past.cam_v is None else torch.cat([past.cam_v, vc], dim=2)
+            out = _chunk_causal_sdpa(
+                qc, cam_keys, cam_values, tokens_per_frame=S, chunk_starts=ctx.chunk_starts,
+                past_tokens=cam_keys.shape[2] - qc.shape[2], scale=self.cam_scale,
+            )  # fmt: skip
+            cam = self.merge(transform_outputs(out.to(x.dtype), ctx.camera), T)
+
+        new_past = None
+        if commit:
+            new_past = SoftmaxPast(keys.detach(), values.detach(), _detach(cam_keys), _detach(cam_values))
+        return self.finish(x, main, cam), new_past
+
+
+def _detach(t: Tensor | None) -> Tensor | None:
+    return None if t is None else t.detach()
+
+
+__all__ = [
+    "CallContext",
+    "GDNPast",
+    "SoftmaxPast",
+    "KeyConv",
+    "GDNAttention",
+    "SoftmaxAttention",
+    "padded_head_scale",
+    "OUTPUT_GATE_INIT_BIAS",
+]

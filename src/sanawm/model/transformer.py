@@ -1,0 +1,353 @@
+"""The SANA-WM stage-1 diffusion transformer (`SanaWMTransformer`).
+
+Inputs per call (B clips, T latent frames of H x W latent pixels, one token per pixel):
+latents (B, C, T, H, W), a timestep per frame, text hidden states with a mask, a raymap
+(B, T, 20) and chunk-Plücker rays (B, 48, T, H, W). Output: the flow-matching velocity
+(B, C, T, H, W) (the sampler negates it, as the reference pipeline does).
+
+Temporal structure:
+- default: fully bidirectional over the T frames (the public release);
+- chunk-causal (`chunk_size` / `chunk_starts`): frames see earlier chunks and their own
+  chunk only (GDN forward scans run over everything, reverse scans stay in the chunk,
+  softmax attention is block-causal, the short convs see no later chunk);
+- streaming: `cache = model.new_stream_cache()`; `model(chunk..., cache=cache)` reads the
+  committed frames without changing the cache (call it as often as the sampler needs), and
+  `model.commit_to_cache(cache, chunk...)` (or `update_cache=True`) appends the chunk.
+  Chunk by chunk this computes exactly the one-shot chunk-causal forward.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from sanawm.errors import UserInputError
+from sanawm.model.attention import OUTPUT_GATE_INIT_BIAS, CallContext, GDNAttention, GDNPast, KeyConv
+from sanawm.model.block import BlockPast, SanaWMBlock
+from sanawm.model.camera import CameraTransforms, invert_rigid, ray_frames
+from sanawm.model.config import SanaWMConfig
+from sanawm.model.layers import (
+    CaptionEmbedder,
+    FinalLayer,
+    PatchEmbed,
+    RMSNorm,
+    TimestepEmbedder,
+    text_logit_bias,
+)
+from sanawm.model.rope import camera_rope_angles, rope_angles
+
+RAYMAP_WIDTH = 20  # 16 values of a row-major 4x4 camera-to-world + fx, fy, cx, cy
+
+
+def chunk_starts_for(num_frames: int, chunk_size: int) -> list[int]:
+    """First frame of each chunk for `chunk_size` latent frames per chunk: the first chunk is
+    frame 0 plus one chunk; a remainder shorter than a chunk joins the last chunk."""
+    if chunk_size < 1 or num_frames < 1:
+        raise UserInputError(f"chunk_size and the frame count must be >= 1, got {chunk_size} and {num_frames}")
+    starts = [0] + list(range(chunk_size + 1, num_frames, chunk_size))
+    if len(starts) > 1 and num_frames - starts[-1] < chunk_size:
+        starts.pop()
+    return starts
+
+
+class StreamCache:
+    """Per-block memory of the frames committed so far (see `SanaWMTransformer`).
+
+    GDN blocks hold forward states and the last raw keys (constant size); softmax blocks
+    hold the keys / values of every committed frame; every block holds the last FFN frame.
+    """
+
+    def __init__(self, depth: int):
+        self.blocks: list[BlockPast | None] = [None] * depth
+        self.num_frames = 0
+        self.shape: tuple[int, int, int] | None = None  # (batch, height, width)
+
+    def gdn_numel(self) -> int:
+        """Elements held by the GDN blocks (states and key contexts): constant once the
+        cache holds more frames than the key conv's kernel."""
+        total = 0
+        for past in self.blocks:
+            if past is not None and isinstance(past.attn, GDNPast):
+                a = past.attn
+                parts = [a.state.kv, a.state.z, a.key_context]
+                if a.cam_state is not None:
+                    parts += [a.cam_state.kv, a.cam_key_context]
+                total += sum(p.numel() for p in parts if p is not None)
+        return total
+
+
+def _shape(t: Tensor) -> tuple[int, ...]:
+    return tuple(t.shape)
+
+
+class SanaWMTransformer(nn.Module):
+    """SANA-WM stage-1 DiT; parameter names match the public checkpoint (minus `pos_embed`)."""
+
+    def __init__(self, config: SanaWMConfig, device=None):
+        super().__init__()
+        self.config = cfg = config
+        C = cfg.hidden_size
+        self.x_embedder = PatchEmbed(cfg.in_channels, C, device=device)
+        self.t_embedder = TimestepEmbedder(C, device=device)
+        self.t_block = nn.Sequential(nn.SiLU(), nn.Linear(C, 6 * C, device=device))
+        self.y_embedder = CaptionEmbedder(cfg.caption_channels, C, cfg.max_text_len, device=device)
+        self.attention_y_norm = RMSNorm(C, cfg.attn_norm_eps, init=cfg.text_norm_init, device=device)
+        self.plucker_embedder = PatchEmbed(cfg.plucker_channels, C, device=device)
+        # Unused by the release's forward (its chunk-Plücker path replaces it); kept so the
+        # checkpoint format round-trips.
+        self.raymap_embedder = PatchEmbed(3, C, device=device)
+        self.blocks = nn.ModuleList(
+            SanaWMBlock(cfg, softmax=i in cfg.softmax_blocks, device=device) for i in range(cfg.depth)
+        )
+        self.final_layer = FinalLayer(C, cfg.in_channels, device=device)
+
+    # ------------------------------------------------------------------------------------
+    # Forward
+    # ------------------------------------------------------------------------------------
+
+    def forward(
+        self,
+        latents: Tensor,
+        timestep: Tensor,
+        text: Tensor,
+        text_mask: Tensor | None = None,
+        raymap: Tensor | None = None,
+        chunk_plucker: Tensor | None = None,
+        *,
+        chunk_size: int | None = None,
+        chunk_starts: Sequence[int] | None = None,
+        cache: StreamCache | None = None,
+        frame_offset: int | None = None,
+        update_cache: bool = False,
+    ) -> Tensor:
+        """Velocity prediction (B, C, T, H, W).
+
+        latents (B, C, T, H, W); timestep (B, T), (B, 1, T) or (B,) on the 0..1000 scale
+        (truncated to integers, as the reference does; frame 0 of a clip is usually 0);
+        text (B, L, C_text) or (B, 1, L, C_text); text_mask (B, L) 1 = token, 0 = padding
+        (None: all tokens); raymap (B, T, 20); chunk_plucker (B, 48, T, H, W). Without
+        raymap the camera branches are skipped, without chunk_plucker the Plücker injection.
+        chunk_size / chunk_starts (at most one) make the call chunk-causal. cache: see the
+        module doc; frame_offset is the index of the first frame (with a cache it must equal
+        the committed frame count).
+        """
+        cfg = self.config
+        B, T, H, W = self._validate(latents, timestep, text, text_mask, raymap, chunk_plucker)
+        starts = self._resolve_chunks(T, chunk_size, chunk_starts)
+        offset = self._resolve_offset(cache, frame_offset, update_cache, (B, H, W))
+
+        dtype = self.x_embedder.proj.weight.dtype
+        device = latents.device
+        x = self.x_embedder(latents.to(dtype))
+        angles = rope_angles(cfg.head_dim, T, H, W, frame_offset=offset, theta=cfg.rope_theta, device=device)
+        camera = None
+        if raymap is not None:
+            cam_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+            p = ray_frames(raymap.to(cam_dtype), H, W).reshape(B, T * H * W, 4, 4)
+            camera = CameraTransforms(p, invert_rigid(p), camera_rope_angles(angles, cfg.head_dim))
+        plucker = self.plucker_embedder(chunk_plucker.to(dtype)) if chunk_plucker is not None else None
+
+        if timestep.dim() == 3:
+            timestep = timestep[:, 0]
+        timestep = timestep.reshape(B, -1).expand(B, T)
+        t = self.t_embedder(timestep.long().float())  # (B, T, C)
+        t_mod = self.t_block(t).unflatten(-1, (6, cfg.hidden_size))
+
+        if text.dim() == 4:
+            text = text[:, 0]
+        y = self.attention_y_norm(self.y_embedder(text.to(dtype)))
+        text_bias = text_logit_bias(text_mask) if text_mask is not None else None
+
+        ctx = CallContext(H, W, angles, camera, starts)
+        new_past: list[BlockPast | None] = []
+        for i, block in enumerate(self.blocks):
+            past = cache.blocks[i] if cache is not None else None
+            x, block_past = block(x, t_mod, y, text_bias, plucker, ctx, past, update_cache)
+            new_past.append(block_past)
+
+        out = self.final_layer(x, t)  # (B, T, S, C_out)
+        if update_cache:
+            cache.blocks = new_past
+            cache.num_frames += T
+            cache.shape = (B, H, W)
+        return out.reshape(B, T, H, W, -1).permute(0, 4, 1, 2, 3)
+
+    def new_stream_cache(self) -> StreamCache:
+        """An empty cache for chunk-by-chunk generation."""
+        return StreamCache(len(self.blocks))
+
+    @torch.no_grad()
+    def commit_to_cache(
+        self,
+        cache: StreamCache,
+        latents: Tensor,
+        timestep: Tensor,
+        text: Tensor,
+        text_mask: Tensor | None = None,
+        raymap: Tensor | None = None,
+        chunk_plucker: Tensor | None = None,
+    ) -> None:
+        """Append a finished chunk (typically the clean latents with timestep 0) to the cache."""
+        self.forward(latents, timestep, text, text_mask, raymap, chunk_plucker, cache=cache, update_cache=True)
+
+    # ------------------------------------------------------------------------------------
+    # Input checks: user mistakes become one UserInputError naming the bad input.
+    # ------------------------------------------------------------------------------------
+
+    def _validate(self, latents, timestep, text, text_mask, raymap, chunk_plucker) -> tuple[int, int, int, int]:
+        cfg = self.config
+        for name, t in dict(latents=latents, timestep=timestep, text=text).items():
+            if not isinstance(t, Tensor):
+                raise UserInputError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if latents.dim() != 5 or latents.shape[1] != cfg.in_channels:
+            raise UserInputError(
+                f"latents must be (B, {cfg.in_channels}, T, H, W), got {_shape(latents)}"
+            )
+        B, _, T, H, W = latents.shape
+        if min(B, T, H, W) < 1:
+            raise UserInputError(f"latents must not be empty, got {_shape(latents)}")
+        ok_t = timestep.shape in ((B,), (B, T), (B, 1, T))
+        if not ok_t:
+            raise UserInputError(f"timestep must be (B, T) = ({B}, {T}), (B, 1, T) or (B,), got {_shape(timestep)}")
+        if timestep.is_floating_point() and not torch.isfinite(timestep).all():
+            raise UserInputError("timestep contains NaN or inf")
+        ok_text = (text.dim() == 3 and text.shape[0] == B) or (text.dim() == 4 and text.shape[:2] == (B, 1))
+        if not ok_text or text.shape[-1] != cfg.caption_channels or text.shape[-2] < 1:
+            raise UserInputError(
+                f"text must be (B, L, {cfg.caption_channels}) or (B, 1, L, {cfg.caption_channels}) "
+                f"with B = {B}, got {_shape(text)}"
+            )
+        L = text.shape[-2]
+        if text_mask is not None:
+            if not isinstance(text_mask, Tensor) or text_mask.shape != (B, L):
+                raise UserInputError(f"text_mask must be (B, L) = ({B}, {L}), got {_shape(text_mask)}")
+            if not ((text_mask == 0) | (text_mask == 1)).all():
+                raise UserInputError("text_mask must contain only 0 and 1")
+        if raymap is not None:
+            if not isinstance(raymap, Tensor) or raymap.shape != (B, T, RAYMAP_WIDTH):
+                raise UserInputError(f"raymap must be (B, T, 20) = ({B}, {T}, 20), got {_shape(raymap)}")
+            if not torch.isfinite(raymap).all():
+                raise UserInputError("raymap contains NaN or inf")
+            if not (raymap[..., 16:18] > 0).all():
+                raise UserInputError("raymap focal lengths (columns 16 and 17: fx, fy) must be > 0")
+        if chunk_plucker is not None:
+            want = (B, cfg.plucker_channels, T, H, W)
+            if not isinstance(chunk_plucker, Tensor) or chunk_plucker.shape != want:
+                raise UserInputError(f"chunk_plucker must be (B, {cfg.plucker_channels}, T, H, W) = {want}, "
+                                     f"got {_shape(chunk_plucker)}")  # fmt: skip
+        return B, T, H, W
+
+    @staticmethod
+    def _resolve_chunks(T: int, chunk_size: int | None, chunk_starts: Sequence[int] | None) -> list[int] | None:
+        if chunk_size is not None and chunk_starts is not None:
+            raise UserInputError("give chunk_size or chunk_starts, not both")
+        if chunk_size is not None:
+            return chunk_starts_for(T, int(chunk_size))
+        if chunk_starts is None:
+            return None
+        starts = [int(s) for s in chunk_starts]
+        if not starts or starts[0] != 0 or any(b <= a for a, b in zip(starts, starts[1:])) or starts[-1] >= T:
+            raise UserInputError(
+                f"chunk_starts must begin with 0 and increase strictly below the frame count {T}, got {starts}"
+            )
+        return starts
+
+    @staticmethod
+    def _resolve_offset(
+        cache: StreamCache | None, frame_offset: int | None, update_cache: bool, shape: tuple[int, int, int]
+    ) -> int:
+        if cache is None:
+            if update_cache:
+                raise UserInputError("update_cache=True needs a cache (model.new_stream_cache())")
+            if frame_offset is not None and frame_offset < 0:
+                raise UserInputError(f"frame_offset must be >= 0, got {frame_offset}")
+            return frame_offset or 0
+        if not isinstance(cache, StreamCache):
+            raise UserInputError(f"cache must be a StreamCache, got {type(cache).__name__}")
+        if frame_offset is not None and frame_offset != cache.num_frames:
+            raise UserInputError(
+                f"frame_offset {frame_offset} does not match the cache, which holds {cache.num_frames} frames"
+            )
+        if cache.shape is not None and cache.shape != shape:
+            raise UserInputError(
+                f"(batch, height, width) {shape} does not match the cache's {cache.shape}"
+            )
+        return cache.num_frames
+
+    # ------------------------------------------------------------------------------------
+    # Initialisation for training from scratch (the reference's init).
+    # ------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """Initialise every parameter as the reference does before training.
+
+        Linear layers: Xavier-uniform weights, zero biases (the Plücker projection included);
+        timestep / text MLPs and t_block: N(0, 0.02); modulation tables: N(0, 1/C); convs:
+        PyTorch defaults, except zero t_conv, zero chunk-Plücker and raymap embedders and
+        identity key convs. Attention starts as a plain linear attention: beta bias 5, gate
+        weights 0, dt_bias -5, A_log 0, output gate 0 weights and bias 1.2785 (SiLU = 1),
+        zero camera output projection, camera q/k/v/norm/conv copied from the main branch.
+        """
+        C = self.config.hidden_size
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, (nn.Conv2d, nn.Conv3d)):
+                m.reset_parameters()
+            elif isinstance(m, RMSNorm):
+                nn.init.ones_(m.weight)
+        w = self.x_embedder.proj.weight
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        for lin in (self.t_embedder.mlp[0], self.t_embedder.mlp[2], self.t_block[1],
+                    self.y_embedder.y_proj.fc1, self.y_embedder.y_proj.fc2):  # fmt: skip
+            nn.init.normal_(lin.weight, std=0.02)
+        self.y_embedder.y_embedding.copy_(torch.randn_like(self.y_embedder.y_embedding) / math.sqrt(
+            self.y_embedder.y_embedding.shape[-1]))  # fmt: skip
+        self.attention_y_norm.weight.fill_(self.config.text_norm_init)
+        for emb in (self.plucker_embedder, self.raymap_embedder):
+            nn.init.zeros_(emb.proj.weight)
+            nn.init.zeros_(emb.proj.bias)
+        self.final_layer.scale_shift_table.copy_(torch.randn(2, C) / math.sqrt(C))
+        for block in self.blocks:
+            block.scale_shift_table.copy_(torch.randn(6, C) / math.sqrt(C))
+            nn.init.zeros_(block.mlp.t_conv.weight)
+            self._init_attention(block.attn)
+
+    @staticmethod
+    def _init_attention(attn) -> None:
+        C = attn.proj.in_features
+        nn.init.zeros_(attn.out_proj_cam.weight)
+        nn.init.zeros_(attn.out_proj_cam.bias)
+        nn.init.zeros_(attn.beta_proj.weight)
+        nn.init.constant_(attn.beta_proj.bias, 5.0)
+        nn.init.zeros_(attn.gate_proj.weight)
+        nn.init.zeros_(attn.gate_proj.bias)
+        attn.dt_bias.fill_(-5.0)
+        attn.A_log.fill_(0.0)
+        attn.recall_gate.zero_()
+        nn.init.zeros_(attn.output_gate.weight)
+        nn.init.constant_(attn.output_gate.bias, OUTPUT_GATE_INIT_BIAS)
+        # The camera branch starts as a copy of the main branch.
+        q, k, v = attn.qkv.weight.split(C)
+        attn.q_proj_cam.weight.copy_(q)
+        attn.k_proj_cam.weight.copy_(k)
+        attn.v_proj_cam.weight.copy_(v)
+        attn.q_norm_cam.weight.copy_(attn.q_norm.weight)
+        attn.k_norm_cam.weight.copy_(attn.k_norm.weight)
+        if isinstance(attn, GDNAttention):
+            for conv in (attn.conv_k, attn.conv_k_cam):
+                _identity_key_conv(conv)
+
+
+def _identity_key_conv(conv: KeyConv) -> None:
+    conv.weight.zero_()
+    conv.weight[:, 0, -1] = 1.0
+
+
+__all__ = ["SanaWMTransformer", "StreamCache", "chunk_starts_for"]

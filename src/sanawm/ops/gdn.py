@@ -1,0 +1,314 @@
+"""Frame-wise Gated DeltaNet (GDN): the linear-attention recurrence of SANA-WM.
+
+One recurrence step per latent frame; every frame inserts all of its S tokens at once.
+Per head (width D) the state is a D x D matrix `kv` (indexed [value dim, key dim]) and, for
+the main branch, a D-vector normaliser `z`. For frame t with tokens as rows
+(q, k, v, q_rot, k_rot: S x D; beta: S; gamma: scalar):
+
+    kv <- gamma * kv
+    kv <- kv + ((v^T - kv k_rot^T) * beta) k_rot          # delta rule on the rotated keys
+    z  <- gamma * z
+    z  <- z + k^T ((1 - k z) * beta)                       # same rule with target 1
+    num_t = q_rot kv^T        (S x D)      den_t = q z      (S)
+
+Equivalently kv_t = kv_{t-1} W_t + U_t with W_t = gamma_t (I - k_rot^T diag(beta) k_rot)
+and U_t = v^T diag(beta) k_rot, which is what the chunked path uses: the S-sized products
+are batched over all frames and only a D x D scan stays sequential.
+
+Directions:
+- forward (causal): the output of frame t reads the state after inserting frames ..t;
+- reverse (exclusive): the output of frame t reads frames t+1.. of its own chunk only.
+`gdn` combines them as (num_fwd + num_rev) / (den_fwd + den_rev + eps); the camera branch's
+`delta_rule` has no normaliser and returns num_fwd + num_rev.
+
+Layout (all functions): q, k, v, q_rot, k_rot: (B, H, T, S, D); beta: (B, H, T, S);
+gamma: (B, H, T). Everything runs in the inputs' dtype (the model passes float32; tests
+pass float64). `chunk_starts` lists the first frame of every chunk (starting with 0);
+`None` means one chunk, i.e. fully bidirectional; `range(T)` makes the op causal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+
+class GDNState(NamedTuple):
+    """Forward-scan state after the last frame; carry it into the next chunk."""
+
+    kv: Tensor
+    """(B, H, D, D), indexed [value dim, key dim]."""
+    z: Tensor | None
+    """(B, H, D) normaliser, or None for the camera branch's delta rule."""
+
+
+def _segments(chunk_starts: Sequence[int] | None, num_frames: int) -> list[tuple[int, int]]:
+    """(start, end) frame ranges of the chunks; validates the start list."""
+    starts = [0] if chunk_starts is None else [int(s) for s in chunk_starts]
+    if not starts or starts[0] != 0 or any(b <= a for a, b in zip(starts, starts[1:])) or starts[-1] >= num_frames:
+        raise ValueError(f"chunk_starts must start at 0, increase strictly and stay below T={num_frames}; got {starts}")
+    ends = starts[1:] + [num_frames]
+    return list(zip(starts, ends))
+
+
+def _zero_state(q: Tensor, normalizer: bool) -> GDNState:
+    B, H, _, _, D = q.shape
+    kv = q.new_zeros(B, H, D, D)
+    return GDNState(kv, q.new_zeros(B, H, D) if normalizer else None)
+
+
+# ----------------------------------------------------------------------------------------
+# Reference: one frame per step, written as the formulas above.
+# ----------------------------------------------------------------------------------------
+
+
+def _recurrent_insert(state: GDNState, k: Tensor, v: Tensor, k_rot: Tensor, beta: Tensor, gamma: Tensor) -> GDNState:
+    """Insert one frame (k, v, k_rot: (B, H, S, D); beta: (B, H, S); gamma: (B, H))."""
+    g = gamma[..., None, None]
+    kv = g * state.kv
+    delta = (v.transpose(-1, -2) - kv @ k_rot.transpose(-1, -2)) * beta[..., None, :]  # (B, H, D, S)
+    kv = kv + delta @ k_rot
+    z = None
+    if state.z is not None:
+        z = gamma[..., None] * state.z
+        err = (1.0 - (k @ z[..., None])[..., 0]) * beta  # (B, H, S)
+        z = z + (k.transpose(-1, -2) @ err[..., None])[..., 0]
+    return GDNState(kv, z)
+
+
+def _recurrent_read(state: GDNState, q: Tensor, q_rot: Tensor) -> tuple[Tensor, Tensor | None]:
+    num = q_rot @ state.kv.transpose(-1, -2)
+    den = (q @ state.z[..., None])[..., 0] if state.z is not None else None
+    return num, den
+
+
+def recurrent_scan(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    q_rot: Tensor,
+    k_rot: Tensor,
+    beta: Tensor,
+    gamma: Tensor,
+    *,
+    reverse: bool = False,
+    normalizer: bool = True,
+    initial_state: GDNState | None = None,
+) -> tuple[Tensor, Tensor | None, GDNState]:
+    """Plain frame-by-frame scan over all T frames (one chunk).
+
+    Returns num (B, H, T, S, D), den (B, H, T, S) or None, and the state after the scan.
+    Forward frames read the state including themselves; reverse frames read the state of
+    the later frames only (their own frame is inserted after reading).
+    """
+    state = initial_state if initial_state is not None else _zero_state(q, normalizer)
+    T = q.shape[2]
+    nums: list[Tensor] = [None] * T  # type: ignore[list-item]
+    dens: list[Tensor | None] = [None] * T
+    order = range(T - 1, -1, -1) if reverse else range(T)
+    for t in order:
+        if not reverse:
+            state = _recurrent_insert(state, k[:, :, t], v[:, :, t], k_rot[:, :, t], beta[:, :, t], gamma[:, :, t])
+        nums[t], dens[t] = _recurrent_read(state, q[:, :, t], q_rot[:, :, t])
+        if reverse:
+            state = _recurrent_insert(state, k[:, :, t], v[:, :, t], k_rot[:, :, t], beta[:, :, t], gamma[:, :, t])
+    num = torch.stack(nums, dim=2)
+    den = torch.stack(dens, dim=2) if normalizer else None  # type: ignore[arg-type]
+    return num, den, state
+
+
+# ----------------------------------------------------------------------------------------
+# Chunked path: batched per-frame transitions, sequential D x D scan, batched read-out.
+# ----------------------------------------------------------------------------------------
+
+
+class _Transitions(NamedTuple):
+    """Per-frame affine maps kv_t = kv_{t-1} w_kv_t + u_kv_t and z_t = w_z_t z_{t-1} + u_z_t."""
+
+    w_kv: Tensor  # (B, H, T, D, D), symmetric
+    u_kv: Tensor  # (B, H, T, D, D)
+    w_z: Tensor | None  # (B, H, T, D, D), symmetric
+    u_z: Tensor | None  # (B, H, T, D)
+
+
+def _transitions(k: Tensor, v: Tensor, k_rot: Tensor, beta: Tensor, gamma: Tensor, normalizer: bool) -> _Transitions:
+    eye = torch.eye(k.shape[-1], dtype=k.dtype, device=k.device)
+    g = gamma[..., None, None]
+    bk_rot = beta[..., None] * k_rot
+    w_kv = g * (eye - k_rot.transpose(-1, -2) @ bk_rot)
+    u_kv = (beta[..., None] * v).transpose(-1, -2) @ k_rot
+    if not normalizer:
+        return _Transitions(w_kv, u_kv, None, None)
+    bk = beta[..., None] * k
+    w_z = g * (eye - k.transpose(-1, -2) @ bk)
+    u_z = bk.sum(dim=-2)
+    return _Transitions(w_kv, u_kv, w_z, u_z)
+
+
+def _scan_states(tr: _Transitions, state: GDNState, frames: Sequence[int]) -> tuple[list[GDNState], GDNState]:
+    """Apply the transitions of `frames` in order; returns the state after each frame."""
+    out = []
+    for t in frames:
+        kv = state.kv @ tr.w_kv[:, :, t] + tr.u_kv[:, :, t]
+        z = None
+        if state.z is not None:
+            z = (tr.w_z[:, :, t] @ state.z[..., None])[..., 0] + tr.u_z[:, :, t]
+        state = GDNState(kv, z)
+        out.append(state)
+    return out, state
+
+
+def _history(
+    tr: _Transitions,
+    segments: list[tuple[int, int]],
+    initial: GDNState,
+    bidirectional: bool,
+) -> tuple[Tensor, Tensor | None, GDNState]:
+    """The state each frame reads, forward plus reverse-within-chunk, and the final forward state.
+
+    Both directions are read with the same queries, so their states can be summed before the
+    (expensive, S-sized) read-out.
+    """
+    T = tr.w_kv.shape[2]
+    fwd, final = _scan_states(tr, initial, range(T))
+    kv_hist = torch.stack([s.kv for s in fwd], dim=2)
+    z_hist = torch.stack([s.z for s in fwd], dim=2) if initial.z is not None else None
+    if bidirectional:
+        zero = GDNState(torch.zeros_like(initial.kv), None if initial.z is None else torch.zeros_like(initial.z))
+        for start, end in segments:
+            if end - start < 2:
+                continue  # a single frame has nothing after it inside its chunk
+            # Reading frame t needs frames t+1..end-1: scan end-1, ..., start+1 and shift by one.
+            rev, _ = _scan_states(tr, zero, range(end - 1, start, -1))
+            kv_rev = torch.stack([s.kv for s in reversed(rev)], dim=2)
+            kv_hist[:, :, start : end - 1] += kv_rev
+            if z_hist is not None:
+                z_hist[:, :, start : end - 1] += torch.stack([s.z for s in reversed(rev)], dim=2)
+    return kv_hist, z_hist, final
+
+
+def _chunked(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    q_rot: Tensor,
+    k_rot: Tensor,
+    beta: Tensor,
+    gamma: Tensor,
+    *,
+    chunk_starts: Sequence[int] | None,
+    bidirectional: bool,
+    normalizer: bool,
+    initial_state: GDNState | None,
+) -> tuple[Tensor, Tensor | None, GDNState]:
+    segments = _segments(chunk_starts, q.shape[2])
+    tr = _transitions(k, v, k_rot, beta, gamma, normalizer)
+    init = initial_state if initial_state is not None else _zero_state(q, normalizer)
+    kv_hist, z_hist, final = _history(tr, segments, init, bidirectional)
+    num = q_rot @ kv_hist.transpose(-1, -2)
+    den = (q @ z_hist[..., None])[..., 0] if z_hist is not None else None
+    return num, den, final
+
+
+def _check(name: str, tensors: dict[str, Tensor], beta: Tensor, gamma: Tensor) -> None:
+    shape = tensors["q"].shape
+    if len(shape) != 5:
+        raise ValueError(f"{name}: q must be (B, H, T, S, D), got {tuple(shape)}")
+    for key, t in tensors.items():
+        if t.shape != shape:
+            raise ValueError(f"{name}: {key} has shape {tuple(t.shape)}, expected {tuple(shape)}")
+    if beta.shape != shape[:4]:
+        raise ValueError(f"{name}: beta must be (B, H, T, S) = {tuple(shape[:4])}, got {tuple(beta.shape)}")
+    if gamma.shape != shape[:3]:
+        raise ValueError(f"{name}: gamma must be (B, H, T) = {tuple(shape[:3])}, got {tuple(gamma.shape)}")
+
+
+def gdn(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    q_rot: Tensor,
+    k_rot: Tensor,
+    beta: Tensor,
+    gamma: Tensor,
+    *,
+    eps: float,
+    chunk_starts: Sequence[int] | None = None,
+    initial_state: GDNState | None = None,
+) -> tuple[Tensor, GDNState]:
+    """Main-branch GDN: forward scan over all frames plus reverse scan within each chunk.
+
+    q/k feed the normaliser, q_rot/k_rot (RoPE applied) the numerator. Returns the output
+    (B, H, T, S, D) = (num_fwd + num_rev) / (den_fwd + den_rev + eps) and the forward state
+    after the last frame (seed it as `initial_state` of the next chunk).
+    """
+    _check("gdn", dict(q=q, k=k, v=v, q_rot=q_rot, k_rot=k_rot), beta, gamma)
+    num, den, final = _chunked(
+        q, k, v, q_rot, k_rot, beta, gamma,
+        chunk_starts=chunk_starts, bidirectional=True, normalizer=True, initial_state=initial_state,
+    )  # fmt: skip
+    return num / (den[..., None] + eps), final
+
+
+def delta_rule(
+    q_rot: Tensor,
+    k_rot: Tensor,
+    v: Tensor,
+    beta: Tensor,
+    gamma: Tensor,
+    *,
+    chunk_starts: Sequence[int] | None = None,
+    initial_state: GDNState | None = None,
+) -> tuple[Tensor, GDNState]:
+    """Camera-branch delta rule: numerator only, forward plus reverse-within-chunk.
+
+    Returns (B, H, T, S, D) = num_fwd + num_rev and the forward state (z is None).
+    """
+    _check("delta_rule", dict(q=q_rot, k=k_rot, v=v), beta, gamma)
+    num, _, final = _chunked(
+        q_rot, k_rot, v, q_rot, k_rot, beta, gamma,
+        chunk_starts=chunk_starts, bidirectional=True, normalizer=False, initial_state=initial_state,
+    )  # fmt: skip
+    return num, final
+
+
+def gdn_reference(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    q_rot: Tensor,
+    k_rot: Tensor,
+    beta: Tensor,
+    gamma: Tensor,
+    *,
+    eps: float | None,
+    chunk_starts: Sequence[int] | None = None,
+    initial_state: GDNState | None = None,
+) -> tuple[Tensor, GDNState]:
+    """`gdn` (eps given) or `delta_rule` (eps None: no normaliser) by the plain recurrence.
+
+    Slow; for tests and kernel checks. Runs the reverse scan chunk by chunk.
+    """
+    normalizer = eps is not None
+    T = q.shape[2]
+    num, den, final = recurrent_scan(q, k, v, q_rot, k_rot, beta, gamma, normalizer=normalizer, initial_state=initial_state)
+    num_parts, den_parts = [], []
+    for start, end in _segments(chunk_starts, T):
+        part = slice(start, end)
+        n, d, _ = recurrent_scan(
+            q[:, :, part], k[:, :, part], v[:, :, part], q_rot[:, :, part], k_rot[:, :, part],
+            beta[:, :, part], gamma[:, :, part], reverse=True, normalizer=normalizer,
+        )  # fmt: skip
+        num_parts.append(n)
+        den_parts.append(d)
+    num = num + torch.cat(num_parts, dim=2)
+    if not normalizer:
+        return num, final
+    den = den + torch.cat(den_parts, dim=2)
+    return num / (den[..., None] + eps), final
+
+
+__all__ = ["GDNState", "gdn", "delta_rule", "gdn_reference", "recurrent_scan"]

@@ -1,0 +1,92 @@
+"""Convolutions along the frame axis, with chunk boundaries and carried context.
+
+`key_conv`: the depthwise short conv on GDN keys. The weight is a causal kernel
+(w_0 .. w_{K-1}, w_{K-1} on the current frame); the bidirectional form runs it forward and on
+the time-reversed sequence and counts the shared centre tap once:
+    y[t] = sum_i w_i x[t-K+1+i]  +  sum_i w_i x[t+K-1-i]  -  w_{K-1} x[t].
+The forward part sees earlier chunks (and `context`, the frames before the first one); the
+backward part only sees frames of the same chunk.
+
+`frame_conv`: the FFN's dense temporal conv (kernel 3 centred): each frame reads the previous
+frame (even across a chunk boundary, or `context` before the first frame) and the next frame
+only inside its chunk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def chunk_bounds(chunk_starts: Sequence[int] | None, num_frames: int) -> list[tuple[int, int]]:
+    """(start, end) of each chunk; `None` is one chunk over all frames."""
+    starts = [0] if chunk_starts is None else list(chunk_starts)
+    return list(zip(starts, starts[1:] + [num_frames]))
+
+
+def key_conv(
+    x: Tensor,
+    weight: Tensor,
+    *,
+    chunk_starts: Sequence[int] | None = None,
+    context: Tensor | None = None,
+) -> Tensor:
+    """Bidirectional depthwise conv along frames.
+
+    x: (B, T, S, C); weight: (C, K) causal taps; context: (B, P, S, C) frames preceding x
+    (P >= K-1 is not required: missing frames count as zeros). Returns (B, T, S, C).
+    """
+    T = x.shape[1]
+    K = weight.shape[-1]
+    if context is not None and context.shape[1] > 0:
+        full = torch.cat([context, x], dim=1)
+    else:
+        full = x
+    lead = full.shape[1] - T
+    padded = F.pad(full, (0, 0, 0, 0, K - 1, 0))  # zeros before the first known frame
+    out = torch.zeros_like(x)
+    for i in range(K):
+        # causal tap i reads frame t-K+1+i
+        start = lead + i
+        out = out + weight[:, i] * padded[:, start : start + T]
+    for start, end in chunk_bounds(chunk_starts, T):
+        seg = F.pad(x[:, start:end], (0, 0, 0, 0, 0, K - 1))  # zeros after the chunk's last frame
+        n = end - start
+        back = torch.zeros_like(x[:, start:end])
+        for i in range(K - 1):  # tap K-1 (the centre) is already counted by the forward pass
+            shift = K - 1 - i
+            back = back + weight[:, i] * seg[:, shift : shift + n]
+        out[:, start:end] = out[:, start:end] + back
+    return out
+
+
+def frame_conv(
+    x: Tensor,
+    weight: Tensor,
+    *,
+    chunk_starts: Sequence[int] | None = None,
+    context: Tensor | None = None,
+) -> Tensor:
+    """Dense centred conv along frames.
+
+    x: (B, C, T, S); weight: (C_out, C_in, K, 1) with odd K; context: (B, C_in, P, S) frames
+    preceding x (zeros if None). Returns (B, C_out, T, S).
+    """
+    half = weight.shape[2] // 2
+    T = x.shape[2]
+    full = torch.cat([context, x], dim=2) if context is not None else x
+    lead = full.shape[2] - T
+    outs = []
+    for start, end in chunk_bounds(chunk_starts, T):
+        # earlier frames (any chunk, or the context) are visible on the left ...
+        left = full[:, :, max(0, lead + start - half) : lead + start]
+        seg = torch.cat([F.pad(left, (0, 0, half - left.shape[2], 0)), x[:, :, start:end]], dim=2)
+        # ... but the next chunk is not visible on the right
+        seg = F.pad(seg, (0, 0, 0, half))
+        outs.append(F.conv2d(seg, weight))
+    return torch.cat(outs, dim=2)
+
+__all__ = ["chunk_bounds", "key_conv", "frame_conv"]

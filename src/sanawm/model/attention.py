@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from sanawm.model.camera import CameraTransforms, rms_clamp, transform_keys, transform_outputs, transform_queries
 from sanawm.model.config import SanaWMConfig
-from sanawm.model.layers import RMSNorm
+from sanawm.model.layers import RMSNorm, at_least_f32
 from sanawm.model.rope import apply_rope
 from sanawm.ops.gdn import GDNState, delta_rule, gdn
 from sanawm.ops.temporal import chunk_bounds, key_conv
@@ -133,10 +133,10 @@ class _AttentionBase(nn.Module):
         return x.transpose(1, 2).reshape(B, frames, N // frames, H * D)
 
     def gates(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """beta (B, H, T, S) in x's dtype and decay gamma (B, H, T) in float32."""
+        """beta (B, H, T, S) in x's dtype and decay gamma (B, H, T) in float32 (or float64)."""
         beta = torch.sigmoid(self.beta_proj(x)).permute(0, 3, 1, 2)
-        a = self.gate_proj(x.mean(dim=2)).float()
-        gamma = torch.exp(-self.A_log.float().exp() * F.softplus(a + self.dt_bias.float()))
+        a = at_least_f32(self.gate_proj(x.mean(dim=2)))
+        gamma = torch.exp(-at_least_f32(self.A_log).exp() * F.softplus(a + at_least_f32(self.dt_bias)))
         return beta, gamma.transpose(1, 2)
 
     def camera_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -150,7 +150,7 @@ class _AttentionBase(nn.Module):
 
     def finish(self, x: Tensor, main: Tensor, cam: Tensor | None) -> Tensor:
         combined = main if cam is None else main + self.out_proj_cam(cam)
-        combined = combined * F.silu(self.output_gate(x).float())
+        combined = combined * F.silu(at_least_f32(self.output_gate(x)))
         return self.proj(combined.to(self.proj.weight.dtype))
 
 
@@ -180,8 +180,8 @@ class GDNAttention(_AttentionBase):
         v = self.heads(v)
         q_rot, k_rot = apply_rope(q, ctx.angles), apply_rope(k, ctx.angles)
         out, state = gdn(
-            *(t.float().reshape(frames) for t in (q, k, v, q_rot, k_rot)),
-            beta.float(), gamma, eps=self.eps, chunk_starts=ctx.chunk_starts,
+            *(at_least_f32(t).reshape(frames) for t in (q, k, v, q_rot, k_rot)),
+            at_least_f32(beta), gamma, eps=self.eps, chunk_starts=ctx.chunk_starts,
             initial_state=past.state if past else None,
         )  # fmt: skip
         main = self.merge(out.reshape(B, self.num_heads, T * S, -1).to(x.dtype), T)
@@ -219,8 +219,8 @@ class GDNAttention(_AttentionBase):
         inflation = inflation.reshape(B, self.num_heads, T, S).mean(dim=-1)
         beta_cam = beta / inflation.clamp_min(1.0)[..., None]
         out, state = delta_rule(
-            *(t.float().reshape(frames) for t in (qt, kt, vt)),
-            beta_cam.float(), gamma, chunk_starts=ctx.chunk_starts,
+            *(at_least_f32(t).reshape(frames) for t in (qt, kt, vt)),
+            at_least_f32(beta_cam), gamma, chunk_starts=ctx.chunk_starts,
             initial_state=past.cam_state if past else None,
         )  # fmt: skip
         out = transform_outputs(out.reshape(B, self.num_heads, T * S, -1).to(x.dtype), ctx.camera)

@@ -22,6 +22,11 @@ LAYER_NORM_EPS = 1e-6  # the affine-free LayerNorms before attention, FFN and ou
 _MAX_CONV_ELEMENTS = 1 << 30
 
 
+def at_least_f32(x: Tensor) -> Tensor:
+    """x in float32, or kept in float64 (the precision-critical parts run in float32)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 class RMSNorm(nn.Module):
     """RMSNorm over the last dim, computed in float32 (result in the input dtype)."""
 
@@ -31,7 +36,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.full((dim,), float(init), device=device))
 
     def forward(self, x: Tensor) -> Tensor:
-        x32 = x.float()
+        x32 = at_least_f32(x)
         normed = x32 * torch.rsqrt(x32.square().mean(dim=-1, keepdim=True) + self.eps)
         return (self.weight * normed).to(x.dtype)
 
@@ -193,6 +198,7 @@ class FinalLayer(nn.Module):
 
 
 __all__ = [
+    "at_least_f32",
     "RMSNorm",
     "layer_norm",
     "modulate",

@@ -1,0 +1,203 @@
+"""The frame-wise GDN ops and the temporal convs against independent float64 references."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sanawm.ops.gdn import GDNState, delta_rule, gdn, gdn_reference, recurrent_scan
+from sanawm.ops.temporal import frame_conv, key_conv
+
+B, H, T, S, D = 2, 3, 7, 5, 8
+
+
+def make_inputs(seed=0, T=T):
+    g = torch.Generator().manual_seed(seed)
+    rnd = lambda *shape: torch.randn(*shape, generator=g, dtype=torch.float64)  # noqa: E731
+    # Keys are ReLU features scaled by 1/sqrt(D*S) in the model: keep that magnitude so the
+    # delta rule's transitions are contractions, as they are in practice.
+    q = F.relu(rnd(B, H, T, S, D))
+    k = F.relu(rnd(B, H, T, S, D)) / (D * S) ** 0.5
+    v = rnd(B, H, T, S, D)
+    q_rot, k_rot = q + 0.3 * rnd(B, H, T, S, D), k + 0.05 * rnd(B, H, T, S, D)
+    beta = torch.rand(B, H, T, S, generator=g, dtype=torch.float64)
+    gamma = 0.5 + 0.5 * torch.rand(B, H, T, generator=g, dtype=torch.float64)
+    return q, k, v, q_rot, k_rot, beta, gamma
+
+
+def close(a, b, tol=1e-10):
+    return (a - b).abs().max().item() <= tol * max(1.0, b.abs().max().item())
+
+
+CHUNKINGS = {"bidirectional": None, "chunk_causal": [0, 3, 5], "causal": list(range(T))}
+
+
+@pytest.mark.parametrize("chunks", CHUNKINGS.values(), ids=CHUNKINGS.keys())
+def test_gdn_matches_recurrent_reference(chunks):
+    x = make_inputs()
+    out, state = gdn(*x, eps=1e-8, chunk_starts=chunks)
+    ref, ref_state = gdn_reference(*x, eps=1e-8, chunk_starts=chunks)
+    assert close(out, ref)
+    assert close(state.kv, ref_state.kv) and close(state.z, ref_state.z)
+
+
+@pytest.mark.parametrize("chunks", CHUNKINGS.values(), ids=CHUNKINGS.keys())
+def test_delta_rule_matches_recurrent_reference(chunks):
+    q, k, v, q_rot, k_rot, beta, gamma = make_inputs(1)
+    out, state = delta_rule(q_rot, k_rot, v, beta, gamma, chunk_starts=chunks)
+    ref, ref_state = gdn_reference(q_rot, k_rot, v, q_rot, k_rot, beta, gamma, eps=None, chunk_starts=chunks)
+    assert state.z is None and ref_state.z is None
+    assert close(out, ref) and close(state.kv, ref_state.kv)
+
+
+def flip_and_shift(x, fill):
+    """Reverse the frame axis (dim 2) and delay by one frame, padding with `fill`."""
+    flipped = x.flip(2)
+    pad = torch.full_like(flipped[:, :, :1], fill)
+    return torch.cat([pad, flipped[:, :, :-1]], dim=2)
+
+
+def test_bidirectional_is_forward_plus_shifted_backward():
+    """out = (num_f + num_b) / (den_f + den_b + eps) with the backward scan run on the
+    reversed sequence delayed by one frame (zero keys/values/beta, decay 1 in front)."""
+    q, k, v, q_rot, k_rot, beta, gamma = make_inputs(2)
+    eps = 1e-8
+    num_f, den_f, _ = recurrent_scan(q, k, v, q_rot, k_rot, beta, gamma)
+    num_b, den_b, _ = recurrent_scan(
+        q.flip(2), flip_and_shift(k, 0.0), flip_and_shift(v, 0.0), q_rot.flip(2), flip_and_shift(k_rot, 0.0),
+        flip_and_shift(beta, 0.0), flip_and_shift(gamma, 1.0),
+    )  # fmt: skip
+    expected = (num_f + num_b.flip(2)) / (den_f + den_b.flip(2) + eps)[..., None]
+    out, _ = gdn(q, k, v, q_rot, k_rot, beta, gamma, eps=eps)
+    assert close(out, expected)
+
+
+def test_state_carried_across_chunks_equals_one_shot():
+    x = make_inputs(3)
+    split = 4
+    full, full_state = gdn(*x, eps=1e-8, chunk_starts=[0, split])
+    first = [t[:, :, :split] for t in x]
+    second = [t[:, :, split:] for t in x]
+    out1, state1 = gdn(*first, eps=1e-8)
+    out2, state2 = gdn(*second, eps=1e-8, initial_state=state1)
+    assert close(torch.cat([out1, out2], dim=2), full)
+    assert close(state2.kv, full_state.kv) and close(state2.z, full_state.z)
+    # the same for the camera delta rule
+    q, k, v, q_rot, k_rot, beta, gamma = x
+    full_c, _ = delta_rule(q_rot, k_rot, v, beta, gamma, chunk_starts=[0, split])
+    c1, s1 = delta_rule(q_rot[:, :, :split], k_rot[:, :, :split], v[:, :, :split], beta[:, :, :split], gamma[:, :, :split])
+    c2, _ = delta_rule(q_rot[:, :, split:], k_rot[:, :, split:], v[:, :, split:], beta[:, :, split:],
+                       gamma[:, :, split:], initial_state=s1)  # fmt: skip
+    assert close(torch.cat([c1, c2], dim=2), full_c)
+
+
+def test_delta_rule_overwrites_instead_of_accumulating():
+    """Analytic case: orthonormal keys, beta = 1, no decay. After writing v then v' under
+    the same keys, reading with those keys returns v' exactly (linear attention: v + v')."""
+    n = 4  # tokens per frame <= D
+    basis = torch.linalg.qr(torch.randn(D, D, dtype=torch.float64))[0][:n]  # orthonormal rows
+    keys = basis.expand(1, 1, 2, n, D)
+    values = torch.randn(1, 1, 2, n, D, dtype=torch.float64)
+    beta = torch.ones(1, 1, 2, n, dtype=torch.float64)
+    gamma = torch.ones(1, 1, 2, dtype=torch.float64)
+    causal = [0, 1]
+    out, state = delta_rule(keys, keys, values, beta, gamma, chunk_starts=causal)
+    assert close(out[0, 0, 0], values[0, 0, 0]) and close(out[0, 0, 1], values[0, 0, 1])
+    assert close(state.kv[0, 0] @ basis.T, values[0, 0, 1].T)
+    ref, _ = gdn_reference(keys, keys, values, keys, keys, beta, gamma, eps=None, chunk_starts=causal)
+    assert close(ref, out)
+    # normaliser: z . k = 1 for every stored key, so the main branch returns v' as well
+    out_main, main_state = gdn(keys, keys, values, keys, keys, beta, gamma, eps=0.0, chunk_starts=causal)
+    assert close(main_state.z[0, 0] @ basis.T, torch.ones(n, dtype=torch.float64))
+    assert close(out_main[0, 0, 1], values[0, 0, 1])
+
+
+def test_full_decay_forgets_the_past():
+    """gamma_t = 0 wipes the state before frame t is written: forward outputs of frame t then
+    only depend on frame t."""
+    q, k, v, q_rot, k_rot, beta, gamma = make_inputs(4)
+    gamma = torch.zeros_like(gamma)
+    causal = list(range(T))
+    out, _ = gdn(q, k, v, q_rot, k_rot, beta, gamma, eps=1e-8, chunk_starts=causal)
+    for t in range(T):
+        single = [x[:, :, t : t + 1] for x in (q, k, v, q_rot, k_rot, beta, gamma)]
+        alone, _ = gdn(*single, eps=1e-8)
+        assert close(out[:, :, t : t + 1], alone)
+
+
+def test_float32_path_close_to_float64():
+    x64 = make_inputs(5)
+    out64, _ = gdn(*x64, eps=1e-8)
+    out32, _ = gdn(*(t.float() for t in x64), eps=1e-8)
+    assert (out32.double() - out64).norm() / out64.norm() < 1e-5
+
+
+def test_bad_chunk_starts_and_shapes_raise():
+    x = make_inputs()
+    with pytest.raises(ValueError, match="chunk_starts"):
+        gdn(*x, eps=1e-8, chunk_starts=[1, 3])
+    with pytest.raises(ValueError, match="beta"):
+        gdn(*x[:5], x[5][..., :2], x[6], eps=1e-8)
+
+
+# ---------------------------------------------------------------------------------------
+# Temporal convs
+# ---------------------------------------------------------------------------------------
+
+
+def causal_conv_naive(x, w):
+    """x (B, T, S, C), w (C, K): y[t] = sum_i w_i x[t-K+1+i] via F.conv1d."""
+    Bx, Tx, Sx, C = x.shape
+    K = w.shape[1]
+    seq = x.permute(0, 2, 3, 1).reshape(Bx * Sx, C, Tx)
+    y = F.conv1d(F.pad(seq, (K - 1, 0)), w[:, None, :], groups=C)
+    return y.reshape(Bx, Sx, C, Tx).permute(0, 3, 1, 2)
+
+
+def test_key_conv_bidirectional_matches_forward_plus_backward():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 6, 3, 5, generator=g, dtype=torch.float64)
+    w = torch.randn(5, 4, generator=g, dtype=torch.float64)
+    fwd = causal_conv_naive(x, w)
+    bwd = causal_conv_naive(x.flip(1), w).flip(1)
+    expected = fwd + bwd - w[:, -1] * x
+    assert close(key_conv(x, w), expected)
+    # chunk-causal: the backward part restarts in every chunk, the forward part does not
+    starts = [0, 2, 5]
+    expected = fwd.clone()
+    for a, b in zip(starts, starts[1:] + [6]):
+        seg = x[:, a:b]
+        expected[:, a:b] += causal_conv_naive(seg.flip(1), w).flip(1) - w[:, -1] * seg
+    assert close(key_conv(x, w, chunk_starts=starts), expected)
+    # context: the frames before x feed the forward part only
+    out_tail = key_conv(x[:, 2:], w, chunk_starts=[0, 3], context=x[:, :2])
+    assert close(out_tail, expected[:, 2:])
+
+
+def test_frame_conv_matches_naive_loop():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 4, 7, 3, generator=g, dtype=torch.float64)  # (B, C, T, S)
+    w = torch.randn(5, 4, 3, 1, generator=g, dtype=torch.float64)
+    starts = [0, 3, 4]
+    ends = {2, 3, 6}  # last frame of each chunk: its right neighbour is hidden
+
+    def naive(x, chunk_ends):
+        out = torch.zeros(2, 5, x.shape[2], 3, dtype=torch.float64)
+        for t in range(x.shape[2]):
+            for i, dt in enumerate((-1, 0, 1)):
+                s = t + dt
+                if s < 0 or s >= x.shape[2] or (dt == 1 and t in chunk_ends):
+                    continue
+                out[:, :, t] += torch.einsum("oc,bcs->bos", w[:, :, i, 0], x[:, :, s])
+        return out
+
+    assert close(frame_conv(x, w), naive(x, {6}))
+    full = frame_conv(x, w, chunk_starts=starts)
+    assert close(full, naive(x, ends))
+    tail = frame_conv(x[:, :, 3:], w, chunk_starts=[0, 1], context=x[:, :, :3])
+    assert close(tail, full[:, :, 3:])
+
+
+def test_gdn_state_type():
+    q, k, v, q_rot, k_rot, beta, gamma = make_inputs()
+    _, state = gdn(q, k, v, q_rot, k_rot, beta, gamma, eps=1e-8)
+    assert isinstance(state, GDNState) and state.kv.shape == (B, H, D, D) and state.z.shape == (B, H, D)

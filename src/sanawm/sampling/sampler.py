@@ -1,0 +1,250 @@
+"""Samplers: turn noise into the latents of a video that starts at a given image.
+
+Both modes run flow-matching Euler (`schedule.py`) with per-frame timesteps. Latent frame 0 is
+the encoded input image: it is placed in the latents before sampling, its timestep is pinned to
+0 throughout (the model sees it as clean) and no step ever changes it.
+
+- `sample_bidirectional`: every latent frame is denoised at once; frames attend both ways.
+- `sample_streaming`: chunk-causal generation. The clip is cut into chunks of `chunk_size`
+  latent frames (the first chunk also holds frame 0); each chunk is fully denoised while
+  reading the model's stream cache of the finished chunks before it, then committed to the
+  cache as clean latents (timestep 0), and yielded. GDN layers keep a constant-size state, so
+  memory for them does not grow with the number of chunks.
+
+Guidance: besides the conditional prediction, up to two unconditional ones are combined,
+    v = v_no_text + cfg * (v_full - v_no_text)                  (text, as SANA-WM does)
+    v += (camera_cfg - 1) * (v_full - v_no_camera)               (camera guidance)
+each only when its scale differs from 1 (and, for text, when a negative text is given).
+"v_no_text" uses the negative text with the camera; "v_no_camera" the prompt without the
+camera branches and Plücker rays. Conditional and negative text share one batched call.
+
+Noise comes from a CPU generator seeded with `seed` (the same seed gives the same video on any
+device): one draw for the whole clip in bidirectional mode, one per chunk, in order, when
+streaming.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from sanawm.errors import UserInputError
+from sanawm.sampling.schedule import NUM_TRAIN_TIMESTEPS, euler_step, flow_sigmas, next_sigma
+from sanawm.text import TextEmbedding
+
+#: Called after every model evaluation step with (steps done, steps in total).
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class Conditioning:
+    """Everything one video is generated from (batch 1), already in model space.
+
+    first_latent: (1, C, 1, h, w) normalised latent of the input image.
+    text: prompt embedding (1, L, C_text) + mask; the null embedding for models without text.
+    raymap: (1, T, 20) per-latent-frame cameras; chunk_plucker: (1, P, T, h, w) rays.
+    negative_text: embedding of the negative prompt for text guidance (None: no text guidance).
+    """
+
+    first_latent: Tensor
+    text: TextEmbedding
+    raymap: Tensor
+    chunk_plucker: Tensor
+    negative_text: TextEmbedding | None = None
+
+    @property
+    def num_latent_frames(self) -> int:
+        return int(self.raymap.shape[1])
+
+
+@dataclass
+class SamplerSettings:
+    """Sampling knobs: step count, schedule shift, guidance scales and the noise seed."""
+
+    steps: int
+    flow_shift: float
+    cfg: float = 1.0
+    camera_cfg: float = 1.0
+    seed: int = 0
+
+
+def combine_guidance(
+    full: Tensor, no_text: Tensor | None, no_camera: Tensor | None, cfg: float, camera_cfg: float
+) -> Tensor:
+    """Classifier-free guidance over the branches that were evaluated (see module doc)."""
+    out = full if no_text is None else no_text + cfg * (full - no_text)
+    if no_camera is not None:
+        out = out + (camera_cfg - 1.0) * (full - no_camera)
+    return out
+
+
+class _GuidedModel:
+    """Evaluates the guidance branches for a slice of frames, with one stream cache per
+    batched call when streaming."""
+
+    def __init__(self, model, cond: Conditioning, settings: SamplerSettings, streaming: bool) -> None:
+        self.model = model
+        self.cond = cond
+        self.settings = settings
+        self.text_guidance = cond.negative_text is not None and settings.cfg != 1.0
+        self.camera_guidance = settings.camera_cfg != 1.0
+        device = cond.first_latent.device
+        texts = [cond.negative_text, cond.text] if self.text_guidance else [cond.text]
+        self.text_states = torch.cat([t.states for t in texts]).to(device)
+        self.text_mask = torch.cat([t.mask for t in texts]).to(device)
+        self.cache = model.new_stream_cache() if streaming else None
+        self.cache_no_camera = model.new_stream_cache() if streaming and self.camera_guidance else None
+
+    def _call(self, x, timestep, text, mask, camera, start, stop, cache, commit=False):
+        raymap = plucker = None
+        if camera:
+            raymap = self.cond.raymap[:, start:stop].expand(x.shape[0], -1, -1)
+            plucker = self.cond.chunk_plucker[:, :, start:stop].expand(x.shape[0], -1, -1, -1, -1)
+        if commit:
+            self.model.commit_to_cache(cache, x, timestep, text, mask, raymap, plucker)
+            return None
+        return self.model(x, timestep, text, mask, raymap, plucker, cache=cache).float()
+
+    @torch.no_grad()
+    def velocity(self, x: Tensor, timestep: Tensor, start: int, stop: int) -> Tensor:
+        """Guided velocity for latents `x` (1, C, t, h, w) = frames [start, stop)."""
+        batch = self.text_states.shape[0]
+        out = self._call(
+            x.expand(batch, -1, -1, -1, -1), timestep.expand(batch, -1),
+            self.text_states, self.text_mask, True, start, stop, self.cache,
+        )  # fmt: skip
+        full, no_text = (out[1:], out[:1]) if self.text_guidance else (out, None)
+        no_camera = None
+        if self.camera_guidance:
+            no_camera = self._call(
+                x, timestep, self.text_states[-1:], self.text_mask[-1:], False, start, stop, self.cache_no_camera
+            )
+        return combine_guidance(full, no_text, no_camera, self.settings.cfg, self.settings.camera_cfg)
+
+    @torch.no_grad()
+    def commit(self, clean: Tensor, start: int, stop: int) -> None:
+        """Append finished latents (frames [start, stop)) to the stream caches as clean frames."""
+        zero = torch.zeros(1, stop - start, device=clean.device)
+        batch = self.text_states.shape[0]
+        self._call(
+            clean.expand(batch, -1, -1, -1, -1), zero.expand(batch, -1),
+            self.text_states, self.text_mask, True, start, stop, self.cache, commit=True,
+        )  # fmt: skip
+        if self.cache_no_camera is not None:
+            self._call(
+                clean, zero, self.text_states[-1:], self.text_mask[-1:], False, start, stop,
+                self.cache_no_camera, commit=True,
+            )  # fmt: skip
+
+
+def _denoise(
+    guided: _GuidedModel,
+    latents: Tensor,
+    pinned: Tensor,
+    start: int,
+    stop: int,
+    sigmas: Tensor,
+    on_step: Callable[[], None],
+) -> Tensor:
+    """Run the whole schedule on latents (1, C, t, h, w) of frames [start, stop).
+
+    `pinned` (t,) bool marks clean condition frames: timestep 0, never updated.
+    """
+    timesteps = sigmas[:-1] * NUM_TRAIN_TIMESTEPS  # float32, as the reference scheduler's
+    zero = torch.zeros((), device=latents.device)
+    for t in timesteps.to(latents.device):
+        frame_t = torch.where(pinned, zero, t).unsqueeze(0)  # (1, t)
+        velocity = guided.velocity(latents, frame_t, start, stop)
+        sigma = (frame_t / NUM_TRAIN_TIMESTEPS).view(1, 1, -1, 1, 1)
+        stepped = euler_step(latents, velocity, sigma, next_sigma(sigmas, sigma))
+        latents = torch.where(pinned.view(1, 1, -1, 1, 1), latents, stepped)
+        on_step()
+    return latents
+
+
+def _check(model, cond: Conditioning, settings: SamplerSettings) -> Tensor:
+    sigmas = flow_sigmas(settings.steps, settings.flow_shift)
+    if cond.first_latent.dim() != 5 or cond.first_latent.shape[0] != 1 or cond.first_latent.shape[2] != 1:
+        raise UserInputError(f"first_latent must be (1, C, 1, h, w), got {tuple(cond.first_latent.shape)}")
+    if cond.raymap.dim() != 3 or cond.raymap.shape[0] != 1:
+        raise UserInputError(f"raymap must be (1, T, 20), got {tuple(cond.raymap.shape)}")
+    if cond.chunk_plucker.dim() != 5 or cond.chunk_plucker.shape[2] != cond.num_latent_frames:
+        raise UserInputError(
+            f"chunk_plucker must be (1, P, T={cond.num_latent_frames}, h, w), got {tuple(cond.chunk_plucker.shape)}"
+        )
+    if cond.chunk_plucker.shape[3:] != cond.first_latent.shape[3:]:
+        raise UserInputError(
+            f"chunk_plucker grid {tuple(cond.chunk_plucker.shape[3:])} does not match the latent grid "
+            f"{tuple(cond.first_latent.shape[3:])}"
+        )
+    return sigmas
+
+
+def _noise(generator: torch.Generator, like: Tensor, frames: int) -> Tensor:
+    shape = (1, like.shape[1], frames, *like.shape[3:])
+    return torch.randn(shape, generator=generator, dtype=torch.float32).to(like.device)
+
+
+def _counter(progress: Progress | None, total: int) -> Callable[[], None]:
+    done = 0
+
+    def step() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total)
+
+    return step
+
+
+def sample_bidirectional(
+    model, cond: Conditioning, settings: SamplerSettings, progress: Progress | None = None
+) -> Tensor:
+    """Latents (1, C, T, h, w) of the whole clip, denoised jointly (float32)."""
+    sigmas = _check(model, cond, settings)
+    T = cond.num_latent_frames
+    generator = torch.Generator().manual_seed(settings.seed)
+    latents = _noise(generator, cond.first_latent, T)
+    latents[:, :, :1] = cond.first_latent.float()
+    pinned = torch.arange(T, device=latents.device) == 0
+    guided = _GuidedModel(model, cond, settings, streaming=False)
+    return _denoise(guided, latents, pinned, 0, T, sigmas, _counter(progress, settings.steps))
+
+
+def chunk_bounds(num_latent_frames: int, chunk_size: int) -> list[tuple[int, int]]:
+    """(start, stop) latent frames of each streaming chunk: the first holds frame 0 plus
+    `chunk_size` frames, the rest `chunk_size` each, a short remainder joins the last chunk."""
+    from sanawm.model.transformer import chunk_starts_for
+
+    starts = chunk_starts_for(num_latent_frames, chunk_size)
+    return list(zip(starts, starts[1:] + [num_latent_frames]))
+
+
+def sample_streaming(
+    model,
+    cond: Conditioning,
+    settings: SamplerSettings,
+    chunk_size: int,
+    progress: Progress | None = None,
+) -> Iterator[Tensor]:
+    """Yield the clean latents (1, C, t, h, w) of each chunk, in order, as soon as it is done."""
+    sigmas = _check(model, cond, settings)
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise UserInputError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    bounds = chunk_bounds(cond.num_latent_frames, chunk_size)
+    generator = torch.Generator().manual_seed(settings.seed)
+    guided = _GuidedModel(model, cond, settings, streaming=True)
+    step = _counter(progress, settings.steps * len(bounds))
+    for start, stop in bounds:
+        latents = _noise(generator, cond.first_latent, stop - start)
+        pinned = torch.zeros(stop - start, dtype=torch.bool, device=latents.device)
+        if start == 0:
+            latents[:, :, :1] = cond.first_latent.float()
+            pinned[0] = True
+        latents = _denoise(guided, latents, pinned, start, stop, sigmas, step)
+        if stop < cond.num_latent_frames:  # the last chunk is never read again
+            guided.commit(latents, start, stop)
+        yield latents

@@ -1,0 +1,140 @@
+"""Tiny random models in the sanawm model-folder layout, for pipeline and CLI tests (CPU, fast)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from sanawm.model import build_preset
+from sanawm.modeldir import GenerationSettings, save_model_dir, write_model_json
+from sanawm.text import TextEncoderConfig
+from sanawm.vae import CompactVAE, CompactVAEConfig
+
+GEMMA_WORDS = "<pad> <eos> <bos> <unk> a red car drives through the desert at golden hour describe this scene".split()
+
+
+def tiny_transformer(
+    in_channels: int,
+    plucker_channels: int,
+    caption_channels: int,
+    max_text_len: int,
+    softmax_blocks: tuple[int, ...] = (1,),
+    seed: int = 0,
+):
+    """A 2-block DiT (by default one GDN, one softmax block) with the reference init plus
+    noise, so that zero-initialised gates and projections still do something."""
+    torch.manual_seed(seed)
+    model = build_preset(
+        "tiny",
+        depth=2,
+        softmax_blocks=softmax_blocks,
+        in_channels=in_channels,
+        plucker_channels=plucker_channels,
+        caption_channels=caption_channels,
+        max_text_len=max_text_len,
+        softmax_attn_dtype=None,  # exact float32 attention: tests compare paths tightly
+    )
+    model.init_weights()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    return model.eval()
+
+
+def tiny_compact_vae(seed: int = 0) -> CompactVAE:
+    torch.manual_seed(seed)
+    vae = CompactVAE(CompactVAEConfig(latent_channels=4, channels=(8, 8, 8), temporal_downsample=(True, True)))
+    return vae.eval()
+
+
+def make_text_free_model_dir(path: Path, **settings) -> Path:
+    """The embedded model's layout: compact VAE (strides 4, 8, 8), no text encoder, 32x48 output."""
+    values = dict(height=32, width=48, fps=8.0, steps=2, flow_shift=3.0, cfg=1.0, camera_cfg=1.0, chunk_size=1)
+    values.update(settings)
+    save_model_dir(path, tiny_transformer(4, 24, 16, 4), tiny_compact_vae(), GenerationSettings(**values))
+    return path
+
+
+def save_tiny_gemma(directory: Path, hidden_size: int = 32):
+    """A random 2-layer Gemma-2 in `directory/text_encoder` and a word-level tokenizer with BOS
+    in `directory/tokenizer`, both built offline. Returns the model."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import Gemma2Config, Gemma2Model, PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(GEMMA_WORDS)}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 2)])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>"
+    )
+    tokenizer.save_pretrained(str(directory / "tokenizer"))
+    torch.manual_seed(0)
+    config = Gemma2Config(
+        vocab_size=len(GEMMA_WORDS),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        pad_token_id=0,
+    )
+    model = Gemma2Model(config).eval()
+    model.save_pretrained(str(directory / "text_encoder"))
+    return model
+
+
+def save_tiny_ltx2(directory: Path, latent_channels: int = 8):
+    """A random LTX-2 VAE with the release's stage layout (32x space, 8x time), tiny widths."""
+    from diffusers import AutoencoderKLLTX2Video
+
+    torch.manual_seed(0)
+    model = AutoencoderKLLTX2Video(
+        latent_channels=latent_channels,
+        block_out_channels=(8, 16, 32, 64),
+        decoder_block_out_channels=(8, 16, 32),
+        layers_per_block=(1, 1, 1, 1, 1),
+        decoder_layers_per_block=(1, 1, 1, 1),
+        scaling_factor=0.7,
+    )
+    with torch.no_grad():
+        model.latents_mean.copy_(torch.randn(latent_channels))
+        model.latents_std.copy_(torch.rand(latent_channels) + 0.5)
+    model.save_pretrained(str(directory))
+    return model.eval()
+
+
+def make_official_layout_dir(path: Path) -> Path:
+    """The official release's layout: a single release-format checkpoint file as the
+    transformer, an LTX-2 VAE folder and Gemma-2 text encoder + tokenizer folders."""
+    from safetensors.torch import save_file
+
+    path.mkdir(parents=True, exist_ok=True)
+    save_tiny_ltx2(path / "vae")
+    save_tiny_gemma(path, hidden_size=32)
+    model = tiny_transformer(8, 48, 32, 6)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(path / "SANA-WM_tiny.safetensors"))
+    settings = GenerationSettings(height=64, width=96, fps=16.0, steps=2, flow_shift=8.0, cfg=3.0, chunk_size=1)
+    write_model_json(
+        path,
+        settings,
+        components={
+            "transformer": "SANA-WM_tiny.safetensors",
+            "vae": "vae",
+            "text_encoder": "text_encoder",
+            "tokenizer": "tokenizer",
+        },
+        text=TextEncoderConfig(max_length=6, prompt_prefix="describe this scene "),
+    )
+    return path
+
+
+def edit_model_json(path: Path, **changes) -> None:
+    doc = json.loads((path / "model.json").read_text())
+    for key, value in changes.items():
+        doc[key] = value
+    (path / "model.json").write_text(json.dumps(doc))

@@ -37,8 +37,13 @@ def key_conv(
     """Bidirectional depthwise conv along frames.
 
     x: (B, T, S, C); weight: (C, K) causal taps; context: (B, P, S, C) frames preceding x
-    (P >= K-1 is not required: missing frames count as zeros). Returns (B, T, S, C).
+    (P >= K-1 is not required: missing frames count as zeros). Returns (B, T, S, C) in x's
+    dtype; sums are taken in float32 (or float64) so bf16 inputs lose nothing extra.
     """
+    out_dtype = x.dtype
+    work = torch.promote_types(x.dtype, torch.float32)
+    x, weight = x.to(work), weight.to(work)
+    context = context.to(work) if context is not None else None
     T = x.shape[1]
     K = weight.shape[-1]
     if context is not None and context.shape[1] > 0:
@@ -60,7 +65,7 @@ def key_conv(
             shift = K - 1 - i
             back = back + weight[:, i] * seg[:, shift : shift + n]
         out[:, start:end] = out[:, start:end] + back
-    return out
+    return out.to(out_dtype)
 
 
 def frame_conv(
@@ -88,5 +93,6 @@ def frame_conv(
         seg = F.pad(seg, (0, 0, 0, half))
         outs.append(F.conv2d(seg, weight))
     return torch.cat(outs, dim=2)
+
 
 __all__ = ["chunk_bounds", "key_conv", "frame_conv"]

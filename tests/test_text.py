@@ -2,41 +2,11 @@
 
 import pytest
 import torch
+from _tiny_models import GEMMA_WORDS as WORDS
+from _tiny_models import save_tiny_gemma
 
 from sanawm.errors import UserInputError
 from sanawm.text import GemmaTextEncoder, TextEncoderConfig, null_text
-
-WORDS = "<pad> <eos> <bos> <unk> a red car drives through the desert at golden hour describe this scene".split()
-
-
-def save_tiny_gemma(directory, hidden_size=32):
-    """A random 2-layer Gemma-2 in `directory/text_encoder` and a word-level tokenizer with BOS
-    in `directory/tokenizer`, both built offline. Returns the model."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import Gemma2Config, Gemma2Model, PreTrainedTokenizerFast
-
-    vocab = {w: i for i, w in enumerate(WORDS)}
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    backend.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 2)])
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>"
-    )
-    tokenizer.save_pretrained(str(directory / "tokenizer"))
-    torch.manual_seed(0)
-    config = Gemma2Config(
-        vocab_size=len(WORDS),
-        hidden_size=hidden_size,
-        intermediate_size=2 * hidden_size,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=16,
-        pad_token_id=0,
-    )
-    model = Gemma2Model(config).eval()
-    model.save_pretrained(str(directory / "text_encoder"))
-    return model
 
 
 def _ids(text):

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from _tiny_models import save_tiny_ltx2
 
 from sanawm.errors import UserInputError
 from sanawm.vae import CompactVAE, CompactVAEConfig, LTX2VAE, load_vae, vae_loss
@@ -143,28 +144,9 @@ def test_compact_load_names_what_is_wrong(tmp_path):
 # ---- LTX-2 adapter ----------------------------------------------------------------------
 
 
-def _save_tiny_ltx2(path, latent_channels=8):
-    from diffusers import AutoencoderKLLTX2Video
-
-    torch.manual_seed(0)
-    # Same stage layout as the release (32x space, 8x time), tiny widths and one layer per block.
-    model = AutoencoderKLLTX2Video(
-        latent_channels=latent_channels,
-        block_out_channels=(8, 16, 32, 64),
-        decoder_block_out_channels=(8, 16, 32),
-        layers_per_block=(1, 1, 1, 1, 1),
-        decoder_layers_per_block=(1, 1, 1, 1),
-        scaling_factor=0.7,
-    )
-    model.latents_mean.copy_(torch.randn(latent_channels))
-    model.latents_std.copy_(torch.rand(latent_channels) + 0.5)
-    model.save_pretrained(str(path))
-    return model.eval()
-
-
 @torch.no_grad()
 def test_ltx2_adapter_layout_and_normalisation(tmp_path):
-    reference = _save_tiny_ltx2(tmp_path / "vae")
+    reference = save_tiny_ltx2(tmp_path / "vae")
     vae = load_vae(tmp_path / "vae")
     assert isinstance(vae, LTX2VAE)
     assert vae.strides == (8, 32, 32) and vae.latent_channels == 8
@@ -182,7 +164,7 @@ def test_ltx2_adapter_layout_and_normalisation(tmp_path):
 
 @torch.no_grad()
 def test_ltx2_chunk_decoder_delivers_each_chunk_s_frames(tmp_path):
-    _save_tiny_ltx2(tmp_path / "vae")
+    save_tiny_ltx2(tmp_path / "vae")
     vae = load_vae(tmp_path / "vae")
     z = torch.randn(1, 8, 4, 2, 3)
     decoder = vae.chunk_decoder()

@@ -1,0 +1,243 @@
+"""The on-disk layout of a sanawm model: one folder, one `model.json`, one sub-path per component.
+
+    MODEL_DIR/
+      model.json          which components exist + generation settings (`ModelDirSpec`)
+      transformer/        config.json (SanaWMConfig fields) + model.safetensors,
+                          or a single official checkpoint file (config inferred from shapes)
+      vae/                compact VAE (config.json with "kind": "compact" + model.safetensors)
+                          or a diffusers AutoencoderKLLTX2Video folder
+      text_encoder/       optional: a transformers Gemma-2 folder (config.json + safetensors)
+      tokenizer/          required with text_encoder: a transformers tokenizer folder
+
+`model.json`:
+
+    {
+      "format": "sanawm-model", "version": 1,
+      "components": {"transformer": "transformer", "vae": "vae",
+                     "text_encoder": null, "tokenizer": null},
+      "text": {"max_length": 300, "prompt_prefix": ""},
+      "settings": {"height": 128, "width": 128, "fps": 16, "steps": 20, ...}
+    }
+
+Component paths are relative to the folder (absolute paths also work), so the official release
+maps onto this layout without copying: point "transformer" at the released checkpoint file,
+"vae" at the LTX-2 VAE folder, "text_encoder" / "tokenizer" at the Gemma-2 folders. A model
+without text (the embedded one) sets both text entries to null. Every loader error names the
+component and the path it looked at.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from sanawm.errors import UserInputError
+from sanawm.text import TextEncoderConfig
+
+MODEL_JSON = "model.json"
+CONFIG_JSON = "config.json"
+WEIGHTS = "model.safetensors"
+FORMAT_NAME = "sanawm-model"
+FORMAT_VERSION = 1
+COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer")
+REQUIRED_COMPONENTS = ("transformer", "vae")
+
+
+@dataclass
+class GenerationSettings:
+    """What a model was trained for, and its default sampling settings."""
+
+    height: int
+    """Output frame height in pixels (the training resolution)."""
+    width: int
+    """Output frame width in pixels."""
+    fps: float = 16.0
+    """Frame rate the training videos had (and the output MP4 gets)."""
+    fov_deg: float = 60.0
+    """Horizontal field of view assumed when the camera's intrinsics are not given."""
+    translation_speed: float = 0.05
+    """Metres per frame of a W/A/S/D action key, in the training data's scale."""
+    rotation_speed_deg: float = 1.2
+    """Degrees per frame of an I/J/K/L action key."""
+    steps: int = 60
+    """Default number of sampling steps."""
+    flow_shift: float = 8.0
+    """Timestep shift of the flow-matching schedule."""
+    cfg: float = 5.0
+    """Default text guidance scale (ignored by models without a text encoder)."""
+    camera_cfg: float = 1.0
+    """Default camera guidance scale (1: off)."""
+    chunk_size: int = 3
+    """Latent frames per chunk in streaming mode (the first chunk also holds the image's frame)."""
+
+    def __post_init__(self) -> None:
+        positive = {
+            "height": self.height,
+            "width": self.width,
+            "fps": self.fps,
+            "steps": self.steps,
+            "flow_shift": self.flow_shift,
+            "chunk_size": self.chunk_size,
+        }
+        bad = [name for name, value in positive.items() if not value > 0]
+        if bad:
+            raise UserInputError(f"generation settings must be positive: {', '.join(bad)}")
+
+
+@dataclass
+class ModelDirSpec:
+    """Parsed `model.json`: component paths (absolute, None when absent) and settings."""
+
+    root: Path
+    components: dict[str, Path | None]
+    settings: GenerationSettings
+    text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+
+    @property
+    def has_text_encoder(self) -> bool:
+        return self.components.get("text_encoder") is not None
+
+
+def read_model_dir(directory: str | Path) -> ModelDirSpec:
+    """Read and check `directory/model.json`; every named component must exist on disk."""
+    root = Path(directory)
+    if not root.is_dir():
+        raise UserInputError(f"model folder not found: {root}")
+    doc = _read_json(root / MODEL_JSON)
+    if doc.get("format") != FORMAT_NAME:
+        raise UserInputError(f"{root / MODEL_JSON}: not a sanawm model description (format != {FORMAT_NAME!r})")
+    if doc.get("version") != FORMAT_VERSION:
+        raise UserInputError(f"{root / MODEL_JSON}: unsupported version {doc.get('version')!r}")
+
+    entries = doc.get("components")
+    if not isinstance(entries, dict):
+        raise UserInputError(f"{root / MODEL_JSON}: 'components' must be an object")
+    unknown = sorted(set(entries) - set(COMPONENTS))
+    if unknown:
+        raise UserInputError(f"{root / MODEL_JSON}: unknown component(s) {unknown}; known: {list(COMPONENTS)}")
+    components: dict[str, Path | None] = {}
+    for name in COMPONENTS:
+        value = entries.get(name)
+        if value is None:
+            if name in REQUIRED_COMPONENTS:
+                raise UserInputError(f"{root / MODEL_JSON}: the {name} component is missing")
+            components[name] = None
+            continue
+        path = root / value
+        if not path.exists():
+            raise UserInputError(f"model component {name!r} not found: {path}")
+        components[name] = path
+    if (components["text_encoder"] is None) != (components["tokenizer"] is None):
+        have, lack = ("text_encoder", "tokenizer") if components["text_encoder"] else ("tokenizer", "text_encoder")
+        raise UserInputError(f"{root / MODEL_JSON}: has a {have} but the {lack} component is missing")
+
+    settings = _dataclass_from(GenerationSettings, doc.get("settings"), f"{root / MODEL_JSON} settings")
+    text = _dataclass_from(TextEncoderConfig, doc.get("text", {}), f"{root / MODEL_JSON} text")
+    return ModelDirSpec(root, components, settings, text)
+
+
+def write_model_json(
+    directory: str | Path,
+    settings: GenerationSettings,
+    components: dict[str, str | None] | None = None,
+    text: TextEncoderConfig | None = None,
+) -> Path:
+    """Write `model.json` into `directory` (components default to the standard sub-folders,
+    without text encoder). Component paths are stored as given (relative to `directory`)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    entries = {"transformer": "transformer", "vae": "vae", "text_encoder": None, "tokenizer": None}
+    entries.update(components or {})
+    doc: dict[str, Any] = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "components": entries}
+    if entries.get("text_encoder") is not None:
+        doc["text"] = dataclasses.asdict(text or TextEncoderConfig())
+    doc["settings"] = dataclasses.asdict(settings)
+    path = directory / MODEL_JSON
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    return path
+
+
+def _read_json(path: Path, what: str = "model description") -> dict:
+    if not path.is_file():
+        raise UserInputError(f"{what} not found: {path}")
+    try:
+        doc = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise UserInputError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(doc, dict):
+        raise UserInputError(f"{path}: expected a JSON object")
+    return doc
+
+
+def _dataclass_from(cls, values: Any, where: str):
+    if not isinstance(values, dict):
+        raise UserInputError(f"{where}: expected an object")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise UserInputError(f"{where}: unknown field(s) {unknown}")
+    try:
+        return cls(**values)
+    except TypeError as err:
+        raise UserInputError(f"{where}: {err}") from None
+
+
+# ---- the transformer component --------------------------------------------------------------
+
+
+def save_transformer(model, directory: str | Path) -> Path:
+    """Write a `SanaWMTransformer` as `config.json` (its `SanaWMConfig`) + `model.safetensors`."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / CONFIG_JSON).write_text(json.dumps(dataclasses.asdict(model.config), indent=2) + "\n")
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(state, str(directory / WEIGHTS))
+    return directory
+
+
+def load_transformer(path: str | Path, dtype: torch.dtype = torch.float32):
+    """Load the transformer component: a folder written by `save_transformer`, or a single
+    released checkpoint file (safetensors / torch) whose architecture is read from its shapes."""
+    from sanawm.model import SanaWMConfig, SanaWMTransformer, load_official
+    from sanawm.model.loading import check_state_dict
+
+    path = Path(path)
+    if path.is_file():
+        return load_official(path, dtype=dtype)
+    fields = _read_json(path / CONFIG_JSON, "transformer config")
+    known = {f.name for f in dataclasses.fields(SanaWMConfig)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise UserInputError(f"{path / CONFIG_JSON}: unknown transformer config field(s) {unknown}")
+    if isinstance(fields.get("softmax_blocks"), list):
+        fields["softmax_blocks"] = tuple(fields["softmax_blocks"])
+    config = SanaWMConfig(**fields)
+    weights = path / WEIGHTS
+    if not weights.is_file():
+        raise UserInputError(f"transformer weights not found: {weights}")
+    state = load_file(str(weights))
+    model = SanaWMTransformer(config, device="meta")
+    try:
+        check_state_dict(model, state)
+    except UserInputError as err:
+        raise UserInputError(f"{weights}: {err}") from None
+    model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, assign=True)
+    return model.eval()
+
+
+def save_model_dir(
+    directory: str | Path, transformer, vae, settings: GenerationSettings
+) -> Path:
+    """Write a complete text-free model folder (`transformer/`, `vae/`, `model.json`); the
+    VAE must have a `save(directory)` method (the compact VAE does)."""
+    directory = Path(directory)
+    save_transformer(transformer, directory / "transformer")
+    vae.save(directory / "vae")
+    write_model_json(directory, settings)
+    return directory

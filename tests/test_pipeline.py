@@ -1,0 +1,176 @@
+"""`WorldModel`: model folders (text-free and the official layout), generation in both modes,
+the request checks."""
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from _tiny_models import (
+    edit_model_json,
+    make_official_layout_dir,
+    make_text_free_model_dir,
+    tiny_compact_vae,
+)
+from PIL import Image
+
+from sanawm.camera import Trajectory, action_to_c2w, default_intrinsics, plan_resize_crop, prepare_image
+from sanawm.errors import UserInputError
+from sanawm.pipeline import WorldModel
+from sanawm.text import GemmaTextEncoder
+from sanawm.vae import CompactVAE, CompactVAEConfig, LTX2VAE
+
+IMAGE = (np.random.default_rng(0).random((40, 60, 3)) * 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def text_free_dir(tmp_path_factory):
+    return make_text_free_model_dir(tmp_path_factory.mktemp("models") / "text_free")
+
+
+@pytest.fixture(scope="module")
+def wm(text_free_dir):
+    return WorldModel.load(text_free_dir, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def official_dir(tmp_path_factory):
+    return make_official_layout_dir(tmp_path_factory.mktemp("models") / "official")
+
+
+def test_generate_returns_frames_and_their_cameras(wm):
+    result = wm.generate(IMAGE, action="w-4,l-4", seed=1)
+    assert result.frames.shape == (9, 32, 48, 3) and result.frames.dtype == np.uint8
+    assert result.fps == 8.0
+    traj = result.trajectory
+    assert traj.image_size == (32, 48)
+    torch.testing.assert_close(traj.c2w, action_to_c2w("w-4,l-4"))
+    torch.testing.assert_close(traj.intrinsics, default_intrinsics((32, 48)).expand(9, 4))
+
+
+@torch.no_grad()
+def test_first_frame_is_the_input_image_through_the_vae(wm):
+    result = wm.generate(IMAGE, action="w-8", seed=2)
+    picture, _ = prepare_image(IMAGE, (32, 48))
+    pixels = torch.from_numpy(np.array(picture)).permute(2, 0, 1).float()[None, :, None] / 127.5 - 1
+    expected = ((wm.vae.decode(wm.vae.encode(pixels))[0, :, 0].clamp(-1, 1) + 1) * 127.5).round()
+    diff = np.abs(result.frames[0].astype(int) - expected.permute(1, 2, 0).numpy().astype(int))
+    assert diff.max() <= 1
+
+
+def test_streaming_frames_arrive_per_chunk_and_make_the_clip(wm):
+    chunks = list(wm.stream(IMAGE, action="w-8", seed=3))
+    # chunk_size 1: latent frames [0, 2) then [2, 3) -> 1 + 4 frames, then 4 frames.
+    assert [c.shape[0] for c in chunks] == [5, 4]
+    clip = wm.generate(IMAGE, action="w-8", seed=3, mode="streaming").frames
+    np.testing.assert_array_equal(np.concatenate(chunks), clip)
+
+
+def test_seed_makes_generation_reproducible(wm):
+    a = wm.generate(IMAGE, action="w-8", seed=4).frames
+    b = wm.generate(IMAGE, action="w-8", seed=4).frames
+    c = wm.generate(IMAGE, action="w-8", seed=5).frames
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a[1:].astype(int) - c[1:].astype(int)).max() > 0
+
+
+def test_bundled_example_image_is_the_default(wm):
+    request = wm.prepare(action="w-8")
+    assert request.image.size == (48, 32)
+
+
+def test_trajectory_files_and_intrinsics_follow_the_crop(wm, tmp_path):
+    c2w = action_to_c2w("w-8")
+    np.save(tmp_path / "poses.npy", c2w.numpy())
+    request = wm.prepare(IMAGE, trajectory=tmp_path / "poses.npy")
+    torch.testing.assert_close(request.trajectory.intrinsics, default_intrinsics((32, 48)).expand(9, 4))
+    # A trajectory for a 60x80 camera: intrinsics go through the same resize + centre crop as the image.
+    k = torch.tensor([70.0, 72.0, 41.0, 29.0])
+    request = wm.prepare(IMAGE, trajectory=Trajectory(c2w, k, (60, 80)))
+    expected = plan_resize_crop((60, 80), (32, 48)).apply(k)
+    torch.testing.assert_close(request.trajectory.intrinsics, expected.expand(9, 4))
+    assert request.trajectory.image_size == (32, 48)
+
+
+def test_request_notes(wm):
+    request = wm.prepare(IMAGE, action="w-10", frames=7, prompt="a red car", cfg=3.0)
+    assert request.num_frames == 5
+    assert any("5 frames" in n for n in request.notes)
+    assert any("prompt is ignored" in n for n in request.notes)
+    assert any("text guidance" in n for n in request.notes)
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(action="w-8", frames=20), "the trajectory has 9 poses, fewer than the 20 frames"),
+        (dict(action="w-8", frames=0), "positive integer"),
+        (dict(action="w-2"), "too short"),
+        (dict(action="q-8"), "q"),
+        (dict(action="w-0"), "w-0"),
+        (dict(), "exactly one"),
+        (dict(action="w-8", trajectory="x.npz"), "exactly one"),
+        (dict(trajectory="missing.npz"), "trajectory file not found"),
+        (dict(action="w-8", steps=0), "steps"),
+        (dict(action="w-8", cfg=float("nan")), "cfg"),
+        (dict(action="w-8", camera_cfg=-1.0), "camera_cfg"),
+        (dict(action="w-8", seed=-1), "seed"),
+    ],
+)
+def test_bad_requests_are_user_errors(wm, kwargs, message):
+    with pytest.raises(UserInputError, match=message):
+        wm.prepare(IMAGE, **kwargs)
+
+
+def test_bad_images_are_user_errors(wm, tmp_path):
+    with pytest.raises(UserInputError, match="image not found"):
+        wm.prepare(tmp_path / "nope.png", action="w-8")
+    (tmp_path / "broken.png").write_text("not an image")
+    with pytest.raises(UserInputError, match="cannot read the image"):
+        wm.prepare(tmp_path / "broken.png", action="w-8")
+    with pytest.raises(UserInputError, match="uint8"):
+        wm.prepare(np.zeros((10, 10), dtype=np.float32), action="w-8")
+
+
+def test_official_layout_loads_and_uses_the_prompt(official_dir):
+    wm = WorldModel.load(official_dir, device="cpu")
+    assert isinstance(wm.text_encoder, GemmaTextEncoder) and isinstance(wm.vae, LTX2VAE)
+    assert wm.vae.strides == (8, 32, 32)
+    car = wm.generate(Image.fromarray(IMAGE), action="w-16", prompt="a red car", seed=0)
+    assert car.frames.shape == (17, 64, 96, 3)
+    desert = wm.generate(Image.fromarray(IMAGE), action="w-16", prompt="the desert", seed=0)
+    assert np.abs(car.frames[1:].astype(int) - desert.frames[1:].astype(int)).max() > 0
+
+
+def test_missing_components_are_named(official_dir, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(official_dir, broken)
+    shutil.rmtree(broken / "tokenizer")
+    with pytest.raises(UserInputError, match="'tokenizer' not found"):
+        WorldModel.load(broken, device="cpu")
+    edit_model_json(broken, components={"transformer": "SANA-WM_tiny.safetensors", "vae": "vae",
+                                        "text_encoder": "text_encoder", "tokenizer": None})  # fmt: skip
+    with pytest.raises(UserInputError, match="has a text_encoder but the tokenizer component is missing"):
+        WorldModel.load(broken, device="cpu")
+    edit_model_json(broken, components={"transformer": "SANA-WM_tiny.safetensors"})
+    with pytest.raises(UserInputError, match="the vae component is missing"):
+        WorldModel.load(broken, device="cpu")
+    (broken / "model.json").unlink()
+    with pytest.raises(UserInputError, match="model description not found"):
+        WorldModel.load(broken, device="cpu")
+    with pytest.raises(UserInputError, match="model folder not found"):
+        WorldModel.load(tmp_path / "nothing", device="cpu")
+
+
+def test_components_that_do_not_fit_are_reported(text_free_dir, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(text_free_dir, broken)
+    shutil.rmtree(broken / "vae")
+    CompactVAE(CompactVAEConfig(latent_channels=6, channels=(8, 8, 8))).save(broken / "vae")
+    with pytest.raises(UserInputError, match="expects 4 latent channels, the VAE makes 6"):
+        WorldModel.load(broken, device="cpu")
+    shutil.rmtree(broken / "vae")
+    tiny_compact_vae().save(broken / "vae")
+    (broken / "transformer" / "model.safetensors").unlink()
+    with pytest.raises(UserInputError, match="transformer weights not found"):
+        WorldModel.load(broken, device="cpu")

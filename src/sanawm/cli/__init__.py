@@ -15,6 +15,7 @@ from sanawm.errors import UserInputError
 
 # Sub-command modules, in the order `sanawm --help` lists them.
 COMMAND_MODULES = [
+    "sanawm.cli.generate",
     "sanawm.cli.traj",
 ]
 

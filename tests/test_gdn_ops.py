@@ -84,9 +84,10 @@ def test_state_carried_across_chunks_equals_one_shot():
     # the same for the camera delta rule
     q, k, v, q_rot, k_rot, beta, gamma = x
     full_c, _ = delta_rule(q_rot, k_rot, v, beta, gamma, chunk_starts=[0, split])
-    c1, s1 = delta_rule(q_rot[:, :, :split], k_rot[:, :, :split], v[:, :, :split], beta[:, :, :split], gamma[:, :, :split])
-    c2, _ = delta_rule(q_rot[:, :, split:], k_rot[:, :, split:], v[:, :, split:], beta[:, :, split:],
-                       gamma[:, :, split:], initial_state=s1)  # fmt: skip
+    head = [t[:, :, :split] for t in (q_rot, k_rot, v, beta, gamma)]
+    tail = [t[:, :, split:] for t in (q_rot, k_rot, v, beta, gamma)]
+    c1, s1 = delta_rule(*head)
+    c2, _ = delta_rule(*tail, initial_state=s1)
     assert close(torch.cat([c1, c2], dim=2), full_c)
 
 

@@ -15,7 +15,7 @@ from sanawm.model.camera import (
     transform_outputs,
     transform_queries,
 )
-from sanawm.model.rope import apply_rope, camera_rope_angles, rope_angles
+from sanawm.model.rope import apply_rope, camera_rope_angles, rope_angles, rotation
 
 # ---------------------------------------------------------------------------------------
 # RoPE
@@ -43,11 +43,15 @@ def test_rope_scores_depend_on_relative_position_only():
     q = torch.randn(1, 1, 1, 112, generator=g, dtype=torch.float64)
     k = torch.randn(1, 1, 1, 112, generator=g, dtype=torch.float64)
     table = rope_angles(112, frames=9, height=1, width=1)
-    score = lambda i, j: (apply_rope(q, table[i : i + 1]) * apply_rope(k, table[j : j + 1])).sum()  # noqa: E731
+
+    def score(i, j):
+        return (apply_rope(q, rotation(table[i : i + 1])) * apply_rope(k, rotation(table[j : j + 1]))).sum()
+
     assert score(5, 2).item() == pytest.approx(score(8, 5).item(), rel=1e-12)
     assert score(5, 2).item() != pytest.approx(score(5, 3).item(), rel=1e-6)
     # inverse rotation undoes the rotation
-    assert torch.allclose(apply_rope(apply_rope(q, table[3:4]), table[3:4], inverse=True), q, atol=1e-14)
+    rot = rotation(table[3:4])
+    assert torch.allclose(apply_rope(apply_rope(q, rot), rot, inverse=True), q, atol=1e-14)
 
 
 # ---------------------------------------------------------------------------------------
@@ -109,11 +113,11 @@ def test_camera_scores_depend_on_relative_poses_only():
     N = 3 * H * W
     q = torch.randn(1, 2, N, D, generator=g, dtype=torch.float64)
     k = torch.randn(1, 2, N, D, generator=g, dtype=torch.float64)
-    angles = camera_rope_angles(rope_angles(2 * D, 3, H, W), 2 * D)[:, : D // 4]
+    rope = rotation(camera_rope_angles(rope_angles(D, 3, H, W), D))  # (N, D/4) pairs
 
     def scores(poses):
         p = ray_frames(raymap_from(poses), H, W).reshape(1, N, 4, 4)
-        cam = CameraTransforms(p, invert_rigid(p), angles)
+        cam = CameraTransforms(p, invert_rigid(p), rope)
         return transform_queries(q, cam) @ transform_keys(k, cam).transpose(-1, -2), cam
 
     s1, cam = scores(c2ws)

@@ -18,7 +18,6 @@ forward states and the last raw keys (constant size), or the softmax keys / valu
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -29,7 +28,7 @@ from torch import Tensor, nn
 from sanawm.model.camera import CameraTransforms, rms_clamp, transform_keys, transform_outputs, transform_queries
 from sanawm.model.config import SanaWMConfig
 from sanawm.model.layers import RMSNorm, at_least_f32
-from sanawm.model.rope import apply_rope
+from sanawm.model.rope import Rotation, apply_rope
 from sanawm.ops.gdn import GDNState, delta_rule, gdn
 from sanawm.ops.temporal import chunk_bounds, key_conv
 
@@ -43,8 +42,8 @@ class CallContext:
 
     height: int
     width: int
-    angles: Tensor
-    """(N, D/2) RoPE angles of this call's tokens."""
+    rope: Rotation
+    """(N, D/2) RoPE of this call's tokens."""
     camera: CameraTransforms | None
     """Camera transforms, or None to skip the camera branch."""
     chunk_starts: Sequence[int] | None
@@ -178,7 +177,7 @@ class GDNAttention(_AttentionBase):
         k = self.conv_k(k_raw, ctx.chunk_starts, past.key_context if past else None)
         q, k = self._kernel_qk(self.heads(self.q_norm(q)), self.heads(self.k_norm(k)), S)
         v = self.heads(v)
-        q_rot, k_rot = apply_rope(q, ctx.angles), apply_rope(k, ctx.angles)
+        q_rot, k_rot = apply_rope(q, ctx.rope), apply_rope(k, ctx.rope)
         out, state = gdn(
             *(at_least_f32(t).reshape(frames) for t in (q, k, v, q_rot, k_rot)),
             at_least_f32(beta), gamma, eps=self.eps, chunk_starts=ctx.chunk_starts,
@@ -272,8 +271,8 @@ class SoftmaxAttention(_AttentionBase):
     ) -> tuple[Tensor, SoftmaxPast | None]:
         B, T, S, C = x.shape
         q, k, v = self.qkv(x).chunk(3, dim=-1)
-        q = apply_rope(self.heads(self.q_norm(q)), ctx.angles)
-        k = apply_rope(self.heads(self.k_norm(k)), ctx.angles)
+        q = apply_rope(self.heads(self.q_norm(q)), ctx.rope)
+        k = apply_rope(self.heads(self.k_norm(k)), ctx.rope)
         q, k, v = self._attn_cast(q, k, self.heads(v))
         keys = k if past is None else torch.cat([past.k, k], dim=2)
         values = v if past is None else torch.cat([past.v, v], dim=2)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sanawm.model.rope import apply_rope
+from sanawm.model.rope import Rotation, apply_rope
 
 
 class CameraTransforms(NamedTuple):
@@ -29,8 +29,8 @@ class CameraTransforms(NamedTuple):
     """(B, N, 4, 4) world -> ray frame."""
     p_inv: Tensor
     """(B, N, 4, 4) ray frame -> world."""
-    angles: Tensor
-    """(N, D/4) RoPE angles for the second half of a camera head."""
+    rope: Rotation
+    """(N, D/4) RoPE of the second half of a camera head."""
 
 
 def ray_frames(raymap: Tensor, height: int, width: int) -> Tensor:
@@ -79,24 +79,24 @@ def _apply_4x4(x: Tensor, m: Tensor) -> Tensor:
     return out.flatten(-2).to(x.dtype)
 
 
-def _split_apply(x: Tensor, m: Tensor, angles: Tensor, inverse_rope: bool) -> Tensor:
+def _split_apply(x: Tensor, m: Tensor, rope: Rotation, inverse_rope: bool) -> Tensor:
     half = x.shape[-1] // 2
-    return torch.cat([_apply_4x4(x[..., :half], m), apply_rope(x[..., half:], angles, inverse=inverse_rope)], dim=-1)
+    return torch.cat([_apply_4x4(x[..., :half], m), apply_rope(x[..., half:], rope, inverse=inverse_rope)], dim=-1)
 
 
 def transform_queries(q: Tensor, cam: CameraTransforms) -> Tensor:
     """q (B, H, N, D) -> camera-branch queries."""
-    return _split_apply(q, cam.p.transpose(-1, -2), cam.angles, inverse_rope=False)
+    return _split_apply(q, cam.p.transpose(-1, -2), cam.rope, inverse_rope=False)
 
 
 def transform_keys(k: Tensor, cam: CameraTransforms) -> Tensor:
     """k or v (B, H, N, D) -> camera-branch keys / values."""
-    return _split_apply(k, cam.p_inv, cam.angles, inverse_rope=False)
+    return _split_apply(k, cam.p_inv, cam.rope, inverse_rope=False)
 
 
 def transform_outputs(o: Tensor, cam: CameraTransforms) -> Tensor:
     """Attention output (B, H, N, D) -> back to the token frame."""
-    return _split_apply(o, cam.p, cam.angles, inverse_rope=True)
+    return _split_apply(o, cam.p, cam.rope, inverse_rope=True)
 
 
 def rms_clamp(x: Tensor, ref: Tensor, eps: float = 1e-6) -> Tensor:

@@ -9,8 +9,22 @@ starts at frame f0 gets exactly the angles it has inside the whole clip.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
+
+
+class Rotation(NamedTuple):
+    """cos and sin (N, P) in float64 of the angles of P pairs for N tokens."""
+
+    cos: Tensor
+    sin: Tensor
+
+
+def rotation(angles: Tensor) -> Rotation:
+    """Precompute cos / sin once per call (every layer reuses them)."""
+    return Rotation(torch.cos(angles), torch.sin(angles))
 
 
 def _axis_pairs(head_dim: int) -> tuple[int, int, int]:
@@ -46,15 +60,14 @@ def camera_rope_angles(angles: Tensor, head_dim: int) -> Tensor:
     return torch.cat([angles[:, :ct], angles[:, pt : pt + ch], angles[:, pt + ph : pt + ph + cw]], dim=-1)
 
 
-def apply_rope(x: Tensor, angles: Tensor, *, inverse: bool = False) -> Tensor:
-    """Rotate interleaved pairs of the last dim of x (..., N, D) by angles (N, D/2).
+def apply_rope(x: Tensor, rot: Rotation, *, inverse: bool = False) -> Tensor:
+    """Rotate interleaved pairs of the last dim of x (..., N, D) by `rot` (N, D/2).
 
     float32/float64 inputs are rotated in float64 (as the reference does), lower precisions in
     float32; the result has x's dtype.
     """
     work = torch.float64 if x.dtype in (torch.float32, torch.float64) else torch.float32
-    cos = torch.cos(angles).to(work)
-    sin = torch.sin(angles).to(work)
+    cos, sin = rot.cos.to(work), rot.sin.to(work)
     if inverse:
         sin = -sin
     pairs = x.to(work).unflatten(-1, (-1, 2))
@@ -63,4 +76,4 @@ def apply_rope(x: Tensor, angles: Tensor, *, inverse: bool = False) -> Tensor:
     return out.flatten(-2).to(x.dtype)
 
 
-__all__ = ["rope_angles", "camera_rope_angles", "apply_rope"]
+__all__ = ["Rotation", "rotation", "rope_angles", "camera_rope_angles", "apply_rope"]

@@ -37,7 +37,7 @@ from sanawm.model.layers import (
     TimestepEmbedder,
     text_logit_bias,
 )
-from sanawm.model.rope import camera_rope_angles, rope_angles
+from sanawm.model.rope import camera_rope_angles, rope_angles, rotation
 
 RAYMAP_WIDTH = 20  # 16 values of a row-major 4x4 camera-to-world + fx, fy, cx, cy
 
@@ -147,7 +147,7 @@ class SanaWMTransformer(nn.Module):
         if raymap is not None:
             cam_dtype = torch.float64 if dtype == torch.float64 else torch.float32
             p = ray_frames(raymap.to(cam_dtype), H, W).reshape(B, T * H * W, 4, 4)
-            camera = CameraTransforms(p, invert_rigid(p), camera_rope_angles(angles, cfg.head_dim))
+            camera = CameraTransforms(p, invert_rigid(p), rotation(camera_rope_angles(angles, cfg.head_dim)))
         plucker = self.plucker_embedder(chunk_plucker.to(dtype)) if chunk_plucker is not None else None
 
         if timestep.dim() == 3:
@@ -161,7 +161,7 @@ class SanaWMTransformer(nn.Module):
         y = self.attention_y_norm(self.y_embedder(text.to(dtype)))
         text_bias = text_logit_bias(text_mask) if text_mask is not None else None
 
-        ctx = CallContext(H, W, angles, camera, starts)
+        ctx = CallContext(H, W, rotation(angles), camera, starts)
         new_past: list[BlockPast | None] = []
         for i, block in enumerate(self.blocks):
             past = cache.blocks[i] if cache is not None else None
@@ -203,9 +203,7 @@ class SanaWMTransformer(nn.Module):
             if not isinstance(t, Tensor):
                 raise UserInputError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
         if latents.dim() != 5 or latents.shape[1] != cfg.in_channels:
-            raise UserInputError(
-                f"latents must be (B, {cfg.in_channels}, T, H, W), got {_shape(latents)}"
-            )
+            raise UserInputError(f"latents must be (B, {cfg.in_channels}, T, H, W), got {_shape(latents)}")
         B, _, T, H, W = latents.shape
         if min(B, T, H, W) < 1:
             raise UserInputError(f"latents must not be empty, got {_shape(latents)}")
@@ -272,9 +270,7 @@ class SanaWMTransformer(nn.Module):
                 f"frame_offset {frame_offset} does not match the cache, which holds {cache.num_frames} frames"
             )
         if cache.shape is not None and cache.shape != shape:
-            raise UserInputError(
-                f"(batch, height, width) {shape} does not match the cache's {cache.shape}"
-            )
+            raise UserInputError(f"(batch, height, width) {shape} does not match the cache's {cache.shape}")
         return cache.num_frames
 
     # ------------------------------------------------------------------------------------

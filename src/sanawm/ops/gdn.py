@@ -294,7 +294,9 @@ def gdn_reference(
     """
     normalizer = eps is not None
     T = q.shape[2]
-    num, den, final = recurrent_scan(q, k, v, q_rot, k_rot, beta, gamma, normalizer=normalizer, initial_state=initial_state)
+    num, den, final = recurrent_scan(
+        q, k, v, q_rot, k_rot, beta, gamma, normalizer=normalizer, initial_state=initial_state
+    )
     num_parts, den_parts = [], []
     for start, end in _segments(chunk_starts, T):
         part = slice(start, end)

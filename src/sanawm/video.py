@@ -90,6 +90,8 @@ class VideoWriter:
                 f"video size must be positive and even (H.264 yuv420p), got {height}x{width}"
             )
         self.size = (height, width)
+        if not self.path.parent.is_dir():
+            raise UserInputError(f"cannot write {self.path}: folder {self.path.parent} does not exist")
         self._container = av.open(
             str(self.path),
             mode="w",

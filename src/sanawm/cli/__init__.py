@@ -17,6 +17,8 @@ from sanawm.errors import UserInputError
 COMMAND_MODULES = [
     "sanawm.cli.generate",
     "sanawm.cli.traj",
+    "sanawm.cli.render",
+    "sanawm.cli.eval",
 ]
 
 

@@ -7,8 +7,18 @@
 * `sanawm.worlds.trajectories`: seeded camera paths that stay in free space.
 """
 
-from sanawm.worlds.generate import KINDS, make_world
+from sanawm.worlds.generate import KINDS, WorldBuilder, make_world
 from sanawm.worlds.render import RenderResult, camera_rays, render, trace
 from sanawm.worlds.scene import Lighting, World
 
-__all__ = ["KINDS", "Lighting", "RenderResult", "World", "camera_rays", "make_world", "render", "trace"]
+__all__ = [
+    "KINDS",
+    "Lighting",
+    "RenderResult",
+    "World",
+    "WorldBuilder",
+    "camera_rays",
+    "make_world",
+    "render",
+    "trace",
+]

@@ -42,11 +42,22 @@ def _rot_z(angle: float) -> np.ndarray:
     return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
 
 
-class _Builder:
-    """Collects primitives and materials as Python lists, then packs them into a `World`."""
+class WorldBuilder:
+    """Collects primitives and materials as Python lists, then packs them into a `World`.
 
-    def __init__(self, rng: np.random.Generator):
-        self.rng = rng
+    Used by the generators below, and for hand-made scenes (tests, docs)::
+
+        b = WorldBuilder()
+        red = b.material((0.8, 0.1, 0.1))
+        b.sphere((0.0, 0.0, 5.0), 1.0, red)
+        world = b.build("custom", 0, lighting, bounds=(-5, 5, -5, 5), floor_y=1.5)
+
+    ``rng`` draws random colours and texture offsets (a fixed default keeps hand-made scenes
+    deterministic).
+    """
+
+    def __init__(self, rng: np.random.Generator | None = None):
+        self.rng = np.random.default_rng(0) if rng is None else rng
         self.mats: list[dict] = []
         self.prims: dict[str, list[dict]] = {"planes": [], "boxes": [], "spheres": [], "cylinders": []}
 
@@ -162,7 +173,7 @@ def _sun(rng: np.random.Generator, elevation_deg: tuple) -> tuple:
     return (c * math.sin(azimuth), -math.sin(elevation), c * math.cos(azimuth))  # up is -y
 
 
-def _indoor_lighting(rng: np.random.Generator, b: _Builder) -> Lighting:
+def _indoor_lighting(rng: np.random.Generator, b: WorldBuilder) -> Lighting:
     haze = b.color(sat=(0.05, 0.2), val=(0.5, 0.75))
     return Lighting(
         to_light=_sun(rng, (50, 80)),
@@ -189,7 +200,7 @@ def _outdoor_lighting(rng: np.random.Generator) -> Lighting:
     )
 
 
-def _floor_and_ceiling(b: _Builder, floor_y: float, ceiling_y: float | None, hue: float) -> None:
+def _floor_and_ceiling(b: WorldBuilder, floor_y: float, ceiling_y: float | None, hue: float) -> None:
     rng = b.rng
     floor_pattern = int(rng.choice([CHECKER, STRIPES, NOISE, BRICKS]))
     floor_mat = b.material(
@@ -202,7 +213,7 @@ def _floor_and_ceiling(b: _Builder, floor_y: float, ceiling_y: float | None, hue
         b.plane((0.0, 1.0, 0.0), ceiling_y, ceiling_mat)  # free where y > ceiling_y
 
 
-def _wall_material(b: _Builder, hue: float) -> int:
+def _wall_material(b: WorldBuilder, hue: float) -> int:
     rng = b.rng
     pattern = int(rng.choice([BRICKS, STRIPES, NOISE, SOLID, CHECKER]))
     a = b.color(hue, sat=(0.1, 0.5), val=(0.5, 0.9))
@@ -213,14 +224,14 @@ def _wall_material(b: _Builder, hue: float) -> int:
     return b.material(a, b.color(hue, val=(0.3, 0.8)), pattern, float(scale[pattern]), axis)
 
 
-def _panel(b: _Builder, center: tuple, normal_axis: int, width: float, height: float) -> None:
+def _panel(b: WorldBuilder, center: tuple, normal_axis: int, width: float, height: float) -> None:
     """A thin coloured rectangle (picture, door, window) on a wall facing along ``normal_axis`` (0=x, 2=z)."""
     half = [width / 2, height / 2, width / 2]
     half[normal_axis] = 0.03
     b.box(center, half, b.random_material(), shadow=False)
 
 
-def _scatter_objects(b: _Builder, floor_y: float, region: tuple, count: int, max_height: float,
+def _scatter_objects(b: WorldBuilder, floor_y: float, region: tuple, count: int, max_height: float,
                      hue: float | None = None) -> None:
     """Boxes (some yawed, some with a sphere or smaller box on top) and balls standing on the floor."""
     rng = b.rng
@@ -251,7 +262,7 @@ def _scatter_objects(b: _Builder, floor_y: float, region: tuple, count: int, max
             b.box((x, top - s, z), (s, s, s), b.random_material(), _rot_y(rng.uniform(0, math.pi / 2)))
 
 
-def _room(b: _Builder) -> tuple[Lighting, tuple, float]:
+def _room(b: WorldBuilder) -> tuple[Lighting, tuple, float]:
     rng = b.rng
     floor_y = rng.uniform(1.4, 1.7)
     width, depth, height = rng.uniform(7, 12), rng.uniform(8, 14), rng.uniform(2.8, 4.0)
@@ -297,7 +308,7 @@ def _room(b: _Builder) -> tuple[Lighting, tuple, float]:
     return _indoor_lighting(rng, b), (x0, x1, z0, z1), floor_y
 
 
-def _corridor(b: _Builder) -> tuple[Lighting, tuple, float]:
+def _corridor(b: WorldBuilder) -> tuple[Lighting, tuple, float]:
     rng = b.rng
     floor_y = rng.uniform(1.4, 1.7)
     width, height, length = rng.uniform(2 * CLEAR_RADIUS, 4.5), rng.uniform(2.7, 3.6), rng.uniform(30, 50)
@@ -364,7 +375,7 @@ def _corridor(b: _Builder) -> tuple[Lighting, tuple, float]:
     return _indoor_lighting(rng, b), (-half_w, half_w, z0, z1), floor_y
 
 
-def _tree(b: _Builder, x: float, z: float, floor_y: float, trunk_mat: int, leaf_hue: float) -> None:
+def _tree(b: WorldBuilder, x: float, z: float, floor_y: float, trunk_mat: int, leaf_hue: float) -> None:
     rng = b.rng
     trunk_h, trunk_r = rng.uniform(2.0, 4.5), rng.uniform(0.1, 0.3)
     b.cylinder((x, floor_y - trunk_h / 2, z), trunk_r, trunk_h / 2, trunk_mat)
@@ -374,7 +385,7 @@ def _tree(b: _Builder, x: float, z: float, floor_y: float, trunk_mat: int, leaf_
     b.sphere((x, floor_y - trunk_h - crown * 0.7, z), crown, leaves)
 
 
-def _street(b: _Builder) -> tuple[Lighting, tuple, float]:
+def _street(b: WorldBuilder) -> tuple[Lighting, tuple, float]:
     rng = b.rng
     floor_y = rng.uniform(1.5, 1.8)
     road, walk = rng.uniform(4.0, 7.0), rng.uniform(2.0, 3.5)  # half road width, sidewalk width
@@ -439,7 +450,7 @@ def _street(b: _Builder) -> tuple[Lighting, tuple, float]:
     return _outdoor_lighting(rng), bounds, floor_y
 
 
-def _facade(b: _Builder) -> int:
+def _facade(b: WorldBuilder) -> int:
     rng = b.rng
     wall = b.color(sat=(0.1, 0.5), val=(0.45, 0.9))
     roll = rng.uniform()
@@ -452,7 +463,7 @@ def _facade(b: _Builder) -> int:
     return b.material(wall, b.color(sat=(0.1, 0.5), val=(0.3, 0.7)), NOISE, float(rng.uniform(0.5, 2.0)))
 
 
-def _terrain(b: _Builder) -> tuple[Lighting, tuple, float]:
+def _terrain(b: WorldBuilder) -> tuple[Lighting, tuple, float]:
     rng = b.rng
     floor_y = rng.uniform(1.5, 1.8)
     ground_hue = rng.uniform(0.08, 0.3)  # sand to grass
@@ -510,6 +521,6 @@ def make_world(seed: int, kind: str | None = None) -> World:
         kind = KINDS[int(np.random.default_rng([seed, 0]).integers(len(KINDS)))]
     if kind not in _BUILDERS:
         raise UserInputError(f"unknown world kind {kind!r}; choose one of {', '.join(KINDS)}")
-    builder = _Builder(np.random.default_rng([seed, 1]))
+    builder = WorldBuilder(np.random.default_rng([seed, 1]))
     lighting, bounds, floor_y = _BUILDERS[kind](builder)
     return builder.build(kind, seed, lighting, bounds, floor_y)

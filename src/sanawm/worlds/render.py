@@ -26,6 +26,9 @@ from sanawm.worlds.textures import albedo
 _T_MIN = 1e-4  # metres; primary rays ignore hits closer than this
 _SHADOW_BIAS = 2e-3  # metres (plus 1e-4 per metre of distance) off the surface for shadow rays
 _MIN_COSINE = 0.2  # caps the footprint growth at grazing angles (over-blurring beats aliasing)
+# Default ray-primitive pairs per chunk: small on CPU, where fresh multi-megabyte buffers cost
+# page faults and cache misses; large on GPUs, where bigger kernels amortise launch overhead.
+_CHUNK_ELEMENTS = {"cpu": 1 << 20, "cuda": 1 << 25}
 
 
 @dataclass
@@ -192,7 +195,7 @@ def trace(
     intrinsics: Any,
     image_size: tuple[int, int],
     *,
-    chunk_elements: int = 1 << 24,
+    chunk_elements: int | None = None,
 ) -> RenderResult:
     """Render colour, depth and primitive ids of ``world`` seen by F cameras.
 
@@ -201,8 +204,8 @@ def trace(
         c2w: (F, 4, 4) or (4, 4) camera-to-world poses (tensor, array or list).
         intrinsics: (F, 4) or (4,) ``[fx, fy, cx, cy]`` in pixels of ``image_size``.
         image_size: (H, W).
-        chunk_elements: memory knob: rays are processed in chunks of about this many
-            ray-primitive pairs (peak memory grows with it; larger chunks run faster on GPUs).
+        chunk_elements: rays are processed in chunks of about this many ray-primitive pairs
+            (peak memory grows with it); None picks a default for the device.
     """
     device = c2w.device if isinstance(c2w, torch.Tensor) else world.device
     c2w, k, (height, width) = _check_inputs(c2w, intrinsics, image_size, device)
@@ -214,6 +217,8 @@ def trace(
     pixel_angle = (1.0 / torch.minimum(k[:, 0], k[:, 1]))[:, None, None].expand(frames, height, width)
 
     origins, dirs, pixel_angle = origins.reshape(-1, 3), dirs.reshape(-1, 3), pixel_angle.reshape(-1)
+    if chunk_elements is None:
+        chunk_elements = _CHUNK_ELEMENTS.get(c2w.device.type, _CHUNK_ELEMENTS["cuda"])
     widest = max([prims.count for _, prims in world.primitive_sets()] + [1])
     step = max(1024, chunk_elements // widest)
     outputs = [
@@ -233,7 +238,7 @@ def render(
     *,
     supersample: int = 1,
     as_uint8: bool = True,
-    chunk_elements: int = 1 << 24,
+    chunk_elements: int | None = None,
 ) -> torch.Tensor:
     """Render frames (F, H, W, 3): uint8, or float32 in [0, 1] with ``as_uint8=False``.
 

@@ -192,9 +192,9 @@ class GDNAttention(_AttentionBase):
         new_past = None
         if commit:
             new_past = GDNPast(
-                state=state,
+                state=_detach_state(state),
                 key_context=self.conv_k.new_context(past.key_context if past else None, k_raw),
-                cam_state=cam_state,
+                cam_state=None if cam_state is None else _detach_state(cam_state),
                 cam_key_context=None
                 if cam_k_raw is None
                 else self.conv_k_cam.new_context(past.cam_key_context if past else None, cam_k_raw),
@@ -306,6 +306,10 @@ class SoftmaxAttention(_AttentionBase):
 
 def _detach(t: Tensor | None) -> Tensor | None:
     return None if t is None else t.detach()
+
+
+def _detach_state(state: GDNState) -> GDNState:
+    return GDNState(state.kv.detach(), _detach(state.z))
 
 
 __all__ = [

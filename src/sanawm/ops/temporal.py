@@ -56,15 +56,13 @@ def key_conv(
     for i in range(K):
         # causal tap i reads frame t-K+1+i
         start = lead + i
-        out = out + weight[:, i] * padded[:, start : start + T]
+        out.addcmul_(padded[:, start : start + T], weight[:, i])
     for start, end in chunk_bounds(chunk_starts, T):
         seg = F.pad(x[:, start:end], (0, 0, 0, 0, 0, K - 1))  # zeros after the chunk's last frame
         n = end - start
-        back = torch.zeros_like(x[:, start:end])
         for i in range(K - 1):  # tap K-1 (the centre) is already counted by the forward pass
             shift = K - 1 - i
-            back = back + weight[:, i] * seg[:, shift : shift + n]
-        out[:, start:end] = out[:, start:end] + back
+            out[:, start:end].addcmul_(seg[:, shift : shift + n], weight[:, i])
     return out.to(out_dtype)
 
 

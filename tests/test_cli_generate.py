@@ -87,6 +87,7 @@ BAD_INPUTS = {
     "action and trajectory": (["--action", "w-8", "--trajectory", "{tmp}/short.npy"], "not allowed"),
     "no camera path": ([], "required"),
     "frames not a number": (["--action", "w-8", "--frames", "many"], "invalid int"),
+    "unknown device": (["--action", "w-8", "--device", "warp-drive"], "unknown device"),
 }
 
 
@@ -120,3 +121,35 @@ def test_installed_command_reports_bad_input_without_traceback(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"sanawm generate: error: model folder not found: {tmp_path / 'none'}"]
     assert not (tmp_path / "x.mp4").exists()
+
+
+INTERRUPTED_RUN = """
+import os, sys
+from sanawm.pipeline import WorldModel
+
+chunks = WorldModel.stream
+
+def stream_then_die(self, *args, **kwargs):
+    for i, frames in enumerate(chunks(self, *args, **kwargs)):
+        if i == 2:  # two chunks are in the file; die like a killed process (no cleanup)
+            os._exit(3)
+        yield frames
+
+WorldModel.stream = stream_then_die
+from sanawm.cli import main
+main(sys.argv[1:])
+"""
+
+
+def test_interrupted_streaming_run_leaves_a_playable_video(model_dir, tmp_path):
+    out = tmp_path / "partial.mp4"
+    proc = subprocess.run(
+        [sys.executable, "-c", INTERRUPTED_RUN, "generate", "--model", str(model_dir), "--action", "w-20",
+         "--mode", "streaming", "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 3, proc.stderr
+    frames, _ = read_video(out)
+    # Chunks of 5 and 4 frames were written; the encoder may still hold the very last one.
+    assert 8 <= frames.shape[0] <= 9 and frames.shape[1:] == (32, 48, 3)
+    assert load_trajectory(tmp_path / "partial.camera.npz").num_frames == 21

@@ -124,7 +124,12 @@ class WorldModel:
                 raise UserInputError(
                     "the embedded default model is not part of this installation; pass a model folder (--model DIR)"
                 )
-        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        try:
+            device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        except RuntimeError:
+            raise UserInputError(f"unknown device {device!r}") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise UserInputError(f"device {device} asked for, but CUDA is not available")
         if dtype is None:
             dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
         spec = read_model_dir(directory)

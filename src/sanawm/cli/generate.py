@@ -59,7 +59,6 @@ def _check_output(out: str) -> tuple[Path, Path]:
 
 def run(args: argparse.Namespace) -> int:
     # Imports here keep `sanawm --help` fast.
-    import torch
     from tqdm import tqdm
 
     from sanawm.camera import save_camera_npz
@@ -67,11 +66,6 @@ def run(args: argparse.Namespace) -> int:
     from sanawm.video import VideoWriter
 
     video_path, camera_path = _check_output(args.out)
-    if args.device is not None:
-        try:
-            torch.device(args.device)
-        except RuntimeError:
-            raise UserInputError(f"unknown device {args.device!r}") from None
     model = WorldModel.load(args.model, device=args.device)
     request = model.prepare(
         args.image,

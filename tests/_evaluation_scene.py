@@ -1,8 +1,9 @@
 """A tiny ray-cast renderer for the evaluation tests: a camera inside a textured box room.
 
 Independent of `sanawm.worlds` on purpose, so the pose estimator can be checked against
-poses that are exact by construction. Cameras follow the OpenCV convention (x right,
-y down, z forward; c2w maps camera to world) and pixel centres sit at integer coordinates.
+poses that are exact by construction. Cameras follow sanawm's convention: OpenCV axes (x
+right, y down, z forward; c2w maps camera to world) and intrinsics with the origin at the
+image corner, so the centre of pixel column j is at u = j + 0.5.
 """
 
 from __future__ import annotations
@@ -53,8 +54,8 @@ class BoxRoom:
     def render(self, c2w: np.ndarray, intrinsics, height: int, width: int) -> np.ndarray:
         fx, fy, cx, cy = intrinsics
         ss = 2
-        # sub-pixel sample positions around each integer pixel centre
-        offsets = (np.arange(ss) + 0.5) / ss - 0.5
+        # sub-pixel sample positions around each pixel centre j + 0.5
+        offsets = (np.arange(ss) + 0.5) / ss
         us = (np.arange(width)[:, None] + offsets[None, :]).reshape(-1)
         vs = (np.arange(height)[:, None] + offsets[None, :]).reshape(-1)
         u, v = np.meshgrid(us, vs)

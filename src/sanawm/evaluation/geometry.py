@@ -46,7 +46,10 @@ def rotation_angle_deg(rotation_a: np.ndarray, rotation_b: np.ndarray) -> np.nda
     """Geodesic angle (degrees) of the rotation taking `rotation_a` to `rotation_b`, batched."""
     relative = np.swapaxes(rotation_a, -1, -2) @ rotation_b
     cos = (np.trace(relative, axis1=-2, axis2=-1) - 1.0) / 2.0
-    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+    # sin from the skew part: atan2 stays accurate near 0 and 180 degrees, where arccos does not
+    skew = relative - np.swapaxes(relative, -1, -2)
+    sin = np.sqrt(skew[..., 2, 1] ** 2 + skew[..., 0, 2] ** 2 + skew[..., 1, 0] ** 2) / 2.0
+    return np.degrees(np.arctan2(sin, cos))
 
 
 def nearest_rotation(matrix: np.ndarray) -> np.ndarray:

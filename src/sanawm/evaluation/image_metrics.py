@@ -23,7 +23,12 @@ _CHUNK = 8  # frames per batch
 
 def _as_frames(frames, name: str) -> torch.Tensor:
     """(F, H, W, C) or (H, W, C) array/tensor -> (F, H, W, C) tensor, dtype unchanged."""
-    tensor = frames if isinstance(frames, torch.Tensor) else torch.from_numpy(np.asarray(frames))
+    if isinstance(frames, torch.Tensor):
+        tensor = frames
+    else:
+        array = np.asarray(frames)
+        # torch refuses to wrap read-only memory (e.g. np.broadcast_to views) without a copy
+        tensor = torch.from_numpy(array if array.flags.writeable else array.copy())
     if tensor.ndim == 3:
         tensor = tensor[None]
     if tensor.ndim != 4:
@@ -76,8 +81,8 @@ def ssim(a, b, data_range: float = 255.0) -> torch.Tensor:
 
     11x11 Gaussian window (sigma 1.5), K1 = 0.01, K2 = 0.03, statistics over the window
     positions that fit inside the image ('valid'), averaged over positions and channels.
-    Computed in float32 on values scaled to [0, 1], which keeps the variance terms well
-    conditioned.
+    Computed in float32 on values scaled to [0, 1] and centred on each frame's channel means
+    before the second moments are taken, so E[x^2] - E[x]^2 does not cancel catastrophically.
     """
     a, b = _pair(a, b)
     if min(a.shape[1], a.shape[2]) < SSIM_WINDOW:
@@ -88,10 +93,13 @@ def ssim(a, b, data_range: float = 255.0) -> torch.Tensor:
     for start in range(0, a.shape[0], _CHUNK):
         x = _chunk(a, start, torch.float32) / data_range
         y = _chunk(b, start, torch.float32) / data_range
-        mu_x, mu_y = _blur(x, taps), _blur(y, taps)
-        var_x = _blur(x * x, taps) - mu_x**2
-        var_y = _blur(y * y, taps) - mu_y**2
-        cov = _blur(x * y, taps) - mu_x * mu_y
+        mean_x, mean_y = x.mean(dim=(2, 3), keepdim=True), y.mean(dim=(2, 3), keepdim=True)
+        x, y = x - mean_x, y - mean_y  # (co)variances are shift invariant; the means come back below
+        local_x, local_y = _blur(x, taps), _blur(y, taps)
+        var_x = _blur(x * x, taps) - local_x**2
+        var_y = _blur(y * y, taps) - local_y**2
+        cov = _blur(x * y, taps) - local_x * local_y
+        mu_x, mu_y = local_x + mean_x, local_y + mean_y
         numerator = (2 * mu_x * mu_y + c1) * (2 * cov + c2)
         denominator = (mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2)
         out.append((numerator / denominator).mean(dim=(1, 2, 3)).to(torch.float64))

@@ -111,22 +111,26 @@ def _working_resolution(frames: np.ndarray, intrinsics: np.ndarray, max_side: in
     small = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames])
     if small.ndim == 3:  # single-channel frames lose their channel axis in cv2.resize
         small = small[..., None]
-    k = intrinsics.copy()
-    # pixel centres sit at integer coordinates: u' + 0.5 = (u + 0.5) * s
-    k[:, 0] *= sx
-    k[:, 1] *= sy
-    k[:, 2] = (k[:, 2] + 0.5) * sx - 0.5
-    k[:, 3] = (k[:, 3] + 0.5) * sy - 0.5
-    return small, k
+    # with the origin at the image corner (sanawm's convention) scaling is a plain multiply
+    return small, intrinsics * np.array([sx, sy, sx, sy])
 
 
 def estimate_poses(frames, intrinsics, config: PoseEstimationConfig | None = None) -> np.ndarray:
     """Estimate camera-to-world poses (F, 4, 4) for uint8 `frames` (F, H, W, 3).
 
-    `intrinsics` are fx, fy, cx, cy in pixels of `frames`, one set (4,) or one per frame (F, 4).
-    The result starts at the identity; its scale is arbitrary. Raises `PoseEstimationError`
-    when the frames do not carry enough matchable texture.
+    `intrinsics` are fx, fy, cx, cy in pixels of `frames`, one set (4,) or one per frame
+    (F, 4), in sanawm's convention (see `sanawm.camera`: origin at the image corner, so a
+    centred principal point is (W/2, H/2)). The result starts at the identity; its scale is
+    arbitrary. Raises `PoseEstimationError` when the frames do not carry enough matchable
+    texture.
     """
+    return estimate_poses_with_backend(frames, intrinsics, config)[0]
+
+
+def estimate_poses_with_backend(
+    frames, intrinsics, config: PoseEstimationConfig | None = None
+) -> tuple[np.ndarray, str]:
+    """`estimate_poses`, also returning the backend that produced the poses ("colmap"/"opencv")."""
     config = config or PoseEstimationConfig()
     frames = _check_frames(frames)
     k = _check_intrinsics(intrinsics, frames.shape[0])
@@ -135,7 +139,7 @@ def estimate_poses(frames, intrinsics, config: PoseEstimationConfig | None = Non
     if backend == "auto":
         backend = "colmap" if constant_k and colmap_available() else "opencv"
     if backend == "colmap" and not colmap_available():
-        raise UserInputError("pose backend 'colmap' needs pycolmap: pip install pycolmap (or use --pose-backend opencv)")
+        raise UserInputError("pose backend 'colmap' needs pycolmap: pip install pycolmap (or use the 'opencv' backend)")
     if backend == "colmap" and not constant_k:
         raise UserInputError("pose backend 'colmap' supports one set of intrinsics for all frames; use 'opencv'")
     try:
@@ -150,7 +154,7 @@ def estimate_poses(frames, intrinsics, config: PoseEstimationConfig | None = Non
         from sanawm.evaluation._pose_colmap import colmap_poses
 
         try:
-            return colmap_poses(frames, k[0], config)
+            return colmap_poses(frames, k[0], config), "colmap"
         except PoseEstimationError as err:
             if config.backend != "auto":
                 raise
@@ -159,4 +163,5 @@ def estimate_poses(frames, intrinsics, config: PoseEstimationConfig | None = Non
             log.warning("COLMAP failed (%s); falling back to the OpenCV pose backend", err)
     from sanawm.evaluation._pose_opencv import opencv_poses
 
-    return opencv_poses(frames, k, config)
+    # OpenCV puts pixel centres at integer coordinates, half a pixel left of sanawm's
+    return opencv_poses(frames, k - np.array([0.0, 0.0, 0.5, 0.5]), config), "opencv"

@@ -1,0 +1,137 @@
+"""Pose estimation from frames: bundle adjuster, both backends on exact synthetic renders, errors."""
+
+import numpy as np
+import pytest
+
+from _evaluation_scene import BoxRoom, pose, rot_y, walk_and_turn
+from sanawm.errors import UserInputError
+from sanawm.evaluation import (
+    PoseEstimationConfig,
+    PoseEstimationError,
+    camera_errors,
+    colmap_available,
+    estimate_poses,
+    estimate_poses_with_backend,
+)
+from sanawm.evaluation import _bundle_adjust
+from sanawm.evaluation.geometry import axis_angle_to_matrix, rotation_angle_deg
+
+HEIGHT, WIDTH = 120, 160
+K = (100.0, 100.0, 80.0, 60.0)  # sanawm convention: centred principal point at (W/2, H/2)
+OPENCV = PoseEstimationConfig(backend="opencv")
+
+
+@pytest.fixture(scope="module")
+def room():
+    return BoxRoom(seed=0)
+
+
+@pytest.fixture(scope="module")
+def walk(room):
+    c2w = walk_and_turn(24)
+    return c2w, room.render_video(c2w, K, HEIGHT, WIDTH)
+
+
+@pytest.fixture(scope="module")
+def walk_estimate(walk):
+    return estimate_poses(walk[1], K, OPENCV)
+
+
+def test_bundle_adjustment_recovers_exact_poses_and_points():
+    rng = np.random.default_rng(0)
+    cams, n = 5, 150
+    truth = np.tile(np.eye(4), (cams, 1, 1))
+    for i in range(cams):
+        truth[i, :3, :3] = axis_angle_to_matrix(rng.normal(size=3), 4.0 * i)
+        truth[i, :3, 3] = [0.3 * i, -0.1 * i, 0.05 * i]
+    points = rng.uniform([-2, -2, 4], [2, 2, 8], size=(n, 3))
+    cam_idx, point_idx = np.meshgrid(np.arange(cams), np.arange(n), indexing="ij")
+    cam_idx, point_idx = cam_idx.ravel(), point_idx.ravel()
+    in_cam = np.einsum("mij,mj->mi", truth[cam_idx, :3, :3], points[point_idx]) + truth[cam_idx, :3, 3]
+    start = truth.copy()
+    for i in range(2, cams):  # two fixed cameras hold the gauge and the scale
+        start[i, :3, :3] = axis_angle_to_matrix(rng.normal(size=3), 1.5) @ truth[i, :3, :3]
+        start[i, :3, 3] += rng.normal(scale=0.05, size=3)
+    problem = _bundle_adjust.Problem(
+        w2c=start,
+        free=np.array([False, False, True, True, True]),
+        points=points + rng.normal(scale=0.1, size=points.shape),
+        obs_cam=cam_idx,
+        obs_point=point_idx,
+        obs_xy=in_cam[:, :2] / in_cam[:, 2:],
+    )
+    residuals = _bundle_adjust.solve(problem, delta=0.01, iterations=30)
+    assert residuals.max() < 1e-9
+    assert rotation_angle_deg(problem.w2c[:, :3, :3], truth[:, :3, :3]).max() < 1e-6
+    assert np.abs(problem.w2c - truth).max() < 1e-7
+    assert np.abs(problem.points - points).max() < 1e-6
+
+
+def test_opencv_backend_follows_a_rendered_walk(walk, walk_estimate):
+    c2w, estimated = walk[0], walk_estimate
+    assert estimated.shape == (24, 4, 4)
+    assert np.allclose(estimated[0], np.eye(4))
+    errors = camera_errors(estimated, c2w)
+    assert errors.rot_err_deg.mean() <= 0.5 and errors.rot_err_deg.max() <= 1.0
+    path_length = np.linalg.norm(np.diff(c2w[:, :3, 3], axis=0), axis=1).sum()
+    assert errors.trans_err.mean() <= 0.05 * path_length
+
+
+def test_a_wrong_trajectory_scores_far_worse(walk, walk_estimate):
+    c2w, estimated = walk[0], walk_estimate
+    right = camera_errors(estimated, c2w)
+    mirrored = walk_and_turn(24, yaw_per_frame=-1.5)  # turning left instead of right
+    wrong = camera_errors(estimated, mirrored)
+    assert wrong.rot_err_deg.mean() > 10 * max(right.rot_err_deg.mean(), 0.1)
+    assert wrong.cammc.mean() > 5 * right.cammc.mean()
+
+
+def test_turning_on_the_spot_gives_rotation_without_translation(room):
+    c2w = np.stack([pose(rot_y(3.0 * i), [0.0, 0.0, 0.0]) for i in range(16)])
+    estimated = estimate_poses(room.render_video(c2w, K, HEIGHT, WIDTH), K, OPENCV)
+    assert rotation_angle_deg(estimated[:, :3, :3], c2w[:, :3, :3]).max() < 0.3
+    assert np.abs(estimated[:, :3, 3]).max() < 1e-9
+
+
+def test_downscaled_frames_and_per_frame_intrinsics(room):
+    """A 240x320 clip worked on at 160 px: exercises the intrinsics rescaling."""
+    c2w = walk_and_turn(12)
+    k = np.array([200.0, 200.0, 160.0, 120.0])
+    video = room.render_video(c2w, k, 240, 320)
+    config = PoseEstimationConfig(backend="opencv", max_image_side=160)
+    estimated = estimate_poses(video, np.tile(k, (12, 1)), config)
+    assert camera_errors(estimated, c2w).rot_err_deg.mean() <= 0.5
+
+
+@pytest.mark.skipif(not colmap_available(), reason="pycolmap is optional")
+def test_colmap_backend_follows_a_rendered_walk(walk):
+    c2w, video = walk
+    estimated, backend = estimate_poses_with_backend(video, K, PoseEstimationConfig(backend="colmap"))
+    assert backend == "colmap"
+    assert camera_errors(estimated, c2w).rot_err_deg.mean() <= 1.0
+
+
+def test_textureless_video_is_a_clear_error():
+    flat = np.full((4, HEIGHT, WIDTH, 3), 128, dtype=np.uint8)
+    with pytest.raises(PoseEstimationError, match="frame 0: only 0 features"):
+        estimate_poses(flat, K, OPENCV)
+    assert issubclass(PoseEstimationError, UserInputError)
+
+
+def test_a_cut_between_unrelated_shots_is_a_clear_error(room, walk):
+    _, video = walk
+    other = BoxRoom(seed=7).render_video(walk_and_turn(4), K, HEIGHT, WIDTH)
+    with pytest.raises(PoseEstimationError, match="between frames 5 and 6"):
+        estimate_poses(np.concatenate([video[:6], other]), K, OPENCV)
+
+
+def test_inputs_are_validated(walk):
+    _, video = walk
+    with pytest.raises(UserInputError, match="unknown pose backend"):
+        PoseEstimationConfig(backend="magic")
+    with pytest.raises(UserInputError, match="uint8"):
+        estimate_poses(video.astype(np.float32), K, OPENCV)
+    with pytest.raises(UserInputError, match="intrinsics"):
+        estimate_poses(video, (100.0, 100.0, 80.0), OPENCV)
+    with pytest.raises(UserInputError, match="at least 2 frames"):
+        estimate_poses(video[:1], K, OPENCV)

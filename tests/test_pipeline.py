@@ -174,3 +174,20 @@ def test_components_that_do_not_fit_are_reported(text_free_dir, tmp_path):
     (broken / "transformer" / "model.safetensors").unlink()
     with pytest.raises(UserInputError, match="transformer weights not found"):
         WorldModel.load(broken, device="cpu")
+
+
+def test_without_a_folder_the_embedded_model_is_loaded(text_free_dir, tmp_path, monkeypatch):
+    import sanawm.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "_asset", lambda name: tmp_path / name)
+    with pytest.raises(UserInputError, match="embedded default model is not part of this installation"):
+        WorldModel.load(device="cpu")
+    shutil.copytree(text_free_dir, tmp_path / pipeline.EMBEDDED_MODEL)
+    assert WorldModel.load(device="cpu").image_size == (32, 48)
+
+
+def test_a_cuda_device_without_cuda_is_a_user_error(text_free_dir):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    with pytest.raises(UserInputError, match="CUDA is not available"):
+        WorldModel.load(text_free_dir, device="cuda")

@@ -22,7 +22,8 @@ def gemma_dir(tmp_path_factory):
 
 @torch.no_grad()
 def test_prompt_states_are_the_unpadded_gemma_states(gemma_dir):
-    encoder = GemmaTextEncoder.load(gemma_dir / "text_encoder", gemma_dir / "tokenizer", TextEncoderConfig(max_length=8))
+    config = TextEncoderConfig(max_length=8)
+    encoder = GemmaTextEncoder.load(gemma_dir / "text_encoder", gemma_dir / "tokenizer", config)
     out = encoder.encode("a red car drives")
     assert out.states.shape == (1, 8, 32) and out.mask.tolist() == [[1, 1, 1, 1, 1, 0, 0, 0]]
     expected = encoder.model(input_ids=_ids("a red car drives")).last_hidden_state

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from sanawm.errors import UserInputError
+from sanawm.model import SanaWMTransformer, chunk_starts_for
 from sanawm.sampling.schedule import NUM_TRAIN_TIMESTEPS, euler_step, flow_sigmas, next_sigma
 from sanawm.text import TextEmbedding
 
@@ -85,7 +86,9 @@ class _GuidedModel:
     """Evaluates the guidance branches for a slice of frames, with one stream cache per
     batched call when streaming."""
 
-    def __init__(self, model, cond: Conditioning, settings: SamplerSettings, streaming: bool) -> None:
+    def __init__(
+        self, model: SanaWMTransformer, cond: Conditioning, settings: SamplerSettings, streaming: bool
+    ) -> None:
         self.model = model
         self.cond = cond
         self.settings = settings
@@ -165,7 +168,7 @@ def _denoise(
     return latents
 
 
-def _check(model, cond: Conditioning, settings: SamplerSettings) -> Tensor:
+def _check(cond: Conditioning, settings: SamplerSettings) -> Tensor:
     sigmas = flow_sigmas(settings.steps, settings.flow_shift)
     if cond.first_latent.dim() != 5 or cond.first_latent.shape[0] != 1 or cond.first_latent.shape[2] != 1:
         raise UserInputError(f"first_latent must be (1, C, 1, h, w), got {tuple(cond.first_latent.shape)}")
@@ -201,10 +204,10 @@ def _counter(progress: Progress | None, total: int) -> Callable[[], None]:
 
 
 def sample_bidirectional(
-    model, cond: Conditioning, settings: SamplerSettings, progress: Progress | None = None
+    model: SanaWMTransformer, cond: Conditioning, settings: SamplerSettings, progress: Progress | None = None
 ) -> Tensor:
     """Latents (1, C, T, h, w) of the whole clip, denoised jointly (float32)."""
-    sigmas = _check(model, cond, settings)
+    sigmas = _check(cond, settings)
     T = cond.num_latent_frames
     generator = torch.Generator().manual_seed(settings.seed)
     latents = _noise(generator, cond.first_latent, T)
@@ -217,21 +220,19 @@ def sample_bidirectional(
 def chunk_bounds(num_latent_frames: int, chunk_size: int) -> list[tuple[int, int]]:
     """(start, stop) latent frames of each streaming chunk: the first holds frame 0 plus
     `chunk_size` frames, the rest `chunk_size` each, a short remainder joins the last chunk."""
-    from sanawm.model.transformer import chunk_starts_for
-
     starts = chunk_starts_for(num_latent_frames, chunk_size)
     return list(zip(starts, starts[1:] + [num_latent_frames]))
 
 
 def sample_streaming(
-    model,
+    model: SanaWMTransformer,
     cond: Conditioning,
     settings: SamplerSettings,
     chunk_size: int,
     progress: Progress | None = None,
 ) -> Iterator[Tensor]:
     """Yield the clean latents (1, C, t, h, w) of each chunk, in order, as soon as it is done."""
-    sigmas = _check(model, cond, settings)
+    sigmas = _check(cond, settings)
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise UserInputError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     bounds = chunk_bounds(cond.num_latent_frames, chunk_size)

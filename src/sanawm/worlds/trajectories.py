@@ -240,6 +240,16 @@ def look_at_c2w(positions: np.ndarray, targets: np.ndarray) -> torch.Tensor:
     return torch.as_tensor(c2w, dtype=torch.float32)
 
 
+def _smooth(values: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian smoothing of a 1D sequence (edges padded with the end values)."""
+    radius = int(math.ceil(3 * sigma))
+    if radius < 1 or len(values) < 2:
+        return values
+    kernel = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    padded = np.concatenate([np.full(radius, values[0]), values, np.full(radius, values[-1])])
+    return np.convolve(padded, kernel / kernel.sum(), mode="valid")
+
+
 def _segment_free(world: World, a: np.ndarray, b: np.ndarray, margin: float, step: float = 0.1) -> bool:
     n = max(2, int(np.linalg.norm(b - a) / step) + 1)
     w = np.linspace(0, 1, n)[:, None]
@@ -255,25 +265,30 @@ def random_spline_trajectory(
     margin: float = DEFAULT_MARGIN,
     height_jitter: float = 0.15,
     look_ahead: float = 1.0,
+    max_turn_deg: float = 4.0,
 ) -> torch.Tensor:
     """A smooth random path of ``num_frames`` poses, ``speed`` metres apart, starting at the origin.
 
     Control points 1.5-4 m apart with heading changes up to 60 degrees are drawn in free space
     (``margin`` + 0.15 m, straight links checked); the camera follows the Catmull-Rom curve
     through them at constant speed, bobs up and down by up to ``height_jitter`` metres, and
-    looks at the point ``look_ahead`` metres further along the path. Raises RuntimeError if no
-    free path is found in 50 attempts (not seen in practice; try another seed).
+    turns towards the point ``look_ahead`` metres further along the path (heading smoothed
+    over about a metre of path; the horizon stays level). Paths are redrawn (up to 50 times)
+    until one turns at most ``max_turn_deg`` per frame, else the calmest free one is returned.
+    Raises RuntimeError if no free path is found at all (not seen in practice; try another seed).
     """
     _check_common(world, num_frames, margin)
-    if not speed > 0 or not look_ahead > 0 or not 0 <= height_jitter < 0.5:
-        raise UserInputError("speed and look_ahead must be positive and height_jitter in [0, 0.5)")
+    if not (speed > 0 and look_ahead > 0 and max_turn_deg > 0 and 0 <= height_jitter < 0.5):
+        raise UserInputError("speed, look_ahead and max_turn_deg must be positive and height_jitter in [0, 0.5)")
     rng = _rng(world, seed, 12)
     needed = speed * (num_frames - 1) + look_ahead
+    best, best_turn = None, math.inf
     for _ in range(50):
         controls = [np.zeros(3)]
         heading, total, stuck = 0.0, 0.0, 0
         while total < needed + 2.0 and stuck < 40:
-            turn = rng.uniform(-1, 1) * (math.radians(60) if stuck < 20 else math.pi)
+            # Gentle bends; after repeated collisions allow any direction (turning back at a wall).
+            turn = rng.uniform(-1, 1) * (math.radians(50) if stuck < 20 else math.pi)
             length = rng.uniform(1.5, 4.0)
             new = controls[-1] + length * np.array([math.sin(heading + turn), 0.0, math.cos(heading + turn)])
             if _segment_free(world, controls[-1], new, margin + 0.15):
@@ -287,15 +302,25 @@ def random_spline_trajectory(
         arc = _arc_length(curve)
         s = np.arange(num_frames) * speed
         positions = _sample_at(curve, arc, s)
-        if height_jitter > 0:  # two slow sinusoids, zero at the start
+        if height_jitter > 0:  # two slow sinusoids, zero at the start; |sin a - sin b| <= 2, hence / 2
             for amp, wavelength in ((0.6, rng.uniform(4, 9)), (0.4, rng.uniform(1.5, 3.5))):
                 phase = rng.uniform(0, 2 * math.pi)
-                positions[:, 1] += height_jitter * amp * (np.sin(2 * math.pi * s / wavelength + phase) - math.sin(phase))
-        targets = _sample_at(curve, arc, s + look_ahead)
-        targets[:, 1] = positions[:, 1]
-        c2w = look_at_c2w(positions, targets)
-        if trajectory_clearance(world, c2w) >= margin and bool(world.in_bounds(c2w[:, :3, 3]).all()):
+                wave = np.sin(2 * math.pi * s / wavelength + phase) - math.sin(phase)
+                positions[:, 1] += 0.5 * height_jitter * amp * wave
+        ahead = _sample_at(curve, arc, s + look_ahead) - positions
+        # Heading towards the look-ahead point, low-pass filtered over about a metre of path so
+        # that tight bends do not whip the camera round.
+        yaw = _smooth(np.unwrap(np.arctan2(ahead[:, 0], ahead[:, 2])), sigma=0.5 / speed)
+        c2w = look_at_c2w(positions, positions + np.stack([np.sin(yaw), np.zeros_like(yaw), np.cos(yaw)], -1))
+        if trajectory_clearance(world, c2w) < margin or not bool(world.in_bounds(c2w[:, :3, 3]).all()):
+            continue
+        turn_rate = math.degrees(float(np.abs(np.diff(yaw)).max()))
+        if turn_rate <= max_turn_deg:
             return c2w
+        if turn_rate < best_turn:  # free but turning fast: keep the calmest in case nothing is better
+            best, best_turn = c2w, turn_rate
+    if best is not None:
+        return best
     raise RuntimeError(f"no free spline path found in world {world.kind} seed {world.seed} (trajectory seed {seed})")
 
 

@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import sanawm.ops.gdn as gdn_module
 from sanawm.ops.gdn import GDNState, delta_rule, gdn, gdn_reference, recurrent_scan
 from sanawm.ops.temporal import frame_conv, key_conv
 
@@ -130,6 +131,24 @@ def test_float32_path_close_to_float64():
     out64, _ = gdn(*x64, eps=1e-8)
     out32, _ = gdn(*(t.float() for t in x64), eps=1e-8)
     assert (out32.double() - out64).norm() / out64.norm() < 1e-5
+
+
+def test_low_precision_inputs_are_computed_in_float32():
+    """bf16 inputs are converted (block by block) and scanned in float32; the result is the
+    float32 computation on the same values, rounded to bf16."""
+    xb = [t.bfloat16() for t in make_inputs(6)]
+    out, state = gdn(*xb, eps=1e-8, chunk_starts=[0, 3])
+    ref, ref_state = gdn(*(t.float() for t in xb), eps=1e-8, chunk_starts=[0, 3])
+    assert out.dtype == torch.bfloat16 and state.kv.dtype == torch.float32
+    assert torch.equal(out, ref.bfloat16()) and torch.equal(state.kv, ref_state.kv)
+
+
+def test_frame_blocking_does_not_change_results(monkeypatch):
+    x = make_inputs(7)
+    whole, _ = gdn(*x, eps=1e-8, chunk_starts=[0, 2])
+    monkeypatch.setattr(gdn_module, "_BLOCK_ELEMENTS", 1)  # one frame per block
+    blocked, _ = gdn(*x, eps=1e-8, chunk_starts=[0, 2])
+    assert close(blocked, whole, tol=1e-14)
 
 
 def test_bad_chunk_starts_and_shapes_raise():

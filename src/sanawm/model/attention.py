@@ -179,11 +179,11 @@ class GDNAttention(_AttentionBase):
         v = self.heads(v)
         q_rot, k_rot = apply_rope(q, ctx.rope), apply_rope(k, ctx.rope)
         out, state = gdn(
-            *(at_least_f32(t).reshape(frames) for t in (q, k, v, q_rot, k_rot)),
-            at_least_f32(beta), gamma, eps=self.eps, chunk_starts=ctx.chunk_starts,
+            *(t.reshape(frames) for t in (q, k, v, q_rot, k_rot)),
+            beta, gamma, eps=self.eps, chunk_starts=ctx.chunk_starts,
             initial_state=past.state if past else None,
         )  # fmt: skip
-        main = self.merge(out.reshape(B, self.num_heads, T * S, -1).to(x.dtype), T)
+        main = self.merge(out.reshape(B, self.num_heads, T * S, -1), T)
 
         cam = cam_state = cam_k_raw = None
         if ctx.camera is not None:
@@ -212,17 +212,17 @@ class GDNAttention(_AttentionBase):
         qt, kt, vt = self.camera_transform(q, k, self.heads(v), ctx.camera)
         # The transforms can inflate the keys; lower beta by the frame's mean squared inflation
         # so the delta rule stays stable.
-        inflation = (
-            torch.linalg.vector_norm(kt, dim=-1).clamp_min(1e-6) / torch.linalg.vector_norm(k, dim=-1).clamp_min(1e-6)
-        ) ** 2
+        work = torch.promote_types(k.dtype, torch.float32)
+        norm_t = torch.linalg.vector_norm(kt, dim=-1, dtype=work).clamp_min(1e-6)
+        inflation = (norm_t / torch.linalg.vector_norm(k, dim=-1, dtype=work).clamp_min(1e-6)) ** 2
         inflation = inflation.reshape(B, self.num_heads, T, S).mean(dim=-1)
         beta_cam = beta / inflation.clamp_min(1.0)[..., None]
         out, state = delta_rule(
-            *(at_least_f32(t).reshape(frames) for t in (qt, kt, vt)),
-            at_least_f32(beta_cam), gamma, chunk_starts=ctx.chunk_starts,
+            *(t.reshape(frames) for t in (qt, kt, vt)),
+            beta_cam, gamma, chunk_starts=ctx.chunk_starts,
             initial_state=past.cam_state if past else None,
         )  # fmt: skip
-        out = transform_outputs(out.reshape(B, self.num_heads, T * S, -1).to(x.dtype), ctx.camera)
+        out = transform_outputs(out.reshape(B, self.num_heads, T * S, -1), ctx.camera)
         return self.merge(out, T), state, k_raw
 
 

@@ -22,8 +22,9 @@ Directions:
 `delta_rule` has no normaliser and returns num_fwd + num_rev.
 
 Layout (all functions): q, k, v, q_rot, k_rot: (B, H, T, S, D); beta: (B, H, T, S);
-gamma: (B, H, T). Everything runs in the inputs' dtype (the model passes float32; tests
-pass float64). `chunk_starts` lists the first frame of every chunk (starting with 0);
+gamma: (B, H, T). `gdn` / `delta_rule` compute in float32 (float64 for float64 inputs),
+converting a block of frames at a time, and return q's dtype; the recurrent reference
+computes in the inputs' dtype. `chunk_starts` lists the first frame of every chunk (starting with 0);
 `None` means one chunk, i.e. fully bidirectional; `range(T)` makes the op causal.
 """
 
@@ -125,6 +126,21 @@ def recurrent_scan(
 # ----------------------------------------------------------------------------------------
 
 
+# Elements of one (B, H, frames, S, D) slab converted to the work dtype at a time, so bf16
+# inputs are never copied to float32 as a whole (a 60 s clip has ~10^8 elements per input).
+_BLOCK_ELEMENTS = 1 << 26
+
+
+def _work_dtype(x: Tensor) -> torch.dtype:
+    return torch.promote_types(x.dtype, torch.float32)
+
+
+def _frame_blocks(shape: torch.Size) -> list[slice]:
+    B, H, T, S, D = shape
+    step = max(1, _BLOCK_ELEMENTS // (B * H * S * D))
+    return [slice(a, min(a + step, T)) for a in range(0, T, step)]
+
+
 class _Transitions(NamedTuple):
     """Per-frame affine maps kv_t = kv_{t-1} w_kv_t + u_kv_t and z_t = w_z_t z_{t-1} + u_z_t."""
 
@@ -135,16 +151,22 @@ class _Transitions(NamedTuple):
 
 
 def _transitions(k: Tensor, v: Tensor, k_rot: Tensor, beta: Tensor, gamma: Tensor, normalizer: bool) -> _Transitions:
-    eye = torch.eye(k.shape[-1], dtype=k.dtype, device=k.device)
-    g = gamma[..., None, None]
-    bk_rot = beta[..., None] * k_rot
-    w_kv = g * (eye - k_rot.transpose(-1, -2) @ bk_rot)
-    u_kv = (beta[..., None] * v).transpose(-1, -2) @ k_rot
-    if not normalizer:
-        return _Transitions(w_kv, u_kv, None, None)
-    bk = beta[..., None] * k
-    w_z = g * (eye - k.transpose(-1, -2) @ bk)
-    u_z = bk.sum(dim=-2)
+    B, H, T, S, D = k.shape
+    work = _work_dtype(k)
+    eye = torch.eye(D, dtype=work, device=k.device)
+    w_kv, u_kv = (k.new_empty(B, H, T, D, D, dtype=work) for _ in range(2))
+    w_z = k.new_empty(B, H, T, D, D, dtype=work) if normalizer else None
+    u_z = k.new_empty(B, H, T, D, dtype=work) if normalizer else None
+    for blk in _frame_blocks(k.shape):
+        kb, vb, krb = (t[:, :, blk].to(work) for t in (k, v, k_rot))
+        bb = beta[:, :, blk, :, None].to(work)
+        g = gamma[:, :, blk, None, None].to(work)
+        w_kv[:, :, blk] = g * (eye - krb.transpose(-1, -2) @ (bb * krb))
+        u_kv[:, :, blk] = (bb * vb).transpose(-1, -2) @ krb
+        if normalizer:
+            bk = bb * kb
+            w_z[:, :, blk] = g * (eye - kb.transpose(-1, -2) @ bk)
+            u_z[:, :, blk] = bk.sum(dim=-2)
     return _Transitions(w_kv, u_kv, w_z, u_z)
 
 
@@ -165,7 +187,6 @@ def _history(
     tr: _Transitions,
     segments: list[tuple[int, int]],
     initial: GDNState,
-    bidirectional: bool,
 ) -> tuple[Tensor, Tensor | None, GDNState]:
     """The state each frame reads, forward plus reverse-within-chunk, and the final forward state.
 
@@ -176,18 +197,29 @@ def _history(
     fwd, final = _scan_states(tr, initial, range(T))
     kv_hist = torch.stack([s.kv for s in fwd], dim=2)
     z_hist = torch.stack([s.z for s in fwd], dim=2) if initial.z is not None else None
-    if bidirectional:
-        zero = GDNState(torch.zeros_like(initial.kv), None if initial.z is None else torch.zeros_like(initial.z))
-        for start, end in segments:
-            if end - start < 2:
-                continue  # a single frame has nothing after it inside its chunk
-            # Reading frame t needs frames t+1..end-1: scan end-1, ..., start+1 and shift by one.
-            rev, _ = _scan_states(tr, zero, range(end - 1, start, -1))
-            kv_rev = torch.stack([s.kv for s in reversed(rev)], dim=2)
-            kv_hist[:, :, start : end - 1] += kv_rev
-            if z_hist is not None:
-                z_hist[:, :, start : end - 1] += torch.stack([s.z for s in reversed(rev)], dim=2)
+    zero = GDNState(torch.zeros_like(initial.kv), None if initial.z is None else torch.zeros_like(initial.z))
+    for start, end in segments:
+        if end - start < 2:
+            continue  # a single frame has nothing after it inside its chunk
+        # Reading frame t needs frames t+1..end-1: scan end-1, ..., start+1 and shift by one.
+        rev, _ = _scan_states(tr, zero, range(end - 1, start, -1))
+        kv_hist[:, :, start : end - 1] += torch.stack([s.kv for s in reversed(rev)], dim=2)
+        if z_hist is not None:
+            z_hist[:, :, start : end - 1] += torch.stack([s.z for s in reversed(rev)], dim=2)
     return kv_hist, z_hist, final
+
+
+def _read_out(q: Tensor, q_rot: Tensor, kv_hist: Tensor, z_hist: Tensor | None, eps: float | None) -> Tensor:
+    """num = q_rot kv^T (divided by q z + eps with a normaliser), in q_rot's dtype."""
+    work = kv_hist.dtype
+    out = torch.empty_like(q_rot)
+    for blk in _frame_blocks(q_rot.shape):
+        num = q_rot[:, :, blk].to(work) @ kv_hist[:, :, blk].transpose(-1, -2)
+        if z_hist is not None:
+            den = (q[:, :, blk].to(work) @ z_hist[:, :, blk, :, None])[..., 0]
+            num = num / (den[..., None] + eps)
+        out[:, :, blk] = num.to(out.dtype)
+    return out
 
 
 def _chunked(
@@ -199,18 +231,21 @@ def _chunked(
     beta: Tensor,
     gamma: Tensor,
     *,
+    eps: float | None,
     chunk_starts: Sequence[int] | None,
-    bidirectional: bool,
-    normalizer: bool,
     initial_state: GDNState | None,
-) -> tuple[Tensor, Tensor | None, GDNState]:
+) -> tuple[Tensor, GDNState]:
+    normalizer = eps is not None
     segments = _segments(chunk_starts, q.shape[2])
     tr = _transitions(k, v, k_rot, beta, gamma, normalizer)
-    init = initial_state if initial_state is not None else _zero_state(q, normalizer)
-    kv_hist, z_hist, final = _history(tr, segments, init, bidirectional)
-    num = q_rot @ kv_hist.transpose(-1, -2)
-    den = (q @ z_hist[..., None])[..., 0] if z_hist is not None else None
-    return num, den, final
+    if initial_state is None:
+        B, H, _, _, D = q.shape
+        work = tr.w_kv.dtype
+        initial_state = GDNState(
+            q.new_zeros(B, H, D, D, dtype=work), q.new_zeros(B, H, D, dtype=work) if normalizer else None
+        )
+    kv_hist, z_hist, final = _history(tr, segments, initial_state)
+    return _read_out(q, q_rot, kv_hist, z_hist, eps), final
 
 
 def _check(name: str, tensors: dict[str, Tensor], beta: Tensor, gamma: Tensor) -> None:
@@ -242,15 +277,11 @@ def gdn(
     """Main-branch GDN: forward scan over all frames plus reverse scan within each chunk.
 
     q/k feed the normaliser, q_rot/k_rot (RoPE applied) the numerator. Returns the output
-    (B, H, T, S, D) = (num_fwd + num_rev) / (den_fwd + den_rev + eps) and the forward state
-    after the last frame (seed it as `initial_state` of the next chunk).
+    (B, H, T, S, D) = (num_fwd + num_rev) / (den_fwd + den_rev + eps) in q's dtype and the
+    forward state after the last frame (seed it as `initial_state` of the next chunk).
     """
     _check("gdn", dict(q=q, k=k, v=v, q_rot=q_rot, k_rot=k_rot), beta, gamma)
-    num, den, final = _chunked(
-        q, k, v, q_rot, k_rot, beta, gamma,
-        chunk_starts=chunk_starts, bidirectional=True, normalizer=True, initial_state=initial_state,
-    )  # fmt: skip
-    return num / (den[..., None] + eps), final
+    return _chunked(q, k, v, q_rot, k_rot, beta, gamma, eps=eps, chunk_starts=chunk_starts, initial_state=initial_state)
 
 
 def delta_rule(
@@ -268,11 +299,9 @@ def delta_rule(
     Returns (B, H, T, S, D) = num_fwd + num_rev and the forward state (z is None).
     """
     _check("delta_rule", dict(q=q_rot, k=k_rot, v=v), beta, gamma)
-    num, _, final = _chunked(
-        q_rot, k_rot, v, q_rot, k_rot, beta, gamma,
-        chunk_starts=chunk_starts, bidirectional=True, normalizer=False, initial_state=initial_state,
-    )  # fmt: skip
-    return num, final
+    return _chunked(
+        q_rot, k_rot, v, q_rot, k_rot, beta, gamma, eps=None, chunk_starts=chunk_starts, initial_state=initial_state
+    )
 
 
 def gdn_reference(

@@ -1,6 +1,5 @@
-"""Numerical kernels of the model (pure PyTorch; the reference paths for faster kernels)."""
+"""Numerical kernels of the model, pure PyTorch (also the references for faster kernels).
 
-from sanawm.ops.gdn import GDNState, delta_rule, gdn, gdn_reference
-from sanawm.ops.temporal import frame_conv, key_conv
-
-__all__ = ["GDNState", "delta_rule", "gdn", "gdn_reference", "frame_conv", "key_conv"]
+- `sanawm.ops.gdn`: the frame-wise Gated DeltaNet (`gdn`, `delta_rule`, `gdn_reference`).
+- `sanawm.ops.temporal`: convolutions along frames (`key_conv`, `frame_conv`).
+"""

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from sanawm.errors import UserInputError
-from sanawm.model import SanaWMTransformer, chunk_starts_for
+from sanawm.model import SanaWMTransformer, StreamCache, chunk_starts_for
 from sanawm.sampling.schedule import NUM_TRAIN_TIMESTEPS, euler_step, flow_sigmas, next_sigma
 from sanawm.text import TextEmbedding
 
@@ -82,65 +82,72 @@ def combine_guidance(
     return out
 
 
+@dataclass
+class _Branch:
+    """One batched model call of the guidance: its text rows, whether it sees the camera, and
+    (when streaming) its own cache of finished chunks, since hidden states differ per branch."""
+
+    model: SanaWMTransformer
+    cond: Conditioning
+    text_states: Tensor
+    text_mask: Tensor
+    camera: bool
+    cache: StreamCache | None
+
+    def _inputs(self, x: Tensor, timestep: Tensor, start: int, stop: int) -> tuple:
+        batch = self.text_states.shape[0]
+        raymap = plucker = None
+        if self.camera:
+            raymap = self.cond.raymap[:, start:stop].expand(batch, -1, -1)
+            plucker = self.cond.chunk_plucker[:, :, start:stop].expand(batch, -1, -1, -1, -1)
+        x = x.expand(batch, -1, -1, -1, -1)
+        return x, timestep.expand(batch, -1), self.text_states, self.text_mask, raymap, plucker
+
+    def predict(self, x: Tensor, timestep: Tensor, start: int, stop: int) -> Tensor:
+        """Velocity (batch, C, t, h, w) for latents x (1, C, t, h, w) of frames [start, stop)."""
+        return self.model(*self._inputs(x, timestep, start, stop), cache=self.cache).float()
+
+    def commit(self, clean: Tensor, start: int, stop: int) -> None:
+        """Append finished latents to this branch's cache, as clean frames (timestep 0)."""
+        zero = torch.zeros(1, stop - start, device=clean.device)
+        self.model.commit_to_cache(self.cache, *self._inputs(clean, zero, start, stop))
+
+
 class _GuidedModel:
-    """Evaluates the guidance branches for a slice of frames, with one stream cache per
-    batched call when streaming."""
+    """The guided velocity: the conditional call (batched with the negative text when text
+    guidance is on) and, for camera guidance, a call without camera inputs."""
 
     def __init__(
         self, model: SanaWMTransformer, cond: Conditioning, settings: SamplerSettings, streaming: bool
     ) -> None:
-        self.model = model
-        self.cond = cond
         self.settings = settings
         self.text_guidance = cond.negative_text is not None and settings.cfg != 1.0
-        self.camera_guidance = settings.camera_cfg != 1.0
         device = cond.first_latent.device
         texts = [cond.negative_text, cond.text] if self.text_guidance else [cond.text]
-        self.text_states = torch.cat([t.states for t in texts]).to(device)
-        self.text_mask = torch.cat([t.mask for t in texts]).to(device)
-        self.cache = model.new_stream_cache() if streaming else None
-        self.cache_no_camera = model.new_stream_cache() if streaming and self.camera_guidance else None
+        states = torch.cat([t.states for t in texts]).to(device)
+        mask = torch.cat([t.mask for t in texts]).to(device)
 
-    def _call(self, x, timestep, text, mask, camera, start, stop, cache, commit=False):
-        raymap = plucker = None
-        if camera:
-            raymap = self.cond.raymap[:, start:stop].expand(x.shape[0], -1, -1)
-            plucker = self.cond.chunk_plucker[:, :, start:stop].expand(x.shape[0], -1, -1, -1, -1)
-        if commit:
-            self.model.commit_to_cache(cache, x, timestep, text, mask, raymap, plucker)
-            return None
-        return self.model(x, timestep, text, mask, raymap, plucker, cache=cache).float()
+        def branch(rows: slice, camera: bool) -> _Branch:
+            cache = model.new_stream_cache() if streaming else None
+            return _Branch(model, cond, states[rows], mask[rows], camera, cache)
+
+        self.main = branch(slice(None), camera=True)
+        self.no_camera = branch(slice(-1, None), camera=False) if settings.camera_cfg != 1.0 else None
 
     @torch.no_grad()
     def velocity(self, x: Tensor, timestep: Tensor, start: int, stop: int) -> Tensor:
         """Guided velocity for latents `x` (1, C, t, h, w) = frames [start, stop)."""
-        batch = self.text_states.shape[0]
-        out = self._call(
-            x.expand(batch, -1, -1, -1, -1), timestep.expand(batch, -1),
-            self.text_states, self.text_mask, True, start, stop, self.cache,
-        )  # fmt: skip
+        out = self.main.predict(x, timestep, start, stop)
         full, no_text = (out[1:], out[:1]) if self.text_guidance else (out, None)
-        no_camera = None
-        if self.camera_guidance:
-            no_camera = self._call(
-                x, timestep, self.text_states[-1:], self.text_mask[-1:], False, start, stop, self.cache_no_camera
-            )
+        no_camera = self.no_camera.predict(x, timestep, start, stop) if self.no_camera else None
         return combine_guidance(full, no_text, no_camera, self.settings.cfg, self.settings.camera_cfg)
 
     @torch.no_grad()
     def commit(self, clean: Tensor, start: int, stop: int) -> None:
-        """Append finished latents (frames [start, stop)) to the stream caches as clean frames."""
-        zero = torch.zeros(1, stop - start, device=clean.device)
-        batch = self.text_states.shape[0]
-        self._call(
-            clean.expand(batch, -1, -1, -1, -1), zero.expand(batch, -1),
-            self.text_states, self.text_mask, True, start, stop, self.cache, commit=True,
-        )  # fmt: skip
-        if self.cache_no_camera is not None:
-            self._call(
-                clean, zero, self.text_states[-1:], self.text_mask[-1:], False, start, stop,
-                self.cache_no_camera, commit=True,
-            )  # fmt: skip
+        """Append finished latents (frames [start, stop)) to every branch's stream cache."""
+        for branch in (self.main, self.no_camera):
+            if branch is not None:
+                branch.commit(clean, start, stop)
 
 
 def _denoise(

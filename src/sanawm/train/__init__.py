@@ -1,0 +1,45 @@
+"""Training: the compact VAE and the stage-1 DiT, on procedural worlds or folders of real clips.
+
+    from sanawm.train import TrainConfig, train
+    cfg = TrainConfig(stage="vae")                  # dataclasses; or load_config("cfg.json")
+    train(cfg, "runs/vae")                          # -> runs/vae/vae (VAE with latent stats)
+    cfg = TrainConfig(stage="dit"); cfg.dit.vae = "runs/vae/vae"
+    train(cfg, "runs/dit", resume="latest")         # -> runs/dit/model (a model folder)
+
+The same entry point runs on 1..N processes under `torchrun` (DDP or FSDP2, `run.strategy`).
+Modules: `config` (dataclasses), `data` (clip sources), `feed` (ordered draws, replay pool),
+`objective` (flow matching), `ema`, `checkpoint`, `distributed`, `loop` (the shared loop),
+`vae` / `dit` (the two stages), `export` (model folders), `embedded` (the bundled model's recipe).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sanawm.train.config import TrainConfig, from_dict, load_config, to_dict
+from sanawm.train.loop import RunSummary
+
+
+def train(config: TrainConfig, out: str | Path, resume: str | None = None) -> RunSummary:
+    """Run the stage `config.stage` in the run folder `out`.
+
+    `resume`: None (start fresh), "latest" (continue the run in `out` if it has a checkpoint,
+    else start fresh) or a checkpoint folder. Under torchrun every process calls this.
+    """
+    from sanawm.train.distributed import setup
+    from sanawm.train.loop import run_task
+
+    config.validate()
+    ctx = setup(config.run.device)
+    if config.stage == "vae":
+        from sanawm.train.vae import VAETask
+
+        task = VAETask(config, ctx)
+    else:
+        from sanawm.train.dit import DiTTask
+
+        task = DiTTask(config, ctx)
+    return run_task(task, config, Path(out), ctx, resume)
+
+
+__all__ = ["RunSummary", "TrainConfig", "from_dict", "load_config", "to_dict", "train"]

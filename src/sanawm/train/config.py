@@ -1,0 +1,354 @@
+"""Training configuration: nested dataclasses, read from JSON and overridden by CLI flags.
+
+A config file mirrors `TrainConfig`: one object per section, only the fields to change, e.g.
+
+    {"stage": "dit", "run": {"steps": 20000, "batch_size": 16},
+     "data": {"height": 128, "width": 128, "procedural": {"fov_deg": [50, 75]}},
+     "dit": {"preset": "small", "overrides": {"depth": 6}}}
+
+Unknown keys are errors that name the key, so typos never pass silently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+from sanawm.errors import UserInputError
+
+STAGES = ("vae", "dit")
+STRATEGIES = ("ddp", "fsdp")
+PRECISIONS = ("bf16", "fp32")
+TRAJECTORY_FAMILIES = ("walk", "spline", "loop")
+
+
+@dataclass
+class ProceduralConfig:
+    """Clips rendered on the fly from random procedural worlds (`sanawm.worlds`)."""
+
+    kinds: tuple[str, ...] = ("room", "corridor", "street", "terrain")
+    """World kinds to draw from (uniformly)."""
+    trajectory_weights: tuple[float, float, float] = (0.6, 0.3, 0.1)
+    """Relative frequency of action walks, smooth splines and closed loops."""
+    fov_deg: tuple[float, float] = (50.0, 75.0)
+    """Range of the horizontal field of view (uniform)."""
+    speed_scale: tuple[float, float] = (0.6, 1.6)
+    """Range of the factor on the 0.05 m / 1.2 degree per-frame speeds (log-uniform)."""
+    supersample: int = 1
+    """Rays per pixel side (anti-aliasing; costs supersample^2)."""
+
+
+@dataclass
+class FolderConfig:
+    """Real clips from a folder: `NAME.mp4` + `NAME.camera.npz` (or RealEstate10K `NAME.txt`)."""
+
+    root: str = ""
+    """The folder (searched recursively)."""
+    frame_strides: tuple[int, ...] = (1,)
+    """Temporal subsampling factors to choose from (those the clip is long enough for)."""
+    max_zoom: float = 1.0
+    """Random crops: the frame is resized to cover the training size times U(1, max_zoom),
+    then cropped at a random position (1 = resize-to-cover and a random crop along the long side)."""
+
+
+@dataclass
+class DataConfig:
+    """What the model is trained on."""
+
+    source: str = "procedural"
+    """"procedural" or "folder"."""
+    num_frames: int = 33
+    """Frames per clip (the VAE's stride_t * k + 1)."""
+    height: int = 128
+    width: int = 128
+    procedural: ProceduralConfig = field(default_factory=ProceduralConfig)
+    folder: FolderConfig = field(default_factory=FolderConfig)
+    workers: int = 0
+    """DataLoader worker processes that prepare clips on the CPU (0: in the training process)."""
+    pool_size: int = 0
+    """Replay pool: keep the last `pool_size` encoded clips and sample batches from it, so that
+    expensive clips (ray tracing, video decoding) are used several times. 0: every batch fresh."""
+    fresh_per_step: int = 1
+    """New clips added to the pool per step (with a pool)."""
+
+
+@dataclass
+class DiTModelConfig:
+    """The stage-1 DiT: a `sanawm.model` preset plus `SanaWMConfig` field overrides."""
+
+    preset: str = "small"
+    overrides: dict[str, Any] = field(default_factory=dict)
+    vae: str = ""
+    """Folder of the trained VAE whose latent space the DiT learns (required)."""
+    init_from: str = ""
+    """Optional model folder or transformer folder whose weights start the training (the
+    optimizer starts fresh); ignored when resuming."""
+
+
+@dataclass
+class VAEModelConfig:
+    """The compact VAE (`sanawm.vae.CompactVAEConfig` fields)."""
+
+    latent_channels: int = 16
+    channels: tuple[int, ...] = (32, 64, 128)
+    temporal_downsample: tuple[bool, ...] = (True, True)
+    patch_size: int = 2
+    blocks_per_level: int = 1
+
+
+@dataclass
+class FlowMatchingConfig:
+    """The DiT objective (see `sanawm.train.objective`)."""
+
+    sigma_shift: float = 3.0
+    """Noise levels are shift(u) with u ~ logit-normal; exported as the sampler's flow_shift."""
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    frame_noise_prob: float = 0.5
+    """Chance that a clip gets an independent noise level per latent frame (else one level)."""
+    text_dropout: float = 0.1
+    """Chance that a clip's text is replaced by the null embedding (text guidance)."""
+    camera_dropout: float = 0.1
+    """Chance that a step runs without camera inputs (camera guidance); whole steps, so that
+    every rank agrees on which parameters are used."""
+    causal_prob: float = 0.0
+    """Chance that a step is chunk-causal (what streaming generation runs): a clean prefix of
+    chunks, then one noise level per chunk."""
+    chunk_size: int = 2
+    """Latent frames per chunk in chunk-causal steps (and the exported streaming default)."""
+
+
+@dataclass
+class VAELossConfig:
+    """The compact VAE objective (see `sanawm.train.vae`)."""
+
+    l1_weight: float = 1.0
+    l2_weight: float = 1.0
+    kl_weight: float = 1e-6
+    gradient_weight: float = 0.5
+    """Weight of the L1 loss between finite differences (x, y, time) of output and input:
+    keeps edges sharp without a perceptual network."""
+    stats_clips: int = 64
+    """Clips encoded to measure the per-channel latent mean / std after training."""
+    eval_clips: int = 32
+    """Held-out clips (worlds never trained on) for the reconstruction PSNR."""
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    """AdamW decay, on weight matrices only (not on biases, norms, tables)."""
+    betas: tuple[float, float] = (0.9, 0.99)
+    warmup_steps: int = 200
+    """Linear learning-rate warm-up; constant afterwards (runs are extended by resuming)."""
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    ema_warmup: bool = True
+    """Use decay min(ema_decay, (1 + n) / (10 + n)) at update n, so early EMA follows the model."""
+
+
+@dataclass
+class RunConfig:
+    steps: int = 1000
+    """Total optimizer steps (a resumed run continues up to this number)."""
+    batch_size: int = 4
+    """Clips per step on each process."""
+    seed: int = 0
+    device: str = ""
+    """Torch device; empty: cuda (this rank's GPU) when available, else cpu."""
+    precision: str = "bf16"
+    """"bf16": bfloat16 autocast on CUDA (CPU always runs float32); "fp32"."""
+    grad_checkpointing: bool = False
+    strategy: str = "ddp"
+    """Multi-process wrapping under torchrun: "ddp" or "fsdp" (FSDP2 fully_shard per block)."""
+    log_every: int = 10
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    time_budget_s: float = 0.0
+    """Stop (with a checkpoint) before this many seconds since start; 0: no limit."""
+    budget_reserve_s: float = 30.0
+    """Seconds kept free at the end of the budget for saving and exporting."""
+    progress: bool = True
+    """Show a progress bar (rank 0)."""
+
+
+@dataclass
+class ExportConfig:
+    """Generation defaults written into the exported model folder's `model.json`."""
+
+    steps: int = 24
+    camera_cfg: float = 1.0
+    fps: float = 16.0
+    dtype: str = "float16"
+    """Storage dtype of the exported weights: "float16", "bfloat16" or "float32"."""
+
+
+@dataclass
+class TrainConfig:
+    stage: str = "dit"
+    data: DataConfig = field(default_factory=DataConfig)
+    dit: DiTModelConfig = field(default_factory=DiTModelConfig)
+    vae: VAEModelConfig = field(default_factory=VAEModelConfig)
+    objective: FlowMatchingConfig = field(default_factory=FlowMatchingConfig)
+    vae_loss: VAELossConfig = field(default_factory=VAELossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+
+    def validate(self) -> TrainConfig:
+        """Raise `UserInputError` naming every impossible setting; returns self."""
+        d, o, r, p = self.data, self.objective, self.run, self.data.procedural
+        checks = {
+            f"stage must be one of {STAGES}": self.stage in STAGES,
+            "data.source must be 'procedural' or 'folder'": d.source in ("procedural", "folder"),
+            "data.folder.root is required for a folder source": d.source != "folder" or bool(d.folder.root),
+            "data.num_frames must be >= 2": d.num_frames >= 2,
+            "data.height and data.width must be positive": d.height > 0 and d.width > 0,
+            "data.workers must be >= 0": d.workers >= 0,
+            "data.pool_size must be 0 or >= run.batch_size": d.pool_size == 0 or d.pool_size >= r.batch_size,
+            "data.fresh_per_step must be >= 1 (and <= data.pool_size with a pool)": d.fresh_per_step >= 1
+            and (d.pool_size == 0 or d.fresh_per_step <= d.pool_size),
+            "data.procedural.kinds must not be empty": len(p.kinds) > 0,
+            "data.procedural.trajectory_weights must be 3 non-negative numbers, not all 0": len(
+                p.trajectory_weights
+            ) == 3 and min(p.trajectory_weights) >= 0 and sum(p.trajectory_weights) > 0,
+            "data.procedural.fov_deg must be an increasing pair in (0, 180)": _pair(p.fov_deg, 0, 180),
+            "data.procedural.speed_scale must be an increasing pair of positive numbers": _pair(
+                p.speed_scale, 0, float("inf")
+            ),
+            "data.procedural.supersample must be >= 1": p.supersample >= 1,
+            "data.folder.frame_strides must be positive integers": len(d.folder.frame_strides) > 0
+            and all(s >= 1 for s in d.folder.frame_strides),
+            "data.folder.max_zoom must be >= 1": d.folder.max_zoom >= 1,
+            "objective.sigma_shift must be > 0": o.sigma_shift > 0,
+            "objective.logit_std must be > 0": o.logit_std > 0,
+            "objective.chunk_size must be >= 1": o.chunk_size >= 1,
+            "objective probabilities must lie in [0, 1]": all(
+                0 <= v <= 1 for v in (o.frame_noise_prob, o.text_dropout, o.camera_dropout, o.causal_prob)
+            ),
+            "optim.lr must be > 0": self.optim.lr > 0,
+            "optim.ema_decay must lie in [0, 1)": 0 <= self.optim.ema_decay < 1,
+            "optim.warmup_steps must be >= 0": self.optim.warmup_steps >= 0,
+            "run.steps must be >= 1": r.steps >= 1,
+            "run.batch_size must be >= 1": r.batch_size >= 1,
+            f"run.precision must be one of {PRECISIONS}": r.precision in PRECISIONS,
+            f"run.strategy must be one of {STRATEGIES}": r.strategy in STRATEGIES,
+            "run.log_every and run.checkpoint_every must be >= 1": r.log_every >= 1 and r.checkpoint_every >= 1,
+            "run.keep_checkpoints must be >= 1": r.keep_checkpoints >= 1,
+            "run.time_budget_s must be >= 0": r.time_budget_s >= 0,
+            "export.dtype must be float16, bfloat16 or float32": self.export.dtype
+            in ("float16", "bfloat16", "float32"),
+            "export.steps must be >= 1": self.export.steps >= 1,
+        }
+        bad = [message for message, ok in checks.items() if not ok]
+        if bad:
+            raise UserInputError("invalid training config: " + "; ".join(bad))
+        return self
+
+
+def _pair(values: tuple[float, ...], low: float, high: float) -> bool:
+    return len(values) == 2 and low < values[0] <= values[1] < high
+
+
+# ---- JSON <-> dataclasses -------------------------------------------------------------------
+
+
+def to_dict(config: TrainConfig) -> dict[str, Any]:
+    """Plain JSON-able dict of a config (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def from_dict(values: dict[str, Any], base: TrainConfig | None = None) -> TrainConfig:
+    """A copy of `base` (default: the defaults) with the fields in `values` replaced, recursively."""
+    return _merge(base or TrainConfig(), values, "config")
+
+
+def load_config(path: str | Path, base: TrainConfig | None = None) -> TrainConfig:
+    """Read a JSON config file on top of `base`."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(f"config file not found: {path}")
+    try:
+        values = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise UserInputError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(values, dict):
+        raise UserInputError(f"{path}: expected a JSON object")
+    return _merge(base or TrainConfig(), values, str(path))
+
+
+def _merge(obj: Any, values: Any, where: str) -> Any:
+    if not isinstance(values, dict):
+        raise UserInputError(f"{where}: expected an object, got {type(values).__name__}")
+    hints = get_type_hints(type(obj))
+    names = {f.name for f in dataclasses.fields(obj)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise UserInputError(f"{where}: unknown field(s) {unknown}; known: {sorted(names)}")
+    changes = {}
+    for name, value in values.items():
+        current = getattr(obj, name)
+        key = f"{where}.{name}"
+        if dataclasses.is_dataclass(current):
+            changes[name] = _merge(current, value, key)
+        else:
+            changes[name] = _coerce(value, hints[name], key)
+    return dataclasses.replace(obj, **changes)
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Check a JSON value against a field's type hint; lists become tuples for tuple fields."""
+    origin = get_origin(hint)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise UserInputError(f"{where}: expected a list, got {value!r}")
+        args = get_args(hint)
+        item = args[0]
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, item, where) for v in value)
+        if len(value) != len(args):
+            raise UserInputError(f"{where}: expected {len(args)} values, got {len(value)}")
+        return tuple(_coerce(v, t, where) for v, t in zip(value, args))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise UserInputError(f"{where}: expected an object, got {value!r}")
+        return dict(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise UserInputError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UserInputError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserInputError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise UserInputError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+__all__ = [
+    "DataConfig",
+    "DiTModelConfig",
+    "ExportConfig",
+    "FlowMatchingConfig",
+    "FolderConfig",
+    "OptimConfig",
+    "ProceduralConfig",
+    "RunConfig",
+    "TrainConfig",
+    "VAELossConfig",
+    "VAEModelConfig",
+    "from_dict",
+    "load_config",
+    "to_dict",
+]

@@ -1,0 +1,185 @@
+"""The DiT stage: train a `SanaWMTransformer` on the latents of a frozen VAE.
+
+Each clip is encoded once when it enters the feed (normalised VAE latents, plus the raymap and
+chunk-Plücker rays from `sanawm.camera.pack_camera` at the VAE's strides, exactly as the
+sampler packs them). A step then draws noise levels (`sanawm.train.objective`), optionally
+drops the camera (whole step) or the text (per clip), runs the model bidirectionally or
+chunk-causally and regresses the velocity on the noised frames.
+
+The trained EMA weights are exported as a model folder (`RUN/model`) with the VAE.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from sanawm.camera import DEFAULT_FOV_DEG, pack_camera
+from sanawm.errors import UserInputError
+from sanawm.modeldir import GenerationSettings
+from sanawm.train.config import TrainConfig
+from sanawm.train.data import ClipBatch, make_source
+from sanawm.train.distributed import DistContext
+from sanawm.train.export import ema_transformer, export_model_dir
+from sanawm.train.feed import ClipFeed, Encoded
+from sanawm.train.objective import flow_matching_loss, noise_latents, sample_noise_plan, text_inputs
+
+MODEL_DIR = "model"
+
+
+def _load_frozen_vae(path: str, device: torch.device):
+    from sanawm.vae import load_vae
+
+    if not path:
+        raise UserInputError("the DiT stage needs a trained VAE: set dit.vae (--vae DIR)")
+    vae = load_vae(path).to(device).eval()
+    vae.requires_grad_(False)
+    return vae
+
+
+def dit_config(config: TrainConfig, vae):
+    """The DiT's `SanaWMConfig`: the preset plus overrides, with the latent and Plücker widths
+    taken from the VAE unless the overrides set them (and then they must agree)."""
+    from sanawm.model import preset_config
+
+    overrides = dict(config.dit.overrides)
+    if isinstance(overrides.get("softmax_blocks"), list):
+        overrides["softmax_blocks"] = tuple(overrides["softmax_blocks"])
+    implied = {"in_channels": vae.latent_channels, "plucker_channels": 6 * vae.temporal_stride}
+    for name, value in implied.items():
+        if overrides.setdefault(name, value) != value:
+            raise UserInputError(f"dit.overrides.{name} = {overrides[name]} does not fit the VAE (needs {value})")
+    return preset_config(config.dit.preset, **overrides)
+
+
+def _init_weights_from(model: nn.Module, path: str) -> None:
+    """Copy the weights of a model folder or transformer folder into `model` (same config)."""
+    from sanawm.modeldir import load_transformer, read_model_dir
+
+    source = Path(path)
+    if (source / "model.json").is_file():
+        source = read_model_dir(source).components["transformer"]
+    other = load_transformer(source)
+    if other.config != model.config:
+        raise UserInputError(f"dit.init_from {path}: its transformer config differs from the one being trained")
+    model.load_state_dict(other.state_dict())
+
+
+class DiTTask:
+    """The `Task` of the DiT stage (see `sanawm.train.loop`)."""
+
+    name = "dit"
+
+    def __init__(self, config: TrainConfig, ctx: DistContext) -> None:
+        from sanawm.model import SanaWMTransformer
+
+        self.config = config
+        self.ctx = ctx
+        data = config.data
+        self.vae = _load_frozen_vae(config.dit.vae, ctx.device)
+        self.vae.check_num_frames(data.num_frames)
+        self.vae.check_image_size(data.height, data.width)
+        self.model_config = dit_config(config, self.vae)
+
+        torch.manual_seed(config.run.seed)  # identical initial weights on every rank
+        model = SanaWMTransformer(self.model_config, device=ctx.device)
+        model.init_weights()
+        if config.dit.init_from:
+            _init_weights_from(model, config.dit.init_from)
+        # The release's forward never reads raymap_embedder (the chunk-Plücker path replaced
+        # it); freezing it keeps DDP / FSDP from waiting for gradients that never come.
+        model.raymap_embedder.requires_grad_(False)
+        self.module = model
+        self.find_unused_parameters = config.objective.camera_dropout > 0
+
+        source = make_source(data, config.run.seed)
+        self.feed = ClipFeed(
+            source, self.encode,
+            batch_size=config.run.batch_size, device=ctx.device, pool_size=data.pool_size,
+            fresh_per_step=data.fresh_per_step, workers=data.workers, rank=ctx.rank, world_size=ctx.world_size,
+        )  # fmt: skip
+
+    def shard_units(self) -> list[nn.Module]:
+        return list(self.module.blocks)
+
+    @torch.no_grad()
+    def encode(self, batch: ClipBatch) -> Encoded:
+        """Clips -> normalised latents, raymap and chunk-Plücker rays (and text, if any)."""
+        latents = self.vae.encode(batch.pixels().to(next(self.vae.parameters()).dtype)).float()
+        raymap, plucker = pack_camera(batch.c2w.cpu(), batch.intrinsics.cpu(), batch.image_size, self.vae.strides)
+        out = {"latents": latents, "raymap": raymap.to(self.ctx.device), "plucker": plucker.to(self.ctx.device)}
+        if batch.text_states is not None:
+            out.update(text_states=batch.text_states, text_mask=batch.text_mask, text_present=batch.text_present)
+        return out
+
+    def loss(
+        self, model: nn.Module, batch: Encoded, shared: torch.Generator, local: torch.Generator
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        obj = self.config.objective
+        latents = batch["latents"]
+        B, _, T = latents.shape[:3]
+        causal = bool(torch.rand((), generator=shared) < obj.causal_prob)
+        camera = bool(torch.rand((), generator=shared) >= obj.camera_dropout)
+        plan = sample_noise_plan(B, T, obj, local, causal=causal)
+        noise = torch.randn(latents.shape, generator=local, device=local.device)
+        noisy, target = noise_latents(latents, noise, plan.sigmas)
+        text, mask = text_inputs(
+            self.module.y_embedder.y_embedding, B,
+            batch.get("text_states"), batch.get("text_mask"), batch.get("text_present"),
+            dropout=obj.text_dropout, generator=local,
+        )  # fmt: skip
+        prediction = model(
+            noisy, plan.timesteps, text, mask,
+            batch["raymap"] if camera else None, batch["plucker"] if camera else None,
+            chunk_size=plan.chunk_size,
+        )  # fmt: skip
+        loss = flow_matching_loss(prediction, target, plan.loss_mask)
+        return loss, {"causal_steps": float(causal), "camera_steps": float(camera)}
+
+    def generation_settings(self) -> GenerationSettings:
+        cfg = self.config
+        fov = DEFAULT_FOV_DEG
+        if cfg.data.source == "procedural":
+            low, high = cfg.data.procedural.fov_deg
+            fov = 0.5 * (low + high)
+        return GenerationSettings(
+            height=cfg.data.height,
+            width=cfg.data.width,
+            fps=cfg.export.fps,
+            fov_deg=fov,
+            steps=cfg.export.steps,
+            flow_shift=cfg.objective.sigma_shift,
+            cfg=1.0,
+            camera_cfg=cfg.export.camera_cfg,
+            chunk_size=cfg.objective.chunk_size,
+        )
+
+    def finish(self, run_dir: Path, model_state: dict, ema_state: dict) -> dict:
+        from sanawm.vae import load_vae
+
+        transformer = ema_transformer(self.model_config, model_state, ema_state, torch.float32)
+        vae = load_vae(self.config.dit.vae)
+        out = export_model_dir(
+            Path(run_dir) / MODEL_DIR, transformer, vae, self.generation_settings(),
+            vae_source=self.config.dit.vae, dtype=self.config.export.dtype,
+        )  # fmt: skip
+        params = sum(p.numel() for p in transformer.parameters())
+        return {"model_dir": str(out), "dit_parameters": params}
+
+
+def describe(model_config) -> str:
+    """One line: depth, width, heads, softmax blocks, parameter count."""
+    from sanawm.model import SanaWMTransformer
+
+    n = sum(p.numel() for p in SanaWMTransformer(model_config, device="meta").parameters())
+    cfg = dataclasses.asdict(model_config)
+    return (f"depth {cfg['depth']}, hidden {cfg['hidden_size']} ({model_config.num_heads} heads of {cfg['head_dim']}), "
+            f"softmax blocks {list(cfg['softmax_blocks'])}, {n / 1e6:.2f} M parameters")  # fmt: skip
+
+
+__all__ = ["DiTTask", "describe", "dit_config"]

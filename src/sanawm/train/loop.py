@@ -1,0 +1,274 @@
+"""The training loop shared by both stages (VAE and DiT).
+
+A stage is a `Task`: the module to train, the sub-modules FSDP2 shards, a `ClipFeed`, a loss
+function and what to write when training ends. The loop owns everything else: AdamW with
+linear warm-up and gradient clipping, bf16 autocast on CUDA, EMA, resumable checkpoints, a
+wall-clock budget, a tqdm bar (loss, samples/s) and `metrics.jsonl` in the run folder.
+
+Randomness: each step draws from two generators seeded by (seed, step) and (seed, rank, step)
+(`step_generators`): the first makes choices every rank must agree on (camera dropout,
+chunk-causal steps), the second the per-clip noise. Nothing else is random after start-up.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from sanawm.errors import UserInputError
+from sanawm.train.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from sanawm.train.config import TrainConfig, to_dict
+from sanawm.train.distributed import DistContext, unwrap, wrap
+from sanawm.train.ema import EMA
+from sanawm.train.feed import ClipFeed, Encoded
+
+METRICS_FILE = "metrics.jsonl"
+CONFIG_FILE = "config.json"
+
+
+class Task(Protocol):
+    """One training stage (see module doc)."""
+
+    name: str
+    module: nn.Module
+    feed: ClipFeed
+    find_unused_parameters: bool
+
+    def shard_units(self) -> list[nn.Module]: ...
+
+    def loss(
+        self, model: nn.Module, batch: Encoded, shared: torch.Generator, local: torch.Generator
+    ) -> tuple[torch.Tensor, dict[str, float]]: ...
+
+    def finish(self, run_dir: Path, model_state: dict[str, torch.Tensor], ema_state: dict[str, torch.Tensor]) -> dict:
+        """Write the stage's result (rank 0 only); returns numbers for the summary."""
+        ...
+
+
+def _seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def step_generators(seed: int, rank: int, step: int, device: torch.device) -> tuple[torch.Generator, torch.Generator]:
+    """(shared, local): a CPU generator equal on every rank and one of this rank on `device`."""
+    shared = torch.Generator().manual_seed(_seed(seed, 0, step))
+    local = torch.Generator(device=device).manual_seed(_seed(seed, 1, rank, step))
+    return shared, local
+
+
+def enable_gradient_checkpointing(modules: Iterable[nn.Module]) -> None:
+    """Recompute each module's activations in the backward pass instead of storing them.
+
+    The module's `forward` is replaced on the instance (its class, parameters and state-dict
+    names stay as they are, so checkpoints and FSDP2 sharding are unaffected)."""
+    for module in modules:
+        module.forward = functools.partial(_checkpointed, module.forward)
+
+
+def _checkpointed(forward, *args, **kwargs):
+    if not torch.is_grad_enabled():
+        return forward(*args, **kwargs)
+    return checkpoint(forward, *args, use_reentrant=False, **kwargs)
+
+
+def learning_rate(step: int, base: float, warmup: int) -> float:
+    """Linear warm-up from base / warmup to base over `warmup` steps, then constant."""
+    if warmup <= 0:
+        return base
+    return base * min(1.0, (step + 1) / warmup)
+
+
+def param_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: decay on weight matrices and conv kernels; none on biases, norm gains
+    and modulation tables (decaying those pulls the model towards a different function)."""
+    decay, plain = [], []
+    for name, p in module.named_parameters():
+        if p.requires_grad:
+            (decay if p.dim() >= 2 and "scale_shift_table" not in name else plain).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
+
+
+@dataclass
+class _Window:
+    """Running sums between two log lines."""
+
+    start: float = field(default_factory=time.perf_counter)
+    steps: int = 0
+    loss: float = 0.0
+    grad_norm: float = 0.0
+    extras: dict[str, float] = field(default_factory=dict)
+    clips_at_start: int = 0
+
+    def add(self, loss: float, grad_norm: float, extras: dict[str, float]) -> None:
+        self.steps += 1
+        self.loss += loss
+        self.grad_norm += grad_norm
+        for k, v in extras.items():
+            self.extras[k] = self.extras.get(k, 0.0) + float(v)
+
+
+@dataclass
+class RunSummary:
+    """What a `train` call did (also printed by the CLI and the embedded-model script)."""
+
+    stage: str
+    start_step: int
+    end_step: int
+    seconds: float
+    last_loss: float
+    samples_per_s: float
+    stopped_by_budget: bool
+    checkpoint: str
+    result: dict = field(default_factory=dict)
+
+
+class MetricsLog:
+    """Appends one JSON object per line (rank 0); resumed runs append to the same file."""
+
+    def __init__(self, path: Path, enabled: bool) -> None:
+        self.path = path
+        self.enabled = enabled
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.enabled:
+            with self.path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+def run_task(task: Task, config: TrainConfig, run_dir: Path, ctx: DistContext, resume: str | None) -> RunSummary:
+    """Train `task` in `run_dir` up to `config.run.steps` (or the time budget)."""
+    t0 = time.monotonic()
+    cfg, run = config, config.run
+    run_dir = Path(run_dir)
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / CONFIG_FILE).write_text(json.dumps(to_dict(config), indent=2) + "\n")
+
+    module = task.module
+    if run.grad_checkpointing:
+        enable_gradient_checkpointing(task.shard_units())
+    model = wrap(module, ctx, run.strategy, task.shard_units(), task.find_unused_parameters)
+    optimizer = torch.optim.AdamW(
+        param_groups(module, cfg.optim.weight_decay), lr=cfg.optim.lr, betas=cfg.optim.betas,
+        foreach=True,
+    )  # fmt: skip
+    ema = EMA(module, cfg.optim.ema_decay, cfg.optim.ema_warmup)
+
+    start = 0
+    ckpt = find_checkpoint(run_dir, resume) if resume else None
+    if ckpt is not None:
+        state = load_checkpoint(ckpt, module, optimizer, ema, ctx)
+        if state.get("stage") != task.name:
+            raise UserInputError(f"{ckpt} is a {state.get('stage')!r} checkpoint, not {task.name!r}")
+        if state.get("seed") != run.seed:
+            raise UserInputError(f"{ckpt} was trained with seed {state.get('seed')}, not {run.seed}")
+        start = int(state["step"])
+
+    autocast = ctx.device.type == "cuda" and run.precision == "bf16"
+    metrics = MetricsLog(run_dir / METRICS_FILE, ctx.is_main)
+    meta = {"stage": task.name, "seed": run.seed, "config": to_dict(config)}
+    bar = None
+    if ctx.is_main and run.progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=run.steps, initial=start, desc=task.name, dynamic_ncols=True)
+
+    deadline = t0 + run.time_budget_s - run.budget_reserve_s if run.time_budget_s else math.inf
+    window = _Window(clips_at_start=task.feed.clips_loaded)
+    step = start
+    last_loss = float("nan")
+    samples_per_s = 0.0
+    step_seconds = 0.0
+    saved_at = start if ckpt is not None else -1
+    stopped_by_budget = False
+    model.train()
+    while step < run.steps:
+        if ctx.all_agree(time.monotonic() + step_seconds > deadline):
+            stopped_by_budget = True
+            break
+        tic = time.perf_counter()
+        lr = learning_rate(step, cfg.optim.lr, cfg.optim.warmup_steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        shared, local = step_generators(run.seed, ctx.rank, step, ctx.device)
+        batch = task.feed.batch(step, local)
+        with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=autocast):
+            loss, extras = task.loss(model, batch, shared, local)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.optim.grad_clip)
+        if hasattr(grad_norm, "full_tensor"):
+            grad_norm = grad_norm.full_tensor()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        ema.update()
+        step += 1
+        window.add(float(loss.detach()), float(grad_norm), extras)
+        step_seconds = time.perf_counter() - tic
+
+        if step % run.log_every == 0 or step == run.steps:
+            elapsed = time.perf_counter() - window.start
+            last_loss = ctx.mean(window.loss / window.steps)
+            samples_per_s = window.steps * run.batch_size * ctx.world_size / elapsed
+            clips = (task.feed.clips_loaded - window.clips_at_start) * ctx.world_size / elapsed
+            record = {
+                "stage": task.name, "step": step, "loss": last_loss, "lr": lr,
+                "grad_norm": window.grad_norm / window.steps, "samples_per_s": samples_per_s,
+                "clips_per_s": clips, "elapsed_s": time.monotonic() - t0,
+                **{k: v / window.steps for k, v in window.extras.items()},
+            }  # fmt: skip
+            metrics.write(record)
+            if bar is not None:
+                bar.set_postfix(loss=f"{last_loss:.4f}", samples_s=f"{samples_per_s:.1f}")
+            window = _Window(clips_at_start=task.feed.clips_loaded)
+        if bar is not None:
+            bar.update(1)
+        if step % run.checkpoint_every == 0 and step < run.steps:
+            save_checkpoint(run_dir, step, module, optimizer, ema, ctx, meta, run.keep_checkpoints)
+            saved_at = step
+    if bar is not None:
+        bar.close()
+    task.feed.close()
+
+    path = run_dir / "checkpoints" / f"step_{step:07d}"
+    if saved_at != step:
+        path = save_checkpoint(run_dir, step, module, optimizer, ema, ctx, meta, run.keep_checkpoints)
+    from sanawm.train.checkpoint import full_model_state
+
+    model_state = full_model_state(module, ctx)
+    ema_state = ema.full_state()
+    result = task.finish(run_dir, model_state, ema_state) if ctx.is_main else {}
+    ctx.barrier()
+    return RunSummary(
+        stage=task.name,
+        start_step=start,
+        end_step=step,
+        seconds=time.monotonic() - t0,
+        last_loss=last_loss,
+        samples_per_s=samples_per_s,
+        stopped_by_budget=stopped_by_budget,
+        checkpoint=str(path),
+        result=result,
+    )
+
+
+__all__ = [
+    "MetricsLog",
+    "RunSummary",
+    "Task",
+    "enable_gradient_checkpointing",
+    "learning_rate",
+    "param_groups",
+    "run_task",
+    "step_generators",
+]

@@ -1,0 +1,151 @@
+"""The DiT training objective: flow matching with a noise level per latent frame.
+
+Convention (the sampler's, `sanawm.sampling.schedule`): a latent frame at noise level sigma is
+`x = (1 - sigma) * data + sigma * noise`, the model is fed the timestep `1000 * sigma` of each
+frame and trained to predict the velocity `noise - data`. Latent frame 0 is the clean image
+the video starts from: its sigma is always 0 (so it is exactly the data) and it is left out of
+the loss, like every other clean frame.
+
+Noise levels: sigma = shift(u), u ~ logit-normal(mean, std), shift(u) = k u / (1 + (k - 1) u)
+with the same k the sampler's schedule uses, so training spends its effort where sampling
+does. A clip gets either one level for all its frames (what bidirectional sampling sees) or,
+with probability `frame_noise_prob`, an independent level per frame (what lets the model
+denoise frames at different stages, as streaming does).
+
+Chunk-causal steps (`causal_prob`) train what streaming generation runs: latent frames are
+grouped into chunks (`sanawm.model.chunk_starts_for`); a random number of leading chunks is
+clean (the streamed past), the rest get one level per chunk. The model is then called with
+`chunk_size`, so each chunk attends to earlier chunks and itself only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from sanawm.errors import UserInputError
+from sanawm.model import chunk_starts_for
+from sanawm.sampling.schedule import NUM_TRAIN_TIMESTEPS
+from sanawm.train.config import FlowMatchingConfig
+
+
+def shift_sigma(u: Tensor, shift: float) -> Tensor:
+    """The flow-matching timestep shift `k u / (1 + (k - 1) u)` (identity for k = 1)."""
+    return shift * u / (1 + (shift - 1) * u)
+
+
+@dataclass
+class NoisePlan:
+    """Noise levels of one training step.
+
+    sigmas: (B, T) float32 in [0, 1), column 0 (and any clean prefix) exactly 0.
+    chunk_size: latent frames per chunk when the step is chunk-causal, else None.
+    """
+
+    sigmas: Tensor
+    chunk_size: int | None = None
+
+    @property
+    def loss_mask(self) -> Tensor:
+        """(B, T) float: 1 for the frames that are noised (and so trained), 0 for clean ones."""
+        return (self.sigmas > 0).float()
+
+    @property
+    def timesteps(self) -> Tensor:
+        """(B, T) model timesteps on the 0..1000 scale."""
+        return self.sigmas * NUM_TRAIN_TIMESTEPS
+
+
+def _logit_normal(shape: tuple[int, ...], cfg: FlowMatchingConfig, generator: torch.Generator) -> Tensor:
+    z = torch.randn(shape, generator=generator, device=generator.device)
+    return shift_sigma(torch.sigmoid(cfg.logit_mean + cfg.logit_std * z), cfg.sigma_shift)
+
+
+def sample_noise_plan(
+    batch: int, frames: int, cfg: FlowMatchingConfig, generator: torch.Generator, causal: bool = False
+) -> NoisePlan:
+    """Draw the noise levels of a step (see module doc); tensors on the generator's device."""
+    if frames < 2:
+        raise UserInputError(f"a training clip needs at least 2 latent frames, got {frames}")
+    device = generator.device
+    if causal:
+        starts = chunk_starts_for(frames, cfg.chunk_size)
+        ends = starts[1:] + [frames]
+        per_chunk = _logit_normal((batch, len(starts)), cfg, generator)
+        chunk_of = torch.cat([torch.full((e - s,), i, dtype=torch.long) for i, (s, e) in enumerate(zip(starts, ends))])
+        sigmas = per_chunk[:, chunk_of.to(device)]
+        # Leading clean chunks: c = 0 keeps only the image frame clean; c >= 1 also the first c chunks.
+        clean_chunks = torch.randint(0, len(starts), (batch,), generator=generator, device=device)
+        bounds = torch.tensor([1] + starts[1:], device=device)
+        clean_end = bounds[clean_chunks]  # (B,) first noised frame
+        frame = torch.arange(frames, device=device)
+        sigmas = torch.where(frame[None] < clean_end[:, None], torch.zeros_like(sigmas), sigmas)
+        return NoisePlan(sigmas, cfg.chunk_size)
+    per_frame = _logit_normal((batch, frames), cfg, generator)
+    shared = _logit_normal((batch, 1), cfg, generator).expand(batch, frames)
+    independent = torch.rand((batch, 1), generator=generator, device=device) < cfg.frame_noise_prob
+    sigmas = torch.where(independent, per_frame, shared).clone()
+    sigmas[:, 0] = 0.0
+    return NoisePlan(sigmas)
+
+
+def noise_latents(latents: Tensor, noise: Tensor, sigmas: Tensor) -> tuple[Tensor, Tensor]:
+    """Noisy model input and velocity target for latents (B, C, T, H, W), per-frame sigmas (B, T).
+
+    Returns `(1 - sigma) * latents + sigma * noise` and `noise - latents`, in float32. Frames
+    with sigma = 0 come out bit-identical to `latents`.
+    """
+    if latents.shape != noise.shape:
+        raise UserInputError(f"noise {tuple(noise.shape)} must match latents {tuple(latents.shape)}")
+    if sigmas.shape != (latents.shape[0], latents.shape[2]):
+        raise UserInputError(f"sigmas must be (B, T) = {(latents.shape[0], latents.shape[2])}, got {tuple(sigmas.shape)}")
+    x, n = latents.float(), noise.float()
+    s = sigmas.float()[:, None, :, None, None]
+    noisy = torch.where(s > 0, (1 - s) * x + s * n, x)
+    return noisy, n - x
+
+
+def flow_matching_loss(prediction: Tensor, target: Tensor, loss_mask: Tensor) -> Tensor:
+    """Mean squared error over the noised frames: per-frame MSE (B, T) averaged with `loss_mask`."""
+    per_frame = (prediction.float() - target.float()).square().mean(dim=(1, 3, 4))
+    return (per_frame * loss_mask).sum() / loss_mask.sum().clamp_min(1.0)
+
+
+def text_inputs(
+    null_embedding: Tensor,
+    batch: int,
+    states: Tensor | None = None,
+    mask: Tensor | None = None,
+    present: Tensor | None = None,
+    dropout: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Text states (B, L, C) and mask (B, L) for a step, L = the null embedding's length.
+
+    Clips without text (`present` False, or no `states` at all) and, with probability
+    `dropout`, clips with text get the model's null embedding with a full mask: exactly what the
+    sampler feeds for "no prompt" (`sanawm.text.null_text`). Given texts (B, L', C) with L' <= L
+    are right-padded (mask 0).
+    """
+    length, width = null_embedding.shape
+    null_states = null_embedding[None].expand(batch, length, width)
+    null_mask = torch.ones(batch, length, dtype=torch.long, device=null_embedding.device)
+    if states is None:
+        return null_states, null_mask
+    if states.dim() != 3 or states.shape[0] != batch or states.shape[2] != width or states.shape[1] > length:
+        raise UserInputError(f"text states must be (B, <= {length}, {width}), got {tuple(states.shape)}")
+    pad = length - states.shape[1]
+    states = torch.nn.functional.pad(states.to(null_embedding.dtype), (0, 0, 0, pad))
+    mask = torch.nn.functional.pad(mask.long(), (0, pad))
+    keep = present.bool().clone() if present is not None else torch.ones(batch, dtype=torch.bool, device=states.device)
+    if dropout > 0:
+        gen_device = generator.device if generator is not None else keep.device
+        keep &= (torch.rand(batch, generator=generator, device=gen_device) >= dropout).to(keep.device)
+    states = torch.where(keep[:, None, None], states, null_states)
+    mask = torch.where(keep[:, None], mask, null_mask)
+    return states, mask
+
+
+__all__ = ["NoisePlan", "flow_matching_loss", "noise_latents", "sample_noise_plan", "shift_sigma", "text_inputs"]

@@ -1,0 +1,181 @@
+"""The VAE stage: train the compact causal VAE on clips, then measure its latent statistics.
+
+Objective per batch of videos x in [-1, 1] (posterior N(mu, sigma^2) from the encoder, one
+reparameterised sample z, reconstruction y = decode(z)):
+
+    l1 |y - x| + l2 (y - x)^2 + kl KL(q || N(0, I)) + gradient sum_axis |D_axis y - D_axis x|
+
+all as per-element means; D_axis are forward differences along time, height and width (an
+edge-preserving term that needs no perceptual network). When training ends the EMA weights
+encode `stats_clips` clips, the per-channel mean / std of the posterior means become the
+VAE's latent normalisation (`set_latent_stats`), the VAE is saved to `RUN/vae`, and its
+reconstruction PSNR on `eval_clips` clips of held-out worlds goes to `RUN/vae_eval.json`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from sanawm.train.config import TrainConfig, VAELossConfig
+from sanawm.train.data import make_source
+from sanawm.train.distributed import DistContext
+from sanawm.train.feed import ClipFeed, Encoded
+
+VAE_DIR = "vae"
+EVAL_FILE = "vae_eval.json"
+
+
+def vae_loss_terms(
+    reconstruction: torch.Tensor, video: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor, cfg: VAELossConfig
+) -> dict[str, torch.Tensor]:
+    """The loss terms (module doc) of one encode / sample / decode pass; "loss" is their sum."""
+    recon, target = reconstruction.float(), video.float()
+    mean, logvar = mean.float(), logvar.float()
+    diff = recon - target
+    terms = {
+        "l1": diff.abs().mean(),
+        "l2": diff.square().mean(),
+        "kl": 0.5 * (mean.square() + logvar.exp() - 1.0 - logvar).mean(),
+        "gradient": sum((recon.diff(dim=d) - target.diff(dim=d)).abs().mean() for d in (2, 3, 4)),
+    }
+    terms["loss"] = (
+        cfg.l1_weight * terms["l1"] + cfg.l2_weight * terms["l2"]
+        + cfg.kl_weight * terms["kl"] + cfg.gradient_weight * terms["gradient"]
+    )  # fmt: skip
+    return terms
+
+
+class AutoencoderPass(nn.Module):
+    """The VAE as one trainable forward: encode, sample z = mu + sigma * eps, decode.
+
+    DDP and FSDP synchronise the work done inside a module's forward, and the VAE itself only
+    has `encode` / `decode` methods; this wrapper is what the VAE stage trains. Its state dict
+    is the VAE's with a `vae.` prefix."""
+
+    def __init__(self, vae: nn.Module) -> None:
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, video: torch.Tensor, generator: torch.Generator | None = None):
+        mean, logvar = self.vae.encode_distribution(video)
+        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        z = mean + torch.exp(0.5 * logvar) * noise
+        return self.vae.decode_raw(z), mean, logvar
+
+
+def vae_objective(vae, video: torch.Tensor, cfg: VAELossConfig, generator: torch.Generator | None = None) -> dict:
+    """Loss terms for pixels (B, 3, F, H, W) in [-1, 1] through `vae` (module doc)."""
+    recon, mean, logvar = AutoencoderPass(vae)(video, generator)
+    return vae_loss_terms(recon, video, mean, logvar, cfg)
+
+
+def psnr(reconstruction: torch.Tensor, target: torch.Tensor) -> float:
+    """PSNR in dB of videos in [-1, 1] (measured on [0, 1] after clamping)."""
+    a = (reconstruction.float().clamp(-1, 1) + 1) / 2
+    b = (target.float().clamp(-1, 1) + 1) / 2
+    mse = float((a - b).square().mean())
+    return float("inf") if mse == 0 else -10.0 * torch.log10(torch.tensor(mse)).item()
+
+
+@torch.no_grad()
+def latent_stats(vae, source, draws: range, device: torch.device, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std of the raw posterior means over the clips `draws` of `source`
+    (accumulated in float64 over every latent position)."""
+    total = square = None
+    count = 0
+    for start in range(draws.start, draws.stop, batch_size):
+        clips = [source.prepare(d) for d in range(start, min(start + batch_size, draws.stop))]
+        mean, _ = vae.encode_distribution(source.finish(clips, device).pixels())
+        flat = mean.double().transpose(0, 1).reshape(mean.shape[1], -1)
+        total = flat.sum(1) if total is None else total + flat.sum(1)
+        square = flat.square().sum(1) if square is None else square + flat.square().sum(1)
+        count += flat.shape[1]
+    mu = total / count
+    std = (square / count - mu.square()).clamp_min(1e-12).sqrt()
+    return mu.float().cpu(), std.float().cpu()
+
+
+@torch.no_grad()
+def reconstruction_psnr(vae, source, draws: range, device: torch.device, batch_size: int) -> dict:
+    """Mean PSNR (dB) of encode -> decode over the clips `draws`, and the per-clip values."""
+    values = []
+    for start in range(draws.start, draws.stop, batch_size):
+        clips = [source.prepare(d) for d in range(start, min(start + batch_size, draws.stop))]
+        video = source.finish(clips, device).pixels()
+        recon = vae.decode(vae.encode(video))
+        values += [psnr(r, v) for r, v in zip(recon, video)]
+    return {"psnr_db": sum(values) / len(values), "clips": len(values), "per_clip_db": values}
+
+
+class VAETask:
+    """The `Task` of the VAE stage (see `sanawm.train.loop`)."""
+
+    name = "vae"
+    find_unused_parameters = False
+
+    def __init__(self, config: TrainConfig, ctx: DistContext) -> None:
+        from sanawm.vae import CompactVAE, CompactVAEConfig
+
+        self.config = config
+        self.ctx = ctx
+        self.vae_config = CompactVAEConfig(**dataclasses.asdict(config.vae))
+        torch.manual_seed(config.run.seed)
+        vae = CompactVAE(self.vae_config).to(ctx.device)
+        vae.check_num_frames(config.data.num_frames)
+        vae.check_image_size(config.data.height, config.data.width)
+        self.module = AutoencoderPass(vae)
+        source = make_source(config.data, config.run.seed)
+        d = config.data
+        self.feed = ClipFeed(
+            source, self.encode,
+            batch_size=config.run.batch_size, device=ctx.device, pool_size=d.pool_size,
+            fresh_per_step=d.fresh_per_step, workers=d.workers, rank=ctx.rank, world_size=ctx.world_size,
+        )  # fmt: skip
+
+    def shard_units(self) -> list[nn.Module]:
+        from sanawm.vae.compact import ResBlock
+
+        return [m for m in self.module.modules() if isinstance(m, ResBlock)]
+
+    def encode(self, batch) -> Encoded:
+        return {"video": batch.video}  # uint8 keeps a replay pool small
+
+    def loss(self, model: nn.Module, batch: Encoded, shared: torch.Generator, local: torch.Generator):
+        video = batch["video"].permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
+        recon, mean, logvar = model(video, local)
+        terms = vae_loss_terms(recon, video, mean, logvar, self.config.vae_loss)
+        return terms["loss"], {k: float(v.detach()) for k, v in terms.items() if k != "loss"}
+
+    def finish(self, run_dir: Path, model_state: dict, ema_state: dict) -> dict:
+        from sanawm.vae import CompactVAE
+
+        cfg, device = self.config, self.ctx.device
+        vae = CompactVAE(self.vae_config)
+        state = dict(model_state)
+        state.update(ema_state)
+        prefix = "vae."
+        vae.load_state_dict({k[len(prefix) :]: v for k, v in state.items()})
+        vae = vae.to(device).eval()
+        batch = max(1, min(cfg.run.batch_size, 8))
+        stats_source = make_source(cfg.data, cfg.run.seed + 1)
+        mean, std = latent_stats(vae, stats_source, range(cfg.vae_loss.stats_clips), device, batch)
+        vae.set_latent_stats(mean, std)
+        out = Path(run_dir) / VAE_DIR
+        vae.cpu().save(out)
+        vae.to(device)
+        held_out = make_source(cfg.data, cfg.run.seed, held_out=True)
+        evaluation = reconstruction_psnr(vae, held_out, range(cfg.vae_loss.eval_clips), device, batch)
+        evaluation.update(
+            held_out_worlds=cfg.data.source == "procedural", size=[cfg.data.height, cfg.data.width],
+            frames=cfg.data.num_frames, parameters=sum(p.numel() for p in vae.parameters()),
+        )  # fmt: skip
+        (Path(run_dir) / EVAL_FILE).write_text(json.dumps(evaluation, indent=2) + "\n")
+        return {"vae_dir": str(out), "psnr_db": evaluation["psnr_db"]}
+
+
+__all__ = ["AutoencoderPass", "VAETask", "latent_stats", "psnr", "reconstruction_psnr", "vae_loss_terms", "vae_objective"]

@@ -126,6 +126,15 @@ def _first_hits(world: World, origins: torch.Tensor, dirs: torch.Tensor, t_min: 
     return t, kind, torch.stack(indices)
 
 
+def _any_hit(world: World, origins: torch.Tensor, dirs: torch.Tensor, t_min: float) -> torch.Tensor:
+    """Whether each ray hits anything (R,) bool; cheaper than `_first_hits` (no indices)."""
+    blocked = torch.zeros(origins.shape[:1], dtype=torch.bool, device=origins.device)
+    for _, prims in world.primitive_sets():
+        if prims.count:
+            blocked |= torch.isfinite(prims.intersect(origins, dirs, t_min).amin(dim=1))
+    return blocked
+
+
 def _sky(world: World, dirs: torch.Tensor) -> torch.Tensor:
     light = world.lighting
     zenith = torch.tensor(light.sky_zenith, device=dirs.device)
@@ -175,9 +184,13 @@ def _shade_chunk(
     to_light = torch.tensor(light.to_light, device=dirs.device)
     lambert = (normals @ to_light).clamp_min(0.0)
     if light.shadows and casters.num_primitives:
-        shadow_origins = points + normals * (_SHADOW_BIAS + 1e-4 * t_safe)[:, None]
-        blocked, _, _ = _first_hits(casters, shadow_origins, to_light.expand_as(points), _T_MIN)
-        lambert = torch.where(torch.isfinite(blocked), torch.zeros_like(lambert), lambert)
+        # Shadow rays only where the sun could light the surface (not for sky or faces turned
+        # away): one compaction per chunk saves a large share of the second intersection pass.
+        lit_side = torch.nonzero(hit & (lambert > 0)).squeeze(1)
+        bias = (_SHADOW_BIAS + 1e-4 * t_safe[lit_side])[:, None]
+        shadow_origins = points[lit_side] + normals[lit_side] * bias
+        blocked = _any_hit(casters, shadow_origins, to_light.expand_as(shadow_origins), _T_MIN)
+        lambert = lambert.index_put((lit_side,), torch.where(blocked, 0.0, lambert[lit_side]))
     hemisphere = 0.85 - 0.15 * normals[:, 1]  # up-facing (normal y < 0) surfaces get more sky light
     sun = torch.tensor(light.sun_color, device=dirs.device)
     lit = color * (light.ambient * hemisphere[:, None] + light.diffuse * lambert[:, None] * sun)

@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "sanawm.cli.traj",
     "sanawm.cli.render",
     "sanawm.cli.eval",
+    "sanawm.cli.train",
 ]
 
 

@@ -53,6 +53,18 @@ def test_camera_rays_match_pinhole():
     np.testing.assert_allclose(origins[0].numpy(), np.broadcast_to(c2w[:3, 3], (9, 13, 3)), atol=1e-6)
 
 
+def test_camera_rays_agree_with_camera_module_convention():
+    # sanawm.camera.plucker_rays samples the integer grid; the renderer samples pixel centres
+    # (+0.5). Shifting the principal point by half a pixel must make them identical.
+    from sanawm.camera import plucker_rays
+
+    c2w = torch.tensor(pose(rot_y(-0.3) @ rot_x(0.2), (0.5, 0.1, -1.0)), dtype=torch.float32)[None]
+    k = torch.tensor([[11.0, 12.0, 6.0, 5.0]])
+    _, dirs, _ = camera_rays(c2w, k, (10, 12))
+    shifted = k - torch.tensor([0.0, 0.0, 0.5, 0.5])
+    torch.testing.assert_close(dirs, plucker_rays(c2w, shifted, 10, 12)[..., :3], atol=1e-6, rtol=0)
+
+
 def test_floor_plane_depth_is_analytic():
     b = WorldBuilder()
     b.plane((0.0, -1.0, 0.0), -1.5, b.material((0.5, 0.5, 0.5), grain=0.0))  # floor at y = +1.5

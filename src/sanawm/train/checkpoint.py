@@ -130,7 +130,11 @@ def load_checkpoint(
         _load_plain(model, state, path / MODEL_FILE)
     from torch.distributed.checkpoint.state_dict import StateDictOptions
 
-    set_optimizer_state_dict(model, optimizer, trainer["optimizer"], options=StateDictOptions(full_state_dict=True))
+    # strict=False: a parameter that has had no gradient yet (its branch dropped in every step
+    # so far) has no optimizer state, in the checkpoint as in the running optimizer.
+    set_optimizer_state_dict(
+        model, optimizer, trainer["optimizer"], options=StateDictOptions(full_state_dict=True, strict=False)
+    )
     ema.load_full_state(load_file(str(path / EMA_FILE)), trainer["ema_updates"])
     return trainer
 

@@ -72,7 +72,8 @@ class DataConfig:
     """Replay pool: keep the last `pool_size` encoded clips and sample batches from it, so that
     expensive clips (ray tracing, video decoding) are used several times. 0: every batch fresh."""
     fresh_per_step: int = 1
-    """New clips added to the pool per step (with a pool)."""
+    """New clips added to the pool per step (with a pool); 0 keeps the first `pool_size`
+    clips for the whole run (overfitting a fixed set: a quick check that a model can learn)."""
 
 
 @dataclass
@@ -210,8 +211,9 @@ class TrainConfig:
             "data.height and data.width must be positive": d.height > 0 and d.width > 0,
             "data.workers must be >= 0": d.workers >= 0,
             "data.pool_size must be 0 or >= run.batch_size": d.pool_size == 0 or d.pool_size >= r.batch_size,
-            "data.fresh_per_step must be >= 1 (and <= data.pool_size with a pool)": d.fresh_per_step >= 1
-            and (d.pool_size == 0 or d.fresh_per_step <= d.pool_size),
+            "data.fresh_per_step must be >= 1 without a pool, in [0, data.pool_size] with one": (
+                d.fresh_per_step >= 1 if d.pool_size == 0 else 0 <= d.fresh_per_step <= d.pool_size
+            ),
             "data.procedural.kinds must not be empty": len(p.kinds) > 0,
             "data.procedural.trajectory_weights must be 3 non-negative numbers, not all 0": len(
                 p.trajectory_weights

@@ -70,6 +70,32 @@ def _init_weights_from(model: nn.Module, path: str) -> None:
     model.load_state_dict(other.state_dict())
 
 
+def freeze_unused_parameters(model: nn.Module, vae_strides: tuple[int, int, int]) -> list[str]:
+    """Stop training the parameters no forward pass reads, and return their names.
+
+    The checkpoint format keeps a few such tensors (the release's `raymap_embedder`, replaced by
+    the chunk-Plücker path; the GDN gates that softmax blocks carry but do not use). Without
+    gradients they would stall DDP / FSDP gradient reduction and AdamW would never update
+    them anyway. Found with one tiny forward / backward that uses every input (camera, text).
+    """
+    stride_t, stride_h, stride_w = vae_strides
+    device = next(model.parameters()).device
+    c2w = torch.eye(4).expand(stride_t + 1, 4, 4)
+    raymap, plucker = pack_camera(c2w, [1.0, 1.0, 0.5, 0.5], (stride_h, stride_w), vae_strides)
+    cfg = model.config
+    text, mask = text_inputs(model.y_embedder.y_embedding, 1)
+    latents = torch.zeros(1, cfg.in_channels, 2, 1, 1, device=device)
+    out = model(latents, torch.tensor([[0.0, 500.0]], device=device), text, mask,
+                raymap[None].to(device), plucker[None].to(device))  # fmt: skip
+    out.float().square().sum().backward()
+    unused = [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    for name, p in model.named_parameters():
+        p.grad = None
+        if name in unused:
+            p.requires_grad_(False)
+    return unused
+
+
 class DiTTask:
     """The `Task` of the DiT stage (see `sanawm.train.loop`)."""
 
@@ -91,9 +117,7 @@ class DiTTask:
         model.init_weights()
         if config.dit.init_from:
             _init_weights_from(model, config.dit.init_from)
-        # The release's forward never reads raymap_embedder (the chunk-Plücker path replaced
-        # it); freezing it keeps DDP / FSDP from waiting for gradients that never come.
-        model.raymap_embedder.requires_grad_(False)
+        self.frozen = freeze_unused_parameters(model, self.vae.strides)
         self.module = model
         self.find_unused_parameters = config.objective.camera_dropout > 0
 
@@ -114,7 +138,16 @@ class DiTTask:
         raymap, plucker = pack_camera(batch.c2w.cpu(), batch.intrinsics.cpu(), batch.image_size, self.vae.strides)
         out = {"latents": latents, "raymap": raymap.to(self.ctx.device), "plucker": plucker.to(self.ctx.device)}
         if batch.text_states is not None:
-            out.update(text_states=batch.text_states, text_mask=batch.text_mask, text_present=batch.text_present)
+            # Padded to the model's text length here, so every batch (and pool slot) agrees.
+            length = self.module.y_embedder.y_embedding.shape[0]
+            pad = length - batch.text_states.shape[1]
+            if pad < 0:
+                raise UserInputError(f"captions have {batch.text_states.shape[1]} tokens, the model takes {length}")
+            out.update(
+                text_states=torch.nn.functional.pad(batch.text_states, (0, 0, 0, pad)),
+                text_mask=torch.nn.functional.pad(batch.text_mask, (0, pad)),
+                text_present=batch.text_present,
+            )
         return out
 
     def loss(

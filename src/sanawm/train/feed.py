@@ -6,10 +6,10 @@ the device (`source.finish`) and passed through `encode` (for the DiT: VAE laten
 cameras; for the VAE: pixels), which returns a dict of tensors with a leading batch dim.
 
 Without a pool, step s uses local items [s B, (s + 1) B). With a pool of P slots, P items are
-loaded first, then each step adds `fresh_per_step` new items (item i lives in slot i mod P, so
-the oldest is replaced) and samples B slots uniformly with the step's generator. Before step s
-the pool holds exactly items [s f, s f + P): resuming at step s reloads those and continues
-bit-identically.
+loaded first, then each step adds `fresh_per_step` = f new items (item i lives in slot i mod P,
+so the oldest is replaced; f = 0 keeps the first P forever) and samples B slots uniformly with
+the step's generator. Before step s the pool holds exactly items [s f, s f + P): resuming at
+step s reloads those and continues bit-identically.
 """
 
 from __future__ import annotations
@@ -125,12 +125,16 @@ class ClipFeed:
             done += next(iter(encoded.values())).shape[0]
 
     def _store(self, first: int, encoded: Encoded) -> None:
+        """Put items first, first + 1, ... in their slots. A key some items lack (e.g. text
+        for clips without a caption) reads as zeros for them."""
         n = next(iter(encoded.values())).shape[0]
         slots = torch.arange(first, first + n, device=self.device) % self.pool_size
         for key, value in encoded.items():
             if key not in self._pool:
-                self._pool[key] = torch.empty((self.pool_size, *value.shape[1:]), dtype=value.dtype, device=self.device)
+                self._pool[key] = torch.zeros((self.pool_size, *value.shape[1:]), dtype=value.dtype, device=self.device)
             self._pool[key][slots] = value
+        for key in set(self._pool) - set(encoded):
+            self._pool[key][slots] = 0
 
     def batch(self, step: int, generator: torch.Generator) -> Encoded:
         """Encoded batch for `step` (steps must come in order, or the feed restarts there)."""
@@ -142,7 +146,8 @@ class ClipFeed:
         self._step = step
         if not self.pool_size:
             return self._take(self.batch_size)[1]
-        self._store(*self._take(self.fresh))
+        if self.fresh:
+            self._store(*self._take(self.fresh))
         slots = torch.randint(0, self.pool_size, (self.batch_size,), generator=generator, device=generator.device)
         slots = slots.to(self.device)
         return {key: value[slots] for key, value in self._pool.items()}

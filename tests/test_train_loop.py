@@ -1,0 +1,145 @@
+"""Training end to end on the CPU: the loss goes down, resuming is exact, the export loads,
+the VAE stage measures its latent statistics, gradient checkpointing, the CLI."""
+
+import copy
+import json
+
+import pytest
+import torch
+from _train_fixtures import TINY_DIT, TINY_VAE, dit_config, save_tiny_vae, write_clip_folder
+from safetensors.torch import load_file
+
+from sanawm.cli import main
+from sanawm.model import build_preset
+from sanawm.train import from_dict, train
+from sanawm.train.data import make_source
+from sanawm.train.loop import enable_gradient_checkpointing
+from sanawm.vae import load_vae
+
+
+@pytest.fixture(scope="module")
+def vae_dir(tmp_path_factory):
+    return save_tiny_vae(tmp_path_factory.mktemp("vae") / "vae")
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    return write_clip_folder(tmp_path_factory.mktemp("clips"))
+
+
+def _losses(run_dir):
+    return [json.loads(line)["loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_tiny_dit_learns_on_procedural_clips(vae_dir, tmp_path):
+    # A fixed pool of 4 rendered clips (fresh_per_step 0): the model must fit them.
+    cfg = dit_config(
+        vae_dir,
+        data={"pool_size": 4, "fresh_per_step": 0, "procedural": {"kinds": ["room", "corridor"]}},
+        optim={"lr": 2e-3, "warmup_steps": 5},
+        run={"steps": 30, "batch_size": 2, "log_every": 1, "progress": False, "seed": 1},
+    )
+    summary = train(cfg, tmp_path / "run")
+    losses = _losses(tmp_path / "run")
+    assert summary.end_step == 30 and len(losses) == 30
+    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    assert last < 0.5 * first, losses
+
+
+def test_resume_reproduces_the_uninterrupted_run_and_exports_the_ema(vae_dir, clips, tmp_path):
+    sections = dict(
+        data={"source": "folder", "folder": {"root": str(clips), "frame_strides": [1], "max_zoom": 1.3},
+              "pool_size": 3, "fresh_per_step": 1},
+        objective={"causal_prob": 0.5, "camera_dropout": 0.5, "text_dropout": 0.5},
+        optim={"warmup_steps": 2},
+    )  # fmt: skip
+    straight = tmp_path / "straight"
+    train(dit_config(vae_dir, run={"steps": 4, "log_every": 1, "progress": False}, **sections), straight)
+    pieces = tmp_path / "pieces"
+    first = train(dit_config(vae_dir, run={"steps": 2, "log_every": 1, "progress": False}, **sections), pieces)
+    assert first.end_step == 2
+    second = train(dit_config(vae_dir, run={"steps": 4, "log_every": 1, "progress": False}, **sections), pieces, resume="latest")
+    assert (second.start_step, second.end_step) == (2, 4)
+    for name in ("model.safetensors", "ema.safetensors"):
+        a = load_file(str(straight / "checkpoints" / "step_0000004" / name))
+        b = load_file(str(pieces / "checkpoints" / "step_0000004" / name))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    assert _losses(straight) == _losses(pieces)
+
+    # The exported model folder holds the EMA weights (float16) and loads for generation.
+    from sanawm.pipeline import WorldModel
+
+    wm = WorldModel.load(straight / "model", device="cpu")
+    ema = load_file(str(straight / "checkpoints" / "step_0000004" / "ema.safetensors"))
+    params = dict(wm.transformer.named_parameters())
+    assert all(torch.equal(params[k], v.half().float()) for k, v in ema.items())
+    assert wm.settings.height == 16 and wm.settings.flow_shift == 3.0 and wm.settings.chunk_size == 2
+    source_vae = load_vae(vae_dir)
+    assert torch.equal(wm.vae.latents_std, source_vae.latents_std)
+
+
+def test_vae_stage_measures_latent_stats_and_psnr(clips, tmp_path):
+    cfg = from_dict({
+        "stage": "vae",
+        "data": {"source": "folder", "folder": {"root": str(clips)}, "num_frames": 5, "height": 16, "width": 16},
+        "vae": TINY_VAE,
+        "vae_loss": {"stats_clips": 4, "eval_clips": 2},
+        "run": {"steps": 3, "batch_size": 2, "progress": False},
+    })  # fmt: skip
+    summary = train(cfg, tmp_path / "run")
+    vae = load_vae(tmp_path / "run" / "vae")
+    # Re-encode the clips the statistics were measured on: normalised latents are standard.
+    source = make_source(cfg.data, cfg.run.seed + 1)
+    with torch.no_grad():
+        z = vae.encode(source.finish([source.prepare(d) for d in range(4)], torch.device("cpu")).pixels())
+    flat = z.transpose(0, 1).reshape(4, -1).double()
+    torch.testing.assert_close(flat.mean(1), torch.zeros(4, dtype=torch.float64), atol=1e-4, rtol=0)
+    torch.testing.assert_close(flat.std(1, correction=0), torch.ones(4, dtype=torch.float64), atol=1e-4, rtol=0)
+    report = json.loads((tmp_path / "run" / "vae_eval.json").read_text())
+    assert report["clips"] == 2 and 0 < report["psnr_db"] < 100
+    assert summary.result["psnr_db"] == pytest.approx(report["psnr_db"])
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(0)
+    model = build_preset("tiny", **{**TINY_DIT, "in_channels": 4, "plucker_channels": 24, "softmax_attn_dtype": None})
+    model.init_weights()
+    ckpt = copy.deepcopy(model)
+    enable_gradient_checkpointing(ckpt.blocks)
+    g = torch.Generator().manual_seed(1)
+    args = (torch.randn(2, 4, 3, 2, 2, generator=g), torch.tensor([[0.0, 500, 700], [0, 10, 999]]),
+            torch.randn(2, 3, 8, generator=g), None, None, None)  # fmt: skip
+    for m in (model, ckpt):
+        m(*args).square().mean().backward()
+    for (name, a), b in zip(model.named_parameters(), ckpt.parameters()):
+        if a.grad is None:
+            assert b.grad is None, name
+        else:
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-7, msg=name)
+    assert ckpt.state_dict().keys() == model.state_dict().keys()
+
+
+def test_cli_trains_resumes_and_reports_bad_input(clips, tmp_path, capsys):
+    cfg = {
+        "stage": "vae",
+        "data": {"source": "folder", "folder": {"root": str(clips)}, "num_frames": 5, "height": 16, "width": 16},
+        "vae": TINY_VAE, "vae_loss": {"stats_clips": 2, "eval_clips": 1},
+        "run": {"batch_size": 1},
+    }  # fmt: skip
+    path = tmp_path / "vae.json"
+    path.write_text(json.dumps(cfg))
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(path), "--out", str(out), "--steps", "1", "--no-progress"]) == 0
+    assert main(["train", "--config", str(path), "--out", str(out), "--steps", "2", "--no-progress", "--resume"]) == 0
+    table = capsys.readouterr().out
+    assert "vae" in table and "1->2" in table
+    assert (out / "checkpoints" / "step_0000002").is_dir()
+
+    assert main(["train", "--stage", "dit", "--out", str(tmp_path / "dit"), "--no-progress"]) == 2
+    assert "needs a trained VAE" in capsys.readouterr().err
+    path.write_text(json.dumps({"run": {"stepz": 3}}))
+    assert main(["train", "--config", str(path), "--out", str(out)]) == 2
+    assert "stepz" in capsys.readouterr().err
+    path.write_text(json.dumps({"data": {"pool_size": 1}, "run": {"batch_size": 4}}))
+    assert main(["train", "--config", str(path), "--out", str(out)]) == 2
+    assert "pool_size" in capsys.readouterr().err

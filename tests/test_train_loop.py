@@ -143,3 +143,40 @@ def test_cli_trains_resumes_and_reports_bad_input(clips, tmp_path, capsys):
     path.write_text(json.dumps({"data": {"pool_size": 1}, "run": {"batch_size": 4}}))
     assert main(["train", "--config", str(path), "--out", str(out)]) == 2
     assert "pool_size" in capsys.readouterr().err
+
+
+def test_time_budget_stops_with_a_checkpoint_and_init_from_copies_weights(vae_dir, clips, tmp_path):
+    data = {"source": "folder", "folder": {"root": str(clips)}, "pool_size": 2}
+    cfg = dit_config(vae_dir, data=data, run={"steps": 10_000, "time_budget_s": 1.0, "budget_reserve_s": 0.0,
+                                              "progress": False})  # fmt: skip
+    summary = train(cfg, tmp_path / "run")
+    assert summary.stopped_by_budget and 1 <= summary.end_step < 10_000
+    assert (tmp_path / "run" / "checkpoints" / f"step_{summary.end_step:07d}" / "trainer.pt").is_file()
+
+    from sanawm.train.dit import DiTTask
+    from sanawm.train.distributed import setup
+
+    started = DiTTask(dit_config(vae_dir, data=data, dit={"init_from": str(tmp_path / "run" / "model")}), setup("cpu"))
+    exported = load_file(str(tmp_path / "run" / "model" / "transformer" / "model.safetensors"))
+    state = started.module.state_dict()
+    assert all(torch.equal(state[k], v.float()) for k, v in exported.items())
+    assert "raymap_embedder.proj.weight" in started.frozen  # never read by the forward
+
+
+def test_embedded_training_script_runs_end_to_end_in_smoke_mode(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "train_embedded.py"
+    spec = importlib.util.spec_from_file_location("train_embedded", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "out"
+    assert module.main(["--smoke", "--run-dir", str(tmp_path / "run"), "--out", str(out), "--no-progress"]) == 0
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert len(files) <= 8 and "model/transformer/model.safetensors" in files and "summary.txt" in files
+    text = capsys.readouterr().out
+    assert "vae" in text and "dit" in text and "PSNR" in text
+    from sanawm.pipeline import WorldModel
+
+    assert WorldModel.load(out / "model", device="cpu").settings.height == 16

@@ -187,7 +187,7 @@ class ProceduralClips:
                 self.size,
                 supersample=self.config.supersample,
             )
-            rendered.append(Clip(clip.c2w, clip.intrinsics, video=frames.cpu()))
+            rendered.append(Clip(clip.c2w, clip.intrinsics, video=frames))  # stays on the device
         return _collate(rendered, device)
 
 

@@ -12,8 +12,6 @@ The trained EMA weights are exported as a model folder (`RUN/model`) with the VA
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 from pathlib import Path
 
 import torch

@@ -29,7 +29,7 @@ from torch.utils.checkpoint import checkpoint
 from sanawm.errors import UserInputError
 from sanawm.train.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from sanawm.train.config import TrainConfig, to_dict
-from sanawm.train.distributed import DistContext, unwrap, wrap
+from sanawm.train.distributed import DistContext, wrap
 from sanawm.train.ema import EMA
 from sanawm.train.feed import ClipFeed, Encoded
 
@@ -176,6 +176,9 @@ def run_task(task: Task, config: TrainConfig, run_dir: Path, ctx: DistContext, r
         start = int(state["step"])
 
     autocast = ctx.device.type == "cuda" and run.precision == "bf16"
+    if ctx.device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = run.tf32
+        torch.backends.cudnn.allow_tf32 = run.tf32
     metrics = MetricsLog(run_dir / METRICS_FILE, ctx.is_main)
     meta = {"stage": task.name, "seed": run.seed, "config": to_dict(config)}
     bar = None
@@ -214,7 +217,9 @@ def run_task(task: Task, config: TrainConfig, run_dir: Path, ctx: DistContext, r
         ema.update()
         step += 1
         window.add(float(loss.detach()), float(grad_norm), extras)
-        step_seconds = time.perf_counter() - tic
+        # The budget check assumes the next step takes as long as this one; the first step
+        # of a run also fills the replay pool, so it does not count.
+        step_seconds = time.perf_counter() - tic if step > start + 1 else 0.0
 
         if step % run.log_every == 0 or step == run.steps:
             elapsed = time.perf_counter() - window.start

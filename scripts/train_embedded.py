@@ -1,0 +1,143 @@
+"""Train the embedded default model (compact VAE + small DiT) on procedural worlds, within a time budget.
+
+    python scripts/train_embedded.py --out "$OUT" --budget 540     # one H100, one device command
+    python scripts/train_embedded.py --out /tmp/smoke --smoke        # tiny CPU run of the same steps
+
+What it does, in order, never running past `--budget` seconds (checkpoints are saved first):
+
+1. VAE: reuse `RUN/vae_stage/vae` (trained by an earlier call on this machine), else the
+   committed `src/sanawm/assets/embedded/vae`, else train the compact VAE for `--vae-share` of
+   the budget, measure its latent statistics and its PSNR on held-out worlds.
+2. DiT: resume `RUN/dit_stage` if it has a checkpoint; else, when the VAE is the committed
+   one, start from the committed DiT weights; else from scratch. Trains until the budget.
+3. Copies the result to `--out` (8 files at most, each < 16 MiB): the model folder
+   (`model/...`, 5 files), `train_log.jsonl`, `vae_eval.json`, `summary.txt`; prints the table.
+
+RUN (`--run-dir`, default `out/embedded`, git-ignored) keeps full checkpoints between calls on
+a machine that stays up; commit `model/` into `src/sanawm/assets/embedded/` to keep progress
+across machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from sanawm.cli.train import format_summary
+from sanawm.train import from_dict, to_dict, train
+from sanawm.train.checkpoint import find_checkpoint
+from sanawm.train.distributed import setup, teardown
+from sanawm.train.embedded import embedded_dit_config, embedded_vae_config
+
+REPO = Path(__file__).resolve().parent.parent
+ASSETS = REPO / "src" / "sanawm" / "assets" / "embedded"
+FINAL_COPY_S = 10.0  # seconds kept for copying the results to --out
+
+
+def _smoke(cfg, vae: bool):
+    """Shrink a recipe to seconds on a CPU (same code paths, tiny shapes)."""
+    values = to_dict(cfg)
+    values["data"].update(num_frames=5 if vae else 9, height=16, width=16, pool_size=2, fresh_per_step=1, workers=0)
+    values["run"].update(batch_size=2, log_every=1, checkpoint_every=2, steps=4)
+    if vae:
+        values["vae"].update(latent_channels=4, channels=[8, 8, 8])
+        values["vae_loss"].update(stats_clips=2, eval_clips=2)
+    else:
+        values["dit"]["overrides"] = {"depth": 2, "hidden_size": 64, "head_dim": 32, "softmax_blocks": [1],
+                                      "caption_channels": 8, "max_text_len": 2}  # fmt: skip
+        values["export"]["steps"] = 2
+    return from_dict(values)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default=os.environ.get("OUT", "out/embedded_export"), help="where results go")
+    parser.add_argument("--run-dir", default=str(REPO / "out" / "embedded"), help="checkpoints kept between calls")
+    parser.add_argument("--budget", type=float, default=540.0, help="seconds this call may take in all")
+    parser.add_argument("--vae-share", type=float, default=0.4, help="part of the budget for a new VAE")
+    parser.add_argument("--batch-size", type=int, default=32, help="DiT clips per step")
+    parser.add_argument("--vae-batch-size", type=int, default=8)
+    parser.add_argument("--pool", type=int, default=512, help="DiT replay pool (clips)")
+    parser.add_argument("--fresh", type=int, default=4, help="new clips per DiT step")
+    parser.add_argument("--workers", type=int, default=max(0, min(8, (os.cpu_count() or 1) - 2)))
+    parser.add_argument("--assets", default=str(ASSETS), help="committed embedded model to start from")
+    parser.add_argument("--smoke", action="store_true", help="tiny CPU run (checks the script)")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+
+    t0 = time.monotonic()
+    run_dir, out = Path(args.run_dir), Path(args.out)
+    assets = None if args.smoke else Path(args.assets)
+    committed = assets is not None and (assets / "model.json").is_file()
+    ctx = setup("cpu" if args.smoke else "")
+    summaries = []
+
+    def remaining() -> float:
+        return args.budget - (time.monotonic() - t0) - FINAL_COPY_S
+
+    # 1. The VAE.
+    vae_run = run_dir / "vae_stage"
+    if (vae_run / "vae" / "config.json").is_file():
+        vae_dir, vae_note = vae_run / "vae", "reused from an earlier call"
+    elif committed:
+        vae_dir, vae_note = assets / "vae", "the committed one"
+    else:
+        cfg = embedded_vae_config(args.vae_batch_size, args.workers)
+        if args.smoke:
+            cfg = _smoke(cfg, vae=True)
+        cfg.run.time_budget_s = args.vae_share * remaining()
+        cfg.run.progress = not args.no_progress
+        summaries.append(train(cfg, vae_run, resume="latest"))
+        vae_dir, vae_note = vae_run / "vae", "trained now"
+
+    # 2. The DiT.
+    dit_run = run_dir / "dit_stage"
+    cfg = embedded_dit_config(str(vae_dir), args.batch_size, args.workers, args.pool, args.fresh)
+    if args.smoke:
+        cfg = _smoke(cfg, vae=False)
+    has_checkpoint = find_checkpoint(dit_run, "latest") is not None
+    if not has_checkpoint and committed and vae_dir == assets / "vae":
+        cfg.dit.init_from = str(assets)
+    cfg.run.time_budget_s = max(remaining(), 1.0)
+    cfg.run.progress = not args.no_progress
+    summaries.append(train(cfg, dit_run, resume="latest"))
+    teardown()
+    if not ctx.is_main:
+        return 0
+
+    # 3. Results.
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(out / "model", ignore_errors=True)
+    shutil.copytree(dit_run / "model", out / "model")
+    with (out / "train_log.jsonl").open("w") as log:
+        for metrics in (vae_run / "metrics.jsonl", dit_run / "metrics.jsonl"):
+            if metrics.is_file():
+                log.write(metrics.read_text())
+    if (vae_run / "vae_eval.json").is_file():
+        report = json.loads((vae_run / "vae_eval.json").read_text())
+        report.pop("per_clip_db", None)
+        (out / "vae_eval.json").write_text(json.dumps(report, indent=2) + "\n")
+    start = "resumed" if has_checkpoint else ("from the committed DiT" if cfg.dit.init_from else "from scratch")
+    lines = [
+        format_summary(summaries),
+        f"VAE: {vae_note} ({vae_dir})",
+        f"DiT: {start}; data {cfg.data.num_frames} frames at {cfg.data.height}x{cfg.data.width}, "
+        f"batch {cfg.run.batch_size}, pool {cfg.data.pool_size} (+{cfg.data.fresh_per_step}/step)",
+        f"total {time.monotonic() - t0:.0f} s of a {args.budget:.0f} s budget; model folder: {out / 'model'}",
+    ]
+    if (out / "vae_eval.json").is_file():
+        report = json.loads((out / "vae_eval.json").read_text())
+        lines.insert(2, f"VAE PSNR on {report['clips']} held-out clips: {report['psnr_db']:.2f} dB")
+    text = "\n".join(lines)
+    (out / "summary.txt").write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

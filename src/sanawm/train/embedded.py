@@ -1,0 +1,65 @@
+"""The recipe of the embedded default model (`sanawm/assets/embedded`), trained on procedural worlds.
+
+Sizes: 128x128 video, 33 frames (9 latent frames of 16x16 through the compact VAE's 4x8x8
+strides, 2304 tokens), a DiT of the release's hybrid architecture scaled down: 8 blocks of
+width 192 (3 heads of 64), softmax attention in blocks 3 and 7 like the release's "every 4th",
+GDN in the others, the camera branch and chunk-Plücker injection in every block; about 8 M
+parameters. With the compact VAE (4.4 M) the float16 folder stays under 30 MB, and a 33-frame
+clip takes ~24 forwards of well under a second each on a 2-core CPU.
+
+No text encoder: the DiT always sees its null caption (`max_text_len` 4 rows of width 64).
+"""
+
+from __future__ import annotations
+
+from sanawm.train.config import TrainConfig, from_dict
+
+EMBEDDED_SIZE = (128, 128)
+EMBEDDED_FRAMES = 33
+VAE_FRAMES = 17  # shorter clips are enough for a fully convolutional causal VAE
+
+EMBEDDED_DIT = {
+    "preset": "small",
+    "overrides": {
+        "depth": 8,
+        "hidden_size": 192,
+        "head_dim": 64,
+        "softmax_blocks": [3, 7],
+        "caption_channels": 64,
+        "max_text_len": 4,
+    },
+}
+
+
+def embedded_vae_config(batch_size: int = 8, workers: int = 0, pool_size: int = 256) -> TrainConfig:
+    """The compact VAE on procedural renders (default `CompactVAEConfig` shape)."""
+    height, width = EMBEDDED_SIZE
+    return from_dict({
+        "stage": "vae",
+        "data": {"num_frames": VAE_FRAMES, "height": height, "width": width, "workers": workers,
+                 "pool_size": pool_size, "fresh_per_step": 2},
+        "optim": {"lr": 5e-4, "warmup_steps": 200, "ema_decay": 0.999, "weight_decay": 0.0},
+        "vae_loss": {"stats_clips": 64, "eval_clips": 32},
+        "run": {"steps": 100_000, "batch_size": batch_size, "log_every": 25, "checkpoint_every": 1000},
+    })  # fmt: skip
+
+
+def embedded_dit_config(
+    vae_dir: str, batch_size: int = 32, workers: int = 0, pool_size: int = 512, fresh_per_step: int = 4
+) -> TrainConfig:
+    """The DiT on the VAE's latents of procedural clips (33 frames, 128x128)."""
+    height, width = EMBEDDED_SIZE
+    return from_dict({
+        "stage": "dit",
+        "data": {"num_frames": EMBEDDED_FRAMES, "height": height, "width": width, "workers": workers,
+                 "pool_size": pool_size, "fresh_per_step": fresh_per_step},
+        "dit": {**EMBEDDED_DIT, "vae": vae_dir},
+        "objective": {"sigma_shift": 3.0, "frame_noise_prob": 0.3, "text_dropout": 0.0, "camera_dropout": 0.1,
+                      "causal_prob": 0.25, "chunk_size": 2},
+        "optim": {"lr": 4e-4, "warmup_steps": 300, "ema_decay": 0.999},
+        "export": {"steps": 24, "camera_cfg": 1.0, "fps": 16.0, "dtype": "float16"},
+        "run": {"steps": 1_000_000, "batch_size": batch_size, "log_every": 25, "checkpoint_every": 1000},
+    })  # fmt: skip
+
+
+__all__ = ["EMBEDDED_DIT", "EMBEDDED_FRAMES", "EMBEDDED_SIZE", "embedded_dit_config", "embedded_vae_config"]

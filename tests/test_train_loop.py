@@ -180,3 +180,13 @@ def test_embedded_training_script_runs_end_to_end_in_smoke_mode(tmp_path, capsys
     from sanawm.pipeline import WorldModel
 
     assert WorldModel.load(out / "model", device="cpu").settings.height == 16
+
+
+def test_a_finished_run_is_not_overwritten_without_resume(clips, tmp_path, capsys):
+    args = ["train", "--stage", "vae", "--data", str(clips), "--frames", "5", "--size", "16x16", "--steps", "1",
+            "--batch-size", "1", "--out", str(tmp_path / "run"), "--no-progress"]  # fmt: skip
+    cfg = tmp_path / "small.json"
+    cfg.write_text(json.dumps({"vae": TINY_VAE, "vae_loss": {"stats_clips": 1, "eval_clips": 1}}))
+    assert main(args + ["--config", str(cfg)]) == 0
+    assert main(args + ["--config", str(cfg)]) == 2
+    assert "already holds a training run" in capsys.readouterr().err

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
+from pathlib import Path
 
 from sanawm.errors import UserInputError
 
@@ -101,10 +103,13 @@ def build_config(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from sanawm.train import train
+    from sanawm.train.checkpoint import find_checkpoint
     from sanawm.train.distributed import setup, teardown
 
     cfg = build_config(args)
     ctx = setup(cfg.run.device)
+    if args.resume == "latest" and ctx.is_main and find_checkpoint(Path(args.out), "latest") is None:
+        print(f"sanawm train: no checkpoint in {args.out} yet; starting at step 0", file=sys.stderr)
     try:
         summary = train(cfg, args.out, resume=args.resume)
     finally:

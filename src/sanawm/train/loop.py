@@ -166,6 +166,8 @@ def run_task(task: Task, config: TrainConfig, run_dir: Path, ctx: DistContext, r
     ema = EMA(module, cfg.optim.ema_decay, cfg.optim.ema_warmup)
 
     start = 0
+    if not resume and find_checkpoint(run_dir, "latest") is not None:
+        raise UserInputError(f"{run_dir} already holds a training run; resume it or choose another folder")
     ckpt = find_checkpoint(run_dir, resume) if resume else None
     if ckpt is not None:
         state = load_checkpoint(ckpt, module, optimizer, ema, ctx)

@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vae-share", type=float, default=0.4, help="part of the budget for a new VAE")
     parser.add_argument("--batch-size", type=int, default=32, help="DiT clips per step")
     parser.add_argument("--vae-batch-size", type=int, default=8)
-    parser.add_argument("--pool", type=int, default=512, help="DiT replay pool (clips)")
+    parser.add_argument("--pool", type=int, default=256, help="DiT replay pool (clips)")
     parser.add_argument("--fresh", type=int, default=4, help="new clips per DiT step")
     parser.add_argument("--workers", type=int, default=max(0, min(8, (os.cpu_count() or 1) - 2)))
     parser.add_argument("--assets", default=str(ASSETS), help="committed embedded model to start from")

@@ -45,7 +45,7 @@ def embedded_vae_config(batch_size: int = 8, workers: int = 0, pool_size: int = 
 
 
 def embedded_dit_config(
-    vae_dir: str, batch_size: int = 32, workers: int = 0, pool_size: int = 512, fresh_per_step: int = 4
+    vae_dir: str, batch_size: int = 32, workers: int = 0, pool_size: int = 256, fresh_per_step: int = 4
 ) -> TrainConfig:
     """The DiT on the VAE's latents of procedural clips (33 frames, 128x128)."""
     height, width = EMBEDDED_SIZE

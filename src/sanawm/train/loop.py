@@ -128,6 +128,8 @@ class RunSummary:
     seconds: float
     last_loss: float
     samples_per_s: float
+    clips_per_s: float
+    """New clips prepared per second (rendering / decoding + encoding), all ranks together."""
     stopped_by_budget: bool
     checkpoint: str
     result: dict = field(default_factory=dict)
@@ -193,7 +195,7 @@ def run_task(task: Task, config: TrainConfig, run_dir: Path, ctx: DistContext, r
     window = _Window(clips_at_start=task.feed.clips_loaded)
     step = start
     last_loss = float("nan")
-    samples_per_s = 0.0
+    samples_per_s = clips_per_s = 0.0
     step_seconds = 0.0
     saved_at = start if ckpt is not None else -1
     stopped_by_budget = False
@@ -227,11 +229,11 @@ def run_task(task: Task, config: TrainConfig, run_dir: Path, ctx: DistContext, r
             elapsed = time.perf_counter() - window.start
             last_loss = ctx.mean(window.loss / window.steps)
             samples_per_s = window.steps * run.batch_size * ctx.world_size / elapsed
-            clips = (task.feed.clips_loaded - window.clips_at_start) * ctx.world_size / elapsed
+            clips_per_s = (task.feed.clips_loaded - window.clips_at_start) * ctx.world_size / elapsed
             record = {
                 "stage": task.name, "step": step, "loss": last_loss, "lr": lr,
                 "grad_norm": window.grad_norm / window.steps, "samples_per_s": samples_per_s,
-                "clips_per_s": clips, "elapsed_s": time.monotonic() - t0,
+                "clips_per_s": clips_per_s, "elapsed_s": time.monotonic() - t0,
                 **{k: v / window.steps for k, v in window.extras.items()},
             }  # fmt: skip
             metrics.write(record)
@@ -263,6 +265,7 @@ def run_task(task: Task, config: TrainConfig, run_dir: Path, ctx: DistContext, r
         seconds=time.monotonic() - t0,
         last_loss=last_loss,
         samples_per_s=samples_per_s,
+        clips_per_s=clips_per_s,
         stopped_by_budget=stopped_by_budget,
         checkpoint=str(path),
         result=result,

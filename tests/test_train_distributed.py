@@ -1,5 +1,6 @@
-"""Two CPU processes (gloo) train the same tiny DiT with DDP and with FSDP2: ranks stay in sync
-and both strategies end at the same weights (full checkpoints are strategy-independent)."""
+"""Two CPU processes (gloo) train the same tiny DiT with DDP and with FSDP2, each in two calls
+(the second resumes the first): both strategies end at the same weights, so saving and loading
+full checkpoints works under both."""
 
 import os
 import socket
@@ -26,15 +27,17 @@ def _worker(rank: int, world: int, port: int, vae_dir, clips, out) -> None:
     from sanawm.train import train
 
     for strategy in ("ddp", "fsdp"):
-        cfg = dit_config(
-            vae_dir,
-            data={"source": "folder", "folder": {"root": str(clips)}, "num_frames": 5, "pool_size": 2},
-            objective={"camera_dropout": 0.5, "causal_prob": 0.5},
-            optim={"lr": 1e-3, "warmup_steps": 0},
-            run={"steps": 3, "batch_size": 1, "checkpoint_every": 2, "strategy": strategy, "progress": False},
-        )
-        summary = train(cfg, out / strategy)
-        torch.save({"loss": summary.last_loss, "end": summary.end_step}, out / f"{strategy}_rank{rank}.pt")
+        for steps, resume in ((2, None), (3, "latest")):  # the second call resumes the first
+            cfg = dit_config(
+                vae_dir,
+                data={"source": "folder", "folder": {"root": str(clips)}, "num_frames": 5, "pool_size": 2},
+                objective={"camera_dropout": 0.5, "causal_prob": 0.5},
+                optim={"lr": 1e-3, "warmup_steps": 0},
+                run={"steps": steps, "batch_size": 1, "strategy": strategy, "progress": False},
+            )
+            summary = train(cfg, out / strategy, resume=resume)
+        torch.save({"loss": summary.last_loss, "span": (summary.start_step, summary.end_step)},
+                   out / f"{strategy}_rank{rank}.pt")  # fmt: skip
     dist.destroy_process_group()
 
 
@@ -44,7 +47,7 @@ def test_ddp_and_fsdp_on_two_cpu_processes(tmp_path):
     mp.spawn(_worker, args=(2, _free_port(), vae_dir, clips, tmp_path), nprocs=2, join=True)
     for strategy in ("ddp", "fsdp"):
         ranks = [torch.load(tmp_path / f"{strategy}_rank{r}.pt") for r in range(2)]
-        assert ranks[0] == ranks[1] and ranks[0]["end"] == 3  # the logged loss is the mean over ranks
+        assert ranks[0] == ranks[1] and ranks[0]["span"] == (2, 3)  # the logged loss is the mean over ranks
 
     def state(strategy, step):
         return load_file(str(tmp_path / strategy / "checkpoints" / f"step_{step:07d}" / "model.safetensors"))

@@ -1,7 +1,9 @@
 """The clip feed: draw order across ranks and workers, the replay pool, restarting mid-run."""
 
+import pytest
 import torch
 
+from sanawm.errors import UserInputError
 from sanawm.train.data import Clip, ClipBatch
 from sanawm.train.feed import ClipFeed
 
@@ -56,3 +58,19 @@ def test_restarting_at_a_step_reproduces_the_batches():
         resumed = _feed(**kw)
         tail = [resumed.batch(s, _gen(s))["draw"].tolist() for s in range(3, 6)]
         assert tail == full[3:]
+
+
+class _BrokenClips(_NumberedClips):
+    def prepare(self, draw: int) -> Clip:
+        if draw == 2:
+            raise UserInputError("clip 2 is broken")
+        return super().prepare(draw)
+
+
+def test_user_errors_in_workers_arrive_as_one_line():
+    for workers in (0, 2):
+        feed = ClipFeed(_BrokenClips(), _encode, batch_size=3, device=torch.device("cpu"), workers=workers)
+        with pytest.raises(UserInputError) as info:
+            feed.batch(0, _gen(0))
+        assert str(info.value) == "clip 2 is broken"
+        feed.close()

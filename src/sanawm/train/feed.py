@@ -20,6 +20,7 @@ from typing import Protocol
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from sanawm.errors import UserInputError
 from sanawm.train.data import Clip, ClipBatch
 
 Encoded = dict[str, torch.Tensor]
@@ -47,8 +48,18 @@ class _DrawStream(IterableDataset):
             torch.set_num_threads(1)  # the workers already use the cores in parallel
         index = self.start + worker
         while True:
-            yield index, self.source.prepare(index * self.world_size + self.rank)
+            try:
+                yield index, self.source.prepare(index * self.world_size + self.rank)
+            except UserInputError as err:  # sent as data: a worker's traceback is no message
+                yield index, _Failure(str(err))
             index += workers
+
+
+class _Failure:
+    """A user error met while preparing an item (re-raised in the training process)."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
 
 
 def _as_is(item):
@@ -105,6 +116,8 @@ class ClipFeed:
         clips = []
         for _ in range(count):
             index, clip = next(self._items)
+            if isinstance(clip, _Failure):
+                raise UserInputError(clip.message)
             if index != self._next_index:  # DataLoader keeps worker order; this guards it
                 raise RuntimeError(f"data stream out of order: got item {index}, expected {self._next_index}")
             clips.append(clip)

@@ -190,3 +190,12 @@ def test_a_finished_run_is_not_overwritten_without_resume(clips, tmp_path, capsy
     assert main(args + ["--config", str(cfg)]) == 0
     assert main(args + ["--config", str(cfg)]) == 2
     assert "already holds a training run" in capsys.readouterr().err
+
+
+def test_the_config_example_in_the_training_docs_is_valid():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "training.md").read_text()
+    block = text.split("```json\n", 1)[1].split("```", 1)[0]
+    cfg = from_dict(json.loads(block)).validate()
+    assert cfg.stage == "dit" and cfg.dit.overrides["depth"] == 8 and cfg.run.time_budget_s == 3600

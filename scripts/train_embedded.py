@@ -21,6 +21,7 @@ across machines.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -52,6 +53,18 @@ def _smoke(cfg, vae: bool):
                                       "caption_channels": 8, "max_text_len": 2}  # fmt: skip
         values["export"]["steps"] = 2
     return from_dict(values)
+
+
+def _same_dit(cfg, assets: Path) -> bool:
+    """Whether the committed DiT has the architecture this recipe trains (else start afresh)."""
+    from sanawm.train.dit import dit_config
+    from sanawm.vae import load_vae
+
+    path = assets / "transformer" / "config.json"
+    if not path.is_file():
+        return False
+    wanted = json.loads(json.dumps(dataclasses.asdict(dit_config(cfg, load_vae(cfg.dit.vae)))))
+    return json.loads(path.read_text()) == wanted
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         cfg = _smoke(cfg, vae=False)
     has_checkpoint = find_checkpoint(dit_run, "latest") is not None
-    if not has_checkpoint and committed and vae_dir == assets / "vae":
+    if not has_checkpoint and committed and vae_dir == assets / "vae" and _same_dit(cfg, assets):
         cfg.dit.init_from = str(assets)
     cfg.run.time_budget_s = max(remaining(), 1.0)
     cfg.run.progress = not args.no_progress

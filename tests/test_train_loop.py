@@ -199,3 +199,48 @@ def test_the_config_example_in_the_training_docs_is_valid():
     block = text.split("```json\n", 1)[1].split("```", 1)[0]
     cfg = from_dict(json.loads(block)).validate()
     assert cfg.stage == "dit" and cfg.dit.overrides["depth"] == 8 and cfg.run.time_budget_s == 3600
+
+
+class _ScalarFeed:
+    clips_loaded = 0
+
+    def batch(self, step, generator):
+        return {"x": torch.tensor([1.0, 2.0]), "step": step}
+
+    def close(self):
+        pass
+
+
+class _NaNOnSecondStep:
+    """A minimal Task: a linear layer whose second step has a NaN loss."""
+
+    name = "toy"
+    find_unused_parameters = False
+
+    def __init__(self):
+        torch.manual_seed(0)
+        self.module = torch.nn.Linear(2, 1)
+        self.feed = _ScalarFeed()
+
+    def shard_units(self):
+        return []
+
+    def loss(self, model, batch, shared, local):
+        out = model(batch["x"]).sum()
+        return (out * float("nan") if batch["step"] == 1 else out), {}
+
+    def finish(self, run_dir, model_state, ema_state):
+        return {"weight": float(model_state["weight"].sum())}
+
+
+def test_steps_with_non_finite_gradients_are_skipped(tmp_path):
+    from sanawm.train.distributed import setup
+    from sanawm.train.loop import run_task
+
+    results = []
+    for steps in (1, 2):
+        cfg = from_dict({"run": {"steps": steps, "progress": False, "log_every": 1}})
+        results.append(run_task(_NaNOnSecondStep(), cfg, tmp_path / str(steps), setup("cpu"), None))
+    assert results[0].result == results[1].result  # the NaN step changed nothing
+    log = [json.loads(x) for x in (tmp_path / "2" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["skipped_fraction"] for r in log] == [0.0, 1.0]

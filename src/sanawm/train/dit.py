@@ -170,7 +170,7 @@ class DiTTask:
             chunk_size=plan.chunk_size,
         )  # fmt: skip
         loss = flow_matching_loss(prediction, target, plan.loss_mask)
-        return loss, {"causal_steps": float(causal), "camera_steps": float(camera)}
+        return loss, {"causal_fraction": float(causal), "camera_fraction": float(camera)}
 
     def generation_settings(self) -> GenerationSettings:
         cfg = self.config

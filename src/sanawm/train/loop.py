@@ -153,6 +153,8 @@ def run_task(task: Task, config: TrainConfig, run_dir: Path, ctx: DistContext, r
     t0 = time.monotonic()
     cfg, run = config, config.run
     run_dir = Path(run_dir)
+    if not resume and find_checkpoint(run_dir, "latest") is not None:
+        raise UserInputError(f"{run_dir} already holds a training run; resume it or choose another folder")
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / CONFIG_FILE).write_text(json.dumps(to_dict(config), indent=2) + "\n")
@@ -168,8 +170,6 @@ def run_task(task: Task, config: TrainConfig, run_dir: Path, ctx: DistContext, r
     ema = EMA(module, cfg.optim.ema_decay, cfg.optim.ema_warmup)
 
     start = 0
-    if not resume and find_checkpoint(run_dir, "latest") is not None:
-        raise UserInputError(f"{run_dir} already holds a training run; resume it or choose another folder")
     ckpt = find_checkpoint(run_dir, resume) if resume else None
     if ckpt is not None:
         state = load_checkpoint(ckpt, module, optimizer, ema, ctx)
@@ -216,11 +216,13 @@ def run_task(task: Task, config: TrainConfig, run_dir: Path, ctx: DistContext, r
         grad_norm = torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.optim.grad_clip)
         if hasattr(grad_norm, "full_tensor"):
             grad_norm = grad_norm.full_tensor()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        ema.update()
+        finite = bool(torch.isfinite(grad_norm))  # the same on every rank (reduced gradients)
+        if finite:
+            optimizer.step()
+            ema.update()
+        optimizer.zero_grad(set_to_none=True)  # a step with inf / nan gradients is skipped
         step += 1
-        window.add(float(loss.detach()), float(grad_norm), extras)
+        window.add(float(loss.detach()), float(grad_norm) if finite else 0.0, {**extras, "skipped_fraction": not finite})
         # The budget check assumes the next step takes as long as this one; the first step
         # of a run also fills the replay pool, so it does not count.
         step_seconds = time.perf_counter() - tic if step > start + 1 else 0.0

@@ -37,11 +37,11 @@ def test_tiny_dit_learns_on_procedural_clips(vae_dir, tmp_path):
         vae_dir,
         data={"pool_size": 4, "fresh_per_step": 0, "procedural": {"kinds": ["room", "corridor"]}},
         optim={"lr": 2e-3, "warmup_steps": 5},
-        run={"steps": 30, "batch_size": 2, "log_every": 1, "progress": False, "seed": 1},
+        run={"steps": 20, "batch_size": 2, "log_every": 1, "progress": False, "seed": 1},
     )
     summary = train(cfg, tmp_path / "run")
     losses = _losses(tmp_path / "run")
-    assert summary.end_step == 30 and len(losses) == 30
+    assert summary.end_step == 20 and len(losses) == 20
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
     assert last < 0.5 * first, losses
 

@@ -244,3 +244,24 @@ def test_steps_with_non_finite_gradients_are_skipped(tmp_path):
     assert results[0].result == results[1].result  # the NaN step changed nothing
     log = [json.loads(x) for x in (tmp_path / "2" / "metrics.jsonl").read_text().splitlines()]
     assert [r["skipped_fraction"] for r in log] == [0.0, 1.0]
+
+
+def test_dit_stage_on_an_ltx2_vae_references_it_in_the_export(clips, tmp_path):
+    from _tiny_models import save_tiny_ltx2
+
+    from sanawm.modeldir import read_model_dir
+
+    save_tiny_ltx2(tmp_path / "ltx2")
+    cfg = dit_config(
+        tmp_path / "ltx2",
+        data={"source": "folder", "folder": {"root": str(clips)}, "num_frames": 9, "height": 32, "width": 32},
+        run={"steps": 1, "batch_size": 1, "progress": False},
+    )
+    summary = train(cfg, tmp_path / "run")
+    spec = read_model_dir(tmp_path / "run" / "model")
+    assert spec.components["vae"] == (tmp_path / "ltx2").resolve()  # referenced, not copied
+    assert summary.end_step == 1
+    from sanawm.pipeline import WorldModel
+
+    wm = WorldModel.load(tmp_path / "run" / "model", device="cpu")
+    assert wm.transformer.config.in_channels == 8 and wm.transformer.config.plucker_channels == 48

@@ -32,6 +32,7 @@ from pathlib import Path
 from sanawm.cli.train import format_summary
 from sanawm.train import from_dict, to_dict, train
 from sanawm.train.checkpoint import find_checkpoint
+from sanawm.train.dit import describe
 from sanawm.train.distributed import setup, teardown
 from sanawm.train.embedded import embedded_dit_config, embedded_vae_config
 
@@ -136,10 +137,15 @@ def main(argv: list[str] | None = None) -> int:
         report.pop("per_clip_db", None)
         (out / "vae_eval.json").write_text(json.dumps(report, indent=2) + "\n")
     start = "resumed" if has_checkpoint else ("from the committed DiT" if cfg.dit.init_from else "from scratch")
+    from sanawm.model import SanaWMConfig
+
+    exported = json.loads((out / "model" / "transformer" / "config.json").read_text())
+    exported["softmax_blocks"] = tuple(exported["softmax_blocks"])
     lines = [
         format_summary(summaries),
         f"VAE: {vae_note} ({vae_dir})",
-        f"DiT: {start}; data {cfg.data.num_frames} frames at {cfg.data.height}x{cfg.data.width}, "
+        f"DiT: {describe(SanaWMConfig(**exported))}",
+        f"DiT run: {start}; data {cfg.data.num_frames} frames at {cfg.data.height}x{cfg.data.width}, "
         f"batch {cfg.run.batch_size}, pool {cfg.data.pool_size} (+{cfg.data.fresh_per_step}/step)",
         f"total {time.monotonic() - t0:.0f} s of a {args.budget:.0f} s budget; model folder: {out / 'model'}",
     ]

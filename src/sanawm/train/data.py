@@ -38,7 +38,8 @@ TEXT_SIDECAR = ".text.safetensors"
 
 @dataclass
 class Clip:
-    """One prepared clip (CPU). `video` is None until a procedural clip is rendered."""
+    """One prepared clip, on the CPU (a procedural clip's video is None until it is rendered,
+    then on the render device)."""
 
     c2w: torch.Tensor
     """(F, 4, 4) float32 camera-to-world poses."""

@@ -55,9 +55,14 @@ def _exp_so3(omega: np.ndarray) -> np.ndarray:
 
 def _scatter_sum(index: np.ndarray, values: np.ndarray, size: int) -> np.ndarray:
     """Sum rows of `values` (M, ...) into `size` bins by `index` (M,); much faster than np.add.at."""
-    flat = values.reshape(len(values), -1)
-    out = np.stack([np.bincount(index, weights=flat[:, c], minlength=size) for c in range(flat.shape[1])], axis=1)
-    return out.reshape((size,) + values.shape[1:])
+    out = np.zeros((size,) + values.shape[1:])
+    if len(index) == 0:
+        return out
+    order = np.argsort(index, kind="stable")
+    sorted_index = index[order]
+    starts = np.flatnonzero(np.r_[True, sorted_index[1:] != sorted_index[:-1]])
+    out[sorted_index[starts]] = np.add.reduceat(values[order], starts, axis=0)
+    return out
 
 
 def _residuals(w2c, points, p: Problem):
@@ -128,7 +133,8 @@ def solve(p: Problem, delta: float, iterations: int = 5) -> np.ndarray:
             s = np.zeros((num_free, num_free, 6, 6))
             s[np.arange(num_free), np.arange(num_free)] = b_damped
             if len(pair_a):
-                blocks = e_obs[pair_a] @ c_inv[p.obs_point[pair_a]] @ np.swapaxes(e_obs[pair_b], 1, 2)
+                weighted = e_obs @ c_inv[p.obs_point]  # E_o C^-1 per observation, reused by every pair
+                blocks = weighted[pair_a] @ np.swapaxes(e_obs[pair_b], 1, 2)
                 cell = free_index[p.obs_cam[pair_a]] * num_free + free_index[p.obs_cam[pair_b]]
                 s -= _scatter_sum(cell, blocks, num_free * num_free).reshape(num_free, num_free, 6, 6)
             rhs = g_c.copy()

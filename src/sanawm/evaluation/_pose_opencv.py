@@ -1,19 +1,24 @@
 """Sequential structure-from-motion on OpenCV: the pose backend that needs no pycolmap.
 
-Pipeline, one frame at a time:
-1. SIFT keypoints; matches to the previous frame (ratio test, mutual check) verified by an
-   essential-matrix RANSAC. Matches chain keypoints into tracks.
-2. Start: wait for a frame with enough rotation-compensated parallax to the anchor frame
-   (frame 0 at first), then take its pose from the essential matrix (baseline 1) and
-   triangulate the shared tracks. Frames in between are registered by PnP afterwards. If the
-   anchor's tracks die out before there is parallax (the clip opens with the camera turning
-   on the spot), those frames get rotation-only poses and the anchor moves on.
-3. Then each frame is registered by PnP (RANSAC + Levenberg-Marquardt) against tracks that
-   already have 3D points, so every translation is measured in the scale of the first
-   baseline; new tracks are triangulated once their viewing rays are far enough apart.
+Pipeline:
+1. Tracks over the whole clip: corners (Shi-Tomasi) followed from frame to frame with
+   pyramidal Lucas-Kanade optical flow, kept when the backward flow returns to the start and
+   an essential matrix (or a pure turn, for a camera at rest or turning on the spot) agrees;
+   new corners top the set up. Local flow, unlike descriptor matching over the whole image,
+   is not fooled by repetitive textures (bricks, tiles, stripes), and it keeps tracks alive
+   for many frames, which is what gives parallax and a well-posed adjustment.
+2. Start: among frame pairs that share most of their tracks and show parallax no pure turn
+   explains, the one whose essential-matrix pose is best determined (forward motion makes
+   many pairs ambiguous by several degrees) gives the first map: relative pose with baseline
+   1, triangulated tracks, and a bundle adjustment of every frame in between.
+3. Growth: frames after the pair (and before it, backwards to frame 0) are registered one by
+   one by PnP (RANSAC + Levenberg-Marquardt) against the mapped points, so every translation
+   is measured in the scale of the first baseline; new tracks are triangulated once their
+   viewing rays are far enough apart; a local bundle adjustment refines the latest cameras.
 4. When PnP has too few points (the camera turned away from everything mapped), the frame is
-   chained to the previous one by its essential matrix (or by a pure rotation when there is
-   no parallax), its step length borrowed from the recent motion, and mapping continues.
+   chained to its neighbour by the essential matrix (or by a pure rotation when there is no
+   parallax), its step length borrowed from the recent motion, and mapping continues. A clip
+   with no usable parallax at all (turning on the spot) is chained by rotations only.
 
 Everything inside works in normalised camera coordinates; pixel thresholds are converted with
 the mean focal length.
@@ -26,7 +31,6 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-import torch
 
 from sanawm.evaluation import _bundle_adjust
 from sanawm.evaluation.geometry import invert_rigid
@@ -34,14 +38,24 @@ from sanawm.evaluation.pose_estimation import PoseEstimationConfig, PoseEstimati
 
 log = logging.getLogger(__name__)
 
-_RATIO = 0.8  # Lowe's ratio test
-_MIN_PARALLAX_DEG = 1.5  # rotation-compensated median parallax that counts as a baseline
+_FLOW_WINDOW = 21  # Lucas-Kanade window (pixels)
+_FLOW_LEVELS = 4  # pyramid levels: follows motions of several tens of pixels between frames
+_FLOW_CHECK_PX = 0.5  # forward-backward flow must return within this distance
+_CORNER_QUALITY = 0.005  # Shi-Tomasi threshold relative to the strongest corner; rendered and
+# generated textures are soft, and more tracks condition forward motion far better
+_MIN_PARALLAX_DEG = 1.5  # rotation-compensated median parallax that a chained step trusts
+_START_PARALLAX_DEG = 0.75  # the same for the start pair, which must also be well conditioned
 _MIN_TRIANGULATION_DEG = 1.0  # smallest angle between viewing rays for a new 3D point
 _MIN_PNP_POINTS = 15
 _MIN_PNP_INLIER_RATIO = 0.4
 _RECENT_STEPS = 5  # steps averaged for the step length of a chained frame
 _WINDOW = 6  # most recent cameras refined by each local bundle adjustment
 _BA_ITERATIONS = 3
+_START_ITERATIONS = 15  # for the adjustment of the first map
+_START_OVERLAP = 0.5  # a start pair shares at least this fraction of the later frame's tracks
+_START_ANCHORS = 16  # anchors tried for the start pair, spread over the clip
+_START_REACH = 30  # frames after an anchor tried as its partner
+_TURN_HYPOTHESES = 64  # RANSAC hypotheses for a pure rotation (2 points each: few are needed)
 _OUTLIER_FACTOR = 4.0  # points whose reprojection error exceeds this x threshold are dropped
 
 
@@ -49,17 +63,15 @@ _OUTLIER_FACTOR = 4.0  # points whose reprojection error exceeds this x threshol
 class _FrameData:
     keypoints: np.ndarray  # (N, 2) pixels
     normalized: np.ndarray  # (N, 2) x/z, y/z in camera coordinates
-    descriptors: np.ndarray  # (N, 128) float32
     track: np.ndarray  # (N,) track id per keypoint, -1 when the keypoint is in no track
 
 
 @dataclass
 class _State:
-    frames: list[_FrameData]
+    frames: list[_FrameData | None]  # filled as the tracker reaches each frame
     w2c: list[np.ndarray | None]  # (4, 4) world-to-camera per registered frame
     track_obs: list[list[tuple[int, int]]] = field(default_factory=list)  # (frame, keypoint) per track
     points: dict[int, np.ndarray] = field(default_factory=dict)  # track id -> world point
-    pair_matches: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # i -> (prev kps, kps)
 
 
 def _bearings(normalized: np.ndarray) -> np.ndarray:
@@ -67,38 +79,38 @@ def _bearings(normalized: np.ndarray) -> np.ndarray:
     return b / np.linalg.norm(b, axis=1, keepdims=True)
 
 
-def _extract(frames: np.ndarray, intrinsics: np.ndarray, config: PoseEstimationConfig) -> list[_FrameData]:
-    # a low contrast threshold: generated and rendered textures are soft, and more tracks
-    # make forward motion (the hardest case for monocular SfM) much better conditioned
-    sift = cv2.SIFT_create(nfeatures=config.max_features, contrastThreshold=0.02)
-    out = []
-    for i, (frame, (fx, fy, cx, cy)) in enumerate(zip(frames, intrinsics)):
-        gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) if frame.shape[-1] == 3 else frame[..., 0]
-        keypoints, descriptors = sift.detectAndCompute(gray, None)
-        if descriptors is None or len(keypoints) < config.min_matches:
-            raise PoseEstimationError(
-                f"frame {i}: only {len(keypoints)} features found (need {config.min_matches}); "
-                "the frame is too flat, dark or blurry to track"
-            )
-        pixels = np.array([kp.pt for kp in keypoints], dtype=np.float64)
-        normalized = np.stack([(pixels[:, 0] - cx) / fx, (pixels[:, 1] - cy) / fy], axis=1)
-        out.append(_FrameData(pixels, normalized, descriptors.astype(np.float32), np.full(len(pixels), -1)))
-    return out
+def _gray(frame: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) if frame.shape[-1] == 3 else np.ascontiguousarray(frame[..., 0])
 
 
-def _match(a: _FrameData, b: _FrameData) -> tuple[np.ndarray, np.ndarray]:
-    """Mutual nearest neighbours passing the ratio test: keypoint indices in a and in b.
+def _corners(gray: np.ndarray, count: int, spacing: float, existing: np.ndarray) -> np.ndarray:
+    """Up to `count` new corners (M, 2), at least `spacing` pixels from `existing` ones."""
+    if count <= 0:
+        return np.zeros((0, 2))
+    mask = np.full(gray.shape, 255, dtype=np.uint8)
+    for x, y in existing:
+        cv2.circle(mask, (int(round(x)), int(round(y))), int(spacing), 0, -1)
+    found = cv2.goodFeaturesToTrack(gray, count, _CORNER_QUALITY, spacing, mask=mask, blockSize=5)
+    if found is None:
+        return np.zeros((0, 2))
+    criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_COUNT, 20, 0.01)
+    return cv2.cornerSubPix(gray, found.astype(np.float32), (3, 3), (-1, -1), criteria).reshape(-1, 2).astype(np.float64)
 
-    Brute force as one matrix product in torch: far faster than OpenCV's matcher for the
-    few thousand descriptors per frame we use.
-    """
-    da, db = torch.from_numpy(a.descriptors), torch.from_numpy(b.descriptors)
-    dist2 = (da.square().sum(1)[:, None] + db.square().sum(1)[None, :] - 2.0 * da @ db.T).clamp_min(0)
-    best2, nearest = dist2.topk(2, dim=1, largest=False)
-    back = dist2.argmin(dim=0)
-    ia = torch.arange(len(da))
-    keep = (best2[:, 0] < _RATIO**2 * best2[:, 1]) & (back[nearest[:, 0]] == ia)
-    return ia[keep].numpy(), nearest[keep, 0].numpy()
+
+def _flow(gray_a: np.ndarray, gray_b: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Points (N, 2) of frame a followed into frame b; returns (positions, reliable mask)."""
+    if len(points) == 0:
+        return points, np.zeros(0, dtype=bool)
+    params = dict(winSize=(_FLOW_WINDOW, _FLOW_WINDOW), maxLevel=_FLOW_LEVELS - 1,
+                  criteria=(cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_COUNT, 30, 0.01))
+    start = points.astype(np.float32).reshape(-1, 1, 2)
+    ahead, ok, _ = cv2.calcOpticalFlowPyrLK(gray_a, gray_b, start, None, **params)
+    back, ok_back, _ = cv2.calcOpticalFlowPyrLK(gray_b, gray_a, ahead, None, **params)
+    ahead, back = ahead.reshape(-1, 2).astype(np.float64), back.reshape(-1, 2)
+    height, width = gray_b.shape
+    inside = (ahead[:, 0] >= 0) & (ahead[:, 0] <= width - 1) & (ahead[:, 1] >= 0) & (ahead[:, 1] <= height - 1)
+    returned = np.linalg.norm(back - points, axis=1) < _FLOW_CHECK_PX
+    return ahead, ok.ravel().astype(bool) & ok_back.ravel().astype(bool) & inside & returned
 
 
 def _essential(xa: np.ndarray, xb: np.ndarray, threshold: float):
@@ -117,6 +129,44 @@ def _relative_pose(xa, xb, e, mask):
     return r, t.ravel(), pose_mask.ravel() > 0
 
 
+def _sampson(xa: np.ndarray, xb: np.ndarray, rotation: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Signed Sampson distances (normalised units) of correspondences to E = [t]x R."""
+    tx = np.array([[0.0, -t[2], t[1]], [t[2], 0.0, -t[0]], [-t[1], t[0], 0.0]])
+    e = tx @ rotation
+    ha = np.c_[xa, np.ones(len(xa))]
+    hb = np.c_[xb, np.ones(len(xb))]
+    ea, eb = ha @ e.T, hb @ e
+    return (hb * ea).sum(axis=1) / np.sqrt(ea[:, 0] ** 2 + ea[:, 1] ** 2 + eb[:, 0] ** 2 + eb[:, 1] ** 2)
+
+
+def _two_view_uncertainty_deg(xa: np.ndarray, xb: np.ndarray, rotation: np.ndarray, t: np.ndarray) -> float:
+    """Standard deviation (degrees) of the worst-determined combination of a relative pose.
+
+    Forward motion with distant points leaves a valley in which rotation and translation
+    direction trade off (solutions several degrees apart fit equally well), and a start on
+    the wrong side of it cannot be repaired later. The Gauss-Newton covariance of the
+    Sampson residuals over the 5 pose parameters (rotation, translation direction), scaled
+    by the robust residual spread, measures how deep that valley is.
+    """
+    base = _sampson(xa, xb, rotation, t)
+    helper = np.array([1.0, 0.0, 0.0]) if abs(t[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
+    u = np.cross(t, helper)
+    u /= np.linalg.norm(u)
+    v = np.cross(t, u)
+    step = 1e-6
+    columns = []
+    for axis in np.eye(3):
+        turned = cv2.Rodrigues(axis * step)[0] @ rotation
+        columns.append((_sampson(xa, xb, turned, t) - base) / step)
+    for direction in (u, v):
+        moved = t + step * direction
+        columns.append((_sampson(xa, xb, rotation, moved / np.linalg.norm(moved)) - base) / step)
+    jacobian = np.stack(columns, axis=1)
+    weakest = np.linalg.eigvalsh(jacobian.T @ jacobian)[0]
+    spread = 1.4826 * np.median(np.abs(base))
+    return float(np.degrees(spread / np.sqrt(max(weakest, 1e-300))))
+
+
 def _parallax_deg(xa: np.ndarray, xb: np.ndarray, rotation: np.ndarray) -> float:
     """Median angle between matched rays left after rotating the first set by `rotation`.
 
@@ -130,24 +180,26 @@ def _parallax_deg(xa: np.ndarray, xb: np.ndarray, rotation: np.ndarray) -> float
     return float(np.degrees(np.median(np.arccos(cos))))
 
 
+def _kabsch(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Rotations R (..., 3, 3) minimising sum |q - R p|^2 over point sets (..., N, 3)."""
+    u, _, vt = np.linalg.svd(np.swapaxes(q, -1, -2) @ p)
+    d = np.sign(np.linalg.det(u @ vt))
+    d = np.where(d == 0, 1.0, d)
+    fix = np.broadcast_to(np.eye(3), u.shape).copy()
+    fix[..., 2, 2] = d
+    return u @ fix @ vt
+
+
 def _rotation_only(xa: np.ndarray, xb: np.ndarray, threshold: float, rng: np.random.Generator) -> np.ndarray:
-    """Rotation R with b_b = R b_a from bearing pairs: 2-point RANSAC, then Kabsch on inliers."""
+    """Rotation R with b_b = R b_a from bearing pairs: 2-point RANSAC (all hypotheses at
+    once), then Kabsch on the inliers of the best."""
     ba, bb = _bearings(xa), _bearings(xb)
-
-    def kabsch(p, q):
-        u, _, vt = np.linalg.svd(q.T @ p)
-        d = np.sign(np.linalg.det(u @ vt)) or 1.0
-        return u @ np.diag([1.0, 1.0, d]) @ vt
-
-    best, best_count = np.eye(3), -1
-    for _ in range(200):
-        pick = rng.choice(len(ba), size=2, replace=False)
-        r = kabsch(ba[pick], bb[pick])
-        inliers = np.linalg.norm(ba @ r.T - bb, axis=1) < threshold
-        if inliers.sum() > best_count:
-            best, best_count = r, int(inliers.sum())
+    picks = np.stack([rng.choice(len(ba), size=2, replace=False) for _ in range(_TURN_HYPOTHESES)])
+    hypotheses = _kabsch(ba[picks], bb[picks])  # (H, 3, 3)
+    residual = np.linalg.norm(np.einsum("hij,nj->hni", hypotheses, ba) - bb, axis=-1)
+    best = hypotheses[np.argmax((residual < threshold).sum(axis=1))]
     inliers = np.linalg.norm(ba @ best.T - bb, axis=1) < threshold
-    return kabsch(ba[inliers], bb[inliers]) if inliers.sum() >= 3 else best
+    return _kabsch(ba[inliers], bb[inliers]) if inliers.sum() >= 3 else best
 
 
 def _triangulate(w2c_a, w2c_b, xa, xb):
@@ -169,32 +221,63 @@ class _SequentialSfM:
         focal = float(intrinsics[:, :2].mean())
         self.threshold = config.ransac_threshold_px / focal  # pixels -> normalised units
         self.rng = np.random.default_rng(0)
-        self.state = _State(frames=_extract(frames, intrinsics, config), w2c=[None] * len(frames))
+        self.origin = 0  # the frame held fixed in adjustments: the first map's anchor
+        self.intrinsics = intrinsics
+        self.gray = [_gray(f) for f in frames]
+        # corners spread over the image: about max_features of them fit at this spacing
+        height, width = frames.shape[1:3]
+        self.spacing = max(3.0, 0.7 * np.sqrt(height * width / config.max_features))
+        self.state = _State(frames=[None] * len(frames), w2c=[None] * len(frames))
+        self.state.frames[0] = self._frame(0, _corners(self.gray[0], config.max_features, self.spacing, np.zeros((0, 2))),
+                                           np.zeros(0, dtype=int))
+
+    def _frame(self, i: int, new_points: np.ndarray, tracked: np.ndarray, tracked_ids: np.ndarray | None = None) -> _FrameData:
+        """Frame i's keypoints: `tracked` (with their track ids) followed by `new_points`."""
+        pixels = np.concatenate([tracked.reshape(-1, 2), new_points])
+        if len(pixels) < self.config.min_matches:
+            raise PoseEstimationError(
+                f"frame {i}: only {len(pixels)} trackable corners found (need {self.config.min_matches}); "
+                "the frame is too flat, dark or blurry to track"
+            )
+        fx, fy, cx, cy = self.intrinsics[i]
+        normalized = np.stack([(pixels[:, 0] - cx) / fx, (pixels[:, 1] - cy) / fy], axis=1)
+        track = np.full(len(pixels), -1)
+        if tracked_ids is not None:
+            track[: len(tracked_ids)] = tracked_ids
+        return _FrameData(pixels, normalized, track)
 
     # ---- tracks -------------------------------------------------------------------------
     def _link(self, i: int) -> None:
-        """Match frame i to i-1, keep geometrically consistent matches, extend the tracks."""
+        """Follow frame i-1's keypoints into frame i, keep the consistent ones, extend tracks."""
         s = self.state
-        prev, cur = s.frames[i - 1], s.frames[i]
-        ia, ib = _match(prev, cur)
+        prev = s.frames[i - 1]
+        moved, reliable = _flow(self.gray[i - 1], self.gray[i], prev.keypoints)
+        ia = np.flatnonzero(reliable)
+        fx, fy, cx, cy = self.intrinsics[i]
+        x_cur = np.stack([(moved[ia, 0] - cx) / fx, (moved[ia, 1] - cy) / fy], axis=1)
         if len(ia) >= 8:
-            _, mask = _essential(prev.normalized[ia], cur.normalized[ib], self.threshold)
-            if mask is not None:
-                ia, ib = ia[mask], ib[mask]
+            # inliers of the essential matrix, or of a pure turn when that explains more: a
+            # camera at rest (identical frames) or turning on the spot leaves E undefined
+            x_prev = prev.normalized[ia]
+            _, mask = _essential(x_prev, x_cur, self.threshold)
+            turn = _rotation_only(x_prev, x_cur, self.threshold, self.rng)
+            turned = np.linalg.norm(_bearings(x_prev) @ turn.T - _bearings(x_cur), axis=1) < self.threshold
+            ia = ia[turned] if mask is None or turned.sum() > mask.sum() else ia[mask]
         if len(ia) < self.config.min_matches:
             raise PoseEstimationError(
-                f"only {len(ia)} consistent feature matches between frames {i - 1} and {i} "
+                f"only {len(ia)} points could be followed from frame {i - 1} to frame {i} "
                 f"(need {self.config.min_matches}); the video may cut, flash or lose texture there"
             )
-        for ka, kb in zip(ia, ib):
-            t = prev.track[ka]
-            if t < 0:
-                t = len(s.track_obs)
+        for ka in ia:
+            if prev.track[ka] < 0:
+                prev.track[ka] = len(s.track_obs)
                 s.track_obs.append([(i - 1, int(ka))])
-                prev.track[ka] = t
-            s.track_obs[t].append((i, int(kb)))
-            cur.track[kb] = t
-        s.pair_matches[i] = (ia, ib)
+        ids = prev.track[ia]
+        tracked = moved[ia]
+        fresh = _corners(self.gray[i], self.config.max_features - len(ia), self.spacing, tracked)
+        s.frames[i] = self._frame(i, fresh, tracked, ids)
+        for kb, t in enumerate(ids):  # the tracked points come first in frame i
+            s.track_obs[t].append((i, kb))
 
     def _shared(self, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
         """Keypoint indices of the tracks seen in both frame a and frame b."""
@@ -207,12 +290,14 @@ class _SequentialSfM:
         return ka, kb
 
     # ---- registration -------------------------------------------------------------------
-    def _turn_only(self, xa: np.ndarray, xb: np.ndarray) -> np.ndarray | None:
-        """The rotation relating two views when a pure turn explains them, else None."""
+    def _turn_only(self, xa: np.ndarray, xb: np.ndarray, parallax_deg: float = _MIN_PARALLAX_DEG) -> np.ndarray | None:
+        """The rotation relating two views when a pure turn explains them (less than
+        `parallax_deg` of parallax left over), else None."""
         rotation = _rotation_only(xa, xb, self.threshold, self.rng)
-        return rotation if _parallax_deg(xa, xb, rotation) < _MIN_PARALLAX_DEG else None
+        return rotation if _parallax_deg(xa, xb, rotation) < parallax_deg else None
 
-    def _pnp(self, i: int) -> bool:
+    def _pnp(self, i: int, neighbour: int) -> bool:
+        """Register frame i against the mapped points it sees (`neighbour`'s pose as the guess)."""
         s = self.state
         frame = s.frames[i]
         keys = [k for k, t in enumerate(frame.track) if t in s.points]
@@ -220,7 +305,7 @@ class _SequentialSfM:
             return False
         obj = np.array([s.points[frame.track[k]] for k in keys])
         img = frame.normalized[keys]
-        guess = s.w2c[i - 1] if s.w2c[i - 1] is not None else np.eye(4)
+        guess = s.w2c[neighbour]
         rvec0, _ = cv2.Rodrigues(guess[:3, :3])
         ok, rvec, tvec, inliers = cv2.solvePnPRansac(
             obj, img, np.eye(3), None, rvec=rvec0.copy(), tvec=guess[:3, 3].copy().reshape(3, 1),
@@ -239,27 +324,28 @@ class _SequentialSfM:
         s.w2c[i] = w2c
         return True
 
-    def _recent_step(self, i: int) -> float:
+    def _recent_step(self) -> float:
         """Typical camera-centre step over the last registered frames (1 if none moved)."""
-        centres = [invert_rigid(p)[:3, 3] for p in self.state.w2c[:i] if p is not None]
+        centres = [invert_rigid(p)[:3, 3] for p in self.state.w2c if p is not None]
         steps = np.linalg.norm(np.diff(np.array(centres), axis=0), axis=1) if len(centres) > 1 else np.zeros(0)
         moving = steps[steps > 1e-9]
         return float(moving[-_RECENT_STEPS:].mean()) if len(moving) else 1.0
 
-    def _chain(self, i: int) -> None:
-        """Register frame i from its matches to frame i-1 alone (no usable 3D points)."""
+    def _chain(self, i: int, neighbour: int) -> None:
+        """Register frame i from the tracks it shares with the registered frame `neighbour`
+        alone: used when too few mapped points are in view."""
         s = self.state
-        ia, ib = s.pair_matches[i]
-        xa, xb = s.frames[i - 1].normalized[ia], s.frames[i].normalized[ib]
-        relative = np.eye(4)
-        turn = self._turn_only(xa, xb)
-        e, mask = (None, None) if turn is not None else _essential(xa, xb, self.threshold)
+        kn, ki = self._shared(neighbour, i)
+        xn, xi = s.frames[neighbour].normalized[kn], s.frames[i].normalized[ki]
+        relative = np.eye(4)  # neighbour camera -> camera i
+        turn = self._turn_only(xn, xi)
+        e, mask = (None, None) if turn is not None else _essential(xn, xi, self.threshold)
         if e is not None and mask.sum() >= self.config.min_matches:
-            r, t, good = _relative_pose(xa, xb, e, mask)
-            relative[:3, :3], relative[:3, 3] = r, t * self._recent_step(i)
+            r, t, _ = _relative_pose(xn, xi, e, mask)
+            relative[:3, :3], relative[:3, 3] = r, t * self._recent_step()
         else:
-            relative[:3, :3] = turn if turn is not None else _rotation_only(xa, xb, self.threshold, self.rng)
-        s.w2c[i] = relative @ s.w2c[i - 1]
+            relative[:3, :3] = turn if turn is not None else _rotation_only(xn, xi, self.threshold, self.rng)
+        s.w2c[i] = relative @ s.w2c[neighbour]
 
     # ---- mapping ------------------------------------------------------------------------
     def _add_points(self, i: int) -> int:
@@ -299,11 +385,11 @@ class _SequentialSfM:
             added += int(ok.sum())
         return added
 
-    def _adjust(self, i: int) -> None:
-        """Local bundle adjustment of the last `_WINDOW` registered cameras up to frame i."""
+    def _adjust(self, frames: range, iterations: int = _BA_ITERATIONS) -> None:
+        """Bundle adjustment moving the registered cameras in `frames` (and the points they
+        see); every other registered camera that sees those points constrains them."""
         s = self.state
-        registered = [j for j in range(i + 1) if s.w2c[j] is not None]
-        free = set(registered[-_WINDOW:]) - {0}  # frame 0 stays the identity
+        free = {j for j in frames if s.w2c[j] is not None} - {self.origin}  # the origin holds the gauge
         seen = set(np.concatenate([s.frames[j].track for j in free]).tolist()) if free else set()
         tracks = sorted(seen & s.points.keys())
         if not tracks or not free:
@@ -312,7 +398,7 @@ class _SequentialSfM:
         obs_cam, obs_point, obs_xy = [], [], []
         for n, t in enumerate(tracks):
             for j, k in s.track_obs[t]:
-                if j <= i and s.w2c[j] is not None:
+                if s.w2c[j] is not None:
                     obs_cam.append(cams.setdefault(j, len(cams)))
                     obs_point.append(n)
                     obs_xy.append(s.frames[j].normalized[k])
@@ -325,7 +411,7 @@ class _SequentialSfM:
             obs_point=np.array(obs_point),
             obs_xy=np.array(obs_xy),
         )
-        errors = _bundle_adjust.solve(problem, self.threshold, _BA_ITERATIONS)
+        errors = _bundle_adjust.solve(problem, self.threshold, iterations)
         for j, pose in zip(frames, problem.w2c):
             s.w2c[j] = pose
         worst = np.zeros(len(tracks))
@@ -336,59 +422,88 @@ class _SequentialSfM:
             else:
                 s.points[t] = point
 
-    def _start(self, anchor: int, i: int) -> bool:
-        """Try to make the map from frames `anchor` and i; True when it exists afterwards."""
+    def _start_candidate(self, anchor: int, i: int) -> tuple[float, np.ndarray, np.ndarray] | None:
+        """(uncertainty in degrees, R, t) of the pair (anchor, i) as a start, or None when it
+        lacks matches or parallax (see `_two_view_uncertainty_deg`)."""
         s = self.state
         ka, kb = self._shared(anchor, i)
         xa, xb = s.frames[anchor].normalized[ka], s.frames[i].normalized[kb]
-        if len(xa) < self.config.min_matches or self._turn_only(xa, xb) is not None:
-            return False
+        if len(xa) < self.config.min_matches or self._turn_only(xa, xb, _START_PARALLAX_DEG) is not None:
+            return None
         e, mask = _essential(xa, xb, self.threshold)
         if e is None or mask.sum() < self.config.min_matches:
-            return False
+            return None
         r, t, good = _relative_pose(xa, xb, e, mask)
         if good.sum() < self.config.min_matches:
-            return False
-        relative = np.eye(4)
-        relative[:3, :3], relative[:3, 3] = r, t
-        s.w2c[i] = relative @ s.w2c[anchor]
+            return None
+        return _two_view_uncertainty_deg(xa[good], xb[good], r, t), r, t
+
+    def _best_start(self) -> tuple[int, int, np.ndarray, np.ndarray] | None:
+        """The start pair (anchor, i, R, t) whose relative pose is best determined.
+
+        Candidates: anchors spread over the clip, each paired with later frames that still
+        share at least half of their tracks with it (see `_START_OVERLAP`). Taking the best
+        rather than the first usable pair matters: in forward motion many pairs have parallax
+        yet fit a pose several degrees off as well as the true one.
+        """
+        count = len(self.state.frames)
+        step = max(1, count // _START_ANCHORS)
+        best = None
+        for anchor in range(0, count - 1, step):
+            for i in range(anchor + 1, min(count, anchor + 1 + _START_REACH)):
+                wanted = max(self.config.min_matches, _START_OVERLAP * int((self.state.frames[i].track >= 0).sum()))
+                if len(self._shared(anchor, i)[0]) < wanted:
+                    break
+                candidate = self._start_candidate(anchor, i)
+                if candidate is not None and (best is None or candidate[0] < best[0]):
+                    best = (candidate[0], anchor, i, candidate[1], candidate[2])
+        return None if best is None else best[1:]
+
+    def _start(self, anchor: int, i: int, r: np.ndarray, t: np.ndarray) -> bool:
+        """Make the first map from frames `anchor` (at the identity) and i; False if too few
+        points triangulate."""
+        s = self.state
+        s.w2c[anchor] = np.eye(4)
+        s.w2c[i] = np.eye(4)
+        s.w2c[i][:3, :3], s.w2c[i][:3, 3] = r, t
         if self._add_points(i) < _MIN_PNP_POINTS:
-            s.w2c[i] = None
+            s.w2c[anchor] = s.w2c[i] = None
             s.points.clear()
             return False
+        self.origin = anchor
         return True
+
+    def _register(self, j: int, neighbour: int) -> None:
+        """Register frame j next to the registered frame `neighbour`, extend the map."""
+        if not self._pnp(j, neighbour):
+            log.debug("frame %d: PnP failed, chaining from frame %d", j, neighbour)
+            self._chain(j, neighbour)
+        self._add_points(j)
 
     def run(self) -> np.ndarray:
         s = self.state
         count = len(s.frames)
-        s.w2c[0] = np.eye(4)
-        anchor, mapped = 0, False
         for i in range(1, count):
             self._link(i)
-            if mapped:
-                if not self._pnp(i):
-                    log.debug("frame %d: PnP failed, chaining from frame %d", i, i - 1)
-                    self._chain(i)
-                self._add_points(i)
-                self._adjust(i)
-                continue
-            if self._start(anchor, i):
-                mapped = True
-                for j in range(anchor + 1, i):
-                    if not self._pnp(j):
-                        self._chain(j)
-                for j in range(anchor + 1, i + 1):
-                    self._add_points(j)
-                self._adjust(i)
-                continue
-            if len(self._shared(anchor, i)[0]) < self.config.min_matches:
-                # the anchor's view is gone without any parallax: the camera only turned
-                for j in range(anchor + 1, i + 1):
-                    self._chain(j)
-                anchor = i
-        if not mapped:  # never any parallax: a camera turning on the spot
-            for j in range(anchor + 1, count):
-                self._chain(j)
+        start = self._best_start()
+        if start is None or not self._start(*start):
+            # never any usable parallax: a camera turning on the spot
+            s.w2c[0] = np.eye(4)
+            for j in range(1, count):
+                self._chain(j, j - 1)
+            return invert_rigid(np.stack(s.w2c))
+        anchor, first = start[:2]
+        for j in range(anchor + 1, first):
+            self._register(j, j - 1)
+        self._add_points(first)
+        # the first map decides the scale and everything built on it: adjust it whole
+        self._adjust(range(anchor, first + 1), _START_ITERATIONS)
+        for j in range(anchor - 1, -1, -1):  # back to the start of the clip
+            self._register(j, j + 1)
+            self._adjust(range(j, min(count, j + _WINDOW)))
+        for i in range(first + 1, count):  # on to its end
+            self._register(i, i - 1)
+            self._adjust(range(max(0, i - _WINDOW + 1), i + 1))
         return invert_rigid(np.stack(s.w2c))
 
 

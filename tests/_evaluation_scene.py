@@ -127,3 +127,13 @@ def walk_and_turn(num_frames: int, step: float = 0.06, yaw_per_frame: float = 1.
         position += step * (rot_y(yaw) @ np.array([0.3, 0.0, 1.0])) / np.hypot(0.3, 1.0)
         yaw += yaw_per_frame
     return np.stack(poses)
+
+
+def axis_angle_to_matrix(axis, angle_deg: float) -> np.ndarray:
+    """Rodrigues' formula: rotation by `angle_deg` about the (not necessarily unit) `axis`."""
+    axis = np.asarray(axis, dtype=np.float64)
+    axis = axis / np.linalg.norm(axis)
+    x, y, z = axis
+    skew = np.array([[0, -z, y], [z, 0, -x], [-y, x, 0]])
+    angle = np.radians(angle_deg)
+    return np.eye(3) + np.sin(angle) * skew + (1 - np.cos(angle)) * skew @ skew

@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
+from _evaluation_scene import axis_angle_to_matrix
 from sanawm.errors import UserInputError
 from sanawm.evaluation import align_similarity, camera_errors
-from sanawm.evaluation.geometry import axis_angle_to_matrix, invert_rigid, rotation_angle_deg
+from sanawm.evaluation.geometry import invert_rigid, rotation_angle_deg
 
 
 def _random_trajectory(rng, frames=12):

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
+from _evaluation_scene import axis_angle_to_matrix
 from sanawm.errors import UserInputError
 from sanawm.evaluation import RevisitConfig, find_revisit_pairs, revisit_scores, window_frames, window_trend
-from sanawm.evaluation.geometry import axis_angle_to_matrix
 
 
 def _out_and_back(turn_around: bool, steps=30, step=0.05):

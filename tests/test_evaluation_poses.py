@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from _evaluation_scene import BoxRoom, pose, rot_y, walk_and_turn
+from _evaluation_scene import BoxRoom, axis_angle_to_matrix, pose, rot_y, walk_and_turn
 from sanawm.errors import UserInputError
 from sanawm.evaluation import (
     PoseEstimationConfig,
@@ -14,7 +14,7 @@ from sanawm.evaluation import (
     estimate_poses_with_backend,
 )
 from sanawm.evaluation import _bundle_adjust
-from sanawm.evaluation.geometry import axis_angle_to_matrix, rotation_angle_deg
+from sanawm.evaluation.geometry import rotation_angle_deg
 
 HEIGHT, WIDTH = 120, 160
 K = (100.0, 100.0, 80.0, 60.0)  # sanawm convention: centred principal point at (W/2, H/2)
@@ -145,3 +145,20 @@ def test_a_camera_at_rest_before_walking(room):
     errors = camera_errors(estimated, c2w)
     assert errors.rot_err_deg.mean() <= 0.5
     assert np.abs(estimated[1:5] - estimated[0]).max() < 0.02  # the resting frames stay put
+
+
+@pytest.mark.skipif(not colmap_available(), reason="pycolmap is optional")
+def test_auto_falls_back_to_opencv_when_colmap_cannot_start(room):
+    c2w = np.stack([pose(rot_y(3.0 * i), [0.0, 0.0, 0.0]) for i in range(10)])  # no parallax
+    _, backend = estimate_poses_with_backend(room.render_video(c2w, K, HEIGHT, WIDTH), K)
+    assert backend == "opencv"
+
+
+def test_auto_uses_opencv_without_pycolmap(walk, monkeypatch):
+    import sanawm.evaluation.pose_estimation as module
+
+    monkeypatch.setattr(module, "colmap_available", lambda: False)
+    _, backend = estimate_poses_with_backend(walk[1][:6], K)
+    assert backend == "opencv"
+    with pytest.raises(UserInputError, match="needs pycolmap"):
+        estimate_poses(walk[1][:6], K, PoseEstimationConfig(backend="colmap"))

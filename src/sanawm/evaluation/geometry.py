@@ -59,12 +59,3 @@ def nearest_rotation(matrix: np.ndarray) -> np.ndarray:
     fix[2, 2] = np.sign(np.linalg.det(u @ vt)) or 1.0
     return u @ fix @ vt
 
-
-def axis_angle_to_matrix(axis, angle_deg: float) -> np.ndarray:
-    """Rodrigues' formula: rotation by `angle_deg` about the (not necessarily unit) `axis`."""
-    axis = np.asarray(axis, dtype=np.float64)
-    axis = axis / np.linalg.norm(axis)
-    x, y, z = axis
-    skew = np.array([[0, -z, y], [z, 0, -x], [-y, x, 0]])
-    angle = np.radians(angle_deg)
-    return np.eye(3) + np.sin(angle) * skew + (1 - np.cos(angle)) * skew @ skew

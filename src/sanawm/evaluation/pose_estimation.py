@@ -9,9 +9,11 @@ Two backends:
 * "colmap": COLMAP's incremental SfM through `pycolmap` (optional dependency), with the
   intrinsics held fixed. Used by "auto" when pycolmap is importable and the intrinsics are
   the same for every frame.
-* "opencv": a sequential structure-from-motion written on OpenCV (`_pose_opencv.py`): SIFT
-  tracks, an essential-matrix start, then PnP against triangulated points frame by frame so
-  the scale stays consistent along the whole clip.
+* "opencv": a sequential structure-from-motion written on OpenCV (`_pose_opencv.py`):
+  optical-flow tracks, the best-conditioned essential-matrix start, then PnP against
+  triangulated points frame by frame (with local bundle adjustment) so the scale stays
+  consistent along the whole clip. Handles cameras that only turn, which COLMAP cannot start
+  on; "auto" falls back to it when COLMAP fails.
 """
 
 from __future__ import annotations
@@ -29,7 +31,10 @@ BACKENDS = ("auto", "colmap", "opencv")
 
 
 class PoseEstimationError(UserInputError):
-    """The video does not support pose estimation: too few features, matches or overlap."""
+    """The video does not support pose estimation: too few features, matches or overlap.
+
+    A `UserInputError`: the CLI reports it as one line (exit code 2), naming the frames.
+    """
 
 
 @dataclass(frozen=True)
@@ -38,11 +43,11 @@ class PoseEstimationConfig:
 
     backend: "auto", "colmap" or "opencv" (see module docstring).
     max_image_side: frames larger than this are downscaled (intrinsics with them) before
-        feature extraction; SIFT on 640 px is accurate enough and several times faster.
-    max_features: SIFT keypoints kept per frame.
-    ransac_threshold_px: inlier threshold for the essential matrix, PnP and triangulation
-        checks.
-    min_matches: fewest verified matches accepted between consecutive frames.
+        features are found; 640 px is accurate enough and several times faster than 1280.
+    max_features: corners tracked (opencv) or SIFT keypoints kept (colmap) per frame.
+    ransac_threshold_px: inlier threshold for the essential matrix, PnP, triangulation
+        checks and bundle adjustment (Huber scale).
+    min_matches: fewest verified correspondences accepted between consecutive frames.
     """
 
     backend: str = "auto"

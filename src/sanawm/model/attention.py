@@ -159,6 +159,7 @@ class GDNAttention(_AttentionBase):
     def __init__(self, cfg: SanaWMConfig, device=None):
         super().__init__(cfg, device=device)
         self.eps = cfg.gdn_eps
+        self.backend = cfg.gdn_backend
         self.conv_k = KeyConv(cfg.hidden_size, cfg.key_conv_kernel, device=device)
         self.conv_k_cam = KeyConv(cfg.hidden_size, cfg.key_conv_kernel, device=device)
 
@@ -181,7 +182,7 @@ class GDNAttention(_AttentionBase):
         out, state = gdn(
             *(t.reshape(frames) for t in (q, k, v, q_rot, k_rot)),
             beta, gamma, eps=self.eps, chunk_starts=ctx.chunk_starts,
-            initial_state=past.state if past else None,
+            initial_state=past.state if past else None, backend=self.backend,
         )  # fmt: skip
         main = self.merge(out.reshape(B, self.num_heads, T * S, -1), T)
 
@@ -220,7 +221,7 @@ class GDNAttention(_AttentionBase):
         out, state = delta_rule(
             *(t.reshape(frames) for t in (qt, kt, vt)),
             beta_cam, gamma, chunk_starts=ctx.chunk_starts,
-            initial_state=past.cam_state if past else None,
+            initial_state=past.cam_state if past else None, backend=self.backend,
         )  # fmt: skip
         out = transform_outputs(out.reshape(B, self.num_heads, T * S, -1), ctx.camera)
         return self.merge(out, T), state, k_raw

@@ -53,6 +53,10 @@ class SanaWMConfig:
     """Dtype q/k/v are cast to for the softmax blocks' attention when the activations are
     float32. The released weights were trained and evaluated this way (the reference always
     runs that SDPA in bfloat16); `None` keeps the activation dtype (exact float32)."""
+    gdn_backend: str = "auto"
+    """Implementation of the GDN recurrences (`sanawm.ops.gdn`): "torch", "triton" (fused
+    kernels, CUDA, inference only) or "auto" (triton on CUDA when importable and no gradient
+    is needed, torch otherwise). Same function either way, to fp32 rounding."""
 
     def __post_init__(self) -> None:
         checks = {
@@ -64,6 +68,7 @@ class SanaWMConfig:
             "softmax_blocks must lie in [0, depth)": all(0 <= i < self.depth for i in self.softmax_blocks),
             "softmax_attn_dtype must be None, 'bfloat16', 'float16' or 'float32'": self.softmax_attn_dtype
             in (None, "bfloat16", "float16", "float32"),
+            "gdn_backend must be 'auto', 'torch' or 'triton'": self.gdn_backend in ("auto", "torch", "triton"),
         }
         bad = [msg for msg, ok in checks.items() if not ok]
         if bad:

@@ -26,6 +26,10 @@ gamma: (B, H, T). `gdn` / `delta_rule` compute in float32 (float64 for float64 i
 converting a block of frames at a time, and return q's dtype; the recurrent reference
 computes in the inputs' dtype. `chunk_starts` lists the first frame of every chunk (starting with 0);
 `None` means one chunk, i.e. fully bidirectional; `range(T)` makes the op causal.
+
+`backend` picks the implementation of `gdn` / `delta_rule`: "torch" (this file), "triton" (the
+fused kernels of `sanawm.ops.gdn_triton`; CUDA, no autograd) or "auto" (triton where it applies:
+CUDA tensors, triton importable, no gradient needed; torch otherwise).
 """
 
 from __future__ import annotations
@@ -36,6 +40,9 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from sanawm.errors import UserInputError
+
+BACKENDS = ("auto", "torch", "triton")
 
 class GDNState(NamedTuple):
     """Forward-scan state after the last frame; carry it into the next chunk."""
@@ -261,6 +268,26 @@ def _check(name: str, tensors: dict[str, Tensor], beta: Tensor, gamma: Tensor) -
         raise ValueError(f"{name}: gamma must be (B, H, T) = {tuple(shape[:3])}, got {tuple(gamma.shape)}")
 
 
+def _fused_path(backend: str, q: Tensor, beta: Tensor, gamma: Tensor, tensors: tuple[Tensor, ...]):
+    """The fused module if `backend` selects it for these inputs, else None (torch path)."""
+    if backend not in BACKENDS:
+        raise UserInputError(f"GDN backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "torch" or (backend == "auto" and not q.is_cuda):
+        return None
+    try:
+        from sanawm.ops import gdn_triton
+    except ImportError as err:
+        if backend == "triton":
+            raise UserInputError(f"GDN backend 'triton' needs the triton package ({err})") from err
+        return None
+    reason = gdn_triton.unsupported_reason(q, beta, gamma, tensors)
+    if reason is None:
+        return gdn_triton
+    if backend == "triton":
+        raise UserInputError(f"GDN backend 'triton' cannot run these inputs: {reason}")
+    return None
+
+
 def gdn(
     q: Tensor,
     k: Tensor,
@@ -273,14 +300,21 @@ def gdn(
     eps: float,
     chunk_starts: Sequence[int] | None = None,
     initial_state: GDNState | None = None,
+    backend: str = "auto",
 ) -> tuple[Tensor, GDNState]:
     """Main-branch GDN: forward scan over all frames plus reverse scan within each chunk.
 
     q/k feed the normaliser, q_rot/k_rot (RoPE applied) the numerator. Returns the output
     (B, H, T, S, D) = (num_fwd + num_rev) / (den_fwd + den_rev + eps) in q's dtype and the
     forward state after the last frame (seed it as `initial_state` of the next chunk).
+    `backend`: "auto" | "torch" | "triton" (module docstring).
     """
     _check("gdn", dict(q=q, k=k, v=v, q_rot=q_rot, k_rot=k_rot), beta, gamma)
+    fused = _fused_path(backend, q, beta, gamma, (q, k, v, q_rot, k_rot))
+    if fused is not None:
+        return fused.gdn_triton(
+            q, k, v, q_rot, k_rot, beta, gamma, eps=eps, chunk_starts=chunk_starts, initial_state=initial_state
+        )
     return _chunked(q, k, v, q_rot, k_rot, beta, gamma, eps=eps, chunk_starts=chunk_starts, initial_state=initial_state)
 
 
@@ -293,12 +327,19 @@ def delta_rule(
     *,
     chunk_starts: Sequence[int] | None = None,
     initial_state: GDNState | None = None,
+    backend: str = "auto",
 ) -> tuple[Tensor, GDNState]:
     """Camera-branch delta rule: numerator only, forward plus reverse-within-chunk.
 
     Returns (B, H, T, S, D) = num_fwd + num_rev and the forward state (z is None).
+    `backend`: "auto" | "torch" | "triton" (module docstring).
     """
     _check("delta_rule", dict(q=q_rot, k=k_rot, v=v), beta, gamma)
+    fused = _fused_path(backend, q_rot, beta, gamma, (q_rot, k_rot, v))
+    if fused is not None:
+        return fused.delta_rule_triton(
+            q_rot, k_rot, v, beta, gamma, chunk_starts=chunk_starts, initial_state=initial_state
+        )
     return _chunked(
         q_rot, k_rot, v, q_rot, k_rot, beta, gamma, eps=None, chunk_starts=chunk_starts, initial_state=initial_state
     )
@@ -342,4 +383,4 @@ def gdn_reference(
     return num / (den[..., None] + eps), final
 
 
-__all__ = ["GDNState", "gdn", "delta_rule", "gdn_reference", "recurrent_scan"]
+__all__ = ["GDNState", "gdn", "delta_rule", "gdn_reference", "recurrent_scan", "BACKENDS"]

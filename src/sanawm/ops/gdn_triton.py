@@ -1,0 +1,496 @@
+"""Fused Triton path of the frame-wise Gated DeltaNet: `gdn` and `delta_rule` of `sanawm.ops.gdn`.
+
+Same functions, same arguments, same results (to fp32 rounding) as the PyTorch path; it reads
+bf16 / fp16 / fp32 inputs in their own layout (any strides with a unit last stride) and keeps
+states and sums in fp32. Three launches (plus one per extra transition kind):
+
+1. transitions, one program per (frame, batch*head): the affine map of frame t,
+   kv_t = kv_{t-1} W_t + U_t and z_t^T = z_{t-1}^T W^z_t + u^z_t, with
+   W_t = gamma (I - K~^T diag(beta) K~), U_t = (beta V)^T K~, W^z_t = gamma (I - K^T diag(beta) K)
+   and u^z_t = sum_s beta_s k_s. These D x S by S x D products are almost all of the work
+   and have no sequential dependency. W^z is symmetric, so z^T W^z = (W^z z)^T.
+2. scan, one program per (batch*head, block of state rows): the only sequential part. The state
+   is stacked as rows, kv's D value rows then z as one more row, so every row obeys
+   row_t = row_{t-1} W + u and the rows are independent: blocks of rows scan in parallel.
+   Forward over all frames (seeded with the initial state; the last state is the final
+   state), then backward within each chunk, added onto the forward history shifted by one
+   frame, so each frame's read-out needs one summed state.
+3. read-out, one program per (token block, frame, batch*head):
+   out = q_rot kv^T / (q . z + eps), or q_rot kv^T without the normaliser.
+
+The head width D is padded to P = max(16, next power of two) inside the kernels (112 -> 128);
+padded rows and columns stay exactly zero.
+
+Precision (`precision=`):
+- "ieee" (default): every product is computed as in IEEE fp32 arithmetic, on the bf16 tensor
+  cores. An fp32 operand is split exactly into three bf16 pieces (hi + mid + lo carry all 24
+  bits of its significand), a bf16 input is its own single piece, and the piece products are
+  summed in fp32. For two split operands the three smallest cross products (below 2^-24 of
+  the product) are left out. Accuracy: the same as the PyTorch path in fp32 (relative L2
+  error ~1e-7 to 1e-6 against float64; scripts/check_gdn_gpu.py measures it).
+- "tf32": one tf32 tensor-core product per dot (operands rounded to a 10-bit significand;
+  bf16 inputs are exact in tf32, products with beta or a state are not). Relative error
+  ~1e-4 to 1e-3; a little faster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from sanawm.errors import UserInputError
+from sanawm.ops.gdn import GDNState, _check, _segments
+
+PRECISIONS = ("ieee", "tf32")
+MAX_HEAD_DIM = 128
+"""Widest head the kernels take: one D x D fp32 accumulator per program must fit in registers."""
+INPUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+
+# Kernels are built as interpreted functions when TRITON_INTERPRET=1 is set at import time;
+# then (and only then) they also run on CPU tensors.
+_INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """Launch shapes (block sizes, warps, pipeline depth) of the three kernels."""
+
+    transition_block_s: int = 64
+    transition_warps: int = 8
+    transition_stages: int = 2
+    scan_block_rows: int = 16
+    scan_warps: int = 4
+    readout_block_s: int = 64
+    readout_warps: int = 4
+    readout_stages: int = 2
+
+
+DEFAULT_TUNING = Tuning()
+
+
+# ----------------------------------------------------------------------------------------
+# Kernel helpers
+# ----------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _split3(x):
+    """Three bf16 tensors whose fp32 sum is exactly x (each takes the next 8 bits)."""
+    hi = x.to(tl.bfloat16)
+    rest = x - hi.to(tl.float32)
+    mid = rest.to(tl.bfloat16)
+    lo = (rest - mid.to(tl.float32)).to(tl.bfloat16)
+    return hi, mid, lo
+
+
+@triton.jit
+def _piece_dot(a, b, acc, INTERPRET: tl.constexpr):
+    """acc + a @ b for bf16 pieces (exact products, fp32 sums)."""
+    if INTERPRET:
+        # The CPU interpreter mishandles bf16 dots; fp32 products of 8-bit pieces are exact too.
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
+    return tl.dot(a, b, acc)
+
+
+@triton.jit
+def _mma(acc, a, b, A_PIECES: tl.constexpr, B_PIECES: tl.constexpr, TF32: tl.constexpr, INTERPRET: tl.constexpr):
+    """acc + a @ b for fp32 tiles; A_PIECES / B_PIECES (1..3) bf16 pieces represent a / b exactly.
+
+    Smallest products first; pairs of pieces whose product is below 2^-24 of a @ b are skipped.
+    """
+    if TF32:
+        acc = tl.dot(a, b, acc, input_precision="tf32")
+    else:
+        a0, a1, a2 = _split3(a)
+        b0, b1, b2 = _split3(b)
+        if A_PIECES > 2:
+            acc = _piece_dot(a2, b0, acc, INTERPRET)
+        if B_PIECES > 2:
+            acc = _piece_dot(a0, b2, acc, INTERPRET)
+        if A_PIECES > 1 and B_PIECES > 1:
+            acc = _piece_dot(a1, b1, acc, INTERPRET)
+        if A_PIECES > 1:
+            acc = _piece_dot(a1, b0, acc, INTERPRET)
+        if B_PIECES > 1:
+            acc = _piece_dot(a0, b1, acc, INTERPRET)
+        acc = _piece_dot(a0, b0, acc, INTERPRET)
+    return acc
+
+
+# ----------------------------------------------------------------------------------------
+# 1. Per-frame transitions
+# ----------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _transition_kernel(
+    a_ptr, a_sb, a_sh, a_st, a_ss,  # (B, H, T, S, D) left factor, weighted by beta
+    b_ptr, b_sb, b_sh, b_st, b_ss,  # (B, H, T, S, D) right factor
+    beta_ptr, beta_sb, beta_sh, beta_st, beta_ss,  # (B, H, T, S)
+    gamma_ptr,  # (B*H, T) fp32
+    w_ptr,  # (B*H, T, G, P, P) fp32: written at [.., GROUP, :, :] when DECAY
+    u_ptr,  # (B*H, T, R, P) fp32: rows ROW0.. written
+    H, T, S, D,
+    GROUP: tl.constexpr,  # which W slot (0: kv, 1: z)
+    G: tl.constexpr,
+    R: tl.constexpr,
+    ROW0: tl.constexpr,  # first U row written
+    DECAY: tl.constexpr,  # True: W = gamma (I - acc); False: U rows = acc
+    ROW_SUM: tl.constexpr,  # also write u^z = sum_s beta_s a_s as U row ROW0 (with DECAY)
+    Z_ROWS: tl.constexpr,  # rows of the z block (u^z and zero padding)
+    A_PIECES: tl.constexpr,
+    B_PIECES: tl.constexpr,
+    TF32: tl.constexpr,
+    INTERPRET: tl.constexpr,
+    P: tl.constexpr,
+    BLOCK_S: tl.constexpr,
+):  # fmt: skip
+    """acc = (beta * a)^T b over the S tokens of one frame and one head."""
+    t = tl.program_id(0)
+    bh = tl.program_id(1)
+    b_idx = bh // H
+    h_idx = bh % H
+    offs_s = tl.arange(0, BLOCK_S)
+    offs_d = tl.arange(0, P)
+    mask_d = offs_d < D
+    a_base = a_ptr + b_idx * a_sb + h_idx * a_sh + t * a_st
+    b_base = b_ptr + b_idx * b_sb + h_idx * b_sh + t * b_st
+    beta_base = beta_ptr + b_idx * beta_sb + h_idx * beta_sh + t * beta_st
+
+    acc = tl.zeros((P, P), dtype=tl.float32)
+    row_sum = tl.zeros((P,), dtype=tl.float32)
+    for s0 in range(0, S, BLOCK_S):
+        s = s0 + offs_s
+        mask_s = s < S
+        mask = mask_s[:, None] & mask_d[None, :]
+        a = tl.load(a_base + s[:, None] * a_ss + offs_d[None, :], mask=mask, other=0.0).to(tl.float32)
+        b = tl.load(b_base + s[:, None] * b_ss + offs_d[None, :], mask=mask, other=0.0).to(tl.float32)
+        beta = tl.load(beta_base + s * beta_ss, mask=mask_s, other=0.0).to(tl.float32)
+        weighted = a * beta[:, None]
+        # A fresh accumulator per block: the tensor cores truncate when they add into a large
+        # running sum (a bias that grows with S); the fp32 add across blocks rounds.
+        zero = tl.zeros((P, P), dtype=tl.float32)
+        acc += _mma(zero, tl.trans(weighted), b, A_PIECES, B_PIECES, TF32, INTERPRET)
+        if ROW_SUM:
+            row_sum += tl.sum(weighted, axis=0)
+
+    rows = offs_d[:, None]
+    cols = offs_d[None, :]
+    if DECAY:
+        gamma = tl.load(gamma_ptr + bh * T + t)
+        eye = tl.where((rows == cols) & (rows < D), 1.0, 0.0)
+        w = gamma * (eye - acc)
+        tl.store(w_ptr + ((bh * T + t) * G + GROUP) * P * P + rows * P + cols, w)
+    else:
+        tl.store(u_ptr + (bh * T + t) * R * P + (ROW0 + rows) * P + cols, acc)
+    if ROW_SUM:
+        # The z row block: u^z on its first row, zeros on the padding rows below it.
+        pad_rows = tl.arange(0, Z_ROWS)[:, None]
+        tile = tl.where(pad_rows == 0, row_sum[None, :], 0.0)
+        tl.store(u_ptr + (bh * T + t) * R * P + (ROW0 + pad_rows) * P + cols, tile)
+
+
+# ----------------------------------------------------------------------------------------
+# 2. Sequential scan over frames (rows of the stacked state in parallel)
+# ----------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _scan_kernel(
+    w_ptr,  # (B*H, T, G, P, P)
+    u_ptr,  # (B*H, T, R, P)
+    hist_ptr,  # (B*H, T, R, P) out: forward state + backward-within-chunk state per frame
+    init_ptr,  # (B*H, R, P) forward seed (read when HAS_INIT)
+    final_ptr,  # (B*H, R, P) out: forward state after the last frame
+    keep_ptr,  # (T,) int32: 0 where a chunk starts (the backward state restarts there)
+    T,
+    KV_BLOCKS,  # row blocks of kv (then one block for z when G == 2)
+    G: tl.constexpr,
+    R: tl.constexpr,
+    P: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+    HAS_INIT: tl.constexpr,
+    TF32: tl.constexpr,
+    INTERPRET: tl.constexpr,
+):
+    bh = tl.program_id(0)
+    rb = tl.program_id(1)
+    is_z = rb >= KV_BLOCKS
+    row0 = tl.where(is_z, P, rb * BLOCK_R)
+    group = is_z.to(tl.int32)
+    rows = row0 + tl.arange(0, BLOCK_R)[:, None]
+    cols = tl.arange(0, P)[None, :]
+    w_offs = tl.arange(0, P)[:, None] * P + cols
+    w_base = w_ptr + bh * T * G * P * P + group * P * P
+    rows_offs = rows * P + cols
+    u_base = u_ptr + bh * T * R * P
+    h_base = hist_ptr + bh * T * R * P
+
+    zero = tl.zeros((BLOCK_R, P), dtype=tl.float32)
+    if HAS_INIT:
+        state = tl.load(init_ptr + bh * R * P + rows_offs)
+    else:
+        state = tl.zeros((BLOCK_R, P), dtype=tl.float32)
+    for t in range(0, T):
+        w = tl.load(w_base + t * G * P * P + w_offs)
+        u = tl.load(u_base + t * R * P + rows_offs)
+        state = _mma(zero, state, w, 3, 3, TF32, INTERPRET) + u
+        tl.store(h_base + t * R * P + rows_offs, state)
+    tl.store(final_ptr + bh * R * P + rows_offs, state)
+
+    # The backward pass re-reads the history written above by other threads of this program.
+    tl.debug_barrier()
+    state = tl.zeros((BLOCK_R, P), dtype=tl.float32)
+    for i in range(0, T):
+        t = T - 1 - i
+        h = tl.load(h_base + t * R * P + rows_offs)
+        tl.store(h_base + t * R * P + rows_offs, h + state)
+        if tl.load(keep_ptr + t) != 0:
+            w = tl.load(w_base + t * G * P * P + w_offs)
+            u = tl.load(u_base + t * R * P + rows_offs)
+            state = _mma(zero, state, w, 3, 3, TF32, INTERPRET) + u
+        else:
+            state = tl.zeros((BLOCK_R, P), dtype=tl.float32)
+
+
+# ----------------------------------------------------------------------------------------
+# 3. Read-out
+# ----------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _readout_kernel(
+    qr_ptr, qr_sb, qr_sh, qr_st, qr_ss,  # (B, H, T, S, D) rotated queries
+    q_ptr, q_sb, q_sh, q_st, q_ss,  # (B, H, T, S, D) queries of the normaliser
+    out_ptr, o_sb, o_sh, o_st, o_ss,  # (B, H, T, S, D)
+    hist_ptr,  # (B*H, T, R, P)
+    H, T, S, D,
+    eps,
+    NORMALIZER: tl.constexpr,
+    Q_PIECES: tl.constexpr,
+    TF32: tl.constexpr,
+    INTERPRET: tl.constexpr,
+    R: tl.constexpr,
+    P: tl.constexpr,
+    BLOCK_S: tl.constexpr,
+):  # fmt: skip
+    sb = tl.program_id(0)
+    t = tl.program_id(1)
+    bh = tl.program_id(2)
+    b_idx = bh // H
+    h_idx = bh % H
+    s = sb * BLOCK_S + tl.arange(0, BLOCK_S)
+    offs_d = tl.arange(0, P)
+    mask_d = offs_d < D
+    mask = (s < S)[:, None] & mask_d[None, :]
+    h_base = hist_ptr + (bh * T + t) * R * P
+
+    # kv^T[j, i] = kv[i, j]; rows i >= D of the history are padding.
+    kv_t = tl.load(h_base + offs_d[None, :] * P + offs_d[:, None], mask=mask_d[None, :], other=0.0)
+    q_rot = tl.load(qr_ptr + b_idx * qr_sb + h_idx * qr_sh + t * qr_st + s[:, None] * qr_ss + offs_d[None, :],
+                    mask=mask, other=0.0).to(tl.float32)  # fmt: skip
+    num = _mma(tl.zeros((BLOCK_S, P), dtype=tl.float32), q_rot, kv_t, Q_PIECES, 3, TF32, INTERPRET)
+    if NORMALIZER:
+        z = tl.load(h_base + P * P + offs_d)
+        q = tl.load(q_ptr + b_idx * q_sb + h_idx * q_sh + t * q_st + s[:, None] * q_ss + offs_d[None, :],
+                    mask=mask, other=0.0).to(tl.float32)  # fmt: skip
+        den = tl.sum(q * z[None, :], axis=1)
+        num = num / (den[:, None] + eps)
+    out = out_ptr + b_idx * o_sb + h_idx * o_sh + t * o_st + s[:, None] * o_ss + offs_d[None, :]
+    tl.store(out, num.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+# ----------------------------------------------------------------------------------------
+# Host side
+# ----------------------------------------------------------------------------------------
+
+
+def padded_width(head_dim: int) -> int:
+    """P: the head width inside the kernels (a power of two, at least 16 for the tensor cores)."""
+    return max(16, triton.next_power_of_2(head_dim))
+
+
+def unsupported_reason(q: Tensor, beta: Tensor, gamma: Tensor, tensors: Sequence[Tensor]) -> str | None:
+    """Why these inputs cannot take the fused path, or None if they can."""
+    if q.dtype not in INPUT_DTYPES:
+        return f"dtype {q.dtype} is not one of {INPUT_DTYPES}"
+    if any(t.dtype != q.dtype for t in tensors):
+        return "q, k, v, q_rot and k_rot must share one dtype"
+    if beta.dtype not in INPUT_DTYPES or gamma.dtype not in INPUT_DTYPES:
+        return f"beta / gamma must be one of {INPUT_DTYPES}"
+    if q.shape[-1] > MAX_HEAD_DIM:
+        return f"head dim {q.shape[-1]} exceeds {MAX_HEAD_DIM}"
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (*tensors, beta, gamma)):
+        return "the fused path has no backward; gradients need the torch path"
+    if not (q.is_cuda or (_INTERPRETED and q.device.type == "cpu")):
+        return f"tensors are on {q.device}; the Triton kernels need CUDA (or TRITON_INTERPRET=1 on CPU)"
+    return None
+
+
+def _strides5(x: Tensor) -> tuple[Tensor, tuple[int, int, int, int]]:
+    if x.stride(-1) != 1:
+        x = x.contiguous()
+    return x, tuple(x.stride()[:4])
+
+
+def _pack_state(state: GDNState, B: int, H: int, D: int, P: int, R: int, normalizer: bool, device) -> Tensor:
+    """GDNState -> (B*H, R, P) fp32 rows: kv's value rows, then z on row P."""
+    if normalizer and state.z is None:
+        raise UserInputError("initial_state of gdn needs a normaliser z; got None")
+    if state.kv.shape != (B, H, D, D):
+        raise UserInputError(f"initial_state.kv must be (B, H, D, D) = {(B, H, D, D)}, got {tuple(state.kv.shape)}")
+    rows = torch.zeros(B * H, R, P, device=device, dtype=torch.float32)
+    rows[:, :D, :D] = state.kv.reshape(B * H, D, D)
+    if normalizer:
+        if state.z.shape != (B, H, D):
+            raise UserInputError(f"initial_state.z must be (B, H, D) = {(B, H, D)}, got {tuple(state.z.shape)}")
+        rows[:, P, :D] = state.z.reshape(B * H, D)
+    return rows
+
+
+def _fused(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    q_rot: Tensor,
+    k_rot: Tensor,
+    beta: Tensor,
+    gamma: Tensor,
+    *,
+    eps: float | None,
+    chunk_starts: Sequence[int] | None,
+    initial_state: GDNState | None,
+    precision: str,
+    tuning: Tuning,
+) -> tuple[Tensor, GDNState]:
+    if precision not in PRECISIONS:
+        raise UserInputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    normalizer = eps is not None
+    B, H, T, S, D = q.shape
+    P = padded_width(D)
+    BR = tuning.scan_block_rows
+    G = 2 if normalizer else 1
+    R = P + BR if normalizer else P  # the z row and its padding rows follow kv's rows
+    BH = B * H
+    device = q.device
+    tf32 = precision == "tf32"
+    segments = _segments(chunk_starts, T)
+    has_init = initial_state is not None
+    init = _pack_state(initial_state, B, H, D, P, R, normalizer, device) if has_init else None
+    reason = unsupported_reason(q, beta, gamma, (q, k, v, q_rot, k_rot))
+    if reason is not None:
+        raise UserInputError(f"fused GDN: {reason}")
+    keep = torch.ones(T, dtype=torch.int32)
+    keep[[start for start, _ in segments]] = 0
+    keep = keep.to(device, non_blocking=True)
+
+    (q, sq), (k, sk), (v, sv), (q_rot, sqr), (k_rot, skr) = (_strides5(x) for x in (q, k, v, q_rot, k_rot))
+    beta_strides = tuple(beta.stride())
+    gamma = gamma.to(torch.float32).reshape(BH, T).contiguous()
+    # A bf16 input is one exact bf16 piece; beta * x of two bf16 numbers needs two; anything
+    # else (fp16 / fp32 values, their products) takes three.
+    x_pieces = 1 if q.dtype == torch.bfloat16 else 3
+    weighted_pieces = 2 if q.dtype == torch.bfloat16 and beta.dtype == torch.bfloat16 else 3
+
+    w = torch.empty(BH, T, G, P, P, device=device, dtype=torch.float32)
+    u = torch.empty(BH, T, R, P, device=device, dtype=torch.float32)
+    common = dict(
+        A_PIECES=weighted_pieces, B_PIECES=x_pieces, TF32=tf32, INTERPRET=_INTERPRETED, P=P, G=G, R=R, Z_ROWS=BR, BLOCK_S=tuning.transition_block_s,
+        num_warps=tuning.transition_warps, num_stages=tuning.transition_stages,
+    )  # fmt: skip
+    products = [  # (left factor, right factor, W slot, U row, decay, row sum)
+        (k_rot, skr, k_rot, skr, 0, 0, True, False),
+        (v, sv, k_rot, skr, 0, 0, False, False),
+    ]
+    if normalizer:
+        products.append((k, sk, k, sk, 1, P, True, True))
+    with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():
+        for a, sa, b, sb, group, row0, decay, row_sum in products:
+            _transition_kernel[(T, BH)](
+                a, *sa, b, *sb, beta, *beta_strides, gamma, w, u, H, T, S, D,
+                GROUP=group, ROW0=row0, DECAY=decay, ROW_SUM=row_sum, **common,
+            )  # fmt: skip
+
+        hist = torch.empty(BH, T, R, P, device=device, dtype=torch.float32)
+        final = torch.empty(BH, R, P, device=device, dtype=torch.float32)
+        init = init if has_init else final  # unread without an initial state
+        kv_blocks = triton.cdiv(D, BR)
+        _scan_kernel[(BH, kv_blocks + (1 if normalizer else 0))](
+            w, u, hist, init, final, keep, T, kv_blocks,
+            G=G, R=R, P=P, BLOCK_R=BR, HAS_INIT=has_init, TF32=tf32, INTERPRET=_INTERPRETED, num_warps=tuning.scan_warps,
+        )  # fmt: skip
+
+        out = torch.empty_like(q_rot)
+        if out.stride(-1) != 1:
+            out = torch.empty(q_rot.shape, device=device, dtype=q_rot.dtype)
+        bs = tuning.readout_block_s
+        _readout_kernel[(triton.cdiv(S, bs), T, BH)](
+            q_rot, *sqr, q, *sq, out, *tuple(out.stride()[:4]), hist, H, T, S, D,
+            0.0 if eps is None else float(eps),
+            NORMALIZER=normalizer, Q_PIECES=x_pieces, TF32=tf32, INTERPRET=_INTERPRETED, R=R, P=P, BLOCK_S=bs,
+            num_warps=tuning.readout_warps, num_stages=tuning.readout_stages,
+        )  # fmt: skip
+
+    kv = final[:, :D, :D].reshape(B, H, D, D)
+    z = final[:, P, :D].reshape(B, H, D) if normalizer else None
+    return out, GDNState(kv, z)
+
+
+def gdn_triton(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    q_rot: Tensor,
+    k_rot: Tensor,
+    beta: Tensor,
+    gamma: Tensor,
+    *,
+    eps: float,
+    chunk_starts: Sequence[int] | None = None,
+    initial_state: GDNState | None = None,
+    precision: str = "ieee",
+) -> tuple[Tensor, GDNState]:
+    """`sanawm.ops.gdn.gdn` by the fused kernels (see the module docstring for `precision`)."""
+    _check("gdn", dict(q=q, k=k, v=v, q_rot=q_rot, k_rot=k_rot), beta, gamma)
+    return _fused(
+        q, k, v, q_rot, k_rot, beta, gamma, eps=eps, chunk_starts=chunk_starts,
+        initial_state=initial_state, precision=precision, tuning=DEFAULT_TUNING,
+    )  # fmt: skip
+
+
+def delta_rule_triton(
+    q_rot: Tensor,
+    k_rot: Tensor,
+    v: Tensor,
+    beta: Tensor,
+    gamma: Tensor,
+    *,
+    chunk_starts: Sequence[int] | None = None,
+    initial_state: GDNState | None = None,
+    precision: str = "ieee",
+) -> tuple[Tensor, GDNState]:
+    """`sanawm.ops.gdn.delta_rule` by the fused kernels (no normaliser; z is None)."""
+    _check("delta_rule", dict(q=q_rot, k=k_rot, v=v), beta, gamma)
+    return _fused(
+        q_rot, k_rot, v, q_rot, k_rot, beta, gamma, eps=None, chunk_starts=chunk_starts,
+        initial_state=initial_state, precision=precision, tuning=DEFAULT_TUNING,
+    )  # fmt: skip
+
+
+__all__ = [
+    "gdn_triton",
+    "delta_rule_triton",
+    "unsupported_reason",
+    "padded_width",
+    "Tuning",
+    "DEFAULT_TUNING",
+    "PRECISIONS",
+    "MAX_HEAD_DIM",
+]

@@ -1,0 +1,245 @@
+"""The fused Triton GDN path and the backend dispatch.
+
+The kernel tests run the kernels in Triton's CPU interpreter at tiny sizes against the float64
+recurrent reference. The interpreter must be chosen before triton is first imported, so
+`test_kernels_in_interpreter` re-runs this file in a subprocess with TRITON_INTERPRET=1, where
+the `interpreted` tests run (run them directly with `TRITON_INTERPRET=1 pytest <this file>`).
+The interpreter computes tf32 dots in full fp32 and rounds to bf16 by truncation, so the
+GPU-only numerics (tf32 rounding, tensor-core sums) are checked by scripts/check_gdn_gpu.py.
+Without triton only the dispatch and argument tests run.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sanawm.errors import UserInputError
+from sanawm.model import build_preset
+from sanawm.model.config import SanaWMConfig
+from sanawm.ops.gdn import GDNState, delta_rule, gdn, gdn_reference
+
+try:
+    import triton  # noqa: F401
+
+    HAVE_TRITON = True
+except ImportError:
+    HAVE_TRITON = False
+
+INTERPRETING = os.environ.get("TRITON_INTERPRET", "0") == "1"
+needs_triton = pytest.mark.skipif(not HAVE_TRITON, reason="triton is not installed")
+interpreted = pytest.mark.skipif(
+    not (HAVE_TRITON and INTERPRETING), reason="kernel tests run under TRITON_INTERPRET=1 (test_kernels_in_interpreter)"
+)
+
+
+def make_inputs(shape, dtype=torch.float32, seed=0, beta_dtype=None, layout="model"):
+    """GDN inputs with the model's magnitudes; layout "model" stores them as (B, T, S, H, D)."""
+    B, H, T, S, D = shape
+    g = torch.Generator().manual_seed(seed)
+    rnd = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
+    q = F.relu(rnd(B, H, T, S, D))
+    k = F.relu(rnd(B, H, T, S, D)) / (D * S) ** 0.5
+    v = rnd(B, H, T, S, D)
+    q_rot, k_rot = q + 0.3 * rnd(B, H, T, S, D), k + 0.05 * rnd(B, H, T, S, D)
+    beta = torch.rand(B, H, T, S, generator=g, dtype=torch.float64).to(beta_dtype or dtype)
+    gamma = (0.5 + 0.5 * torch.rand(B, H, T, generator=g, dtype=torch.float64)).float()
+    big = [t.to(dtype) for t in (q, k, v, q_rot, k_rot)]
+    if layout == "model":
+        big = [t.permute(0, 2, 3, 1, 4).contiguous().permute(0, 3, 1, 2, 4) for t in big]
+    return (*big, beta, gamma)
+
+
+def rel(a, ref):
+    return ((a.double() - ref).norm() / ref.norm()).item()
+
+
+# ---------------------------------------------------------------------------------------
+# Dispatch (no triton needed)
+# ---------------------------------------------------------------------------------------
+
+
+def test_auto_and_torch_backends_agree_on_cpu():
+    x = make_inputs((1, 2, 4, 6, 8), seed=1)
+    auto, auto_state = gdn(*x, eps=1e-8, chunk_starts=[0, 2])
+    plain, plain_state = gdn(*x, eps=1e-8, chunk_starts=[0, 2], backend="torch")
+    assert torch.equal(auto, plain) and torch.equal(auto_state.kv, plain_state.kv)
+    cam, _ = delta_rule(x[3], x[4], x[2], x[5], x[6], backend="auto")
+    cam_plain, _ = delta_rule(x[3], x[4], x[2], x[5], x[6], backend="torch")
+    assert torch.equal(cam, cam_plain)
+
+
+def test_bad_backend_and_unavailable_triton_raise():
+    x = make_inputs((1, 1, 2, 4, 8))
+    with pytest.raises(UserInputError, match="backend must be one of"):
+        gdn(*x, eps=1e-8, backend="cuda")
+    # CPU tensors outside the interpreter: either triton is missing or it cannot run them.
+    if os.environ.get("TRITON_INTERPRET", "0") != "1":
+        with pytest.raises(UserInputError, match="backend 'triton'"):
+            delta_rule(x[3], x[4], x[2], x[5], x[6], backend="triton")
+    with pytest.raises(UserInputError, match="gdn_backend"):
+        SanaWMConfig(gdn_backend="fused")
+
+
+# ---------------------------------------------------------------------------------------
+# Kernels in the interpreter
+# ---------------------------------------------------------------------------------------
+
+
+@needs_triton
+@pytest.mark.skipif(INTERPRETING, reason="already in the interpreter")
+def test_kernels_in_interpreter():
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", "interpreted_"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+    assert " passed" in proc.stdout and "skipped" not in proc.stdout.splitlines()[-1], proc.stdout[-2000:]
+
+
+@needs_triton
+def test_argument_errors():
+    from sanawm.ops import gdn_triton as fused
+
+    x = make_inputs((1, 1, 3, 16, 8), seed=7)
+    with pytest.raises(UserInputError, match="precision"):
+        run(fused, x, "gdn", None, precision="bf16")
+    with pytest.raises(UserInputError, match="normaliser"):
+        run(fused, x, "gdn", None, init=GDNState(torch.zeros(1, 1, 8, 8), None))
+    with pytest.raises(UserInputError, match="initial_state.kv"):
+        run(fused, x, "delta_rule", None, init=GDNState(torch.zeros(1, 1, 4, 4), None))
+    with pytest.raises(ValueError, match="chunk_starts"):
+        fused.gdn_triton(*x, eps=1e-8, chunk_starts=[1])
+    x64 = [t.double() for t in x]
+    assert "dtype" in fused.unsupported_reason(x64[0], x64[5], x64[6], x64[:5])
+    xg = [t.clone().requires_grad_(i == 1) for i, t in enumerate(x)]
+    assert "backward" in fused.unsupported_reason(xg[0], xg[5], xg[6], xg[:5])
+
+
+def reference(x, branch, chunks, init=None):
+    x64 = [t.double() for t in x]
+    init64 = None if init is None else GDNState(init.kv.double(), None if init.z is None else init.z.double())
+    if branch == "gdn":
+        return gdn_reference(*x64, eps=1e-8, chunk_starts=chunks, initial_state=init64)
+    q, k, v, qr, kr, beta, gamma = x64
+    return gdn_reference(qr, kr, v, qr, kr, beta, gamma, eps=None, chunk_starts=chunks, initial_state=init64)
+
+
+def run(fused, x, branch, chunks, init=None, precision="ieee", tuning=None):
+    q, k, v, qr, kr, beta, gamma = x
+    if branch == "gdn":
+        args, eps = (q, k, v, qr, kr, beta, gamma), 1e-8
+    else:
+        args, eps = (qr, kr, v, qr, kr, beta, gamma), None
+    return fused._fused(
+        *args, eps=eps, chunk_starts=chunks, initial_state=init, precision=precision,
+        tuning=tuning or fused.DEFAULT_TUNING,
+    )  # fmt: skip
+
+
+def state_error(state, ref_state):
+    err = rel(state.kv, ref_state.kv)
+    if ref_state.z is not None:
+        err = max(err, rel(state.z, ref_state.z))
+    return err
+
+
+CHUNKINGS = {"bidirectional": None, "chunk_causal": [0, 1, 3], "causal": [0, 1, 2, 3, 4]}
+
+
+@pytest.fixture
+def fused():
+    from sanawm.ops import gdn_triton
+
+    return gdn_triton
+
+
+@interpreted
+@pytest.mark.parametrize("branch", ["gdn", "delta_rule"])
+@pytest.mark.parametrize("chunks", CHUNKINGS.values(), ids=CHUNKINGS.keys())
+def test_interpreted_fp32_matches_float64_reference(fused, branch, chunks):
+    # D = 20 pads to 32: two row blocks of kv in the scan, padded columns in every tile.
+    x = make_inputs((1, 2, 5, 21, 20), seed=3)
+    out, state = run(fused, x, branch, chunks)
+    ref, ref_state = reference(x, branch, chunks)
+    assert out.dtype == torch.float32 and out.shape == ref.shape
+    assert rel(out, ref) < 2e-6 and state_error(state, ref_state) < 2e-6
+    assert (state.z is None) == (branch == "delta_rule")
+
+
+@interpreted
+@pytest.mark.parametrize("branch", ["gdn", "delta_rule"])
+def test_interpreted_initial_state_and_token_blocks(fused, branch):
+    """Seeded forward scan, S spread over several token blocks (S not a multiple of the block)."""
+    shape = (1, 3, 4, 37, 12)
+    x = make_inputs(shape, seed=4, layout="contiguous")
+    g = torch.Generator().manual_seed(5)
+    init = GDNState(0.1 * torch.randn(1, 3, 12, 12, generator=g), torch.rand(1, 3, 12, generator=g))
+    if branch == "delta_rule":
+        init = GDNState(init.kv, None)
+    small = fused.Tuning(transition_block_s=16, readout_block_s=16)
+    out, state = run(fused, x, branch, [0, 2], init=init, tuning=small)
+    ref, ref_state = reference(x, branch, [0, 2], init=init)
+    assert rel(out, ref) < 2e-6 and state_error(state, ref_state) < 2e-6
+
+
+@interpreted
+@pytest.mark.parametrize("beta_dtype", [torch.bfloat16, torch.float32], ids=["bf16_beta", "fp32_beta"])
+def test_interpreted_bf16_inputs(fused, beta_dtype):
+    """bf16 inputs are used exactly: the fp32 state matches float64 on the same bf16 values,
+    and the bf16 output is that result rounded (the interpreter truncates: < 2 bf16 ulps)."""
+    x = make_inputs((1, 2, 4, 19, 16), dtype=torch.bfloat16, seed=6, beta_dtype=beta_dtype)
+    for branch in ("gdn", "delta_rule"):
+        out, state = run(fused, x, branch, [0, 3])
+        ref, ref_state = reference(x, branch, [0, 3])
+        assert out.dtype == torch.bfloat16 and state.kv.dtype == torch.float32
+        assert state_error(state, ref_state) < 2e-6
+        assert ((out.double() - ref).abs() <= 2 ** -7 * ref.abs() + 1e-6).all()
+
+
+@interpreted
+def test_interpreted_tf32_precision_runs(fused):
+    x = make_inputs((1, 1, 3, 16, 8), seed=7)
+    out, _ = run(fused, x, "gdn", None, precision="tf32")
+    ref, _ = reference(x, "gdn", None)
+    assert rel(out, ref) < 1e-3  # tf32 accuracy on a GPU; fp32 in the interpreter
+
+
+@interpreted
+def test_interpreted_model_forward():
+    """The tiny DiT with gdn_backend="triton" (interpreted kernels) matches gdn_backend="torch"."""
+    B, T, H, W = 1, 3, 2, 3
+    outputs = {}
+    for backend in ("torch", "triton"):
+        torch.manual_seed(0)
+        model = build_preset(
+            "tiny", depth=2, hidden_size=32, head_dim=16, softmax_blocks=(1,), softmax_attn_dtype=None,
+            gdn_backend=backend,
+        )  # fmt: skip
+        model.init_weights()
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+        model.eval()
+        cfg = model.config
+        g = torch.Generator().manual_seed(1)
+        raymap = torch.zeros(B, T, 20)
+        raymap[..., :16] = torch.eye(4).flatten()
+        raymap[..., 11] = torch.arange(T) * 0.1  # move along z
+        raymap[..., 16:] = torch.tensor([3.0, 3.0, (W - 1) / 2, (H - 1) / 2])
+        inputs = dict(
+            latents=torch.randn(B, cfg.in_channels, T, H, W, generator=g),
+            timestep=torch.tensor([[0.0, 500.0, 900.0]]),
+            text=torch.randn(B, 4, cfg.caption_channels, generator=g),
+            text_mask=torch.ones(B, 4, dtype=torch.int64),
+            raymap=raymap,
+            chunk_plucker=torch.randn(B, cfg.plucker_channels, T, H, W, generator=g),
+        )
+        with torch.no_grad():
+            outputs[backend] = model(**inputs, chunk_starts=[0, 1])
+    ref = outputs["torch"]
+    assert rel(outputs["triton"], ref.double()) < 1e-5

@@ -52,6 +52,8 @@ _RECENT_STEPS = 5  # steps averaged for the step length of a chained frame
 _WINDOW = 6  # most recent cameras refined by each local bundle adjustment
 _BA_ITERATIONS = 3
 _START_ITERATIONS = 15  # for the adjustment of the first map
+_FINAL_ITERATIONS = 5  # for the closing adjustment of the whole clip
+_MAX_PAIRS = 2_000_000  # bound on the Schur complement work of the closing adjustment
 _START_OVERLAP = 0.5  # a start pair shares at least this fraction of the later frame's tracks
 _START_ANCHORS = 16  # anchors tried for the start pair, spread over the clip
 _START_REACH = 30  # frames after an anchor tried as its partner
@@ -385,15 +387,25 @@ class _SequentialSfM:
             added += int(ok.sum())
         return added
 
-    def _adjust(self, frames: range, iterations: int = _BA_ITERATIONS) -> None:
+    def _adjust(self, frames: range, iterations: int = _BA_ITERATIONS, *, optional: bool = False) -> None:
         """Bundle adjustment moving the registered cameras in `frames` (and the points they
-        see); every other registered camera that sees those points constrains them."""
+        see); every other registered camera that sees those points constrains them.
+
+        The reduced camera system costs the sum over points of (free observations)^2; an
+        `optional` adjustment is skipped when that exceeds `_MAX_PAIRS` (dropping points to
+        fit would bias the result: the long tracks that remain are mostly distant points).
+        """
         s = self.state
         free = {j for j in frames if s.w2c[j] is not None} - {self.origin}  # the origin holds the gauge
         seen = set(np.concatenate([s.frames[j].track for j in free]).tolist()) if free else set()
         tracks = sorted(seen & s.points.keys())
         if not tracks or not free:
             return
+        if optional:
+            views = np.array([sum(j in free for j, _ in s.track_obs[t]) for t in tracks])
+            if int((views**2).sum()) > _MAX_PAIRS:
+                log.debug("skipping a %d-camera adjustment: too large", len(free))
+                return
         cams: dict[int, int] = {}
         obs_cam, obs_point, obs_xy = [], [], []
         for n, t in enumerate(tracks):
@@ -504,6 +516,7 @@ class _SequentialSfM:
         for i in range(first + 1, count):  # on to its end
             self._register(i, i - 1)
             self._adjust(range(max(0, i - _WINDOW + 1), i + 1))
+        self._adjust(range(count), _FINAL_ITERATIONS, optional=True)  # a global pass reduces drift
         return invert_rigid(np.stack(s.w2c))
 
 

@@ -142,3 +142,17 @@ def test_cli_user_errors_exit_2_with_one_line(clip, tmp_path, capsys):
     code = main(["eval", "--video", str(tmp_path / "missing.mp4"), "--trajectory", "t.npz", "--json", "x.json"])
     err = capsys.readouterr().err
     assert code == 2 and "missing.mp4" in err
+
+
+def test_cli_rescales_intrinsics_stated_for_another_size(clip, tmp_path):
+    """A trajectory made for 192x320 evaluated on a 96x160 video: intrinsics scale by 1/2."""
+    frames, c2w, k = clip
+    write_video(tmp_path / "gt.mp4", frames, FPS)
+    save_camera_npz(tmp_path / "big.camera.npz", c2w, k * 2, (2 * SIZE[0], 2 * SIZE[1]))
+    out = tmp_path / "scores.json"
+    code = main([
+        "eval", "--video", str(tmp_path / "gt.mp4"), "--trajectory", str(tmp_path / "big.camera.npz"),
+        "--json", str(out), "--stride", "2", "--pose-backend", "opencv",
+    ])
+    assert code == 0
+    assert json.loads(out.read_text())["rot_err_deg"] <= 1.0

@@ -152,13 +152,12 @@ def timings(device, shape, sweep: bool) -> list[str]:
         if sweep:
             variants = [
                 gdn_triton.Tuning(),
-                gdn_triton.Tuning(transition_block_s=32),
-                gdn_triton.Tuning(transition_block_s=128, transition_warps=8),
-                gdn_triton.Tuning(transition_warps=4, transition_block_s=32),
-                gdn_triton.Tuning(scan_block_rows=32, scan_warps=4),
-                gdn_triton.Tuning(scan_warps=8),
+                gdn_triton.Tuning(transition_block_n=128, transition_warps=8),
+                gdn_triton.Tuning(transition_block_s=128),
+                gdn_triton.Tuning(transition_warps=8),
+                gdn_triton.Tuning(scan_warps=4),
+                gdn_triton.Tuning(scan_stages=3),
                 gdn_triton.Tuning(readout_block_s=128, readout_warps=8),
-                gdn_triton.Tuning(readout_block_s=32),
             ]
             for tuning in variants:
                 ms = bench(lambda: gdn_triton._fused(*x, eps=1e-8, chunk_starts=None, initial_state=None,

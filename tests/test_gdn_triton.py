@@ -174,14 +174,15 @@ def test_interpreted_fp32_matches_float64_reference(fused, branch, chunks):
 @interpreted
 @pytest.mark.parametrize("branch", ["gdn", "delta_rule"])
 def test_interpreted_initial_state_and_token_blocks(fused, branch):
-    """Seeded forward scan, S spread over several token blocks (S not a multiple of the block)."""
-    shape = (1, 3, 4, 37, 12)
+    """Seeded forward scan; S spread over several token blocks (not a multiple of the block)."""
+    shape = (1, 2, 4, 37, 20)
     x = make_inputs(shape, seed=4, layout="contiguous")
     g = torch.Generator().manual_seed(5)
-    init = GDNState(0.1 * torch.randn(1, 3, 12, 12, generator=g), torch.rand(1, 3, 12, generator=g))
+    init = GDNState(0.1 * torch.randn(1, 2, 20, 20, generator=g), torch.rand(1, 2, 20, generator=g))
     if branch == "delta_rule":
         init = GDNState(init.kv, None)
-    small = fused.Tuning(transition_block_s=16, readout_block_s=16)
+    # Several token blocks per frame and two column blocks per transition (P = 32).
+    small = fused.Tuning(transition_block_s=16, transition_block_n=16, readout_block_s=16)
     out, state = run(fused, x, branch, [0, 2], init=init, tuning=small)
     ref, ref_state = reference(x, branch, [0, 2], init=init)
     assert rel(out, ref) < 2e-6 and state_error(state, ref_state) < 2e-6

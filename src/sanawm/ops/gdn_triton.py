@@ -63,10 +63,15 @@ class Tuning:
     """Launch shapes (block sizes, warps, pipeline depth) of the three kernels."""
 
     transition_block_s: int = 64
-    transition_warps: int = 8
+    """Tokens per step of the transition products."""
+    transition_block_n: int = 64
+    """Output columns per transition program (P / block_n programs per frame and product)."""
+    transition_warps: int = 4
     transition_stages: int = 2
     scan_block_rows: int = 16
-    scan_warps: int = 4
+    """State rows per scan program (>= 16 for the tensor cores)."""
+    scan_warps: int = 8
+    scan_stages: int = 2
     readout_block_s: int = 64
     readout_warps: int = 4
     readout_stages: int = 2
@@ -100,27 +105,59 @@ def _piece_dot(a, b, acc, INTERPRET: tl.constexpr):
 
 
 @triton.jit
-def _mma(acc, a, b, A_PIECES: tl.constexpr, B_PIECES: tl.constexpr, TF32: tl.constexpr, INTERPRET: tl.constexpr):
-    """acc + a @ b for fp32 tiles; A_PIECES / B_PIECES (1..3) bf16 pieces represent a / b exactly.
+def _mma_pieces(acc, a, b0, b1, b2, A_PIECES: tl.constexpr, B_PIECES: tl.constexpr, INTERPRET: tl.constexpr):
+    """acc + a @ b for an fp32 tile a (exactly A_PIECES bf16 pieces) and b = b0 + b1 + b2.
 
     Smallest products first; pairs of pieces whose product is below 2^-24 of a @ b are skipped.
     """
+    a0, a1, a2 = _split3(a)
+    if A_PIECES > 2:
+        acc = _piece_dot(a2, b0, acc, INTERPRET)
+    if B_PIECES > 2:
+        acc = _piece_dot(a0, b2, acc, INTERPRET)
+    if A_PIECES > 1 and B_PIECES > 1:
+        acc = _piece_dot(a1, b1, acc, INTERPRET)
+    if A_PIECES > 1:
+        acc = _piece_dot(a1, b0, acc, INTERPRET)
+    if B_PIECES > 1:
+        acc = _piece_dot(a0, b1, acc, INTERPRET)
+    return _piece_dot(a0, b0, acc, INTERPRET)
+
+
+@triton.jit
+def _mma(acc, a, b, A_PIECES: tl.constexpr, B_PIECES: tl.constexpr, TF32: tl.constexpr, INTERPRET: tl.constexpr):
+    """acc + a @ b for fp32 tiles; A_PIECES / B_PIECES (1..3) bf16 pieces represent a / b exactly."""
     if TF32:
         acc = tl.dot(a, b, acc, input_precision="tf32")
     else:
-        a0, a1, a2 = _split3(a)
         b0, b1, b2 = _split3(b)
-        if A_PIECES > 2:
-            acc = _piece_dot(a2, b0, acc, INTERPRET)
-        if B_PIECES > 2:
-            acc = _piece_dot(a0, b2, acc, INTERPRET)
-        if A_PIECES > 1 and B_PIECES > 1:
-            acc = _piece_dot(a1, b1, acc, INTERPRET)
-        if A_PIECES > 1:
-            acc = _piece_dot(a1, b0, acc, INTERPRET)
-        if B_PIECES > 1:
-            acc = _piece_dot(a0, b1, acc, INTERPRET)
-        acc = _piece_dot(a0, b0, acc, INTERPRET)
+        acc = _mma_pieces(acc, a, b0, b1, b2, A_PIECES, B_PIECES, INTERPRET)
+    return acc
+
+
+@triton.jit
+def _store_split(ptr, x, PLANE: tl.constexpr, TF32: tl.constexpr):
+    """Store an fp32 tile as kept for later tensor-core use: fp32 for tf32, else 3 bf16 planes."""
+    if TF32:
+        tl.store(ptr, x)
+    else:
+        hi, mid, lo = _split3(x)
+        tl.store(ptr, hi)
+        tl.store(ptr + PLANE, mid)
+        tl.store(ptr + 2 * PLANE, lo)
+
+
+@triton.jit
+def _mma_stored(acc, a, ptr, PLANE: tl.constexpr, A_PIECES: tl.constexpr, TF32: tl.constexpr,
+                INTERPRET: tl.constexpr):  # fmt: skip
+    """acc + a @ b with b read from pointers `ptr` as written by `_store_split`."""
+    if TF32:
+        acc = tl.dot(a, tl.load(ptr), acc, input_precision="tf32")
+    else:
+        b0 = tl.load(ptr)
+        b1 = tl.load(ptr + PLANE)
+        b2 = tl.load(ptr + 2 * PLANE)
+        acc = _mma_pieces(acc, a, b0, b1, b2, A_PIECES, 3, INTERPRET)
     return acc
 
 
@@ -135,15 +172,15 @@ def _transition_kernel(
     b_ptr, b_sb, b_sh, b_st, b_ss,  # (B, H, T, S, D) right factor
     beta_ptr, beta_sb, beta_sh, beta_st, beta_ss,  # (B, H, T, S)
     gamma_ptr,  # (B*H, T) fp32
-    w_ptr,  # (B*H, T, G, P, P) fp32: written at [.., GROUP, :, :] when DECAY
-    u_ptr,  # (B*H, T, R, P) fp32: rows ROW0.. written
+    w_ptr,  # (B*H, T, G, NPIECE, P, P): W of slot GROUP written when DECAY
+    u_ptr,  # (B*H, T, R, P) fp32: rows ROW0.. written otherwise
     H, T, S, D,
     GROUP: tl.constexpr,  # which W slot (0: kv, 1: z)
     G: tl.constexpr,
     R: tl.constexpr,
     ROW0: tl.constexpr,  # first U row written
     DECAY: tl.constexpr,  # True: W = gamma (I - acc); False: U rows = acc
-    ROW_SUM: tl.constexpr,  # also write u^z = sum_s beta_s a_s as U row ROW0 (with DECAY)
+    ROW_SUM: tl.constexpr,  # also write u^z = sum_s beta_s b_s as U row ROW0 (W^z: a and b are both k)
     Z_ROWS: tl.constexpr,  # rows of the z block (u^z and zero padding)
     A_PIECES: tl.constexpr,
     B_PIECES: tl.constexpr,
@@ -151,43 +188,46 @@ def _transition_kernel(
     INTERPRET: tl.constexpr,
     P: tl.constexpr,
     BLOCK_S: tl.constexpr,
+    BLOCK_N: tl.constexpr,  # output columns per program
 ):  # fmt: skip
-    """acc = (beta * a)^T b over the S tokens of one frame and one head."""
+    """acc[:, cols] = (beta * a)^T b[:, cols] over the S tokens of one frame and one head."""
     t = tl.program_id(0)
     bh = tl.program_id(1)
+    nb = tl.program_id(2)
     b_idx = bh // H
     h_idx = bh % H
     offs_s = tl.arange(0, BLOCK_S)
     offs_d = tl.arange(0, P)
-    mask_d = offs_d < D
+    offs_n = nb * BLOCK_N + tl.arange(0, BLOCK_N)
     a_base = a_ptr + b_idx * a_sb + h_idx * a_sh + t * a_st
     b_base = b_ptr + b_idx * b_sb + h_idx * b_sh + t * b_st
     beta_base = beta_ptr + b_idx * beta_sb + h_idx * beta_sh + t * beta_st
 
-    acc = tl.zeros((P, P), dtype=tl.float32)
-    row_sum = tl.zeros((P,), dtype=tl.float32)
+    acc = tl.zeros((P, BLOCK_N), dtype=tl.float32)
+    row_sum = tl.zeros((BLOCK_N,), dtype=tl.float32)
     for s0 in range(0, S, BLOCK_S):
         s = s0 + offs_s
         mask_s = s < S
-        mask = mask_s[:, None] & mask_d[None, :]
-        a = tl.load(a_base + s[:, None] * a_ss + offs_d[None, :], mask=mask, other=0.0).to(tl.float32)
-        b = tl.load(b_base + s[:, None] * b_ss + offs_d[None, :], mask=mask, other=0.0).to(tl.float32)
+        a = tl.load(a_base + s[:, None] * a_ss + offs_d[None, :], mask=mask_s[:, None] & (offs_d < D)[None, :],
+                    other=0.0).to(tl.float32)  # fmt: skip
+        b = tl.load(b_base + s[:, None] * b_ss + offs_n[None, :], mask=mask_s[:, None] & (offs_n < D)[None, :],
+                    other=0.0).to(tl.float32)  # fmt: skip
         beta = tl.load(beta_base + s * beta_ss, mask=mask_s, other=0.0).to(tl.float32)
-        weighted = a * beta[:, None]
         # A fresh accumulator per block: the tensor cores truncate when they add into a large
         # running sum (a bias that grows with S); the fp32 add across blocks rounds.
-        zero = tl.zeros((P, P), dtype=tl.float32)
-        acc += _mma(zero, tl.trans(weighted), b, A_PIECES, B_PIECES, TF32, INTERPRET)
+        zero = tl.zeros((P, BLOCK_N), dtype=tl.float32)
+        acc += _mma(zero, tl.trans(a * beta[:, None]), b, A_PIECES, B_PIECES, TF32, INTERPRET)
         if ROW_SUM:
-            row_sum += tl.sum(weighted, axis=0)
+            row_sum += tl.sum(b * beta[:, None], axis=0)
 
     rows = offs_d[:, None]
-    cols = offs_d[None, :]
+    cols = offs_n[None, :]
     if DECAY:
         gamma = tl.load(gamma_ptr + bh * T + t)
         eye = tl.where((rows == cols) & (rows < D), 1.0, 0.0)
-        w = gamma * (eye - acc)
-        tl.store(w_ptr + ((bh * T + t) * G + GROUP) * P * P + rows * P + cols, w)
+        plane: tl.constexpr = P * P
+        w_tile = w_ptr + ((bh * T + t) * G + GROUP) * (3 - 2 * TF32) * plane + rows * P + cols
+        _store_split(w_tile, gamma * (eye - acc), plane, TF32)
     else:
         tl.store(u_ptr + (bh * T + t) * R * P + (ROW0 + rows) * P + cols, acc)
     if ROW_SUM:
@@ -204,12 +244,13 @@ def _transition_kernel(
 
 @triton.jit
 def _scan_kernel(
-    w_ptr,  # (B*H, T, G, P, P)
-    u_ptr,  # (B*H, T, R, P)
-    hist_ptr,  # (B*H, T, R, P) out: forward state + backward-within-chunk state per frame
+    w_ptr,  # (B*H, T, G, NPIECE, P, P) as stored by _store_split
+    u_ptr,  # (B*H, T, R, P) fp32
+    hist_ptr,  # (B*H, T, R, P) fp32 scratch: the forward state after each frame
+    read_ptr,  # (B*H, T, NPIECE, R, P) out: forward + backward-within-chunk state per frame
     init_ptr,  # (B*H, R, P) forward seed (read when HAS_INIT)
     final_ptr,  # (B*H, R, P) out: forward state after the last frame
-    keep_ptr,  # (T,) int32: 0 where a chunk starts (the backward state restarts there)
+    keep_ptr,  # (T,) fp32: 0 where a chunk starts (the backward state restarts there), else 1
     T,
     KV_BLOCKS,  # row blocks of kv (then one block for z when G == 2)
     G: tl.constexpr,
@@ -225,39 +266,37 @@ def _scan_kernel(
     is_z = rb >= KV_BLOCKS
     row0 = tl.where(is_z, P, rb * BLOCK_R)
     group = is_z.to(tl.int32)
+    NPIECE: tl.constexpr = 3 - 2 * TF32
     rows = row0 + tl.arange(0, BLOCK_R)[:, None]
     cols = tl.arange(0, P)[None, :]
-    w_offs = tl.arange(0, P)[:, None] * P + cols
-    w_base = w_ptr + bh * T * G * P * P + group * P * P
+    w_tile = w_ptr + (bh * T * G + group) * NPIECE * P * P + tl.arange(0, P)[:, None] * P + cols
+    w_step: tl.constexpr = G * NPIECE * P * P
     rows_offs = rows * P + cols
-    u_base = u_ptr + bh * T * R * P
-    h_base = hist_ptr + bh * T * R * P
-
+    u_tile = u_ptr + bh * T * R * P + rows_offs
+    h_tile = hist_ptr + bh * T * R * P + rows_offs
+    r_tile = read_ptr + bh * T * NPIECE * R * P + rows_offs
     zero = tl.zeros((BLOCK_R, P), dtype=tl.float32)
+
     if HAS_INIT:
         state = tl.load(init_ptr + bh * R * P + rows_offs)
     else:
-        state = tl.zeros((BLOCK_R, P), dtype=tl.float32)
+        state = zero
     for t in range(0, T):
-        w = tl.load(w_base + t * G * P * P + w_offs)
-        u = tl.load(u_base + t * R * P + rows_offs)
-        state = _mma(zero, state, w, 3, 3, TF32, INTERPRET) + u
-        tl.store(h_base + t * R * P + rows_offs, state)
+        u = tl.load(u_tile + t * R * P)
+        state = _mma_stored(zero, state, w_tile + t * w_step, P * P, 3, TF32, INTERPRET) + u
+        tl.store(h_tile + t * R * P, state)
     tl.store(final_ptr + bh * R * P + rows_offs, state)
 
     # The backward pass re-reads the history written above by other threads of this program.
     tl.debug_barrier()
-    state = tl.zeros((BLOCK_R, P), dtype=tl.float32)
+    state = zero
     for i in range(0, T):
         t = T - 1 - i
-        h = tl.load(h_base + t * R * P + rows_offs)
-        tl.store(h_base + t * R * P + rows_offs, h + state)
-        if tl.load(keep_ptr + t) != 0:
-            w = tl.load(w_base + t * G * P * P + w_offs)
-            u = tl.load(u_base + t * R * P + rows_offs)
-            state = _mma(zero, state, w, 3, 3, TF32, INTERPRET) + u
-        else:
-            state = tl.zeros((BLOCK_R, P), dtype=tl.float32)
+        h = tl.load(h_tile + t * R * P)
+        _store_split(r_tile + t * NPIECE * R * P, h + state, R * P, TF32)
+        u = tl.load(u_tile + t * R * P)
+        keep = tl.load(keep_ptr + t)
+        state = (_mma_stored(zero, state, w_tile + t * w_step, P * P, 3, TF32, INTERPRET) + u) * keep
 
 
 # ----------------------------------------------------------------------------------------
@@ -270,7 +309,7 @@ def _readout_kernel(
     qr_ptr, qr_sb, qr_sh, qr_st, qr_ss,  # (B, H, T, S, D) rotated queries
     q_ptr, q_sb, q_sh, q_st, q_ss,  # (B, H, T, S, D) queries of the normaliser
     out_ptr, o_sb, o_sh, o_st, o_ss,  # (B, H, T, S, D)
-    hist_ptr,  # (B*H, T, R, P)
+    read_ptr,  # (B*H, T, NPIECE, R, P) summed states as stored by _store_split
     H, T, S, D,
     eps,
     NORMALIZER: tl.constexpr,
@@ -286,19 +325,24 @@ def _readout_kernel(
     bh = tl.program_id(2)
     b_idx = bh // H
     h_idx = bh % H
+    NPIECE: tl.constexpr = 3 - 2 * TF32
     s = sb * BLOCK_S + tl.arange(0, BLOCK_S)
     offs_d = tl.arange(0, P)
     mask_d = offs_d < D
     mask = (s < S)[:, None] & mask_d[None, :]
-    h_base = hist_ptr + (bh * T + t) * R * P
+    r_base = read_ptr + (bh * T + t) * NPIECE * R * P
 
-    # kv^T[j, i] = kv[i, j]; rows i >= D of the history are padding.
-    kv_t = tl.load(h_base + offs_d[None, :] * P + offs_d[:, None], mask=mask_d[None, :], other=0.0)
     q_rot = tl.load(qr_ptr + b_idx * qr_sb + h_idx * qr_sh + t * qr_st + s[:, None] * qr_ss + offs_d[None, :],
                     mask=mask, other=0.0).to(tl.float32)  # fmt: skip
-    num = _mma(tl.zeros((BLOCK_S, P), dtype=tl.float32), q_rot, kv_t, Q_PIECES, 3, TF32, INTERPRET)
+    # kv^T[j, i] = kv[i, j]. Rows i >= D of the state may be unwritten padding: they only reach
+    # the columns i >= D of num, which are never stored.
+    kv_t = r_base + offs_d[None, :] * P + offs_d[:, None]
+    num = _mma_stored(tl.zeros((BLOCK_S, P), dtype=tl.float32), q_rot, kv_t, R * P, Q_PIECES, TF32, INTERPRET)
     if NORMALIZER:
-        z = tl.load(h_base + P * P + offs_d)
+        z = tl.load(r_base + P * P + offs_d).to(tl.float32)
+        if not TF32:
+            z += tl.load(r_base + R * P + P * P + offs_d).to(tl.float32)
+            z += tl.load(r_base + 2 * R * P + P * P + offs_d).to(tl.float32)
         q = tl.load(q_ptr + b_idx * q_sb + h_idx * q_sh + t * q_st + s[:, None] * q_ss + offs_d[None, :],
                     mask=mask, other=0.0).to(tl.float32)  # fmt: skip
         den = tl.sum(q * z[None, :], axis=1)
@@ -387,8 +431,8 @@ def _fused(
     reason = unsupported_reason(q, beta, gamma, (q, k, v, q_rot, k_rot))
     if reason is not None:
         raise UserInputError(f"fused GDN: {reason}")
-    keep = torch.ones(T, dtype=torch.int32)
-    keep[[start for start, _ in segments]] = 0
+    keep = torch.ones(T, dtype=torch.float32)
+    keep[[start for start, _ in segments]] = 0.0
     keep = keep.to(device, non_blocking=True)
 
     (q, sq), (k, sk), (v, sv), (q_rot, sqr), (k_rot, skr) = (_strides5(x) for x in (q, k, v, q_rot, k_rot))
@@ -399,10 +443,15 @@ def _fused(
     x_pieces = 1 if q.dtype == torch.bfloat16 else 3
     weighted_pieces = 2 if q.dtype == torch.bfloat16 and beta.dtype == torch.bfloat16 else 3
 
-    w = torch.empty(BH, T, G, P, P, device=device, dtype=torch.float32)
+    # Matrices that later feed the tensor cores are stored pre-split: 3 bf16 planes ("ieee")
+    # or one fp32 plane ("tf32").
+    pieces, piece_dtype = (1, torch.float32) if tf32 else (3, torch.bfloat16)
+    w = torch.empty(BH, T, G, pieces, P, P, device=device, dtype=piece_dtype)
     u = torch.empty(BH, T, R, P, device=device, dtype=torch.float32)
+    block_n = min(tuning.transition_block_n, P)
     common = dict(
-        A_PIECES=weighted_pieces, B_PIECES=x_pieces, TF32=tf32, INTERPRET=_INTERPRETED, P=P, G=G, R=R, Z_ROWS=BR, BLOCK_S=tuning.transition_block_s,
+        A_PIECES=weighted_pieces, B_PIECES=x_pieces, TF32=tf32, INTERPRET=_INTERPRETED, P=P, G=G, R=R, Z_ROWS=BR,
+        BLOCK_S=tuning.transition_block_s, BLOCK_N=block_n,
         num_warps=tuning.transition_warps, num_stages=tuning.transition_stages,
     )  # fmt: skip
     products = [  # (left factor, right factor, W slot, U row, decay, row sum)
@@ -413,18 +462,20 @@ def _fused(
         products.append((k, sk, k, sk, 1, P, True, True))
     with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():
         for a, sa, b, sb, group, row0, decay, row_sum in products:
-            _transition_kernel[(T, BH)](
+            _transition_kernel[(T, BH, P // block_n)](
                 a, *sa, b, *sb, beta, *beta_strides, gamma, w, u, H, T, S, D,
                 GROUP=group, ROW0=row0, DECAY=decay, ROW_SUM=row_sum, **common,
             )  # fmt: skip
 
         hist = torch.empty(BH, T, R, P, device=device, dtype=torch.float32)
+        read = torch.empty(BH, T, pieces, R, P, device=device, dtype=piece_dtype)
         final = torch.empty(BH, R, P, device=device, dtype=torch.float32)
         init = init if has_init else final  # unread without an initial state
         kv_blocks = triton.cdiv(D, BR)
         _scan_kernel[(BH, kv_blocks + (1 if normalizer else 0))](
-            w, u, hist, init, final, keep, T, kv_blocks,
-            G=G, R=R, P=P, BLOCK_R=BR, HAS_INIT=has_init, TF32=tf32, INTERPRET=_INTERPRETED, num_warps=tuning.scan_warps,
+            w, u, hist, read, init, final, keep, T, kv_blocks,
+            G=G, R=R, P=P, BLOCK_R=BR, HAS_INIT=has_init, TF32=tf32, INTERPRET=_INTERPRETED,
+            num_warps=tuning.scan_warps, num_stages=tuning.scan_stages,
         )  # fmt: skip
 
         out = torch.empty_like(q_rot)
@@ -432,7 +483,7 @@ def _fused(
             out = torch.empty(q_rot.shape, device=device, dtype=q_rot.dtype)
         bs = tuning.readout_block_s
         _readout_kernel[(triton.cdiv(S, bs), T, BH)](
-            q_rot, *sqr, q, *sq, out, *tuple(out.stride()[:4]), hist, H, T, S, D,
+            q_rot, *sqr, q, *sq, out, *tuple(out.stride()[:4]), read, H, T, S, D,
             0.0 if eps is None else float(eps),
             NORMALIZER=normalizer, Q_PIECES=x_pieces, TF32=tf32, INTERPRET=_INTERPRETED, R=R, P=P, BLOCK_S=bs,
             num_warps=tuning.readout_warps, num_stages=tuning.readout_stages,

@@ -22,7 +22,6 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Union
 
-import av
 import numpy as np
 import torch
 
@@ -92,6 +91,8 @@ class VideoWriter:
         self.size = (height, width)
         if not self.path.parent.is_dir():
             raise UserInputError(f"cannot write {self.path}: folder {self.path.parent} does not exist")
+        import av  # PyAV is only needed to encode / decode, not for the frame-strip helpers
+
         self._container = av.open(
             str(self.path),
             mode="w",
@@ -121,6 +122,8 @@ class VideoWriter:
             raise UserInputError(
                 f"frame size {batch.shape[1]}x{batch.shape[2]} differs from the video size {self.size[0]}x{self.size[1]}"
             )
+        import av
+
         for image in batch:
             frame = av.VideoFrame.from_ndarray(image, format="rgb24")
             self._container.mux(self._stream.encode(frame))
@@ -149,6 +152,8 @@ def read_video(path: str | os.PathLike) -> tuple[np.ndarray, float]:
     path = Path(path)
     if not path.is_file():
         raise UserInputError(f"video file not found: {path}")
+    import av
+
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:

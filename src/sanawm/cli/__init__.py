@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "sanawm.cli.render",
     "sanawm.cli.eval",
     "sanawm.cli.train",
+    "sanawm.cli.bench",
 ]
 
 

@@ -1,0 +1,106 @@
+"""`sanawm bench`: forward latency, tokens/s and peak GPU memory of a DiT preset.
+
+    sanawm bench                                             # 2.6B, bf16, 81/321/961 frames, CUDA
+    sanawm bench --mode streaming --chunk-size 3 --json stream.json
+    sanawm bench --preset tiny --device cpu --latents 5x4x6 9x4x6 --csv tiny.csv
+
+Random weights; see `sanawm.benchmark` for what is timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from sanawm.benchmark import (
+    DTYPES,
+    MODES,
+    BenchConfig,
+    format_row,
+    parse_latent_size,
+    resolve_device,
+    run_benchmark,
+    table_header,
+    write_csv,
+    write_json,
+)
+from sanawm.cli.traj import image_size_arg
+from sanawm.errors import UserInputError
+from sanawm.model import PRESETS
+
+
+def _latent_arg(text: str) -> tuple[int, int, int]:
+    try:
+        return parse_latent_size(text)
+    except UserInputError as err:  # argparse reports ArgumentTypeError messages as they are
+        raise argparse.ArgumentTypeError(str(err)) from err
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``bench`` sub-command."""
+    p = subparsers.add_parser(
+        "bench",
+        help="time the DiT and measure its memory across video lengths",
+        description="Median seconds per forward, tokens/s and peak GPU memory of a DiT preset with "
+        "random weights, for several video lengths; --mode streaming times each chunk against the "
+        "stream cache and reports the cache size.",
+    )
+    p.add_argument("--preset", default="sanawm-2.6b", choices=sorted(PRESETS), help="model preset (default sanawm-2.6b)")
+    lengths = p.add_mutually_exclusive_group()
+    lengths.add_argument("--frames", type=int, nargs="+", help="video frame counts, 8k+1 each (default 81 321 961)")
+    lengths.add_argument("--latents", type=_latent_arg, nargs="+", metavar="TxHxW", help="latent sizes instead of --frames")
+    p.add_argument("--size", type=image_size_arg, default=(704, 1280), help="video HxW for --frames (default 704x1280)")
+    p.add_argument("--mode", choices=MODES, default="forward", help="forward (whole clip) or streaming (chunks)")
+    p.add_argument("--chunk-size", type=int, default=3, help="latent frames per streaming chunk (default 3)")
+    p.add_argument("--dtype", choices=DTYPES, help="default bfloat16 on CUDA, float32 on the CPU")
+    p.add_argument("--device", help="default cuda when available, else cpu")
+    p.add_argument("--warmup", type=int, default=1, help="untimed calls first (default 1)")
+    p.add_argument("--iters", type=int, default=3, help="timed calls, median reported (default 3)")
+    p.add_argument("--text-len", type=int, default=300, help="text tokens (default 300, capped by the preset)")
+    p.add_argument("--json", metavar="OUT.json", help="also write the rows (and per-chunk details) as JSON")
+    p.add_argument("--csv", metavar="OUT.csv", help="also write the rows as CSV")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Measure, print the table as rows finish, write the requested files."""
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = args.dtype or ("bfloat16" if device.startswith("cuda") else "float32")
+    config = BenchConfig(
+        preset=args.preset,
+        frames=tuple(args.frames or BenchConfig.frames),
+        size=args.size,
+        latents=tuple(args.latents or ()),
+        mode=args.mode,
+        chunk_size=args.chunk_size,
+        dtype=dtype,
+        device=device,
+        warmup=args.warmup,
+        iters=args.iters,
+        text_len=args.text_len,
+    )
+    resolve_device(config)  # a missing GPU or a too-large CPU preset fails before the header
+    for path in (args.json, args.csv):  # fail before minutes of measuring, not after
+        if path is not None and (Path(path).is_dir() or not Path(path).parent.is_dir()):
+            raise UserInputError(f"cannot write {path!r}: its folder does not exist or it is a folder")
+    params = PRESETS[config.preset]
+    print(
+        f"sanawm bench: {config.preset} with RANDOM weights ({params.depth} blocks, width {params.hidden_size}), "
+        f"{config.dtype}, {device}, mode {config.mode}"
+        + (f" (chunks of {config.chunk_size} latent frames)" if config.mode == "streaming" else "")
+        + f", median of {config.iters} after {config.warmup} warm-up, {min(config.text_len, params.max_text_len)} text tokens",
+        flush=True,
+    )
+    print(table_header(config.mode), flush=True)
+    rows = run_benchmark(config, on_row=lambda row: print(format_row(row), flush=True))
+    meta = {"random_weights": True, "torch": torch.__version__, **dataclasses.asdict(config)}
+    if args.json:
+        write_json(rows, args.json, meta)
+        print(f"wrote {args.json}")
+    if args.csv:
+        write_csv(rows, args.csv)
+        print(f"wrote {args.csv}")
+    return 0

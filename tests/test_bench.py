@@ -1,0 +1,135 @@
+"""`sanawm bench` / `sanawm.benchmark` on the tiny preset (CPU): table, JSON, CSV, streaming
+chunks and cache sizes, and every bad input -> exit 2 with one line."""
+
+import csv
+import json
+
+import pytest
+import torch
+
+from sanawm.benchmark import BenchConfig, latents_for_frames, parse_latent_size
+from sanawm.cli import main
+from sanawm.errors import UserInputError
+from sanawm.model import preset_config
+
+FAST = ["--preset", "tiny", "--device", "cpu", "--warmup", "0", "--iters", "1"]
+EXPECTED_COLUMNS = [
+    "preset", "mode", "dtype", "device", "latents", "latent_frames", "latent_height", "latent_width",
+    "video_frames", "tokens", "seconds", "tokens_per_s", "peak_memory_gb", "num_chunks",
+    "first_chunk_seconds", "chunk_seconds_median", "gdn_cache_bytes", "kv_cache_bytes",
+]  # fmt: skip
+
+
+def test_frames_map_to_latents_with_the_release_vae_strides():
+    # 8 video frames per latent frame after the first, 32 pixels per latent pixel.
+    assert latents_for_frames(961, 704, 1280) == (121, 22, 40)
+    assert latents_for_frames(321, 704, 1280) == (41, 22, 40)
+    assert latents_for_frames(81, 704, 1280) == (11, 22, 40)
+    assert latents_for_frames(1, 64, 96) == (1, 2, 3)
+    assert parse_latent_size("11x22x40") == (11, 22, 40)
+    for bad in [(80, 704, 1280), (0, 704, 1280), (81, 700, 1280), (81, 704, 0)]:
+        with pytest.raises(UserInputError):
+            latents_for_frames(*bad)
+    with pytest.raises(UserInputError, match="mode"):
+        BenchConfig(preset="tiny", mode="backward")
+    with pytest.raises(UserInputError, match="iters"):
+        BenchConfig(preset="tiny", iters=0)
+
+
+def test_forward_mode_prints_the_table_and_writes_json_and_csv(tmp_path, capsys):
+    out_json, out_csv = tmp_path / "b.json", tmp_path / "b.csv"
+    code = main(["bench", *FAST, "--latents", "2x2x3", "3x1x2", "--json", str(out_json), "--csv", str(out_csv)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "RANDOM weights" in printed and "s/forward" in printed and "tokens/s" in printed
+    lines = [line.split() for line in printed.splitlines()]
+    table = {line[0]: line for line in lines if line and line[0] in ("2x2x3", "3x1x2")}
+    assert set(table) == {"2x2x3", "3x1x2"}
+    assert table["2x2x3"][1:3] == ["9", "12"] and table["3x1x2"][1:3] == ["17", "6"]  # frames, tokens
+    assert table["2x2x3"][5] == "n/a"  # no peak-memory counter on the CPU
+
+    rows = json.loads(out_json.read_text())["rows"]
+    assert [r["latents"] for r in rows] == ["2x2x3", "3x1x2"]
+    assert [r["tokens"] for r in rows] == [2 * 2 * 3, 3 * 1 * 2]
+    assert [r["video_frames"] for r in rows] == [9, 17]
+    for r in rows:
+        assert r["mode"] == "forward" and r["peak_memory_gb"] is None and r["chunks"] == []
+        assert r["seconds"] > 0 and r["tokens_per_s"] == pytest.approx(r["tokens"] / r["seconds"])
+
+    with open(out_csv, newline="") as f:
+        reader = csv.DictReader(f)
+        assert reader.fieldnames == EXPECTED_COLUMNS
+        csv_rows = list(reader)
+    assert [(r["latents"], int(r["tokens"])) for r in csv_rows] == [("2x2x3", 12), ("3x1x2", 6)]
+    assert all(r["peak_memory_gb"] == "" for r in csv_rows)
+
+
+def test_streaming_mode_reports_every_chunk_and_a_constant_gdn_cache(tmp_path, capsys):
+    out_json = tmp_path / "s.json"
+    # 73 frames at 64x64 -> 10x2x2 latents; chunks of 3: [0, 4) (frame 0 + 3), [4, 7), [7, 10).
+    # 49 frames -> 7x2x2: [0, 4), [4, 7).
+    code = main(["bench", *FAST, "--mode", "streaming", "--chunk-size", "3", "--frames", "73", "49",
+                 "--size", "64x64", "--json", str(out_json)])  # fmt: skip
+    assert code == 0
+    assert "GDN MB" in capsys.readouterr().out
+    rows = json.loads(out_json.read_text())["rows"]
+    assert [r["latents"] for r in rows] == ["10x2x2", "7x2x2"]
+    long, short = rows
+    assert [(c["start"], c["stop"]) for c in long["chunks"]] == [(0, 4), (4, 7), (7, 10)]
+    assert [(c["start"], c["stop"]) for c in short["chunks"]] == [(0, 4), (4, 7)]
+    assert [c["tokens"] for c in long["chunks"]] == [16, 12, 12]
+    assert long["num_chunks"] == 3 and long["tokens"] == 40 and long["peak_memory_gb"] is None
+    assert long["seconds"] == pytest.approx(sum(c["seconds"] for c in long["chunks"]))
+    assert long["first_chunk_seconds"] == long["chunks"][0]["seconds"]
+    later = sorted(c["seconds"] for c in long["chunks"][1:])
+    assert long["chunk_seconds_median"] == pytest.approx((later[0] + later[1]) / 2)
+
+    # GDN state: constant once 3 (= key conv kernel - 1) frames are committed, whatever the length.
+    gdn = {c["gdn_cache_bytes"] for r in rows for c in r["chunks"]}
+    assert len(gdn) == 1 and gdn.pop() > 0
+    # Softmax keys + values grow with the committed tokens: k and v of hidden_size floats
+    # per token per softmax block (twice that if a camera branch keeps its own).
+    cfg = preset_config("tiny")
+    per_token = 2 * cfg.hidden_size * 4 * len(cfg.softmax_blocks)
+    committed = [c["stop"] * 4 for c in long["chunks"]]
+    ratios = {c["kv_cache_bytes"] / n for c, n in zip(long["chunks"], committed)}
+    assert len(ratios) == 1 and ratios.pop() in (per_token, 2 * per_token)
+    assert long["kv_cache_bytes"] == long["chunks"][-1]["kv_cache_bytes"]
+
+
+BAD = [
+    (["--frames", "80"], "8k+1"),
+    (["--frames", "81", "--size", "700x1280"], "multiples of 32"),
+    (["--latents", "2x2x0"], "latent size"),
+    (["--latents", "2x2"], "latent size"),
+    (["--iters", "0", "--latents", "2x2x2"], "iters"),
+    (["--chunk-size", "0", "--mode", "streaming", "--latents", "2x2x2"], "chunk_size"),
+    (["--latents", "2x2x2", "--json", "/no/such/folder/b.json"], "cannot write"),
+    (["--device", "nonsense", "--latents", "2x2x2"], "device"),
+]
+
+
+@pytest.mark.parametrize("extra, message", BAD)
+def test_bad_inputs_exit_2_with_one_line(extra, message, capsys):
+    args = ["bench", "--preset", "tiny", "--device", "cpu", *extra]
+    if "--device" in extra:
+        args = ["bench", "--preset", "tiny", *extra]
+    try:
+        code = main(args)
+    except SystemExit as stop:  # argparse-level mistakes
+        code = stop.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and message in err
+
+
+def test_the_large_preset_is_refused_on_the_cpu(capsys):
+    assert main(["bench", "--device", "cpu", "--frames", "81"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "--preset tiny" in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message without a GPU")
+def test_cuda_without_a_gpu_is_a_clear_error(capsys):
+    assert main(["bench", "--preset", "tiny", "--device", "cuda", "--latents", "2x2x2"]) == 2
+    assert "CUDA is not available" in capsys.readouterr().err

@@ -4,7 +4,8 @@
     python scripts/bench_dit.py --check-gdn     # plus fast GDN vs float64 recurrent reference
     python scripts/bench_dit.py --tiny          # tiny preset on CPU (smoke test of this script)
 
-Random weights (the from-scratch init), random inputs with a real camera path. Prints a
+Random weights (the from-scratch init), random inputs with a real camera path (the helpers live
+in `sanawm.benchmark`; `sanawm bench` is the full command: JSON/CSV, streaming mode). Prints a
 table: latent size, video frames, tokens, median seconds per forward, peak memory.
 Reference numbers (H100, bf16): 961 frames 4.73 s / 17.9 GB, 321 frames 1.16 s, 81 frames 0.30 s.
 """
@@ -12,12 +13,10 @@ Reference numbers (H100, bf16): 961 frames 4.73 s / 17.9 GB, 321 frames 1.16 s, 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 
-from sanawm.model import build_preset
+from sanawm.benchmark import make_inputs, parse_latent_size, random_model, time_forward
 from sanawm.ops.gdn import delta_rule, gdn, gdn_reference
 
 FULL_SIZES = ["121x22x40", "41x22x40", "11x22x40"]
@@ -26,66 +25,9 @@ TINY_SIZES = ["5x4x6", "9x4x6"]
 
 def parse_size(text: str) -> tuple[int, int, int]:
     try:
-        t, h, w = (int(v) for v in text.lower().split("x"))
+        return parse_latent_size(text)
     except ValueError as err:
-        raise argparse.ArgumentTypeError(f"size must look like 121x22x40, got {text!r}") from err
-    return t, h, w
-
-
-def camera_inputs(batch: int, frames: int, height: int, width: int, device, dtype):
-    """A forward-moving, slowly turning camera: raymap (B, T, 20) and Plücker rays (B, 48, T, H, W)."""
-    raymap = torch.zeros(batch, frames, 20, device=device, dtype=torch.float32)
-    for t in range(frames):
-        yaw = torch.tensor(0.02 * t)
-        c2w = torch.eye(4)
-        c2w[0, 0], c2w[0, 2], c2w[2, 0], c2w[2, 2] = yaw.cos(), yaw.sin(), -yaw.sin(), yaw.cos()
-        c2w[2, 3] = 0.05 * t
-        raymap[:, t, :16] = c2w.flatten()
-    raymap[..., 16:] = torch.tensor([0.6 * width, 0.6 * width, (width - 1) / 2, (height - 1) / 2])
-    plucker = 0.1 * torch.randn(batch, 48, frames, height, width, device=device, dtype=dtype)
-    return raymap, plucker
-
-
-def make_inputs(model, size, device, dtype, text_len: int):
-    frames, height, width = size
-    cfg = model.config
-    timestep = 1000 * torch.rand(1, frames, device=device)
-    timestep[:, 0] = 0
-    raymap, plucker = camera_inputs(1, frames, height, width, device, dtype)
-    return dict(
-        latents=torch.randn(1, cfg.in_channels, frames, height, width, device=device, dtype=dtype),
-        timestep=timestep,
-        text=torch.randn(1, text_len, cfg.caption_channels, device=device, dtype=dtype),
-        text_mask=torch.ones(1, text_len, device=device, dtype=torch.int64),
-        raymap=raymap,
-        chunk_plucker=plucker,
-    )
-
-
-def time_forward(model, inputs, device, warmup: int, iters: int) -> tuple[float, float]:
-    """Median seconds per forward and peak memory in GB (CUDA only, else nan)."""
-    cuda = device.type == "cuda"
-    with torch.inference_mode():
-        for _ in range(warmup):
-            model(**inputs)
-        if cuda:
-            torch.cuda.synchronize(device)
-            torch.cuda.reset_peak_memory_stats(device)
-        times = []
-        for _ in range(iters):
-            if cuda:
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                model(**inputs)
-                end.record()
-                torch.cuda.synchronize(device)
-                times.append(start.elapsed_time(end) / 1000)
-            else:
-                t0 = time.perf_counter()
-                model(**inputs)
-                times.append(time.perf_counter() - t0)
-    peak = torch.cuda.max_memory_allocated(device) / 1e9 if cuda else float("nan")
-    return statistics.median(times), peak
+        raise argparse.ArgumentTypeError(str(err)) from err
 
 
 def check_gdn(device) -> None:
@@ -139,9 +81,7 @@ def main() -> None:
         check_gdn(device)
 
     preset = "tiny" if args.tiny else "sanawm-2.6b"
-    model = build_preset(preset, device="meta").to_empty(device=device)
-    model.init_weights()
-    model = model.to(dtype).eval()
+    model = random_model(preset, device, dtype)
     params = sum(p.numel() for p in model.parameters())
     print(f"{preset}: {params / 1e9:.3f} B parameters, {dtype}, {device}")
     print(f"{'latents':>12} {'frames':>7} {'tokens':>8} {'s/forward':>10} {'peak GB':>8}")
@@ -152,7 +92,8 @@ def main() -> None:
         seconds, peak = time_forward(model, inputs, device, args.warmup, args.iters)
         video_frames = (frames - 1) * 8 + 1
         tokens = frames * height * width
-        print(f"{f'{frames}x{height}x{width}':>12} {video_frames:>7} {tokens:>8} {seconds:>10.3f} {peak:>8.1f}")
+        peak_text = "n/a" if peak is None else f"{peak:.1f}"
+        print(f"{f'{frames}x{height}x{width}':>12} {video_frames:>7} {tokens:>8} {seconds:>10.3f} {peak_text:>8}")
         del inputs
         if device.type == "cuda":
             torch.cuda.empty_cache()

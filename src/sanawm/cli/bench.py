@@ -48,10 +48,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "random weights, for several video lengths; --mode streaming times each chunk against the "
         "stream cache and reports the cache size.",
     )
-    p.add_argument("--preset", default="sanawm-2.6b", choices=sorted(PRESETS), help="model preset (default sanawm-2.6b)")
+    p.add_argument(
+        "--preset", default="sanawm-2.6b", choices=sorted(PRESETS), help="model preset (default sanawm-2.6b)"
+    )
     lengths = p.add_mutually_exclusive_group()
     lengths.add_argument("--frames", type=int, nargs="+", help="video frame counts, 8k+1 each (default 81 321 961)")
-    lengths.add_argument("--latents", type=_latent_arg, nargs="+", metavar="TxHxW", help="latent sizes instead of --frames")
+    lengths.add_argument(
+        "--latents", type=_latent_arg, nargs="+", metavar="TxHxW", help="latent sizes instead of --frames"
+    )
     p.add_argument("--size", type=image_size_arg, default=(704, 1280), help="video HxW for --frames (default 704x1280)")
     p.add_argument("--mode", choices=MODES, default="forward", help="forward (whole clip) or streaming (chunks)")
     p.add_argument("--chunk-size", type=int, default=3, help="latent frames per streaming chunk (default 3)")
@@ -91,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
         f"sanawm bench: {config.preset} with RANDOM weights ({params.depth} blocks, width {params.hidden_size}), "
         f"{config.dtype}, {device}, mode {config.mode}"
         + (f" (chunks of {config.chunk_size} latent frames)" if config.mode == "streaming" else "")
-        + f", median of {config.iters} after {config.warmup} warm-up, {min(config.text_len, params.max_text_len)} text tokens",
+        + f", median of {config.iters} after {config.warmup} warm-up"
+        + f", {min(config.text_len, params.max_text_len)} text tokens",
         flush=True,
     )
     print(table_header(config.mode), flush=True)

@@ -38,6 +38,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from sanawm.errors import UserInputError
+from sanawm.jsonfile import read_json_object
 from sanawm.text import TextEncoderConfig
 
 MODEL_JSON = "model.json"
@@ -109,7 +110,7 @@ def read_model_dir(directory: str | Path) -> ModelDirSpec:
     root = Path(directory)
     if not root.is_dir():
         raise UserInputError(f"model folder not found: {root}")
-    doc = _read_json(root / MODEL_JSON)
+    doc = read_json_object(root / MODEL_JSON, "model description")
     if doc.get("format") != FORMAT_NAME:
         raise UserInputError(f"{root / MODEL_JSON}: not a sanawm model description (format != {FORMAT_NAME!r})")
     if doc.get("version") != FORMAT_VERSION:
@@ -163,18 +164,6 @@ def write_model_json(
     return path
 
 
-def _read_json(path: Path, what: str = "model description") -> dict:
-    if not path.is_file():
-        raise UserInputError(f"{what} not found: {path}")
-    try:
-        doc = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise UserInputError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(doc, dict):
-        raise UserInputError(f"{path}: expected a JSON object")
-    return doc
-
-
 def _dataclass_from(cls, values: Any, where: str):
     if not isinstance(values, dict):
         raise UserInputError(f"{where}: expected an object")
@@ -210,7 +199,7 @@ def load_transformer(path: str | Path, dtype: torch.dtype = torch.float32):
     path = Path(path)
     if path.is_file():
         return load_official(path, dtype=dtype)
-    fields = _read_json(path / CONFIG_JSON, "transformer config")
+    fields = read_json_object(path / CONFIG_JSON, "transformer config")
     known = {f.name for f in dataclasses.fields(SanaWMConfig)}
     unknown = sorted(set(fields) - known)
     if unknown:

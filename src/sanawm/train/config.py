@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
 from sanawm.errors import UserInputError
+from sanawm.jsonfile import read_json_object
 
 STAGES = ("vae", "dit")
 STRATEGIES = ("ddp", "fsdp")
@@ -275,14 +276,7 @@ def from_dict(values: dict[str, Any], base: TrainConfig | None = None) -> TrainC
 def load_config(path: str | Path, base: TrainConfig | None = None) -> TrainConfig:
     """Read a JSON config file on top of `base`."""
     path = Path(path)
-    if not path.is_file():
-        raise UserInputError(f"config file not found: {path}")
-    try:
-        values = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise UserInputError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(values, dict):
-        raise UserInputError(f"{path}: expected a JSON object")
+    values = read_json_object(path, "config file")
     return _merge(base or TrainConfig(), values, str(path))
 
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from sanawm.errors import UserInputError
+from sanawm.jsonfile import read_json_object
 from sanawm.vae.base import ChunkDecoder, VideoVAE
 from sanawm.vae.compact import CompactVAE, CompactVAEConfig, vae_loss
 from sanawm.vae.ltx2 import LTX2VAE
@@ -21,14 +21,7 @@ def load_vae(directory: str | Path) -> VideoVAE:
     """
     directory = Path(directory)
     config_path = directory / "config.json"
-    if not config_path.is_file():
-        raise UserInputError(f"VAE config not found: {config_path}")
-    try:
-        config = json.loads(config_path.read_text())
-    except json.JSONDecodeError as err:
-        raise UserInputError(f"{config_path}: not valid JSON ({err})") from None
-    if not isinstance(config, dict):
-        raise UserInputError(f"{config_path}: expected a JSON object")
+    config = read_json_object(config_path, "VAE config")
     if config.get("kind") == "compact":
         return CompactVAE.load(directory)
     if config.get("_class_name") == LTX2_CLASS_NAME:

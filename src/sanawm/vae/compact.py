@@ -31,6 +31,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from sanawm.errors import UserInputError
+from sanawm.jsonfile import read_json_object
 from sanawm.vae.base import ChunkDecoder, VideoVAE
 
 CONFIG_NAME = "config.json"
@@ -352,15 +353,7 @@ def vae_loss(
 
 
 def _read_config(path: Path) -> dict:
-    if not path.is_file():
-        raise UserInputError(f"VAE config not found: {path}")
-    try:
-        config = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise UserInputError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(config, dict):
-        raise UserInputError(f"{path}: expected a JSON object")
-    return config
+    return read_json_object(path, "VAE config")
 
 
 def _check_state(module: nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:

@@ -1,0 +1,122 @@
+"""Where one step of embedded-model DiT training spends its time, part by part.
+
+    python scripts/profile_train_step.py                  # H100: the embedded recipe, batch 32
+    python scripts/profile_train_step.py --device cpu --batch-size 2 --fresh 1 --iters 1   # smoke
+
+Times (median of --iters, after one untimed call): preparing `--fresh` new clips (world + path,
+CPU), rendering them, VAE-encoding them, and one optimizer step of the DiT (forward, backward,
+AdamW) bidirectional and chunk-causal, eager and, with --compile, under torch.compile.
+Prints a table; the sum of the data parts and one step is what a training step costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from sanawm.train.data import ProceduralClips
+from sanawm.train.distributed import setup
+from sanawm.train.dit import DiTTask
+from sanawm.train.embedded import embedded_dit_config
+from sanawm.train.loop import param_groups, step_generators
+
+ASSETS = Path(__file__).resolve().parent.parent / "src" / "sanawm" / "assets" / "embedded"
+
+
+def timed(fn, iters: int, device: torch.device) -> float:
+    def once() -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        tic = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - tic
+
+    once()
+    return statistics.median(once() for _ in range(iters))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--fresh", type=int, default=4, help="new clips per step")
+    parser.add_argument("--iters", type=int, default=5)
+    parser.add_argument("--compile", action="store_true", help="also time the step under torch.compile")
+    args = parser.parse_args()
+
+    ctx = setup(args.device)
+    device = ctx.device
+    cfg = embedded_dit_config(str(ASSETS / "vae"), args.batch_size, workers=0, pool_size=args.batch_size)
+    task = DiTTask(cfg, ctx)
+    source: ProceduralClips = task.feed.source
+    rows: list[tuple[str, float]] = []
+
+    draws = iter(range(10**9))
+    prepared = []
+
+    def prepare():
+        prepared[:] = [source.prepare(next(draws)) for _ in range(args.fresh)]
+
+    rows.append((f"prepare {args.fresh} clips (CPU, 1 process)", timed(prepare, args.iters, device)))
+    batch_holder = {}
+
+    def render():
+        batch_holder["clips"] = source.finish(prepared, device)
+
+    rows.append((f"render {args.fresh} clips ({source.num_frames} frames each)", timed(render, args.iters, device)))
+
+    def encode():
+        batch_holder["encoded"] = task.encode(batch_holder["clips"])
+
+    rows.append((f"VAE-encode + pack cameras, {args.fresh} clips", timed(encode, args.iters, device)))
+
+    # A full batch from the pool, as training sees it.
+    encoded = task.encode(source.finish([source.prepare(d) for d in range(args.batch_size)], device))
+    model = task.module
+    optimizer = torch.optim.AdamW(param_groups(model, 0.0), lr=1e-4, foreach=True)
+    autocast = device.type == "cuda"
+    obj = cfg.objective
+
+    def step_fn(forward_model, causal: bool):
+        def run():
+            obj.causal_prob = 1.0 if causal else 0.0
+            obj.camera_dropout = 0.0
+            shared, local = step_generators(0, 0, 0, device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                loss, _ = task.loss(forward_model, encoded, shared, local)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        return run
+
+    for causal in (False, True):
+        name = "chunk-causal" if causal else "bidirectional"
+        rows.append((f"DiT step, batch {args.batch_size}, {name}, eager", timed(step_fn(model, causal), args.iters, device)))
+    if args.compile:
+        compiled = torch.compile(model)
+        for causal in (False, True):
+            name = "chunk-causal" if causal else "bidirectional"
+            tic = time.perf_counter()
+            step_fn(compiled, causal)()
+            first = time.perf_counter() - tic
+            seconds = timed(step_fn(compiled, causal), args.iters, device)
+            rows.append((f"DiT step, batch {args.batch_size}, {name}, compiled (first call {first:.0f} s)", seconds))
+    if device.type == "cuda":
+        rows.append(("peak GPU memory (GB)", torch.cuda.max_memory_allocated(device) / 1e9))
+
+    width = max(len(name) for name, _ in rows)
+    print(f"{'part':<{width}}  seconds")
+    for name, value in rows:
+        print(f"{name:<{width}}  {value:.4f}")
+
+
+if __name__ == "__main__":
+    main()

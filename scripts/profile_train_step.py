@@ -5,7 +5,7 @@
 
 Times (median of --iters, after one untimed call): preparing `--fresh` new clips (world + path,
 CPU), rendering them, VAE-encoding them, and one optimizer step of the DiT (forward, backward,
-AdamW) bidirectional and chunk-causal, eager and, with --compile, under torch.compile.
+AdamW), bidirectional and chunk-causal; --kernels N lists the top GPU kernels of one step.
 Prints a table; the sum of the data parts and one step is what a training step costs.
 """
 
@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--fresh", type=int, default=4, help="new clips per step")
     parser.add_argument("--iters", type=int, default=5)
-    parser.add_argument("--compile", action="store_true", help="also time the step under torch.compile")
+    parser.add_argument("--kernels", type=int, default=0, help="also list the top N ops of one eager step")
     args = parser.parse_args()
 
     ctx = setup(args.device)
@@ -57,24 +57,28 @@ def main() -> None:
     source: ProceduralClips = task.feed.source
     rows: list[tuple[str, float]] = []
 
+    def report(name: str, value: float) -> None:  # printed at once: a slow part shows where it is
+        rows.append((name, value))
+        print(f"{name}: {value:.4f}", flush=True)
+
     draws = iter(range(10**9))
     prepared = []
 
     def prepare():
         prepared[:] = [source.prepare(next(draws)) for _ in range(args.fresh)]
 
-    rows.append((f"prepare {args.fresh} clips (CPU, 1 process)", timed(prepare, args.iters, device)))
+    report(f"prepare {args.fresh} clips (CPU, 1 process)", timed(prepare, args.iters, device))
     batch_holder = {}
 
     def render():
         batch_holder["clips"] = source.finish(prepared, device)
 
-    rows.append((f"render {args.fresh} clips ({source.num_frames} frames each)", timed(render, args.iters, device)))
+    report(f"render {args.fresh} clips ({source.num_frames} frames each)", timed(render, args.iters, device))
 
     def encode():
         batch_holder["encoded"] = task.encode(batch_holder["clips"])
 
-    rows.append((f"VAE-encode + pack cameras, {args.fresh} clips", timed(encode, args.iters, device)))
+    report(f"VAE-encode + pack cameras, {args.fresh} clips", timed(encode, args.iters, device))
 
     # A full batch from the pool, as training sees it.
     encoded = task.encode(source.finish([source.prepare(d) for d in range(args.batch_size)], device))
@@ -99,18 +103,19 @@ def main() -> None:
 
     for causal in (False, True):
         name = "chunk-causal" if causal else "bidirectional"
-        rows.append((f"DiT step, batch {args.batch_size}, {name}, eager", timed(step_fn(model, causal), args.iters, device)))
-    if args.compile:
-        compiled = torch.compile(model)
-        for causal in (False, True):
-            name = "chunk-causal" if causal else "bidirectional"
-            tic = time.perf_counter()
-            step_fn(compiled, causal)()
-            first = time.perf_counter() - tic
-            seconds = timed(step_fn(compiled, causal), args.iters, device)
-            rows.append((f"DiT step, batch {args.batch_size}, {name}, compiled (first call {first:.0f} s)", seconds))
+        report(f"DiT step, batch {args.batch_size}, {name}, eager", timed(step_fn(model, causal), args.iters, device))
+    if args.kernels:
+        from torch.profiler import ProfilerActivity, profile
+
+        cuda = device.type == "cuda"
+        with profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]) as prof:
+            step_fn(model, False)()
+            if cuda:
+                torch.cuda.synchronize(device)
+        key = "self_device_time_total" if cuda else "self_cpu_time_total"
+        print(prof.key_averages().table(sort_by=key, row_limit=args.kernels, max_name_column_width=60), flush=True)
     if device.type == "cuda":
-        rows.append(("peak GPU memory (GB)", torch.cuda.max_memory_allocated(device) / 1e9))
+        report("peak GPU memory (GB)", torch.cuda.max_memory_allocated(device) / 1e9)
 
     width = max(len(name) for name, _ in rows)
     print(f"{'part':<{width}}  seconds")

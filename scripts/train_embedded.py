@@ -38,6 +38,7 @@ from sanawm.train.embedded import embedded_dit_config, embedded_vae_config
 
 REPO = Path(__file__).resolve().parent.parent
 ASSETS = REPO / "src" / "sanawm" / "assets" / "embedded"
+RESUMED_WARMUP_STEPS = 50
 FINAL_COPY_S = 10.0  # seconds kept for copying the results to --out
 
 
@@ -117,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     has_checkpoint = find_checkpoint(dit_run, "latest") is not None
     if not has_checkpoint and committed and vae_dir == assets / "vae" and _same_dit(cfg, assets):
         cfg.dit.init_from = str(assets)
+        # Trained weights need no long warm-up, only enough steps for AdamW's moments to settle.
+        cfg.optim.warmup_steps = RESUMED_WARMUP_STEPS
     cfg.run.time_budget_s = max(remaining(), 1.0)
     cfg.run.progress = not args.no_progress
     summaries.append(train(cfg, dit_run, resume="latest"))

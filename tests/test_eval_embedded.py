@@ -7,6 +7,7 @@ frames are noise; only the report's shape and the baselines' exactly known parts
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import sys
 from pathlib import Path
@@ -100,6 +101,21 @@ def test_motion_measures(ev):
     assert ev.motion_measures(commanded[:9], commanded[:9])["travel"]["direction_err_deg"] is None
 
 
+def test_peak_frame_is_where_the_path_has_turned_furthest(ev):
+    assert ev.peak_frame(action_to_c2w("l-16,j-16").numpy()) == 16
+    assert ev.peak_frame(action_to_c2w("k-10,none-5,i-3").numpy()) == 10  # first of the equal frames
+    assert ev.peak_frame(action_to_c2w("w-32").numpy()) == 32  # no rotation: the last frame
+    assert ev.peak_frame(action_to_c2w("wa-5,i-7,w-4").numpy()) == 12
+
+
+def test_peak_psnr_averages_the_window_around_the_peak(ev):
+    per_frame = [float(v) for v in range(1, 33)]  # entry i is frame i + 1, value = frame number
+    w = ev.PEAK_WINDOW
+    assert ev.peak_psnr(per_frame, 16) == pytest.approx(np.mean(np.arange(16 - w, 16 + w + 1)))
+    assert ev.peak_psnr(per_frame, 32) == pytest.approx(np.mean(np.arange(32 - w, 33)))  # cut at the end
+    assert ev.peak_psnr(per_frame, 1) == pytest.approx(np.mean(np.arange(1, 2 + w)))  # frame 0 is never scored
+
+
 def test_per_second_windows(ev):
     values = np.arange(1, 33, dtype=float)  # frames 1..32
     assert ev.per_second(values, 16.0) == [8.5, 24.5]
@@ -136,8 +152,9 @@ def test_core_on_one_clip(ev, tmp_path):
     k = default_intrinsics((64, 64), 60.0)
     truth = render(make_world(row["world_seed"], "room"), action_to_c2w("w-16"), k.expand(17, 4), (64, 64)).numpy()
     repeat = row["methods"]["repeat_first_frame"]
-    expected = [_psnr64(truth[0], truth[i]) for i in range(1, 17)]
-    assert repeat["psnr_per_second"] == pytest.approx([np.mean(expected[:8]), np.mean(expected[8:])], abs=1e-6)
+    expected_psnr = [_psnr64(truth[0], truth[i]) for i in range(1, 17)]
+    assert repeat["psnr_per_second"] == pytest.approx(
+        [np.mean(expected_psnr[:8]), np.mean(expected_psnr[8:])], abs=1e-6)
     # ...does not move: its pose estimate failed (scored as static) or shows no turn and no travel
     camera = repeat["camera"]
     motion = camera["motion"]
@@ -147,9 +164,29 @@ def test_core_on_one_clip(ev, tmp_path):
         and motion["travel"]["direction_err_deg"] == 90.0
     )
 
+    assert row["peak_frame"] == 16  # w-16 does not rotate: its last frame
+    for method in ev.METHODS:
+        expected = ev.peak_psnr(row["methods"][method]["psnr_per_frame"], 16)
+        assert report["visibility"]["forward"][method]["psnr_at_peak"] == pytest.approx(expected)
+    assert report["visibility"]["forward"]["repeat_first_frame"]["psnr_at_peak"] == pytest.approx(
+        np.mean(expected_psnr[16 - ev.PEAK_WINDOW - 1 :]), abs=1e-3)  # per-frame values are stored rounded
+
     paths = ev.write_outputs(evaluation, tmp_path / "out")
     assert [p.name for p in paths] == ["report.json", "report.md", "strip_t.png"]
     assert "| repeat_first_frame |" in (tmp_path / "out" / "report.md").read_text()
+
+    # --rescore: the summaries again from the clips alone, also for a report without peak frames
+    old = json.loads((tmp_path / "out" / "report.json").read_text())
+    for key in ("summary", "visibility", "beats_baselines"):
+        old.pop(key)
+    for clip in old["clips"]:
+        clip.pop("peak_frame")
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    assert ev.main(["--out", str(tmp_path / "out"), "--rescore", str(tmp_path / "old.json")]) == 0
+    again = json.loads((tmp_path / "out" / "report.json").read_text())
+    for key in ("summary", "visibility", "beats_baselines", "clips"):
+        assert again[key] == json.loads(json.dumps(report[key])), key
+    assert "![strip_t.png](strip_t.png)" in (tmp_path / "out" / "report.md").read_text()
     from PIL import Image
 
     with Image.open(tmp_path / "out" / "strip_t.png") as strip:  # 3 rows x 5 frames of 64 px, 2 px gaps
@@ -159,3 +196,13 @@ def test_core_on_one_clip(ev, tmp_path):
 def test_a_bad_limit_is_one_line_and_exit_2(ev, tmp_path, capsys):
     assert ev.main(["--out", str(tmp_path), "--limit", "0"]) == 2
     assert "--limit must be between 1 and 32" in capsys.readouterr().err
+
+
+def test_rescoring_a_file_that_is_no_report_is_one_line_and_exit_2(ev, tmp_path, capsys):
+    assert ev.main(["--out", str(tmp_path), "--rescore", str(tmp_path / "missing.json")]) == 2
+    assert capsys.readouterr().err.strip().count("\n") == 0
+    (tmp_path / "other.json").write_text('{"clips": [{"name": "x"}]}')
+    assert ev.main(["--out", str(tmp_path), "--rescore", str(tmp_path / "other.json")]) == 2
+    err = capsys.readouterr().err
+    assert "is not a report of this script" in err and err.strip().count("\n") == 0
+    assert not (tmp_path / "report.md").exists()

@@ -40,3 +40,18 @@ def test_cli_uses_the_embedded_model_by_default(tmp_path):
     frames, fps = read_video(out)
     assert frames.shape == (9, 128, 128, 3) and fps == 16
     assert (tmp_path / "clip.camera.npz").is_file()
+
+
+def test_shipped_settings_are_what_the_recipe_exports(embedded):
+    """The embedded model folder and `sanawm.train.embedded` must not drift apart: a re-export
+    by scripts/train_embedded.py would silently change what `sanawm generate` does."""
+    from sanawm.train.embedded import EMBEDDED_SIZE, embedded_dit_config
+
+    recipe = embedded_dit_config("unused-vae-dir")
+    shipped = embedded.settings
+    assert (shipped.height, shipped.width) == EMBEDDED_SIZE
+    assert shipped.steps == recipe.export.steps
+    assert shipped.camera_cfg == recipe.export.camera_cfg
+    assert shipped.fps == recipe.export.fps
+    assert shipped.flow_shift == recipe.objective.sigma_shift
+    assert shipped.chunk_size == recipe.objective.chunk_size

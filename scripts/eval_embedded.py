@@ -53,7 +53,6 @@ import torch
 
 from sanawm.camera import Trajectory, action_to_c2w, default_intrinsics, parse_action
 from sanawm.errors import UserInputError
-from sanawm.jsonfile import read_json_object
 from sanawm.evaluation import (
     PoseEstimationConfig,
     PoseEstimationError,
@@ -62,6 +61,7 @@ from sanawm.evaluation import (
     psnr,
     ssim,
 )
+from sanawm.jsonfile import read_json_object
 from sanawm.pipeline import WorldModel
 from sanawm.train.data import HELD_OUT_SEED_BASE
 from sanawm.video import frame_strip
@@ -230,7 +230,7 @@ def motion_measures(estimated: np.ndarray, commanded: np.ndarray) -> dict:
         frame = int(np.argmax(np.abs(cmd))) if np.abs(cmd).max() > 1e-6 else len(cmd) - 1
         out[name] = {"frame": frame, "commanded": float(cmd[frame]), "estimated": float(est[frame])}
     cmd_angle, est_angle = turn_from_first_deg(commanded), turn_from_first_deg(estimated)
-    frame = int(np.argmax(cmd_angle)) if cmd_angle.max() > 1e-6 else len(cmd_angle) - 1
+    frame = peak_frame(commanded)
     out["rotation_deg"] = {"frame": frame, "commanded": float(cmd_angle[frame]), "estimated": float(est_angle[frame])}
     cmd_move = (np.linalg.inv(commanded[0]) @ commanded[-1])[:3, 3]
     est_move = (np.linalg.inv(estimated[0]) @ estimated[-1])[:3, 3]
@@ -720,9 +720,15 @@ def write_outputs(evaluation: Evaluation, out: Path) -> list[Path]:
         path = out / f"strip_{name}.png"
         save_strip(path, videos)
         strips.append(path)
-    (out / "report.json").write_text(json.dumps(evaluation.report, indent=1))
-    (out / "report.md").write_text(markdown_report(evaluation.report, [p.name for p in strips]))
-    return [out / "report.json", out / "report.md", *strips]
+    return [*_write_report(evaluation.report, out, [p.name for p in strips]), *strips]
+
+
+def _write_report(report: dict, out: Path, strips: list[str]) -> list[Path]:
+    """report.json and report.md (linking the strip PNGs named in `strips`) in `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+    (out / "report.md").write_text(markdown_report(report, strips))
+    return [out / "report.json", out / "report.md"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -750,12 +756,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except UserInputError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
-        args.out.mkdir(parents=True, exist_ok=True)
-        strips = sorted(path.name for path in args.out.glob("strip_*.png"))
-        (args.out / "report.json").write_text(json.dumps(report, indent=1))
-        (args.out / "report.md").write_text(markdown_report(report, strips))
+        paths = _write_report(report, args.out, sorted(path.name for path in args.out.glob("strip_*.png")))
         print(summary_table(report))
-        print(f"wrote {args.out / 'report.json'}, {args.out / 'report.md'}")
+        print("wrote " + ", ".join(str(p) for p in paths))
         return 0
     try:
         clips = default_clips()

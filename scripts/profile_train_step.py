@@ -12,12 +12,11 @@ Prints a table; the sum of the data parts and one step is what a training step c
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from pathlib import Path
 
 import torch
 
+from sanawm.benchmark import time_call
 from sanawm.train.data import ProceduralClips
 from sanawm.train.distributed import setup
 from sanawm.train.dit import DiTTask
@@ -25,20 +24,6 @@ from sanawm.train.embedded import embedded_dit_config
 from sanawm.train.loop import param_groups, step_generators
 
 ASSETS = Path(__file__).resolve().parent.parent / "src" / "sanawm" / "assets" / "embedded"
-
-
-def timed(fn, iters: int, device: torch.device) -> float:
-    def once() -> float:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        tic = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return time.perf_counter() - tic
-
-    once()
-    return statistics.median(once() for _ in range(iters))
 
 
 def main() -> None:
@@ -67,18 +52,18 @@ def main() -> None:
     def prepare():
         prepared[:] = [source.prepare(next(draws)) for _ in range(args.fresh)]
 
-    report(f"prepare {args.fresh} clips (CPU, 1 process)", timed(prepare, args.iters, device))
+    report(f"prepare {args.fresh} clips (CPU, 1 process)", time_call(prepare, device, 1, args.iters))
     batch_holder = {}
 
     def render():
         batch_holder["clips"] = source.finish(prepared, device)
 
-    report(f"render {args.fresh} clips ({source.num_frames} frames each)", timed(render, args.iters, device))
+    report(f"render {args.fresh} clips ({source.num_frames} frames each)", time_call(render, device, 1, args.iters))
 
     def encode():
         batch_holder["encoded"] = task.encode(batch_holder["clips"])
 
-    report(f"VAE-encode + pack cameras, {args.fresh} clips", timed(encode, args.iters, device))
+    report(f"VAE-encode + pack cameras, {args.fresh} clips", time_call(encode, device, 1, args.iters))
 
     # A full batch from the pool, as training sees it.
     encoded = task.encode(source.finish([source.prepare(d) for d in range(args.batch_size)], device))
@@ -103,7 +88,7 @@ def main() -> None:
 
     for causal in (False, True):
         name = "chunk-causal" if causal else "bidirectional"
-        report(f"DiT step, batch {args.batch_size}, {name}, eager", timed(step_fn(model, causal), args.iters, device))
+        report(f"DiT step, batch {args.batch_size}, {name}, eager", time_call(step_fn(model, causal), device, 1, args.iters))
     if args.kernels:
         from torch.profiler import ProfilerActivity, profile
 

@@ -35,10 +35,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from sanawm.chunks import chunk_spans, chunk_starts_for
 from sanawm.errors import UserInputError
 from sanawm.model import SanaWMTransformer, StreamCache, build_preset, preset_config
 from sanawm.model.attention import GDNPast, SoftmaxPast
-from sanawm.sampling import chunk_bounds
 
 #: The video VAE of the public release: 8 video frames per latent frame after the first,
 #: 32 pixels per latent pixel.
@@ -348,7 +348,7 @@ def _stream(model, inputs, config: BenchConfig, device: torch.device) -> list[Ch
     cache = model.new_stream_cache()
     chunks = []
     with torch.inference_mode():
-        for start, stop in chunk_bounds(T, config.chunk_size):
+        for start, stop in chunk_spans(chunk_starts_for(T, config.chunk_size), T):
             part = slice_frames(inputs, start, stop)
             seconds = time_call(lambda: model(**part, cache=cache), device, config.warmup, config.iters)
             commit = time_call(lambda: model.commit_to_cache(cache, **part), device, 0, 1)

@@ -25,12 +25,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sanawm.chunks import chunk_spans
 from sanawm.model.camera import CameraTransforms, rms_clamp, transform_keys, transform_outputs, transform_queries
 from sanawm.model.config import SanaWMConfig
 from sanawm.model.layers import RMSNorm, at_least_f32
 from sanawm.model.rope import Rotation, apply_rope
 from sanawm.ops.gdn import GDNState, delta_rule, gdn
-from sanawm.ops.temporal import chunk_bounds, key_conv
+from sanawm.ops.temporal import key_conv
 
 # Bias of the output gate for which SiLU(bias) = 1 (training starts as a plain sum).
 OUTPUT_GATE_INIT_BIAS = 1.278464542761074
@@ -235,7 +236,7 @@ def _chunk_causal_sdpa(
 
     One SDPA call per chunk (no N x N mask is ever built)."""
     T = q.shape[2] // tokens_per_frame
-    bounds = chunk_bounds(chunk_starts, T)
+    bounds = chunk_spans(chunk_starts, T)
     if len(bounds) == 1:
         return F.scaled_dot_product_attention(q, k, v, scale=scale)
     outs = []

@@ -123,6 +123,40 @@ def test_installed_command_reports_bad_input_without_traceback(tmp_path):
     assert not (tmp_path / "x.mp4").exists()
 
 
+@pytest.mark.parametrize("error", [RuntimeError("boom inside the sampler"), AssertionError("bad shape inside")])
+def test_internal_errors_keep_their_traceback(model_dir, tmp_path, monkeypatch, capsys, error):
+    """A bug deep inside (here: raised by the sampler's denoising loop) is not user input: the CLI
+    neither turns it into exit 2 nor hides its traceback."""
+    import sanawm.sampling.sampler as sampler
+
+    def broken_denoise(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(sampler, "_denoise", broken_denoise)
+    argv = ["generate", "--model", str(model_dir), "--action", "w-4", "--steps", "1", "--out", str(tmp_path / "c.mp4")]
+    with pytest.raises(type(error), match=str(error)) as info:
+        main(argv)
+    assert any(entry.name == "broken_denoise" for entry in info.traceback)  # raised where it happened
+    assert "error:" not in capsys.readouterr().err  # no one-line user-error message was printed
+
+
+def test_a_shape_bug_inside_the_model_is_not_a_user_error(model_dir, tmp_path, monkeypatch):
+    """Before the model's checks became asserts, this bug (a raymap one column short, as a broken
+    camera packing would make it) surfaced as `exit 2` with a one-line "user error"."""
+    import sanawm.pipeline as pipeline
+
+    pack = pipeline.pack_camera
+
+    def broken_pack(*args, **kwargs):
+        raymap, plucker = pack(*args, **kwargs)
+        return raymap[..., :-1], plucker
+
+    monkeypatch.setattr(pipeline, "pack_camera", broken_pack)
+    argv = ["generate", "--model", str(model_dir), "--action", "w-4", "--steps", "1", "--out", str(tmp_path / "c.mp4")]
+    with pytest.raises(AssertionError, match="raymap must be"):
+        main(argv)
+
+
 INTERRUPTED_RUN = """
 import os, sys
 from sanawm.pipeline import WorldModel

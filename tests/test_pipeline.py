@@ -112,6 +112,8 @@ def test_request_notes(wm):
         (dict(action="w-8", trajectory="x.npz"), "exactly one"),
         (dict(trajectory="missing.npz"), "trajectory file not found"),
         (dict(action="w-8", steps=0), "steps"),
+        (dict(action="w-8", steps=2.5), "steps"),
+        (dict(action="w-8", steps=True), "steps"),
         (dict(action="w-8", cfg=float("nan")), "cfg"),
         (dict(action="w-8", camera_cfg=-1.0), "camera_cfg"),
         (dict(action="w-8", seed=-1), "seed"),

@@ -17,7 +17,7 @@ from sanawm.sampling.sampler import (
     sample_streaming,
 )
 from sanawm.sampling.schedule import FlowMatchingSchedule
-from sanawm.text import TextEmbedding, null_text
+from sanawm.text import TextEmbedding
 
 C, H, W = 4, 2, 2
 
@@ -36,7 +36,7 @@ def _cond(model, frames, seed=0, negative=False):
         neg = TextEmbedding(torch.randn(1, 4, 16, generator=g), torch.tensor([[1, 1, 0, 0]]))
     return Conditioning(
         first_latent=torch.randn(1, C, 1, H, W, generator=g),
-        text=null_text(model.y_embedder.y_embedding.detach()),
+        text=model.null_text(),
         raymap=raymap,
         chunk_plucker=torch.randn(1, 24, frames, H, W, generator=g),
         negative_text=neg,

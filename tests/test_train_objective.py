@@ -7,6 +7,7 @@ import torch
 
 from sanawm.chunks import chunk_starts_for
 from sanawm.sampling.schedule import FlowMatchingSchedule
+from sanawm.text import TextEmbedding
 from sanawm.train.config import FlowMatchingConfig
 from sanawm.train.objective import (
     flow_matching_loss,
@@ -132,16 +133,17 @@ def test_loss_is_the_mean_over_noised_frames_only():
 
 
 def test_text_inputs_pad_keep_and_drop():
-    null = torch.randn(4, 3)
+    table = torch.randn(4, 3)
+    null = TextEmbedding(table[None], torch.ones(1, 4, dtype=torch.long))
     states = torch.randn(2, 2, 3)
     mask = torch.tensor([[1, 0], [1, 1]])
     s, m = text_inputs(null, 2)
-    assert torch.equal(s, null.expand(2, 4, 3)) and torch.equal(m, torch.ones(2, 4, dtype=torch.long))
+    assert torch.equal(s, table.expand(2, 4, 3)) and torch.equal(m, torch.ones(2, 4, dtype=torch.long))
     s, m = text_inputs(null, 2, states, mask, torch.tensor([True, False]))
     torch.testing.assert_close(s[0, :2], states[0])
     assert torch.all(s[0, 2:] == 0) and m[0].tolist() == [1, 0, 0, 0]
-    assert torch.equal(s[1], null) and m[1].tolist() == [1, 1, 1, 1]  # no caption: null text
+    assert torch.equal(s[1], table) and m[1].tolist() == [1, 1, 1, 1]  # no caption: null text
     s, m = text_inputs(null, 2, states, mask, None, dropout=1.0, generator=_gen())
-    assert torch.equal(s, null.expand(2, 4, 3))
+    assert torch.equal(s, table.expand(2, 4, 3))
     with pytest.raises(AssertionError, match="text states"):
         text_inputs(null, 2, torch.randn(2, 5, 3), torch.ones(2, 5))

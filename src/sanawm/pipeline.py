@@ -45,7 +45,7 @@ from sanawm.sampling.sampler import (
     sample_bidirectional,
     sample_streaming,
 )
-from sanawm.text import GemmaTextEncoder, null_text
+from sanawm.text import GemmaTextEncoder
 from sanawm.vae import VideoVAE, load_vae
 
 MODES = ("bidirectional", "streaming")
@@ -321,7 +321,7 @@ class WorldModel:
         pixels = pixels[None, :, None].to(self.device, _vae_dtype(self.vae))
         first_latent = self.vae.encode(pixels).float()
         if self.text_encoder is None:
-            text, negative = null_text(self.transformer.y_embedder.y_embedding), None
+            text, negative = self.transformer.null_text(), None
         else:
             text = self.text_encoder.encode(request.prompt)
             negative = self.text_encoder.encode_negative("")

@@ -38,6 +38,7 @@ from sanawm.model.layers import (
     text_logit_bias,
 )
 from sanawm.model.rope import camera_rope_angles, rope_angles, rotation
+from sanawm.text import TextEmbedding
 
 RAYMAP_WIDTH = 20  # 16 values of a row-major 4x4 camera-to-world + fx, fy, cx, cy
 
@@ -167,6 +168,15 @@ class SanaWMTransformer(nn.Module):
     def new_stream_cache(self) -> StreamCache:
         """An empty cache for chunk-by-chunk generation."""
         return StreamCache(len(self.blocks))
+
+    def null_text(self, batch: int = 1) -> TextEmbedding:
+        """The "no text" input: the learned null caption (batch, max_text_len, caption_channels)
+        with a full mask. Models without a text encoder sample with it, and training feeds
+        exactly it for clips without a caption (and for text dropout)."""
+        table = self.y_embedder.y_embedding
+        states = table.unsqueeze(0).expand(batch, -1, -1)
+        mask = torch.ones(batch, table.shape[0], dtype=torch.long, device=table.device)
+        return TextEmbedding(states, mask)
 
     @torch.no_grad()
     def commit_to_cache(

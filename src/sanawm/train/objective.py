@@ -27,6 +27,7 @@ from torch import Tensor
 
 from sanawm.chunks import chunk_starts_for
 from sanawm.sampling.schedule import FlowMatchingSchedule
+from sanawm.text import TextEmbedding
 from sanawm.train.config import FlowMatchingConfig
 
 
@@ -105,7 +106,7 @@ def flow_matching_loss(prediction: Tensor, target: Tensor, loss_mask: Tensor) ->
 
 
 def text_inputs(
-    null_embedding: Tensor,
+    null: TextEmbedding,
     batch: int,
     states: Tensor | None = None,
     mask: Tensor | None = None,
@@ -113,22 +114,22 @@ def text_inputs(
     dropout: float = 0.0,
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Text states (B, L, C) and mask (B, L) for a step, L = the null embedding's length.
+    """Text states (B, L, C) and mask (B, L) for a step, L = the null text's length.
 
     Clips without text (`present` False, or no `states` at all) and, with probability
-    `dropout`, clips with text get the model's null embedding with a full mask: exactly what the
-    sampler feeds for "no prompt" (`sanawm.text.null_text`). Given texts (B, L', C) with L' <= L
-    are right-padded (mask 0).
+    `dropout`, clips with text get the model's null text (`SanaWMTransformer.null_text()`, batch
+    1): exactly what the sampler feeds for "no prompt". Given texts (B, L', C) with L' <= L are
+    right-padded (mask 0).
     """
-    length, width = null_embedding.shape
-    null_states = null_embedding[None].expand(batch, length, width)
-    null_mask = torch.ones(batch, length, dtype=torch.long, device=null_embedding.device)
+    _, length, width = null.states.shape
+    null_states = null.states.expand(batch, length, width)
+    null_mask = null.mask.long().expand(batch, length)
     if states is None:
         return null_states, null_mask
     assert states.dim() == 3 and states.shape[0] == batch and states.shape[2] == width and states.shape[1] <= length, (
         f"text states must be (B, <= {length}, {width}), got {tuple(states.shape)}")  # fmt: skip
     pad = length - states.shape[1]
-    states = torch.nn.functional.pad(states.to(null_embedding.dtype), (0, 0, 0, pad))
+    states = torch.nn.functional.pad(states.to(null.states.dtype), (0, 0, 0, pad))
     mask = torch.nn.functional.pad(mask.long(), (0, pad))
     keep = present.bool().clone() if present is not None else torch.ones(batch, dtype=torch.bool, device=states.device)
     if dropout > 0:

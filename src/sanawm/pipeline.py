@@ -283,7 +283,7 @@ class WorldModel:
             cond = self._conditioning(request)
             latents = sample_bidirectional(self.transformer, cond, request.sampler, progress)
             with torch.no_grad():
-                frames = _to_uint8(self.vae.decode(latents.to(_vae_dtype(self.vae))))
+                frames = _to_uint8(self.vae.decode(latents.to(self.vae.dtype)))
         return GenerationResult(frames, request.trajectory, self.settings.fps)
 
     def stream(
@@ -304,7 +304,7 @@ class WorldModel:
         chunks = sample_streaming(self.transformer, cond, request.sampler, self.settings.chunk_size, progress)
         for latents in chunks:
             with torch.no_grad():
-                yield _to_uint8(decoder.decode(latents.to(_vae_dtype(self.vae))))
+                yield _to_uint8(decoder.decode(latents.to(self.vae.dtype)))
 
     def _request(self, image, request: Request | None, inputs: dict[str, Any]) -> Request:
         if request is None:
@@ -317,8 +317,8 @@ class WorldModel:
     def _conditioning(self, request: Request) -> Conditioning:
         traj = request.trajectory
         raymap, plucker = pack_camera(traj.c2w, traj.intrinsics, traj.image_size, self.vae.strides)
-        pixels = torch.from_numpy(np.array(request.image)).permute(2, 0, 1).float() / 127.5 - 1.0
-        pixels = pixels[None, :, None].to(self.device, _vae_dtype(self.vae))
+        pixels = VideoVAE.preprocess(torch.from_numpy(np.array(request.image))[None, None])
+        pixels = pixels.to(self.device, self.vae.dtype)
         first_latent = self.vae.encode(pixels).float()
         if self.text_encoder is None:
             text, negative = self.transformer.null_text(), None
@@ -357,11 +357,6 @@ def _load_trajectory_file(path: Path, image_size: tuple[int, int], fov_deg: floa
         return load_trajectory(path, image_size=image_size, fov_deg=fov_deg)
 
 
-def _vae_dtype(vae: VideoVAE) -> torch.dtype:
-    return next(vae.parameters()).dtype
-
-
 def _to_uint8(video: torch.Tensor) -> np.ndarray:
-    """(1, 3, F, H, W) in [-1, 1] -> (F, H, W, 3) uint8."""
-    frames = ((video[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return frames.permute(1, 2, 3, 0).cpu().numpy()
+    """(1, 3, F, H, W) in [-1, 1] -> (F, H, W, 3) uint8 numpy."""
+    return VideoVAE.postprocess(video)[0].cpu().numpy()

@@ -132,7 +132,7 @@ class DiTTask:
     @torch.no_grad()
     def encode(self, batch: ClipBatch) -> Encoded:
         """Clips -> normalised latents, raymap and chunk-Plücker rays (and text, if any)."""
-        latents = self.vae.encode(batch.pixels().to(next(self.vae.parameters()).dtype)).float()
+        latents = self.vae.encode(batch.pixels().to(self.vae.dtype)).float()
         raymap, plucker = pack_camera(batch.c2w.cpu(), batch.intrinsics.cpu(), batch.image_size, self.vae.strides)
         out = {"latents": latents, "raymap": raymap.to(self.ctx.device), "plucker": plucker.to(self.ctx.device)}
         if batch.text_states is not None:

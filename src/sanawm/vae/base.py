@@ -1,6 +1,7 @@
 """What the world model needs from a video autoencoder ("tokenizer"), whatever its architecture.
 
-Pixels are (B, 3, F, H, W) in [-1, 1]; latents are (B, C, T, H / s, W / s), already normalised
+Pixels are (B, 3, F, H, W) in [-1, 1] (`VideoVAE.preprocess` / `postprocess` convert from / to
+uint8 RGB frames (B, F, H, W, 3), the only place that conversion is written); latents are (B, C, T, H / s, W / s), already normalised
 per channel the way the DiT was trained on them. Temporal compression is causal with the first
 frame alone: F = stride_t * (T - 1) + 1 frames <-> T latent frames, so latent frame 0 encodes
 exactly the first image (the DiT's clean condition) and latent frame i >= 1 the raw frames
@@ -42,6 +43,30 @@ class VideoVAE(nn.Module, abc.ABC):
     def strides(self) -> tuple[int, int, int]:
         """(temporal, spatial, spatial): the `vae_stride` the camera packing expects."""
         return (self.temporal_stride, self.spatial_stride, self.spatial_stride)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """dtype of the weights: what `encode` / `decode` inputs should be cast to."""
+        return next(self.parameters()).dtype
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the weights."""
+        return next(self.parameters()).device
+
+    # ---- pixels <-> uint8 frames ----------------------------------------------------------
+
+    @staticmethod
+    def preprocess(frames: torch.Tensor) -> torch.Tensor:
+        """uint8 RGB frames (B, F, H, W, 3) -> pixels (B, 3, F, H, W) float32 in [-1, 1]."""
+        return frames.permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
+
+    @staticmethod
+    def postprocess(video: torch.Tensor) -> torch.Tensor:
+        """Pixels (B, 3, F, H, W), roughly in [-1, 1] -> uint8 RGB frames (B, F, H, W, 3)
+        (clamped to [-1, 1], rounded to the nearest level)."""
+        frames = ((video.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        return frames.permute(0, 2, 3, 4, 1)
 
     @abc.abstractmethod
     def encode(self, video: torch.Tensor) -> torch.Tensor:

@@ -335,23 +335,6 @@ class _CompactChunkDecoder(ChunkDecoder):
         return self.vae.decoder(self.vae._denormalise(latents), self.state)
 
 
-def vae_loss(
-    vae: CompactVAE, video: torch.Tensor, kl_weight: float = 1e-6, generator: torch.Generator | None = None
-) -> dict[str, torch.Tensor]:
-    """Training objective for the compact VAE on a batch of videos in [-1, 1].
-
-    Returns `loss` = L1 reconstruction + `kl_weight` * KL(q(z|x) || N(0, I)) (per element
-    means), plus the two parts (`recon`, `kl`) for logging. The latent is sampled with the
-    reparameterisation trick from `generator`.
-    """
-    mean, logvar = vae.encode_distribution(video)
-    noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-    z = mean + torch.exp(0.5 * logvar) * noise
-    recon = (vae.decode_raw(z) - video).abs().mean()
-    kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).mean()
-    return {"loss": recon + kl_weight * kl, "recon": recon, "kl": kl}
-
-
 def _read_config(path: Path) -> dict:
     return read_json_object(path, "VAE config")
 

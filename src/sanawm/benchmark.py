@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 
 from sanawm.chunks import chunk_spans, chunk_starts_for
+from sanawm.device import choose_device
 from sanawm.errors import UserInputError
 from sanawm.model import SanaWMTransformer, StreamCache, build_preset, preset_config
 from sanawm.model.attention import GDNPast, SoftmaxPast
@@ -310,12 +311,7 @@ def cache_bytes(cache: StreamCache) -> tuple[int, int]:
 def resolve_device(config: BenchConfig) -> torch.device:
     """The device to run on; user-facing errors for an unknown / missing device or a preset
     that is too large for the CPU."""
-    try:
-        device = torch.device(config.device)
-    except RuntimeError as err:
-        raise UserInputError(f"unknown device {config.device!r}") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserInputError("CUDA is not available here; use --device cpu with a small preset (--preset tiny)")
+    device = choose_device(config.device)
     if device.type == "cpu" and config.preset in GPU_ONLY_PRESETS:
         raise UserInputError(f"preset {config.preset!r} is too large for the CPU; use --preset tiny (or a GPU)")
     return device

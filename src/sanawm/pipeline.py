@@ -36,6 +36,7 @@ from sanawm.camera import (
     snap_frame_count,
 )
 from sanawm.camera.packing import pack_camera
+from sanawm.device import choose_device
 from sanawm.errors import UserInputError
 from sanawm.modeldir import GenerationSettings, load_transformer, read_model_dir
 from sanawm.sampling.sampler import (
@@ -124,12 +125,7 @@ class WorldModel:
                 raise UserInputError(
                     "the embedded default model is not part of this installation; pass a model folder (--model DIR)"
                 )
-        try:
-            device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        except RuntimeError:
-            raise UserInputError(f"unknown device {device!r}") from None
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise UserInputError(f"device {device} asked for, but CUDA is not available")
+        device = choose_device(device)
         if dtype is None:
             dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
         spec = read_model_dir(directory)

@@ -107,14 +107,20 @@ def test_compact_loss_matches_an_independent_kl_and_trains():
 
 @pytest.mark.parametrize("frames", [2, 6, 8])
 def test_compact_rejects_bad_frame_counts(frames):
+    # The user-facing check (a training config's frame count) ...
     with pytest.raises(UserInputError, match="4k\\+1"):
+        _tiny_vae().check_num_frames(frames)
+    # ... and the shape assert of encode, whose callers build the video themselves.
+    with pytest.raises(AssertionError, match="4k\\+1"):
         _tiny_vae().encode(_video(frames))
 
 
 def test_compact_rejects_impossible_sizes():
     with pytest.raises(UserInputError, match="multiples of 8"):
+        _tiny_vae().check_image_size(30, 48)
+    with pytest.raises(AssertionError, match="multiples of 8"):
         _tiny_vae().encode(_video(5, h=30, w=48))
-    with pytest.raises(UserInputError, match="latents must be"):
+    with pytest.raises(AssertionError, match="latents must be"):
         _tiny_vae().decode(torch.zeros(1, 3, 2, 4, 4, dtype=torch.float64))
 
 

@@ -91,6 +91,9 @@ class VideoVAE(nn.Module, abc.ABC):
         """Pixel frames decoded from `latent_frames` latent frames."""
         return self.temporal_stride * (latent_frames - 1) + 1
 
+    # User-facing checks (UserInputError) for settings a user chose: a training config's
+    # frame count and image size. `encode` / `decode` only assert shapes (see below).
+
     def check_num_frames(self, num_frames: int) -> None:
         s = self.temporal_stride
         if num_frames < 1 or (num_frames - 1) % s:
@@ -108,13 +111,14 @@ class VideoVAE(nn.Module, abc.ABC):
             )
 
     def check_video(self, video: torch.Tensor) -> None:
-        if video.dim() != 5 or video.shape[1] != 3:
-            raise UserInputError(f"video must be (B, 3, F, H, W), got shape {tuple(video.shape)}")
-        self.check_num_frames(video.shape[2])
-        self.check_image_size(video.shape[3], video.shape[4])
+        """Assert `encode`'s input shape (its callers made the video; a mismatch is a bug)."""
+        t, s = self.temporal_stride, self.spatial_stride
+        assert video.dim() == 5 and video.shape[1] == 3, f"video must be (B, 3, F, H, W), got {tuple(video.shape)}"
+        F, H, W = video.shape[2:]
+        assert F >= 1 and (F - 1) % t == 0, f"this VAE needs a frame count of the form {t}k+1, got {F}"
+        assert H >= s and W >= s and H % s == 0 and W % s == 0, f"image size {H}x{W}: not positive multiples of {s}"
 
     def check_latents(self, latents: torch.Tensor) -> None:
-        if latents.dim() != 5 or latents.shape[1] != self.latent_channels:
-            raise UserInputError(
-                f"latents must be (B, {self.latent_channels}, T, h, w), got shape {tuple(latents.shape)}"
-            )
+        """Assert `decode`'s input shape."""
+        assert latents.dim() == 5 and latents.shape[1] == self.latent_channels, (
+            f"latents must be (B, {self.latent_channels}, T, h, w), got shape {tuple(latents.shape)}")  # fmt: skip

@@ -257,11 +257,8 @@ class CompactVAE(VideoVAE):
     # ---- normalisation ------------------------------------------------------------------
 
     def set_latent_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
-        """Store per-channel statistics of raw latents (measured on training data)."""
-        if mean.shape != (self.latent_channels,) or std.shape != (self.latent_channels,):
-            raise UserInputError(f"latent stats must have shape ({self.latent_channels},)")
-        if not bool((std > 0).all()):
-            raise UserInputError("latent std must be positive")
+        """Store per-channel statistics of raw latents (measured on training data; std > 0)."""
+        assert mean.shape == std.shape == (self.latent_channels,), f"latent stats must be ({self.latent_channels},)"
         self.latents_mean.copy_(mean)
         self.latents_std.copy_(std)
 

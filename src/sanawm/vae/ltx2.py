@@ -55,8 +55,8 @@ class LTX2VAE(VideoVAE):
         self.temporal_stride, self.spatial_stride = _compression(autoencoder.config)
         self.latent_channels = int(autoencoder.config.latent_channels)
         self.scaling_factor = float(autoencoder.config.scaling_factor)
-        if context_latents < 1:  # the first latent of a decode is special; it must be context
-            raise ValueError("context_latents must be >= 1")
+        # The first latent of a decode is special: it must be context, never output.
+        assert context_latents >= 1, f"context_latents must be >= 1, got {context_latents}"
         self.context_latents = context_latents
         autoencoder.enable_tiling()
         autoencoder.use_framewise_encoding = True

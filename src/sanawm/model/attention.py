@@ -12,7 +12,7 @@ camera: its own q/k/v projections, [GDN: short conv on k], RMSNorms, [GDN: ReLU 
         by the keys' norm inflation | softmax: RMS clamp to the untransformed tensors, SDPA];
         inverse transform.
 
-A call covers frames f0 .. f0+T-1. `LayerPast` caches carry what later chunks need: GDN
+A call covers frames f0 .. f0+T-1. `GDNPast` / `SoftmaxPast` carry what later chunks need: GDN
 forward states and the last raw keys (constant size), or the softmax keys / values.
 """
 

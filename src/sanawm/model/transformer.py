@@ -2,8 +2,9 @@
 
 Inputs per call (B clips, T latent frames of H x W latent pixels, one token per pixel):
 latents (B, C, T, H, W), a timestep per frame, text hidden states with a mask, a raymap
-(B, T, 20) and chunk-Plücker rays (B, 48, T, H, W). Output: the flow-matching velocity
-(B, C, T, H, W) (the sampler negates it, as the reference pipeline does).
+(B, T, 20) and chunk-Plücker rays (B, P, T, H, W), P = `config.plucker_channels` (48 in the
+release). Output: the flow-matching velocity `noise - data` (B, C, T, H, W), which the
+sampler's Euler step (`sanawm.sampling.schedule`) integrates as it is.
 
 Temporal structure:
 - default: fully bidirectional over the T frames (the public release);

@@ -231,7 +231,8 @@ class SanaWMTransformer(nn.Module):
             return None
         starts = [int(s) for s in chunk_starts]
         assert valid_chunk_starts(starts, T), (
-            f"chunk_starts must begin with 0 and increase strictly below the frame count {T}, got {starts}")  # fmt: skip
+            f"chunk_starts must begin with 0 and increase strictly below the frame count {T}, "
+            f"got {starts}")  # fmt: skip
         return starts
 
     @staticmethod

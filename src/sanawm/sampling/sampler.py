@@ -183,11 +183,13 @@ def _check(cond: Conditioning, settings: SamplerSettings) -> Tensor:
     first, plucker = cond.first_latent, cond.chunk_plucker
     assert first.dim() == 5 and first.shape[0] == 1 and first.shape[2] == 1, (
         f"first_latent must be (1, C, 1, h, w), got {tuple(first.shape)}")  # fmt: skip
-    assert cond.raymap.dim() == 3 and cond.raymap.shape[0] == 1, f"raymap must be (1, T, 20), got {tuple(cond.raymap.shape)}"
+    raymap = cond.raymap
+    assert raymap.dim() == 3 and raymap.shape[0] == 1, f"raymap must be (1, T, 20), got {tuple(raymap.shape)}"
     assert plucker.dim() == 5 and plucker.shape[2] == cond.num_latent_frames, (
         f"chunk_plucker must be (1, P, T={cond.num_latent_frames}, h, w), got {tuple(plucker.shape)}")  # fmt: skip
     assert plucker.shape[3:] == first.shape[3:], (
-        f"chunk_plucker grid {tuple(plucker.shape[3:])} does not match the latent grid {tuple(first.shape[3:])}")  # fmt: skip
+        f"chunk_plucker grid {tuple(plucker.shape[3:])} does not match the latent grid "
+        f"{tuple(first.shape[3:])}")  # fmt: skip
     return sigmas
 
 

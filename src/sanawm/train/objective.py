@@ -2,9 +2,9 @@
 
 Convention (the sampler's: one `FlowMatchingSchedule`, `sanawm.sampling.schedule`): a latent
 frame at noise level sigma is `x = (1 - sigma) * data + sigma * noise`, the model is fed the
-timestep `1000 * sigma` of each frame and trained to predict the velocity `noise - data`. Latent frame 0 is the clean image
-the video starts from: its sigma is always 0 (so it is exactly the data) and it is left out of
-the loss, like every other clean frame.
+timestep `1000 * sigma` of each frame and trained to predict the velocity `noise - data`.
+Latent frame 0 is the clean image the video starts from: its sigma is always 0 (so it is
+exactly the data) and it is left out of the loss, like every other clean frame.
 
 Noise levels: sigma = shift(u), u ~ logit-normal(mean, std), shift(u) = k u / (1 + (k - 1) u)
 with the same k the sampler's schedule uses, so training spends its effort where sampling

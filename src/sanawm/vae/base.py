@@ -1,8 +1,8 @@
 """What the world model needs from a video autoencoder ("tokenizer"), whatever its architecture.
 
 Pixels are (B, 3, F, H, W) in [-1, 1] (`VideoVAE.preprocess` / `postprocess` convert from / to
-uint8 RGB frames (B, F, H, W, 3), the only place that conversion is written); latents are (B, C, T, H / s, W / s), already normalised
-per channel the way the DiT was trained on them. Temporal compression is causal with the first
+uint8 RGB frames (B, F, H, W, 3), the only place that conversion is written); latents are
+(B, C, T, H / s, W / s), already normalised per channel the way the DiT was trained on them. Temporal compression is causal with the first
 frame alone: F = stride_t * (T - 1) + 1 frames <-> T latent frames, so latent frame 0 encodes
 exactly the first image (the DiT's clean condition) and latent frame i >= 1 the raw frames
 stride_t * (i - 1) + 1 ... stride_t * i.

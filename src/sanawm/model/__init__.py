@@ -1,7 +1,7 @@
 """The SANA-WM stage-1 diffusion transformer: config, model, streaming cache, loading."""
 
 from sanawm.model.config import PRESETS, SanaWMConfig, build_preset, preset_config
-from sanawm.model.loading import load_official
+from sanawm.model.loading import load_official, save_official
 from sanawm.model.transformer import SanaWMTransformer, StreamCache, chunk_starts_for
 
 __all__ = [
@@ -12,5 +12,6 @@ __all__ = [
     "build_preset",
     "chunk_starts_for",
     "load_official",
+    "save_official",
     "preset_config",
 ]

@@ -112,11 +112,16 @@ class WorldModel:
         directory: str | Path | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        null_caption: str | os.PathLike | torch.Tensor | None = None,
     ) -> WorldModel:
-        """Load a model folder (see `sanawm.modeldir`), or the embedded default model.
+        """Load a model folder (see `sanawm.modeldir`; a diffusers `SanaWMPipeline` folder
+        also works), or the embedded default model.
 
         `device` defaults to CUDA when available, `dtype` (of the DiT and text encoder) to
-        float32 on CPU and bfloat16 on CUDA. Nothing is ever downloaded.
+        float32 on CPU and bfloat16 on CUDA. `null_caption` (see `sanawm.load_official`) is
+        needed for a transformer saved without its null-caption embedding (diffusers) in a
+        model without text encoder; with a text encoder the embedding is never read, so zeros
+        stand in. Nothing is ever downloaded.
         """
         if directory is None:
             directory = _asset(EMBEDDED_MODEL)
@@ -133,7 +138,10 @@ class WorldModel:
         if dtype is None:
             dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
         spec = read_model_dir(directory)
-        transformer = load_transformer(spec.components["transformer"], dtype=dtype).to(device)
+        if null_caption is None and spec.has_text_encoder:
+            null_caption = "zeros"  # unused: prompts (also the empty negative) go through the encoder
+        transformer = load_transformer(spec.components["transformer"], dtype=dtype, null_caption=null_caption)
+        transformer = transformer.to(device)
         vae = load_vae(spec.components["vae"]).to(device)
         text_encoder = None
         if spec.has_text_encoder:

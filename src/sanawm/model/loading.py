@@ -210,11 +210,11 @@ def load_official(
 
     The config is inferred from the shapes; `overrides` set other `SanaWMConfig` fields
     (e.g. `softmax_attn_dtype=None`, `camera_rms_clamp=True`) or override inferred ones.
-    `null_caption` is required when the weights have no null-caption embedding (diffusers 0.42
-    files): "zeros" (a table of `max_text_len` rows, 300 unless overridden), a tensor, or a
-    file holding one (e.g. the release checkpoint); when given it replaces the file's table.
-    The embedding only matters for models used without a text encoder. Weights are cast to
-    `dtype`.
+    `null_caption` is what to use when the weights have no null-caption embedding (diffusers
+    0.42 files), and is then required: "zeros" (a table of `max_text_len` rows, 300 unless
+    overridden), a tensor, or a file holding one (e.g. the release checkpoint); a table in the
+    weights themselves always wins. The embedding only matters for models used without a text
+    encoder. Weights are cast to `dtype`.
     """
     state, fmt, fields = read_checkpoint(source)
     inferred = infer_config_fields(state)
@@ -224,7 +224,7 @@ def load_official(
         raise UserInputError("the checkpoint's config.json does not match its tensors: " + "; ".join(clash))
     fields.update(inferred)
     fields.update(overrides)
-    if null_caption is not None or NULL_CAPTION_KEY not in state:
+    if NULL_CAPTION_KEY not in state:
         if null_caption is None:
             raise UserInputError(
                 f"the checkpoint ({fmt} format) has no null-caption embedding ({NULL_CAPTION_KEY}); "

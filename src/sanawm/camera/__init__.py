@@ -12,7 +12,7 @@ Convention (used everywhere in sanawm):
   move them to a device yourself.
 """
 
-from sanawm.camera.actions import ActionSegment, action_to_c2w, parse_action
+from sanawm.camera.actions import KEY_LAYOUTS, ActionSegment, action_to_c2w, parse_action
 from sanawm.camera.convention import opengl_to_opencv, pose_inverse
 from sanawm.camera.image import (
     DEFAULT_FOV_DEG,
@@ -35,6 +35,7 @@ __all__ = [
     "ResizeCrop",
     "Trajectory",
     "action_to_c2w",
+    "KEY_LAYOUTS",
     "adjust_intrinsics_for_resize_crop",
     "concat_trajectories",
     "default_intrinsics",

@@ -16,6 +16,7 @@ from sanawm.camera.actions import KEY_LAYOUTS, ActionSegment, action_to_c2w, par
 from sanawm.camera.convention import opengl_to_opencv, pose_inverse
 from sanawm.camera.image import (
     DEFAULT_FOV_DEG,
+    FRAME_ROUNDINGS,
     ResizeCrop,
     adjust_intrinsics_for_resize_crop,
     default_intrinsics,
@@ -54,4 +55,5 @@ __all__ = [
     "save_camera_npz",
     "save_trajectory",
     "snap_frame_count",
+    "FRAME_ROUNDINGS",
 ]

@@ -28,7 +28,13 @@ def register(subparsers) -> None:
     path.add_argument("--action", help='camera action string, e.g. "w-40,l-20" (keys wasdijkl or none, -frames)')
     path.add_argument("--trajectory", help="camera trajectory file (.npz, .npy, .json or RealEstate10K .txt)")
     p.add_argument("--prompt", help="text prompt (models with a text encoder only)")
+    p.add_argument("--keys", choices=("v1", "v2"), default="v1",
+                   help="action key layout: v1 (default; j/l yaw, a/d strafe, as the first release and "
+                        "diffusers 0.42) or v2 (the newer release: a/d yaw, j/l strafe, smoothed motion)")  # fmt: skip
     p.add_argument("--frames", type=int, help="number of frames (default: the whole trajectory)")
+    p.add_argument("--frames-rounding", choices=("down", "nearest"), default="down",
+                   help="a frame count the VAE cannot make is rounded down (default) or to the nearest "
+                        "count within the trajectory (as diffusers' SanaWMPipeline does)")  # fmt: skip
     p.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
     p.add_argument("--cfg", type=float, help="text guidance scale (default: the model's)")
     p.add_argument("--camera-cfg", type=float, help="camera guidance scale (default: the model's; 1 = off)")
@@ -66,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
     from sanawm.video import VideoWriter
 
     video_path, camera_path = _check_output(args.out)
+    if args.keys != "v1" and args.action is None:
+        raise UserInputError("--keys only applies to --action")
     model = WorldModel.load(args.model, device=args.device)
     request = model.prepare(
         args.image,
@@ -77,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
         cfg=args.cfg,
         camera_cfg=args.camera_cfg,
         seed=args.seed,
+        keys=args.keys,
+        frames_rounding=args.frames_rounding,
     )
     for note in request.notes:
         print(f"sanawm generate: note: {note}", file=sys.stderr)

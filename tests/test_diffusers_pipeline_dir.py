@@ -66,6 +66,9 @@ def test_loads_components_and_reads_the_configs(with_text):
     s = wm.settings
     assert (s.height, s.width, s.fps, s.steps, s.cfg) == (704, 1280, 16.0, 60, 5.0)
     assert (wm.vae.latent_channels, wm.vae.temporal_stride, wm.vae.spatial_stride) == (8, 8, 32)
+    # the diffusers variant of the camera branch on request
+    clamped = WorldModel.load(folder, device="cpu", camera_rms_clamp=True).transformer
+    assert clamped.config.camera_rms_clamp and clamped.blocks[0].attn.camera_rms_clamp
 
 
 @torch.no_grad()

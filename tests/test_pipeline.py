@@ -100,6 +100,13 @@ def test_request_notes(wm):
     assert any("text guidance" in n for n in request.notes)
 
 
+def test_camera_branch_variant_is_selectable(text_free_dir):
+    default = WorldModel.load(text_free_dir, device="cpu").transformer
+    clamped = WorldModel.load(text_free_dir, device="cpu", camera_rms_clamp=True).transformer
+    assert not default.config.camera_rms_clamp and clamped.config.camera_rms_clamp
+    assert [b.attn.camera_rms_clamp for b in clamped.blocks if hasattr(b.attn, "camera_rms_clamp")] == [True]
+
+
 def test_key_layout_and_nearest_rounding(wm):
     # 8 frames of action give 9 poses; the VAE makes 4k+1 frames: 8 asked for is 9 to the nearest
     request = wm.prepare(IMAGE, action="ld-8", keys="v2", frames=8, frames_rounding="nearest")

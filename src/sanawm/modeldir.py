@@ -289,27 +289,31 @@ def save_transformer(model, directory: str | Path) -> Path:
     return directory
 
 
-def load_transformer(path: str | Path, dtype: torch.dtype = torch.float32, null_caption=None):
+def load_transformer(
+    path: str | Path, dtype: torch.dtype = torch.float32, null_caption=None, camera_rms_clamp: bool | None = None
+):
     """Load the transformer component: a folder written by `save_transformer`, a single
     released checkpoint file (safetensors / torch) whose architecture is read from its shapes,
-    or a diffusers `SanaWMTransformer3DModel` folder (`null_caption`: see `load_official`)."""
+    or a diffusers `SanaWMTransformer3DModel` folder (`null_caption`: see `load_official`).
+    `camera_rms_clamp` (see `SanaWMConfig`), when not None, overrides the stored setting."""
     from sanawm.model import SanaWMConfig, SanaWMTransformer, load_official
     from sanawm.model.formats import DIFFUSERS_CLASS
     from sanawm.model.loading import check_state_dict
 
     path = Path(path)
+    overrides = {} if camera_rms_clamp is None else {"camera_rms_clamp": bool(camera_rms_clamp)}
     if path.is_file():
-        return load_official(path, dtype=dtype, null_caption=null_caption)
+        return load_official(path, dtype=dtype, null_caption=null_caption, **overrides)
     fields = read_json_object(path / CONFIG_JSON, "transformer config")
     if fields.get("_class_name") == DIFFUSERS_CLASS:
-        return load_official(path, dtype=dtype, null_caption=null_caption)
+        return load_official(path, dtype=dtype, null_caption=null_caption, **overrides)
     known = {f.name for f in dataclasses.fields(SanaWMConfig)}
     unknown = sorted(set(fields) - known)
     if unknown:
         raise UserInputError(f"{path / CONFIG_JSON}: unknown transformer config field(s) {unknown}")
     if isinstance(fields.get("softmax_blocks"), list):
         fields["softmax_blocks"] = tuple(fields["softmax_blocks"])
-    config = SanaWMConfig(**fields)
+    config = SanaWMConfig(**{**fields, **overrides})
     weights = path / WEIGHTS
     if not weights.is_file():
         raise UserInputError(f"transformer weights not found: {weights}")

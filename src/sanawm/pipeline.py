@@ -114,6 +114,7 @@ class WorldModel:
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         null_caption: str | os.PathLike | torch.Tensor | None = None,
+        camera_rms_clamp: bool | None = None,
     ) -> WorldModel:
         """Load a model folder (see `sanawm.modeldir`; a diffusers `SanaWMPipeline` folder
         also works), or the embedded default model.
@@ -122,7 +123,9 @@ class WorldModel:
         float32 on CPU and bfloat16 on CUDA. `null_caption` (see `sanawm.load_official`) is
         needed for a transformer saved without its null-caption embedding (diffusers) in a
         model without text encoder; with a text encoder the embedding is never read, so zeros
-        stand in. Nothing is ever downloaded.
+        stand in. `camera_rms_clamp` picks the camera-branch variant (see `SanaWMConfig`;
+        None keeps the model's setting, False unless its folder says otherwise). Nothing is
+        ever downloaded.
         """
         if directory is None:
             directory = _asset(EMBEDDED_MODEL)
@@ -141,7 +144,8 @@ class WorldModel:
         spec = read_model_dir(directory)
         if null_caption is None and spec.has_text_encoder:
             null_caption = "zeros"  # unused: prompts (also the empty negative) go through the encoder
-        transformer = load_transformer(spec.components["transformer"], dtype=dtype, null_caption=null_caption)
+        transformer = load_transformer(spec.components["transformer"], dtype=dtype, null_caption=null_caption,
+                                       camera_rms_clamp=camera_rms_clamp)  # fmt: skip
         transformer = transformer.to(device)
         vae = load_vae(spec.components["vae"]).to(device)
         text_encoder = None

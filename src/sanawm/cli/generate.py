@@ -41,7 +41,10 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     p.add_argument("--mode", choices=("bidirectional", "streaming"), default="bidirectional",
                    help="bidirectional: whole clip at once; streaming: chunk by chunk")  # fmt: skip
-    p.add_argument("--model", help="model folder (default: the embedded model)")
+    p.add_argument("--model", help="model folder or diffusers SanaWMPipeline folder (default: the embedded model)")
+    p.add_argument("--camera-rms-clamp", action="store_true",
+                   help="run the camera branch as diffusers / sglang do (RMS-clamped UCPE q/k/v in the GDN "
+                        "blocks) instead of the reference GPU path; see docs/interop.md")  # fmt: skip
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--out", required=True, help="output video, OUT.mp4 (cameras go to OUT.camera.npz)")
     p.set_defaults(func=run)
@@ -74,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     video_path, camera_path = _check_output(args.out)
     if args.keys != "v1" and args.action is None:
         raise UserInputError("--keys only applies to --action")
-    model = WorldModel.load(args.model, device=args.device)
+    model = WorldModel.load(args.model, device=args.device, camera_rms_clamp=args.camera_rms_clamp or None)
     request = model.prepare(
         args.image,
         trajectory=args.trajectory,

@@ -65,7 +65,7 @@ def test_diffusers_folder_holds_exactly_its_parameters(diffusers_folder):
 
 def test_rms_clamp_matches_diffusers(io, diffusers_output):
     clamped = run(load_official(STATE, camera_rms_clamp=True), io)
-    assert rel(clamped, diffusers_output) < 1e-4  # measured 1.3e-5 (bf16 softmax casts on both sides)
+    assert rel(clamped, diffusers_output) < 1e-4  # measured 1.3e-5 to 1.8e-5 (bf16 casts on both sides)
     exact = run(load_official(STATE, camera_rms_clamp=True, softmax_attn_dtype=None), io)
     # without our bf16 casts the gap is the casts' size (diffusers always casts)
     assert rel(exact, diffusers_output) > 3 * rel(clamped, diffusers_output)

@@ -41,8 +41,8 @@ def diffusers_output(diffusers_folder, io):
     model = diffusers.SanaWMTransformer3DModel.from_pretrained(diffusers_folder).eval()
     with torch.no_grad():
         out = model(io["latents"], io["timestep"], io["text"], encoder_attention_mask=io["text_mask"],
-                    camera_conditions=io["raymap"], chunk_plucker=io["chunk_plucker"], return_dict=False)[0]  # fmt: skip
-    return out
+                    camera_conditions=io["raymap"], chunk_plucker=io["chunk_plucker"])  # fmt: skip
+    return out.sample
 
 
 def run(model, io):

@@ -76,8 +76,8 @@ def test_prompt_encoding_matches_diffusers(with_text):
     pipe, folder = with_text
     wm = WorldModel.load(folder, device="cpu")
     prompt = "a red car drives through the desert"
-    cond, cond_mask, neg, neg_mask = pipe.encode_prompt(prompt, "", device=torch.device("cpu"),
-                                                        chi_prompt=diffusers.pipelines.sana_wm.pipeline_sana_wm.DEFAULT_CHI_PROMPT)  # fmt: skip
+    chi_prompt = diffusers.pipelines.sana_wm.pipeline_sana_wm.DEFAULT_CHI_PROMPT  # what __call__ passes
+    cond, cond_mask, neg, neg_mask = pipe.encode_prompt(prompt, "", device=torch.device("cpu"), chi_prompt=chi_prompt)
     ours, negative = wm.text_encoder.encode(prompt), wm.text_encoder.encode_negative("")
     assert torch.equal(ours.mask, cond_mask) and torch.equal(negative.mask, neg_mask)
     torch.testing.assert_close(ours.states, cond[:, 0], rtol=0, atol=1e-5)

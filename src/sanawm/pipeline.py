@@ -27,6 +27,7 @@ import torch
 from PIL import Image
 
 from sanawm.camera import (
+    KEY_LAYOUTS,
     Trajectory,
     action_to_c2w,
     default_intrinsics,
@@ -113,11 +114,19 @@ class WorldModel:
         directory: str | Path | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        null_caption: str | os.PathLike | torch.Tensor | None = None,
+        camera_rms_clamp: bool | None = None,
     ) -> WorldModel:
-        """Load a model folder (see `sanawm.modeldir`), or the embedded default model.
+        """Load a model folder (see `sanawm.modeldir`; a diffusers `SanaWMPipeline` folder
+        also works), or the embedded default model.
 
         `device` defaults to CUDA when available, `dtype` (of the DiT and text encoder) to
-        float32 on CPU and bfloat16 on CUDA. Nothing is ever downloaded.
+        float32 on CPU and bfloat16 on CUDA. `null_caption` (see `sanawm.load_official`) is
+        needed for a transformer saved without its null-caption embedding (diffusers) in a
+        model without text encoder; with a text encoder the embedding is never read, so zeros
+        stand in. `camera_rms_clamp` picks the camera-branch variant (see `SanaWMConfig`;
+        None keeps the model's setting, False unless its folder says otherwise). Nothing is
+        ever downloaded.
         """
         if directory is None:
             directory = _asset(EMBEDDED_MODEL)
@@ -129,7 +138,11 @@ class WorldModel:
         if dtype is None:
             dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
         spec = read_model_dir(directory)
-        transformer = load_transformer(spec.components["transformer"], dtype=dtype).to(device)
+        if null_caption is None and spec.has_text_encoder:
+            null_caption = "zeros"  # unused: prompts (also the empty negative) go through the encoder
+        transformer = load_transformer(spec.components["transformer"], dtype=dtype, null_caption=null_caption,
+                                       camera_rms_clamp=camera_rms_clamp)  # fmt: skip
+        transformer = transformer.to(device)
         vae = load_vae(spec.components["vae"]).to(device)
         text_encoder = None
         if spec.has_text_encoder:
@@ -177,12 +190,14 @@ class WorldModel:
         cfg: float | None = None,
         camera_cfg: float | None = None,
         seed: int = 0,
+        keys: str = "v1",
+        frames_rounding: str = "down",
     ) -> Request:
         """Check a request and resolve its defaults (see `generate` for the arguments)."""
         s = self.settings
         notes: list[str] = []
-        traj = self._trajectory(trajectory, action)
-        count = self._frame_count(traj.num_frames, frames, notes)
+        traj = self._trajectory(trajectory, action, keys)
+        count = self._frame_count(traj.num_frames, frames, notes, frames_rounding)
         traj = Trajectory(traj.c2w[:count], traj.intrinsics[:count], traj.image_size)
         # Intrinsics follow the image through the same resize + centre crop.
         if traj.image_size != self.image_size:
@@ -213,9 +228,13 @@ class WorldModel:
         _check_sampler(sampler)
         return Request(picture, traj, prompt or "", sampler, notes)
 
-    def _trajectory(self, trajectory: Trajectory | str | os.PathLike | None, action: str | None) -> Trajectory:
+    def _trajectory(
+        self, trajectory: Trajectory | str | os.PathLike | None, action: str | None, keys: str
+    ) -> Trajectory:
         if (trajectory is None) == (action is None):
             raise UserInputError("give exactly one of a trajectory or an action string")
+        if keys not in KEY_LAYOUTS:
+            raise UserInputError(f"unknown key layout {keys!r}; choose one of {', '.join(KEY_LAYOUTS)}")
         if action is not None:
             if not isinstance(action, str):
                 raise UserInputError(f"action must be a string, got {type(action).__name__}")
@@ -223,13 +242,14 @@ class WorldModel:
                 action,
                 translation_speed=self.settings.translation_speed,
                 rotation_speed_deg=self.settings.rotation_speed_deg,
+                keys=keys,
             )
             return Trajectory(c2w, default_intrinsics(self.image_size, self.settings.fov_deg), self.image_size)
         if isinstance(trajectory, Trajectory):
             return trajectory
         return _load_trajectory_file(Path(trajectory), self.image_size, self.settings.fov_deg)
 
-    def _frame_count(self, available: int, frames: int | None, notes: list[str]) -> int:
+    def _frame_count(self, available: int, frames: int | None, notes: list[str], rounding: str) -> int:
         stride = self.vae.temporal_stride
         if frames is None:
             wanted = available
@@ -239,14 +259,15 @@ class WorldModel:
             if frames > available:
                 raise UserInputError(f"the trajectory has {available} poses, fewer than the {frames} frames asked for")
             wanted = int(frames)
-        count = snap_frame_count(wanted, stride)
+        count = snap_frame_count(wanted, stride, rounding, upper_bound=available)
         if count < stride + 1:
             raise UserInputError(
                 f"{wanted} frame(s) is too short a clip: this model needs at least {stride + 1} frames "
                 f"({stride + 1} poses in the trajectory)"
             )
         if count != wanted:
-            notes.append(f"generating {count} frames: this model makes {stride}k+1 frames ({wanted} rounded down)")
+            how = "down" if rounding == "down" else "to the nearest"
+            notes.append(f"generating {count} frames: this model makes {stride}k+1 frames ({wanted} rounded {how})")
         return count
 
     # ---- generation ----------------------------------------------------------------------
@@ -266,7 +287,10 @@ class WorldModel:
         default: the bundled example), exactly one of `trajectory` (a `Trajectory` or a file)
         and `action` (an action string), `prompt`, `frames` (default: the whole trajectory,
         rounded down to a count the VAE can make), `steps`, `cfg` (text guidance),
-        `camera_cfg`, `seed`. `mode` is "bidirectional" (whole clip at once) or "streaming"
+        `camera_cfg`, `seed`, `keys` (the action key layout, "v1" or "v2", see
+        `sanawm.camera.actions`), `frames_rounding` ("down": the largest count the VAE can make
+        within `frames`; "nearest": the nearest one within the trajectory, as diffusers does).
+        `mode` is "bidirectional" (whole clip at once) or "streaming"
         (chunk-causal). `progress(done, total)` is called after every model step.
         """
         if mode not in MODES:

@@ -2,7 +2,7 @@
 
 from sanawm.chunks import chunk_starts_for
 from sanawm.model.config import PRESETS, SanaWMConfig, build_preset, preset_config
-from sanawm.model.loading import load_official
+from sanawm.model.loading import load_official, save_official
 from sanawm.model.transformer import SanaWMTransformer, StreamCache
 
 __all__ = [
@@ -13,5 +13,6 @@ __all__ = [
     "build_preset",
     "chunk_starts_for",
     "load_official",
+    "save_official",
     "preset_config",
 ]

@@ -97,3 +97,28 @@ def save_tiny_refiner_text(directory, caption_channels: int = 16, seed: int = 0)
             p.add_(0.05 * torch.randn_like(p))
     connectors.save_pretrained(str(directory / "connectors"))
     return gemma, tokenizer, connectors
+
+
+def save_tiny_refiner(directory, seed: int = 0, **config):
+    """A complete tiny `refiner/` folder (transformer, connectors, text encoder, tokenizer and,
+    when `config` is given, refiner.json). Returns the transformer."""
+    import json
+
+    directory.mkdir(parents=True, exist_ok=True)
+    transformer = tiny_ltx2_transformer(seed)
+    transformer.save_pretrained(str(directory / "transformer"))
+    save_tiny_refiner_text(directory, caption_channels=TINY_LTX2["caption_channels"], seed=seed)
+    if config:
+        (directory / "refiner.json").write_text(json.dumps(config))
+    return transformer
+
+
+def add_refiner_to_model_dir(model_dir, **config):
+    """Put a tiny refiner into a model folder and name it in model.json."""
+    import json
+
+    transformer = save_tiny_refiner(model_dir / "refiner", **config)
+    doc = json.loads((model_dir / "model.json").read_text())
+    doc["components"]["refiner"] = "refiner"
+    (model_dir / "model.json").write_text(json.dumps(doc))
+    return transformer

@@ -35,6 +35,11 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     p.add_argument("--mode", choices=("bidirectional", "streaming"), default="bidirectional",
                    help="bidirectional: whole clip at once; streaming: chunk by chunk")  # fmt: skip
+    p.add_argument("--refine", action="store_true",
+                   help="refine the video with the model folder's stage-2 refiner (its refiner/ component)")  # fmt: skip
+    p.add_argument("--refine-offload", action="store_true",
+                   help="as --refine, with the refiner's weights kept on the CPU and streamed to the GPU "
+                        "block by block (slower, for GPUs that cannot hold it)")  # fmt: skip
     p.add_argument("--model", help="model folder (default: the embedded model)")
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--out", required=True, help="output video, OUT.mp4 (cameras go to OUT.camera.npz)")
@@ -66,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
     from sanawm.video import VideoWriter
 
     video_path, camera_path = _check_output(args.out)
-    model = WorldModel.load(args.model, device=args.device)
+    refine = args.refine or args.refine_offload
+    model = WorldModel.load(args.model, device=args.device, refiner=refine, refiner_offload=args.refine_offload)
     request = model.prepare(
         args.image,
         trajectory=args.trajectory,
@@ -91,12 +97,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         with VideoWriter(video_path, model.settings.fps) as writer:
             if args.mode == "streaming":
-                for frames in model.stream(request=request, progress=progress):
+                for frames in model.stream(request=request, progress=progress, refine=refine):
                     if writer.frames_written == 0:
                         save_camera_npz(camera_path, traj.c2w, traj.intrinsics, traj.image_size)
                     writer.write(frames)
             else:
-                result = model.generate(request=request, progress=progress)
+                result = model.generate(request=request, progress=progress, refine=refine)
                 save_camera_npz(camera_path, traj.c2w, traj.intrinsics, traj.image_size)
                 writer.write(result.frames)
     finally:

@@ -147,3 +147,20 @@ def test_cli_refine_without_a_refiner_exits_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no refiner component" in err[0]
     assert not (tmp_path / "x.mp4").exists()
+
+
+def test_a_diffusers_refiner_transformer_folder_loads_with_its_weights(tmp_path):
+    from diffusers.models.transformers.transformer_sana_wm_refiner import SanaWMLTX2RefinerTransformer3DModel
+
+    from sanawm.refiner.loading import load_refiner_transformer
+
+    torch.manual_seed(0)
+    theirs = SanaWMLTX2RefinerTransformer3DModel(**TINY_LTX2)
+    theirs.save_pretrained(str(tmp_path / "transformer"))
+    ours = load_refiner_transformer(tmp_path / "transformer")
+    assert type(ours).__name__ == "LTX2VideoTransformer3DModel"
+    want = theirs.state_dict()
+    assert set(ours.state_dict()) == set(want)
+    assert all(torch.equal(v, want[k]) for k, v in ours.state_dict().items())
+    with pytest.raises(UserInputError, match="no config.json"):
+        load_refiner_transformer(tmp_path / "missing")

@@ -164,3 +164,13 @@ def test_a_diffusers_refiner_transformer_folder_loads_with_its_weights(tmp_path)
     assert all(torch.equal(v, want[k]) for k, v in ours.state_dict().items())
     with pytest.raises(UserInputError, match="no config.json"):
         load_refiner_transformer(tmp_path / "missing")
+
+
+def test_offloaded_refiner_gives_the_same_video(model_dir, world):
+    # On the CPU the "device" is the CPU too: this checks the offload hooks leave results unchanged.
+    offloaded = WorldModel.load(model_dir, device="cpu", refiner_offload=True)
+    assert offloaded.refiner.offload
+    request = world.prepare(action="w-12", frames=13, seed=4)
+    np.testing.assert_array_equal(
+        offloaded.generate(request=request, refine=True).frames, world.generate(request=request, refine=True).frames
+    )

@@ -99,6 +99,8 @@ class StreamingRefiner:
         self.pending: torch.Tensor | None = None  # stage-1 frames not yet refined
         self.next_frame = 0  # absolute index of pending's first frame
         self.history_frames = 0
+        # Set from the first latents by `_start`: clip geometry, text and dummy audio inputs.
+        self.batch = self.height = self.width = self.tokens_per_frame = 0
 
     # ---- public --------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@
                           or a diffusers AutoencoderKLLTX2Video folder
       text_encoder/       optional: a transformers Gemma-2 folder (config.json + safetensors)
       tokenizer/          required with text_encoder: a transformers tokenizer folder
+      refiner/            optional: the stage-2 LTX-2 refiner (see `sanawm.refiner.component`)
 
 `model.json`:
 
@@ -54,7 +55,7 @@ CONFIG_JSON = "config.json"
 WEIGHTS = "model.safetensors"
 FORMAT_NAME = "sanawm-model"
 FORMAT_VERSION = 1
-COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer")
+COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "refiner")
 REQUIRED_COMPONENTS = ("transformer", "vae")
 
 

@@ -8,6 +8,9 @@
     for frames in wm.stream(image="photo.jpg", action="w-40"):   # chunk-causal, frames as
         show(frames)                                             # each chunk is decoded
 
+    wm = WorldModel.load("MODEL_DIR", refiner=True)   # with the folder's refiner/ (stage 2)
+    wm.generate(action="w-40", refine=True)           # stage-1 latents refined, then decoded
+
 Everything the user can get wrong is checked by `prepare` before any heavy work starts and
 raises `UserInputError`; `generate` / `stream` accept either the same keyword arguments or a
 `Request` returned by `prepare`.
@@ -20,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -49,6 +52,9 @@ from sanawm.sampling.sampler import (
 )
 from sanawm.text import GemmaTextEncoder
 from sanawm.vae import VideoVAE, load_vae
+
+if TYPE_CHECKING:  # the refiner needs diffusers, an optional dependency
+    from sanawm.refiner.component import Refiner
 
 MODES = ("bidirectional", "streaming")
 EXAMPLE_IMAGE = "example.png"
@@ -98,11 +104,13 @@ class WorldModel:
         settings: GenerationSettings,
         text_encoder: GemmaTextEncoder | None = None,
         device: torch.device | str = "cpu",
+        refiner: Refiner | None = None,
     ) -> None:
         self.transformer = transformer.eval()
         self.vae = vae.eval()
         self.settings = settings
         self.text_encoder = text_encoder
+        self.refiner = refiner
         self.device = torch.device(device)
         self._check_consistency()
 
@@ -116,6 +124,8 @@ class WorldModel:
         dtype: torch.dtype | None = None,
         null_caption: str | os.PathLike | torch.Tensor | None = None,
         camera_rms_clamp: bool | None = None,
+        refiner: bool = False,
+        refiner_offload: bool = False,
     ) -> WorldModel:
         """Load a model folder (see `sanawm.modeldir`; a diffusers `SanaWMPipeline` folder
         also works), or the embedded default model.
@@ -126,7 +136,9 @@ class WorldModel:
         model without text encoder; with a text encoder the embedding is never read, so zeros
         stand in. `camera_rms_clamp` picks the camera-branch variant (see `SanaWMConfig`;
         None keeps the model's setting, False unless its folder says otherwise). Nothing is
-        ever downloaded.
+        ever downloaded. `refiner` also loads the folder's stage-2 `refiner/` component (large:
+        it is only loaded when asked for); `refiner_offload` keeps its weights on the CPU and
+        streams them to `device` as they run.
         """
         if directory is None:
             directory = _asset(EMBEDDED_MODEL)
@@ -150,7 +162,16 @@ class WorldModel:
                 spec.components["text_encoder"], spec.components["tokenizer"], spec.text, dtype=dtype
             )
             text_encoder.model.to(device)
-        return cls(transformer, vae, spec.settings, text_encoder, device)
+        stage2 = None
+        if refiner or refiner_offload:
+            if spec.components.get("refiner") is None:
+                raise UserInputError(f"the model in {directory} has no refiner component")
+            try:
+                from sanawm.refiner.component import Refiner
+            except ImportError:
+                raise UserInputError("the refiner needs diffusers: pip install 'sanawm[official]'") from None
+            stage2 = Refiner.load(spec.components["refiner"], device, dtype, offload=refiner_offload)
+        return cls(transformer, vae, spec.settings, text_encoder, device, stage2)
 
     def _check_consistency(self) -> None:
         """A model folder whose parts do not fit together is a user error, named here."""
@@ -165,6 +186,9 @@ class WorldModel:
         if self.text_encoder is not None and self.text_encoder.hidden_size != cfg.caption_channels:
             problems.append(f"the text encoder gives {self.text_encoder.hidden_size}-wide states, the transformer "
                             f"expects {cfg.caption_channels}")  # fmt: skip
+        if self.refiner is not None and self.refiner.latent_channels != self.vae.latent_channels:
+            problems.append(f"the refiner expects {self.refiner.latent_channels} latent channels, the VAE makes "
+                            f"{self.vae.latent_channels}")  # fmt: skip
         s = self.settings
         if s.height % self.vae.spatial_stride or s.width % self.vae.spatial_stride:
             problems.append(f"the output size {s.height}x{s.width} is not a multiple of the VAE's stride "
@@ -279,6 +303,7 @@ class WorldModel:
         request: Request | None = None,
         mode: str = "bidirectional",
         progress: Progress | None = None,
+        refine: bool = False,
         **inputs: Any,
     ) -> GenerationResult:
         """Generate a clip.
@@ -291,17 +316,21 @@ class WorldModel:
         `sanawm.camera.actions`), `frames_rounding` ("down": the largest count the VAE can make
         within `frames`; "nearest": the nearest one within the trajectory, as diffusers does).
         `mode` is "bidirectional" (whole clip at once) or "streaming"
-        (chunk-causal). `progress(done, total)` is called after every model step.
+        (chunk-causal). `progress(done, total)` is called after every model step. `refine`
+        runs stage 2 (the loaded refiner) on the stage-1 latents before decoding.
         """
         if mode not in MODES:
             raise UserInputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+        self._check_refine(refine)
         request = self._request(image, request, inputs)
         if mode == "streaming":
-            chunks = list(self.stream(request=request, progress=progress))
+            chunks = list(self.stream(request=request, progress=progress, refine=refine))
             frames = np.concatenate(chunks, axis=0)
         else:
             cond = self._conditioning(request)
             latents = sample_bidirectional(self.transformer, cond, request.sampler, progress)
+            if refine:
+                latents = torch.cat(list(self._refined([latents], request)), dim=2)
             with torch.no_grad():
                 frames = _to_uint8(self.vae.decode(latents.to(self.vae.dtype)))
         return GenerationResult(frames, request.trajectory, self.settings.fps)
@@ -312,19 +341,42 @@ class WorldModel:
         *,
         request: Request | None = None,
         progress: Progress | None = None,
+        refine: bool = False,
         **inputs: Any,
     ) -> Iterator[np.ndarray]:
         """Chunk-causal generation: yield (n, H, W, 3) uint8 frames as each chunk is decoded.
 
         Same inputs as `generate`. The frames of all chunks, in order, are the whole clip.
+        With `refine`, each stage-1 chunk goes to the refiner as soon as it is done, and frames
+        are decoded as soon as their refiner block is (memory stays bounded: only the refiner's
+        window and one unfinished block are held).
         """
+        self._check_refine(refine)
         request = self._request(image, request, inputs)
         cond = self._conditioning(request)
         decoder = self.vae.chunk_decoder()
         chunks = sample_streaming(self.transformer, cond, request.sampler, self.settings.chunk_size, progress)
+        if refine:
+            chunks = self._refined(chunks, request)
         for latents in chunks:
             with torch.no_grad():
                 yield _to_uint8(decoder.decode(latents.to(self.vae.dtype)))
+
+    def _check_refine(self, refine: bool) -> None:
+        if refine and self.refiner is None:
+            raise UserInputError("refinement asked for, but no refiner is loaded (WorldModel.load(..., refiner=True))")
+
+    def _refined(self, chunks, request: Request) -> Iterator[torch.Tensor]:
+        """Stage 2 over stage-1 latent chunks, in order: yield refined latents (float32) as
+        soon as the refiner has them (the sink frame, unrefined, comes first)."""
+        refiner = self.refiner.start(request.prompt, fps=self.settings.fps, seed=request.sampler.seed)
+        for latents in chunks:
+            refined = refiner.push(latents)
+            if refined is not None:
+                yield refined.float()
+        refined = refiner.finish()
+        if refined is not None:
+            yield refined.float()
 
     def _request(self, image, request: Request | None, inputs: dict[str, Any]) -> Request:
         if request is None:

@@ -45,6 +45,11 @@ def register(subparsers) -> None:
     p.add_argument("--camera-rms-clamp", action="store_true",
                    help="run the camera branch as diffusers / sglang do (RMS-clamped UCPE q/k/v in the GDN "
                         "blocks) instead of the reference GPU path; see docs/interop.md")  # fmt: skip
+    p.add_argument("--refine", action="store_true",
+                   help="refine the video with the model folder's stage-2 refiner (its refiner/ component)")  # fmt: skip
+    p.add_argument("--refine-offload", action="store_true",
+                   help="as --refine, with the refiner's weights kept on the CPU and streamed to the GPU "
+                        "block by block (slower, for GPUs that cannot hold it)")  # fmt: skip
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--out", required=True, help="output video, OUT.mp4 (cameras go to OUT.camera.npz)")
     p.set_defaults(func=run)
@@ -77,7 +82,9 @@ def run(args: argparse.Namespace) -> int:
     video_path, camera_path = _check_output(args.out)
     if args.keys != "v1" and args.action is None:
         raise UserInputError("--keys only applies to --action")
-    model = WorldModel.load(args.model, device=args.device, camera_rms_clamp=args.camera_rms_clamp or None)
+    refine = args.refine or args.refine_offload
+    model = WorldModel.load(args.model, device=args.device, camera_rms_clamp=args.camera_rms_clamp or None,
+                            refiner=refine, refiner_offload=args.refine_offload)
     request = model.prepare(
         args.image,
         trajectory=args.trajectory,
@@ -104,12 +111,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         with VideoWriter(video_path, model.settings.fps) as writer:
             if args.mode == "streaming":
-                for frames in model.stream(request=request, progress=progress):
+                for frames in model.stream(request=request, progress=progress, refine=refine):
                     if writer.frames_written == 0:
                         save_camera_npz(camera_path, traj.c2w, traj.intrinsics, traj.image_size)
                     writer.write(frames)
             else:
-                result = model.generate(request=request, progress=progress)
+                result = model.generate(request=request, progress=progress, refine=refine)
                 save_camera_npz(camera_path, traj.c2w, traj.intrinsics, traj.image_size)
                 writer.write(result.frames)
     finally:

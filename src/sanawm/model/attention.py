@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +34,9 @@ from sanawm.model.layers import RMSNorm, at_least_f32
 from sanawm.model.rope import Rotation, apply_rope
 from sanawm.ops.gdn import GDNState, delta_rule, gdn
 from sanawm.ops.temporal import key_conv
+
+if TYPE_CHECKING:
+    from sanawm.parallel.sequence import RowShard
 
 # Bias of the output gate for which SiLU(bias) = 1 (training starts as a plain sum).
 OUTPUT_GATE_INIT_BIAS = 1.278464542761074
@@ -50,10 +54,24 @@ class CallContext:
     """Camera transforms, or None to skip the camera branch."""
     chunk_starts: Sequence[int] | None
     """First frame of each chunk within this call (None: one chunk)."""
+    sequence: RowShard | None = None
+    """Sequence parallelism (`sanawm.parallel.sequence`): the layers get this rank's rows of
+    every frame, and `heads` / `merge` switch to and from this rank's heads of all tokens.
+    `height` / `width`, `rope` and `camera` always describe the whole frame."""
 
     @property
     def tokens_per_frame(self) -> int:
+        """Tokens of a whole frame (also under sequence parallelism)."""
         return self.height * self.width
+
+    @property
+    def local_height(self) -> int:
+        """Latent rows of each frame that the layers' token tensors hold."""
+        return self.height if self.sequence is None else self.sequence.rows
+
+    def frame_mean(self, x: Tensor) -> Tensor:
+        """(B, T, S, C) -> (B, T, C), the mean over each whole frame's tokens."""
+        return x.mean(dim=2) if self.sequence is None else self.sequence.frame_mean(x)
 
 
 @dataclass
@@ -123,22 +141,35 @@ class _AttentionBase(nn.Module):
         self.q_norm_cam = RMSNorm(C, cfg.attn_norm_eps, device=device)
         self.k_norm_cam = RMSNorm(C, cfg.attn_norm_eps, device=device)
 
-    def heads(self, x: Tensor) -> Tensor:
-        """(B, T, S, C) -> (B, H, N, D)."""
-        B, T, S, C = x.shape
-        return x.reshape(B, T * S, self.num_heads, self.head_dim).transpose(1, 2)
+    def heads(self, ctx: CallContext, *xs: Tensor) -> list[Tensor]:
+        """(B, T, S, H * D_x) -> (B, H, T * S, D_x) each. Under sequence parallelism one
+        all-to-all gives this rank's heads of all tokens instead (mixing is per head)."""
+        if ctx.sequence is not None:
+            return ctx.sequence.to_heads(xs, self.num_heads)
+        return [x.flatten(1, 2).unflatten(-1, (self.num_heads, -1)).transpose(1, 2) for x in xs]
 
-    def merge(self, x: Tensor, frames: int) -> Tensor:
-        """(B, H, N, D) -> (B, T, S, C)."""
-        B, H, N, D = x.shape
-        return x.transpose(1, 2).reshape(B, frames, N // frames, H * D)
+    def merge(self, ctx: CallContext, frames: int, *xs: Tensor) -> list[Tensor]:
+        """(B, H, T * S, D) -> (B, T, S, H * D) each (the inverse of `heads`)."""
+        if ctx.sequence is not None:
+            return ctx.sequence.to_tokens(xs, frames)
+        return [x.transpose(1, 2).flatten(2).unflatten(1, (frames, -1)) for x in xs]
 
-    def gates(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """beta (B, H, T, S) in x's dtype and decay gamma (B, H, T) in float32 (or float64)."""
-        beta = torch.sigmoid(self.beta_proj(x)).permute(0, 3, 1, 2)
-        a = at_least_f32(self.gate_proj(x.mean(dim=2)))
+    def merge_branches(self, ctx: CallContext, frames: int, main: Tensor, cam: Tensor | None):
+        """`merge` of the main and the camera branch (None when skipped) together."""
+        if cam is None:
+            return self.merge(ctx, frames, main)[0], None
+        main, cam = self.merge(ctx, frames, main, cam)
+        return main, cam
+
+    def gates(self, x: Tensor, ctx: CallContext) -> tuple[Tensor, Tensor]:
+        """beta (B, T, S, H) in x's dtype (token layout, like x) and decay gamma (B, H, T) in
+        float32 (or float64) from each frame's mean token (this rank's heads under sequence
+        parallelism)."""
+        beta = torch.sigmoid(self.beta_proj(x))
+        a = at_least_f32(self.gate_proj(ctx.frame_mean(x)))
         gamma = torch.exp(-at_least_f32(self.A_log).exp() * F.softplus(a + at_least_f32(self.dt_bias)))
-        return beta, gamma.transpose(1, 2)
+        gamma = gamma.transpose(1, 2)
+        return beta, gamma if ctx.sequence is None else ctx.sequence.local_heads(gamma)
 
     def camera_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         w = torch.cat([self.q_proj_cam.weight, self.k_proj_cam.weight, self.v_proj_cam.weight])
@@ -173,25 +204,28 @@ class GDNAttention(_AttentionBase):
     def forward(
         self, x: Tensor, ctx: CallContext, past: GDNPast | None = None, commit: bool = False
     ) -> tuple[Tensor, GDNPast | None]:
-        B, T, S, C = x.shape
-        frames = (B, self.num_heads, T, S, self.head_dim)
-        beta, gamma = self.gates(x)
+        B, T = x.shape[:2]
+        S = ctx.tokens_per_frame
+        beta, gamma = self.gates(x, ctx)
 
         q, k_raw, v = self.qkv(x).chunk(3, dim=-1)
         k = self.conv_k(k_raw, ctx.chunk_starts, past.key_context if past else None)
-        q, k = self._kernel_qk(self.heads(self.q_norm(q)), self.heads(self.k_norm(k)), S)
-        v = self.heads(v)
+        q, k, v, beta = self.heads(ctx, self.q_norm(q), self.k_norm(k), v, beta)
+        frames = (B, q.shape[1], T, S, self.head_dim)  # q.shape[1]: this rank's heads
+        beta = beta.reshape(frames[:-1])
+        q, k = self._kernel_qk(q, k, S)
         q_rot, k_rot = apply_rope(q, ctx.rope), apply_rope(k, ctx.rope)
         out, state = gdn(
             *(t.reshape(frames) for t in (q, k, v, q_rot, k_rot)),
             beta, gamma, eps=self.eps, chunk_starts=ctx.chunk_starts,
             initial_state=past.state if past else None, backend=self.backend,
         )  # fmt: skip
-        main = self.merge(out.reshape(B, self.num_heads, T * S, -1), T)
+        out = out.reshape(B, -1, T * S, self.head_dim)
 
         cam = cam_state = cam_k_raw = None
         if ctx.camera is not None:
             cam, cam_state, cam_k_raw = self._camera(x, ctx, beta, gamma, past)
+        main, cam = self.merge_branches(ctx, T, out, cam)
 
         new_past = None
         if commit:
@@ -208,12 +242,14 @@ class GDNAttention(_AttentionBase):
     def _camera(
         self, x: Tensor, ctx: CallContext, beta: Tensor, gamma: Tensor, past: GDNPast | None
     ) -> tuple[Tensor, GDNState, Tensor]:
-        B, T, S, C = x.shape
-        frames = (B, self.num_heads, T, S, self.head_dim)
+        """The camera branch's output in the heads layout (B, H, N, D), its state, raw keys."""
+        B, T = x.shape[:2]
+        S = ctx.tokens_per_frame
         q, k_raw, v = self.camera_qkv(x)
         k = self.conv_k_cam(k_raw, ctx.chunk_starts, past.cam_key_context if past else None)
-        q, k = self._kernel_qk(self.heads(self.q_norm_cam(q)), self.heads(self.k_norm_cam(k)), S)
-        v = self.heads(v)
+        q, k, v = self.heads(ctx, self.q_norm_cam(q), self.k_norm_cam(k), v)
+        frames = (B, q.shape[1], T, S, self.head_dim)
+        q, k = self._kernel_qk(q, k, S)
         qt, kt, vt = self.camera_transform(q, k, v, ctx.camera)
         if self.camera_rms_clamp:  # the diffusers / sglang variant (SanaWMConfig.camera_rms_clamp)
             qt, kt, vt = rms_clamp(qt, q), rms_clamp(kt, k), rms_clamp(vt, v)
@@ -222,15 +258,15 @@ class GDNAttention(_AttentionBase):
         work = torch.promote_types(k.dtype, torch.float32)
         norm_t = torch.linalg.vector_norm(kt, dim=-1, dtype=work).clamp_min(1e-6)
         inflation = (norm_t / torch.linalg.vector_norm(k, dim=-1, dtype=work).clamp_min(1e-6)) ** 2
-        inflation = inflation.reshape(B, self.num_heads, T, S).mean(dim=-1)
+        inflation = inflation.reshape(frames[:-1]).mean(dim=-1)
         beta_cam = beta / inflation.clamp_min(1.0)[..., None]
         out, state = delta_rule(
             *(t.reshape(frames) for t in (qt, kt, vt)),
             beta_cam, gamma, chunk_starts=ctx.chunk_starts,
             initial_state=past.cam_state if past else None, backend=self.backend,
         )  # fmt: skip
-        out = transform_outputs(out.reshape(B, self.num_heads, T * S, -1), ctx.camera)
-        return self.merge(out, T), state, k_raw
+        out = transform_outputs(out.reshape(B, -1, T * S, self.head_dim), ctx.camera)
+        return out, state, k_raw
 
 
 def _chunk_causal_sdpa(
@@ -276,23 +312,23 @@ class SoftmaxAttention(_AttentionBase):
     def forward(
         self, x: Tensor, ctx: CallContext, past: SoftmaxPast | None = None, commit: bool = False
     ) -> tuple[Tensor, SoftmaxPast | None]:
-        B, T, S, C = x.shape
+        T, S = x.shape[1], ctx.tokens_per_frame
         q, k, v = self.qkv(x).chunk(3, dim=-1)
-        q = apply_rope(self.heads(self.q_norm(q)), ctx.rope)
-        k = apply_rope(self.heads(self.k_norm(k)), ctx.rope)
-        q, k, v = self._attn_cast(q, k, self.heads(v))
+        q, k, v = self.heads(ctx, self.q_norm(q), self.k_norm(k), v)
+        q, k = apply_rope(q, ctx.rope), apply_rope(k, ctx.rope)
+        q, k, v = self._attn_cast(q, k, v)
         keys = k if past is None else torch.cat([past.k, k], dim=2)
         values = v if past is None else torch.cat([past.v, v], dim=2)
         past_tokens = 0 if past is None else past.k.shape[2]
         out = _chunk_causal_sdpa(
             q, keys, values, tokens_per_frame=S, chunk_starts=ctx.chunk_starts, past_tokens=past_tokens, scale=None
         )
-        main = self.merge(out.to(x.dtype), T)
+        main = out.to(x.dtype)
 
         cam = cam_keys = cam_values = None
         if ctx.camera is not None:
             qc, kc, vc = self.camera_qkv(x)
-            qc, kc, vc = self.heads(self.q_norm_cam(qc)), self.heads(self.k_norm_cam(kc)), self.heads(vc)
+            qc, kc, vc = self.heads(ctx, self.q_norm_cam(qc), self.k_norm_cam(kc), vc)
             qt, kt, vt = self.camera_transform(qc, kc, vc, ctx.camera)
             # Softmax blocks always clamp the transformed tensors to their pre-transform RMS
             # (GDN blocks lower beta, and clamp only with `camera_rms_clamp`).
@@ -303,7 +339,8 @@ class SoftmaxAttention(_AttentionBase):
                 qc, cam_keys, cam_values, tokens_per_frame=S, chunk_starts=ctx.chunk_starts,
                 past_tokens=cam_keys.shape[2] - qc.shape[2], scale=self.cam_scale,
             )  # fmt: skip
-            cam = self.merge(transform_outputs(out.to(x.dtype), ctx.camera), T)
+            cam = transform_outputs(out.to(x.dtype), ctx.camera)
+        main, cam = self.merge_branches(ctx, T, main, cam)
 
         new_past = None
         if commit:

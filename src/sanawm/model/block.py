@@ -64,7 +64,7 @@ class SanaWMBlock(nn.Module):
         x = x + self.cross_attn(x, text, text_bias)
 
         h = modulate(layer_norm(x), shift_mlp, scale_mlp)
-        spatial = self.mlp.spatial(h, ctx.height, ctx.width)
+        spatial = self.mlp.spatial(h, ctx.local_height, ctx.width, halo=ctx.sequence)
         ffn_context = past.ffn_context if past else None
         x = x + gate_mlp * self.mlp.temporal(spatial, ctx.chunk_starts, ffn_context)
 

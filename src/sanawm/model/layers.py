@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sanawm.ops.temporal import frame_conv_channels_first
+
+if TYPE_CHECKING:
+    from sanawm.parallel.sequence import RowShard
 
 LAYER_NORM_EPS = 1e-6  # the affine-free LayerNorms before attention, FFN and output
 
@@ -163,18 +167,30 @@ class GLUFeedForward(nn.Module):
         """Frames of spatial output a later chunk needs from earlier ones."""
         return self.t_conv.kernel_size[0] // 2
 
-    def _spatial(self, x: Tensor) -> Tensor:
-        """(N, C, H, W) -> (N, C, H, W)."""
+    def _spatial(self, x: Tensor, zero_rows: tuple[int, int] | None = None) -> Tensor:
+        """(N, C, H, W) -> (N, C, H, W). `zero_rows` (sequence parallelism): x also holds the
+        rows next to its band that exist, one above and / or below; the depthwise conv
+        zero-pads (rows above, rows below) and reads no further."""
         x = F.silu(self.inverted_conv.conv(x))
-        a, g = self.depth_conv.conv(x).chunk(2, dim=1)
+        conv = self.depth_conv.conv
+        if zero_rows is None:
+            x = conv(x)
+        else:
+            x = F.conv2d(F.pad(x, (1, 1, *zero_rows)), conv.weight, conv.bias, groups=conv.groups)
+        a, g = x.chunk(2, dim=1)
         return self.point_conv.conv(a * F.silu(g))
 
-    def spatial(self, x: Tensor, height: int, width: int) -> Tensor:
-        """Per-frame part: x (B, T, S, C) -> (B, C, T, S)."""
+    def spatial(self, x: Tensor, height: int, width: int, halo: RowShard | None = None) -> Tensor:
+        """Per-frame part: x (B, T, S, C) -> (B, C, T, S). With `halo` (sequence
+        parallelism), x holds a band of `height` rows of each frame and the neighbouring
+        bands' edge rows come from the other ranks."""
         B, T, S, C = x.shape
         frames = x.reshape(B * T, height, width, C).permute(0, 3, 1, 2)
-        step = max(1, _MAX_CONV_ELEMENTS // (self.inverted_conv.conv.out_channels * S))
-        y = torch.cat([self._spatial(frames[i : i + step]) for i in range(0, B * T, step)], dim=0)
+        zero_rows = None
+        if halo is not None:
+            frames, zero_rows = halo.with_neighbour_rows(frames)
+        step = max(1, _MAX_CONV_ELEMENTS // (self.inverted_conv.conv.out_channels * frames.shape[-2] * frames.shape[-1]))
+        y = torch.cat([self._spatial(frames[i : i + step], zero_rows) for i in range(0, B * T, step)], dim=0)
         return y.reshape(B, T, C, S).transpose(1, 2)
 
     def temporal(self, y: Tensor, chunk_starts: Sequence[int] | None, context: Tensor | None) -> Tensor:

@@ -15,12 +15,18 @@ Temporal structure:
   committed frames without changing the cache (call it as often as the sampler needs), and
   `model.commit_to_cache(cache, chunk...)` (or `update_cache=True`) appends the chunk.
   Chunk by chunk this computes exactly the one-shot chunk-causal forward.
+
+Sequence parallelism (`model.sequence_parallel = SequenceParallel...`, see
+`sanawm.parallel.sequence`): every rank of the group calls the model with the same full
+inputs; each computes a band of latent rows, and every rank gets the full output. A stream
+cache then holds this rank's share (its rows' contexts, its heads' states and keys / values).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -40,6 +46,9 @@ from sanawm.model.layers import (
 )
 from sanawm.model.rope import camera_rope_angles, rope_angles, rotation
 from sanawm.text import TextEmbedding
+
+if TYPE_CHECKING:
+    from sanawm.parallel.sequence import SequenceParallel
 
 RAYMAP_WIDTH = 20  # 16 values of a row-major 4x4 camera-to-world + fx, fy, cx, cy
 
@@ -94,6 +103,8 @@ class SanaWMTransformer(nn.Module):
             SanaWMBlock(cfg, softmax=i in cfg.softmax_blocks, device=device) for i in range(cfg.depth)
         )
         self.final_layer = FinalLayer(C, cfg.in_channels, device=device)
+        self.sequence_parallel: SequenceParallel | None = None
+        """Spread every forward over this process group (`sanawm.parallel.sequence`)."""
 
     # ------------------------------------------------------------------------------------
     # Forward
@@ -132,6 +143,10 @@ class SanaWMTransformer(nn.Module):
 
         dtype = self.x_embedder.proj.weight.dtype
         device = latents.device
+        shard = self.sequence_parallel.plan(H, W) if self.sequence_parallel is not None else None
+        if shard is not None:  # this rank's rows; RoPE and cameras stay whole (see CallContext)
+            latents = shard.local_rows(latents)
+            chunk_plucker = shard.local_rows(chunk_plucker) if chunk_plucker is not None else None
         x = self.x_embedder(latents.to(dtype))
         angles = rope_angles(cfg.head_dim, T, H, W, frame_offset=offset, theta=cfg.rope_theta, device=device)
         camera = None
@@ -152,7 +167,7 @@ class SanaWMTransformer(nn.Module):
         y = self.attention_y_norm(self.y_embedder(text.to(dtype)))
         text_bias = text_logit_bias(text_mask) if text_mask is not None else None
 
-        ctx = CallContext(H, W, rotation(angles), camera, starts)
+        ctx = CallContext(H, W, rotation(angles), camera, starts, shard)
         new_past: list[BlockPast | None] = []
         for i, block in enumerate(self.blocks):
             past = cache.blocks[i] if cache is not None else None
@@ -160,6 +175,8 @@ class SanaWMTransformer(nn.Module):
             new_past.append(block_past)
 
         out = self.final_layer(x, t)  # (B, T, S, C_out)
+        if shard is not None:
+            out = shard.gather_tokens(out)
         if update_cache:
             cache.blocks = new_past
             cache.num_frames += T

@@ -11,6 +11,10 @@
     wm = WorldModel.load("MODEL_DIR", refiner=True)   # with the folder's refiner/ (stage 2)
     wm.generate(action="w-40", refine=True)           # stage-1 latents refined, then decoded
 
+    # torchrun --nproc_per_node 2 script.py: every process runs the same calls, each DiT
+    # forward is spread over both (sanawm.parallel.sequence); wm.is_main picks the writer.
+    wm = WorldModel.load("MODEL_DIR", sequence_parallel=True)
+
 Everything the user can get wrong is checked by `prepare` before any heavy work starts and
 raises `UserInputError`; `generate` / `stream` accept either the same keyword arguments or a
 `Request` returned by `prepare`.
@@ -43,6 +47,7 @@ from sanawm.camera.packing import pack_camera
 from sanawm.device import choose_device
 from sanawm.errors import UserInputError
 from sanawm.modeldir import GenerationSettings, load_transformer, read_model_dir
+from sanawm.parallel.sequence import SequenceParallel, local_device
 from sanawm.sampling.sampler import (
     Conditioning,
     Progress,
@@ -105,6 +110,7 @@ class WorldModel:
         text_encoder: GemmaTextEncoder | None = None,
         device: torch.device | str = "cpu",
         refiner: Refiner | None = None,
+        sequence_parallel: SequenceParallel | None = None,
     ) -> None:
         self.transformer = transformer.eval()
         self.vae = vae.eval()
@@ -112,7 +118,18 @@ class WorldModel:
         self.text_encoder = text_encoder
         self.refiner = refiner
         self.device = torch.device(device)
+        self.sequence_parallel = sequence_parallel
         self._check_consistency()
+        if sequence_parallel is not None:
+            latent_height = settings.height // self.vae.spatial_stride
+            sequence_parallel.check(transformer.config, latent_height)
+            self.transformer.sequence_parallel = sequence_parallel
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process writes outputs (always, unless it is a rank > 0 of a
+        sequence-parallel group)."""
+        return self.sequence_parallel is None or self.sequence_parallel.is_main
 
     # ---- loading -------------------------------------------------------------------------
 
@@ -126,6 +143,7 @@ class WorldModel:
         camera_rms_clamp: bool | None = None,
         refiner: bool = False,
         refiner_offload: bool = False,
+        sequence_parallel: bool = False,
     ) -> WorldModel:
         """Load a model folder (see `sanawm.modeldir`; a diffusers `SanaWMPipeline` folder
         also works), or the embedded default model.
@@ -139,6 +157,11 @@ class WorldModel:
         ever downloaded. `refiner` also loads the folder's stage-2 `refiner/` component (large:
         it is only loaded when asked for); `refiner_offload` keeps its weights on the CPU and
         streams them to `device` as they run.
+
+        `sequence_parallel` spreads every DiT forward over the processes started by torchrun
+        (`sanawm.parallel.sequence`; NCCL on CUDA, gloo on the CPU): every process loads the
+        model (on its own GPU, LOCAL_RANK, unless `device` names one) and makes the same calls.
+        The heads must divide evenly over the processes.
         """
         if directory is None:
             directory = _asset(EMBEDDED_MODEL)
@@ -146,6 +169,12 @@ class WorldModel:
                 raise UserInputError(
                     "the embedded default model is not part of this installation; pass a model folder (--model DIR)"
                 )
+        sp = None
+        if sequence_parallel:
+            device = choose_device(device)
+            if device.type == "cuda" and device.index is None:
+                device = local_device()
+            sp = SequenceParallel.init(device)
         device = choose_device(device)
         if dtype is None:
             dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -171,7 +200,7 @@ class WorldModel:
             except ImportError:
                 raise UserInputError("the refiner needs diffusers: pip install 'sanawm[official]'") from None
             stage2 = Refiner.load(spec.components["refiner"], device, dtype, offload=refiner_offload)
-        return cls(transformer, vae, spec.settings, text_encoder, device, stage2)
+        return cls(transformer, vae, spec.settings, text_encoder, device, stage2, sp)
 
     def _check_consistency(self) -> None:
         """A model folder whose parts do not fit together is a user error, named here."""
@@ -397,6 +426,8 @@ class WorldModel:
         else:
             text = self.text_encoder.encode(request.prompt)
             negative = self.text_encoder.encode_negative("")
+        if self.sequence_parallel is not None:  # all ranks must sample from identical inputs
+            self.sequence_parallel.broadcast(first_latent)
         return Conditioning(
             first_latent=first_latent,
             text=text.to(self.device, torch.float32),

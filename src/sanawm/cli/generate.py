@@ -4,6 +4,10 @@ A thin layer over `sanawm.pipeline.WorldModel`. Everything is checked before any
 created, so a bad input leaves nothing behind. The MP4 is written progressively (in streaming
 mode chunk by chunk), so an interrupted run leaves a playable partial video; the camera file
 (c2w + pixel intrinsics of every planned frame) is written just before the first frames.
+
+With `--sequence-parallel`, under `torchrun --nproc_per_node N -m sanawm generate ...`, the N
+processes share every DiT forward (`sanawm.parallel.sequence`); only rank 0 writes files and
+prints.
 """
 
 from __future__ import annotations
@@ -51,6 +55,9 @@ def register(subparsers) -> None:
                    help="as --refine, with the refiner's weights kept on the CPU and streamed to the GPU "
                         "block by block (slower, for GPUs that cannot hold it)")  # fmt: skip
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--sequence-parallel", action="store_true",
+                   help="spread every forward over the processes started by torchrun (one GPU each, NCCL; gloo "
+                        "on the CPU); the model's heads must divide evenly over them")  # fmt: skip
     p.add_argument("--out", required=True, help="output video, OUT.mp4 (cameras go to OUT.camera.npz)")
     p.set_defaults(func=run)
 
@@ -73,18 +80,31 @@ def _check_output(out: str) -> tuple[Path, Path]:
 
 def run(args: argparse.Namespace) -> int:
     # Imports here keep `sanawm --help` fast.
-    from tqdm import tqdm
-
-    from sanawm.camera import save_camera_npz
     from sanawm.pipeline import WorldModel
-    from sanawm.video import VideoWriter
 
     video_path, camera_path = _check_output(args.out)
     if args.keys != "v1" and args.action is None:
         raise UserInputError("--keys only applies to --action")
     refine = args.refine or args.refine_offload
-    model = WorldModel.load(args.model, device=args.device, camera_rms_clamp=args.camera_rms_clamp or None,
-                            refiner=refine, refiner_offload=args.refine_offload)
+    try:
+        model = WorldModel.load(args.model, device=args.device, camera_rms_clamp=args.camera_rms_clamp or None,
+                                refiner=refine, refiner_offload=args.refine_offload,
+                                sequence_parallel=args.sequence_parallel)  # fmt: skip
+        return _generate(args, model, video_path, camera_path, refine)
+    finally:
+        if args.sequence_parallel:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
+
+def _generate(args: argparse.Namespace, model, video_path: Path, camera_path: Path, refine: bool) -> int:
+    from tqdm import tqdm
+
+    from sanawm.camera import save_camera_npz
+    from sanawm.video import VideoWriter
+
     request = model.prepare(
         args.image,
         trajectory=args.trajectory,
@@ -98,6 +118,13 @@ def run(args: argparse.Namespace) -> int:
         keys=args.keys,
         frames_rounding=args.frames_rounding,
     )
+    if not model.is_main:  # another rank of a sequence-parallel group: compute, write nothing
+        if args.mode == "streaming":
+            for _ in model.stream(request=request, refine=refine):
+                pass
+        else:
+            model.generate(request=request, refine=refine)
+        return 0
     for note in request.notes:
         print(f"sanawm generate: note: {note}", file=sys.stderr)
 

@@ -3,6 +3,7 @@
     sanawm bench                                             # 2.6B, bf16, 81/321/961 frames, CUDA
     sanawm bench --mode streaming --chunk-size 3 --json stream.json
     sanawm bench --preset tiny --device cpu --latents 5x4x6 9x4x6 --csv tiny.csv
+    torchrun --nproc_per_node 2 -m sanawm bench --sequence-parallel --frames 961
 
 Random weights; see `sanawm.benchmark` for what is timed.
 """
@@ -21,6 +22,7 @@ from sanawm.benchmark import (
     BenchConfig,
     format_row,
     parse_latent_size,
+    random_model,
     resolve_device,
     run_benchmark,
     table_header,
@@ -66,11 +68,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--text-len", type=int, default=300, help="text tokens (default 300, capped by the preset)")
     p.add_argument("--json", metavar="OUT.json", help="also write the rows (and per-chunk details) as JSON")
     p.add_argument("--csv", metavar="OUT.csv", help="also write the rows as CSV")
+    p.add_argument("--sequence-parallel", action="store_true",
+                   help="spread every forward over the processes started by torchrun (one GPU each); rank 0 "
+                        "prints, its peak memory is reported (it holds the largest share)")  # fmt: skip
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Measure, print the table as rows finish, write the requested files."""
+    if not args.sequence_parallel:
+        return _run(args, None)
+    from sanawm.parallel.sequence import SequenceParallel, local_device
+
+    device = torch.device(args.device) if args.device else local_device()
+    if device.type == "cuda" and device.index is None:
+        device = local_device()
+    args.device = str(device)
+    try:
+        return _run(args, SequenceParallel.init(device))
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def _run(args: argparse.Namespace, sp) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = args.dtype or ("bfloat16" if device.startswith("cuda") else "float32")
     config = BenchConfig(
@@ -91,17 +112,28 @@ def run(args: argparse.Namespace) -> int:
         if path is not None and (Path(path).is_dir() or not Path(path).parent.is_dir()):
             raise UserInputError(f"cannot write {path!r}: its folder does not exist or it is a folder")
     params = PRESETS[config.preset]
+    model = None
+    if sp is not None:
+        sp.check(params, latent_height=min(h for _, h, _ in config.latent_sizes()))
+        torch.manual_seed(config.seed)  # the same random weights on every rank
+        model = random_model(config.preset, resolve_device(config), getattr(torch, config.dtype))
+        model.sequence_parallel = sp
+        if not sp.is_main:  # the other ranks compute their share and print nothing
+            run_benchmark(config, model=model)
+            return 0
     print(
         f"sanawm bench: {config.preset} with RANDOM weights ({params.depth} blocks, width {params.hidden_size}), "
         f"{config.dtype}, {device}, mode {config.mode}"
         + (f" (chunks of {config.chunk_size} latent frames)" if config.mode == "streaming" else "")
         + f", median of {config.iters} after {config.warmup} warm-up"
-        + f", {min(config.text_len, params.max_text_len)} text tokens",
+        + f", {min(config.text_len, params.max_text_len)} text tokens"
+        + (f", sequence-parallel over {sp.world_size} processes" if sp is not None else ""),
         flush=True,
     )
     print(table_header(config.mode), flush=True)
-    rows = run_benchmark(config, on_row=lambda row: print(format_row(row), flush=True))
-    meta = {"random_weights": True, "torch": torch.__version__, **dataclasses.asdict(config)}
+    rows = run_benchmark(config, model=model, on_row=lambda row: print(format_row(row), flush=True))
+    meta = {"random_weights": True, "torch": torch.__version__, **dataclasses.asdict(config),
+            "sequence_parallel_processes": sp.world_size if sp is not None else 1}  # fmt: skip
     if args.json:
         write_json(rows, args.json, meta)
         print(f"wrote {args.json}")

@@ -22,6 +22,10 @@ denoising steps (no guidance: one forward per step), two ways: data-parallel (ra
 requests r, r+N, ...; every GPU holds the whole model and runs its own clips) and
 sequence-parallel (the clips one after another, every forward spread over all ranks).
 clips/hour = requests / wall seconds * 3600, wall time from a barrier before to one after.
+
+--compile (regional torch.compile of the blocks, `sanawm.model.compile`) and --fp8 (FP8 block
+matmuls, `sanawm.ops.fp8`) apply to both the 1-GPU and the N-GPU runs; they need those modules
+(the performance work). --compile-backend aot_eager traces without generating code (CPU check).
 """
 
 from __future__ import annotations
@@ -63,6 +67,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--fp32-reference", action="store_true", help="latency: also a float32 1-GPU forward")
     p.add_argument("--requests", type=int, default=4, help="throughput: clips in the queue")
     p.add_argument("--steps", type=int, default=4, help="throughput: denoising steps per clip")
+    p.add_argument("--compile", action="store_true", help="torch.compile every block (sanawm.model.compile)")
+    p.add_argument("--compile-backend", default="inductor", help="torch.compile backend (default inductor)")
+    p.add_argument("--fp8", action="store_true", help="FP8 block matmuls (sanawm.ops.fp8)")
     p.add_argument("--json", help="rank 0 writes the results here")
     return p.parse_args()
 
@@ -164,6 +171,8 @@ def _gb(values) -> str:
 
 def main() -> None:
     args = parse_args()
+    if args.fp8 and args.fp32_reference:
+        raise SystemExit("--fp32-reference casts the model, which FP8 weights do not survive; drop one of them")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda":
         device = local_device()
@@ -174,9 +183,17 @@ def main() -> None:
     torch.manual_seed(0)  # the same random weights on every rank
     model = random_model(args.preset, device, dtype)
     sp.check(model.config, latent_height=min(s[1] for s in sizes))
+    if args.fp8:
+        from sanawm.ops.fp8 import convert_to_fp8  # after any dtype change: .to() would cast the FP8 weights
+
+        convert_to_fp8(model)
+    if args.compile:
+        from sanawm.model.compile import compile_blocks
+
+        compile_blocks(model, backend=args.compile_backend)
     out = {"meta": {"preset": args.preset, "dtype": str(dtype), "device": torch.cuda.get_device_name(device)
                     if device.type == "cuda" else "cpu", "torch": torch.__version__, "processes": sp.world_size,
-                    "random_weights": True}}  # fmt: skip
+                    "random_weights": True, "compile": args.compile and args.compile_backend, "fp8": args.fp8}}  # fmt: skip
     if args.mode in ("latency", "both"):
         out["latency"] = latency(model, sp, sizes, args, device, dtype)
     if args.mode in ("throughput", "both"):

@@ -72,6 +72,8 @@ class SequenceParallel:
         if not dist.is_initialized():
             device = torch.device(device) if device is not None else local_device()
             backend = "nccl" if device.type == "cuda" else "gloo"
+            if device.type == "cuda":
+                torch.cuda.set_device(device)  # NCCL's barrier and object collectives use it
             kwargs = {"device_id": device} if device.type == "cuda" else {}
             if "RANK" not in os.environ:  # not under torchrun: a world of this one process
                 kwargs.update(store=dist.HashStore(), rank=0, world_size=1)

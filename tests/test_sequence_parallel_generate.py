@@ -8,6 +8,7 @@ import os
 import socket
 
 import numpy as np
+import pytest
 import torch
 import torch.multiprocessing as mp
 from _tiny_models import make_text_free_model_dir
@@ -83,3 +84,21 @@ def test_generate_on_two_processes_equals_one_process(tmp_path):
     assert (tmp_path / "sp.camera.npz").is_file()
     # latents agree to ~1e-7: decoded frames differ by at most a rounding step, video coding included
     assert np.abs(parallel.astype(int) - single.astype(int)).max() <= 2
+
+
+def test_a_model_whose_heads_do_not_split_is_refused(tmp_path):
+    from sanawm.errors import UserInputError
+    from sanawm.parallel import SequenceParallel
+
+    wm = WorldModel.load(make_text_free_model_dir(tmp_path / "tiny"), device="cpu")  # 2 heads
+    with pytest.raises(UserInputError, match="2 heads over the processes, but 2 is not divisible by 3 processes"):
+        WorldModel(wm.transformer, wm.vae, wm.settings, sequence_parallel=SequenceParallel(None, 0, 3))
+
+
+def test_bench_runs_sequence_parallel_in_a_world_of_one(capsys):
+    """Without torchrun the flag makes a group of this one process (gloo on the CPU)."""
+    assert main(["bench", "--sequence-parallel", "--preset", "tiny", "--device", "cpu", "--latents", "2x3x2",
+                 "--iters", "1", "--warmup", "0"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "sequence-parallel over 1 processes" in out and "2x3x2" in out
+    assert not torch.distributed.is_initialized()  # the group is left at the end

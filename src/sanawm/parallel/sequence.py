@@ -44,10 +44,16 @@ from torch import Tensor
 from sanawm.errors import UserInputError
 
 
+def _done(x: Tensor) -> Tensor:
+    """The result of a functional collective, waited for (eager mode returns it as an
+    AsyncCollectiveTensor; under torch.compile it is a plain tensor and the wait is traced)."""
+    return x.wait() if isinstance(x, funcol.AsyncCollectiveTensor) else x
+
+
 def _all_gather(x: Tensor, group) -> Tensor:
     """Concatenation along dim 0 of x from every rank, in rank order."""
     gather = getattr(funcol, "all_gather_single", None) or funcol.all_gather_tensor  # renamed in torch 2.13
-    return gather(x.contiguous(), 0, group)
+    return _done(gather(x.contiguous(), 0, group))
 
 
 @dataclass(frozen=True)
@@ -191,7 +197,7 @@ class RowShard:
         send = packed.permute(3, 0, 1, 2, 4, 5).contiguous().flatten()  # group j first
         per_token = local_heads * sum(widths)
         out_splits = [B * T * self.tokens_of(j) * per_token for j in range(n)]
-        recv = funcol.all_to_all_single(send, out_splits, [send.numel() // n] * n, self.group)
+        recv = _done(funcol.all_to_all_single(send, out_splits, [send.numel() // n] * n, self.group))
         parts = recv.split(out_splits)
         full = torch.cat(
             [p.view(B, T, self.tokens_of(j), local_heads, -1) for j, p in enumerate(parts)], dim=2
@@ -215,7 +221,7 @@ class RowShard:
         in_splits = [b.numel() for b in blocks]
         S_r = self.tokens_of(self.rank)
         per_rank = B * frames * S_r * local_heads * sum(widths)
-        recv = funcol.all_to_all_single(send, [per_rank] * n, in_splits, self.group)
+        recv = _done(funcol.all_to_all_single(send, [per_rank] * n, in_splits, self.group))
         # (N, B, T, S_r, H/N, sum D) -> (B, T, S_r, N, H/N, sum D): head groups in rank order
         full = recv.view(n, B, frames, S_r, local_heads, -1).permute(1, 2, 3, 0, 4, 5)
         return [t.reshape(B, frames, S_r, -1) for t in full.split(widths, dim=-1)]
@@ -231,7 +237,7 @@ class RowShard:
         """(B, T, S_r, C) -> (B, T, C): the mean over all S tokens of each frame (summed in
         float32 or better, returned in x's dtype)."""
         work = torch.promote_types(x.dtype, torch.float32)
-        total = funcol.all_reduce(x.sum(dim=2, dtype=work), "sum", self.group)
+        total = _done(funcol.all_reduce(x.sum(dim=2, dtype=work), "sum", self.group))
         return (total / (self.height * self.width)).to(x.dtype)
 
     def with_neighbour_rows(self, frames: Tensor) -> tuple[Tensor, tuple[int, int]]:

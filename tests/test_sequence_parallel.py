@@ -132,7 +132,7 @@ def test_two_processes_compute_the_single_process_forward(tmp_path):
 
 def test_heads_must_divide_over_the_processes():
     cfg = build_preset("tiny", device="meta").config  # 2 heads
-    with pytest.raises(UserInputError, match="2 heads .* not divisible by 3 processes; use 2"):
+    with pytest.raises(UserInputError, match="2 heads .* not divisible by 3 processes; use 2 processes"):
         SequenceParallel(None, 0, 3).check(cfg)
     with pytest.raises(UserInputError, match="4 latent rows for 5 processes"):
         SequenceParallel(None, 0, 5).check(build_preset("sanawm-2.6b", device="meta").config, latent_height=4)

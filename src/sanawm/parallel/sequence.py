@@ -96,10 +96,11 @@ class SequenceParallel:
         needs at least one latent row."""
         heads, n = config.num_heads, self.world_size
         if heads % n:
-            divisors = [d for d in range(2, heads + 1) if heads % d == 0]
+            counts = [str(d) for d in range(2, heads + 1) if heads % d == 0]
+            choice = " or ".join([", ".join(counts[:-1]), counts[-1]] if len(counts) > 1 else counts)
             raise UserInputError(
                 f"sequence parallelism splits the model's {heads} heads over the processes, but {heads} is not "
-                f"divisible by {n} processes; use {', '.join(map(str, divisors)) or 'one process'}"
+                f"divisible by {n} processes; use {choice} processes"
             )
         if latent_height is not None and latent_height < n:
             raise UserInputError(

@@ -191,9 +191,10 @@ def main() -> None:
         from sanawm.model.compile import compile_blocks
 
         compile_blocks(model, backend=args.compile_backend)
-    out = {"meta": {"preset": args.preset, "dtype": str(dtype), "device": torch.cuda.get_device_name(device)
-                    if device.type == "cuda" else "cpu", "torch": torch.__version__, "processes": sp.world_size,
-                    "random_weights": True, "compile": args.compile and args.compile_backend, "fp8": args.fp8}}  # fmt: skip
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    out = {"meta": {"preset": args.preset, "dtype": str(dtype), "device": name, "torch": torch.__version__,
+                    "processes": sp.world_size, "random_weights": True,
+                    "compile": args.compile and args.compile_backend, "fp8": args.fp8}}  # fmt: skip
     if args.mode in ("latency", "both"):
         out["latency"] = latency(model, sp, sizes, args, device, dtype)
     if args.mode in ("throughput", "both"):

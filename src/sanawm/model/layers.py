@@ -189,7 +189,8 @@ class GLUFeedForward(nn.Module):
         zero_rows = None
         if halo is not None:
             frames, zero_rows = halo.with_neighbour_rows(frames)
-        step = max(1, _MAX_CONV_ELEMENTS // (self.inverted_conv.conv.out_channels * frames.shape[-2] * frames.shape[-1]))
+        pixels = frames.shape[-2] * frames.shape[-1]
+        step = max(1, _MAX_CONV_ELEMENTS // (self.inverted_conv.conv.out_channels * pixels))
         y = torch.cat([self._spatial(frames[i : i + step], zero_rows) for i in range(0, B * T, step)], dim=0)
         return y.reshape(B, T, C, S).transpose(1, 2)
 

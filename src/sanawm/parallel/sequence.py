@@ -193,9 +193,9 @@ class RowShard:
         B, T, S_r, _ = xs[0].shape
         widths = [x.shape[-1] // num_heads for x in xs]
         local_heads = num_heads // n
-        # (B, T, S_r, N, H/N, sum D): the heads of rank j are group j
-        packed = torch.cat([x.reshape(B, T, S_r, n, local_heads, d) for x, d in zip(xs, widths)], dim=-1)
-        send = packed.permute(3, 0, 1, 2, 4, 5).contiguous().flatten()  # group j first
+        # (N, B, T, S_r, H/N, sum D): the heads of rank j (group j) first; cat writes it contiguously
+        groups = [x.reshape(B, T, S_r, n, local_heads, d).permute(3, 0, 1, 2, 4, 5) for x, d in zip(xs, widths)]
+        send = torch.cat(groups, dim=-1).flatten()
         per_token = local_heads * sum(widths)
         out_splits = [B * T * self.tokens_of(j) * per_token for j in range(n)]
         recv = _done(funcol.all_to_all_single(send, out_splits, [send.numel() // n] * n, self.group))

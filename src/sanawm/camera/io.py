@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 from os import PathLike
 from pathlib import Path
@@ -77,21 +76,23 @@ def save_trajectory(path: str | PathLike, trajectory: Trajectory, *, fps: float 
 
 
 class _replacing:
-    """``with _replacing(path) as f``: a binary file in path's folder that becomes ``path`` on success."""
+    """``with _replacing(path) as f``: a binary file next to ``path`` that becomes ``path`` on
+    success (made with `open`, so it gets the usual permissions) and is removed on failure."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
 
     def __enter__(self):
-        self.file = tempfile.NamedTemporaryFile(dir=self.path.parent, prefix=f".{self.path.name}.", delete=False)
+        self.file = self.partial.open("wb")
         return self.file
 
     def __exit__(self, exc_type, *exc) -> None:
         self.file.close()
         if exc_type is None:
-            os.replace(self.file.name, self.path)
+            os.replace(self.partial, self.path)
         else:
-            os.unlink(self.file.name)
+            self.partial.unlink(missing_ok=True)
 
 
 def load_trajectory(

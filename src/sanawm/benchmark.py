@@ -361,23 +361,17 @@ def _stream(model, inputs, config: BenchConfig, device: torch.device) -> list[Ch
 
 
 def _warm_up(model, config: BenchConfig, device: torch.device, dtype: torch.dtype, text_len: int) -> None:
-    """Run every clip size `config.warmup` times, untimed (streaming: chunk by chunk with the cache)."""
+    """Run every clip size `config.warmup` times, untimed, the way it will be timed (streaming:
+    chunk by chunk with the cache)."""
     generator = torch.Generator().manual_seed(config.seed + 1)  # the timed inputs stay those of `seed`
-    with torch.inference_mode():
-        for size in config.latent_sizes():
-            inputs = make_inputs(model, size, device, dtype, text_len, generator)
-            for _ in range(config.warmup):
-                if config.mode == "forward":
-                    model(**inputs)
-                    continue
-                cache = model.new_stream_cache()
-                for start, stop in chunk_bounds(size[0], config.chunk_size):
-                    part = slice_frames(inputs, start, stop)
-                    model(**part, cache=cache)
-                    model.commit_to_cache(cache, **part)
-            del inputs
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    untimed = dataclasses.replace(config, warmup=0, iters=config.warmup)
+    for size in config.latent_sizes():
+        inputs = make_inputs(model, size, device, dtype, text_len, generator)
+        if config.mode == "forward":
+            time_forward(model, inputs, device, 0, config.warmup)
+        else:
+            _stream(model, inputs, untimed, device)
+        del inputs
 
 
 def run_benchmark(

@@ -37,17 +37,6 @@ def default_intrinsics(image_size: tuple[int, int], fov_deg: float = DEFAULT_FOV
     return torch.tensor([focal, focal, width / 2, height / 2], dtype=torch.float32)
 
 
-def scale_intrinsics(intrinsics: Any, src_size: tuple[int, int], dst_size: tuple[int, int]) -> torch.Tensor:
-    """``[fx, fy, cx, cy]`` of an image of ``src_size`` resized (not cropped) to ``dst_size`` (float64).
-
-    With corner-origin pixels a resize is a plain scale: fx and cx by the width ratio, fy and cy
-    by the height ratio. ``intrinsics`` may have any leading shape (..., 4).
-    """
-    k = as_float64(intrinsics, "intrinsics")
-    (src_h, src_w), (dst_h, dst_w) = as_image_size(src_size, "source image size"), as_image_size(dst_size)
-    return k * torch.tensor([dst_w / src_w, dst_h / src_h, dst_w / src_w, dst_h / src_h], dtype=torch.float64)
-
-
 def snap_frame_count(num_frames: int, temporal_stride: int = 8) -> int:
     """Largest count of the form ``temporal_stride * k + 1`` that is <= ``num_frames``.
 
@@ -99,6 +88,17 @@ def plan_resize_crop(src_size: tuple[int, int], dst_size: tuple[int, int]) -> Re
     resized = (max(dst_h, round(src_h * scale)), max(dst_w, round(src_w * scale)))
     offset = ((resized[0] - dst_h) // 2, (resized[1] - dst_w) // 2)
     return ResizeCrop((src_h, src_w), resized, offset, (dst_h, dst_w))
+
+
+def scale_intrinsics(intrinsics: Any, src_size: tuple[int, int], dst_size: tuple[int, int]) -> torch.Tensor:
+    """``[fx, fy, cx, cy]`` of an image of ``src_size`` resized (not cropped) to ``dst_size`` (float64).
+
+    With corner-origin pixels a resize is a plain scale: fx and cx by the width ratio, fy and cy
+    by the height ratio. ``intrinsics`` may have any leading shape (..., 4).
+    """
+    k = as_float64(intrinsics, "intrinsics")
+    (src_h, src_w), (dst_h, dst_w) = as_image_size(src_size, "source image size"), as_image_size(dst_size)
+    return k * torch.tensor([dst_w / src_w, dst_h / src_h, dst_w / src_w, dst_h / src_h], dtype=torch.float64)
 
 
 def adjust_intrinsics_for_resize_crop(

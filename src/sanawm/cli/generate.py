@@ -15,7 +15,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from sanawm.camera import camera_path_for
 from sanawm.errors import UserInputError
 from sanawm.outputs import check_outputs
 
@@ -52,11 +51,14 @@ LONG_RUN_SECONDS = 600.0
 
 
 def _check_output(out: str, overwrite: bool) -> tuple[Path, Path]:
+    from sanawm.camera import camera_path_for
+
     video = Path(out)
     if video.suffix.lower() != DEFAULT_OUTPUT_SUFFIX:
         raise UserInputError(f"--out must name an .mp4 file, got {out!r}")
-    check_outputs([video, camera_path_for(video)], overwrite=overwrite)
-    return video, camera_path_for(video)
+    camera = camera_path_for(video)
+    check_outputs([video, camera], overwrite=overwrite)
+    return video, camera
 
 
 def format_duration(seconds: float) -> str:

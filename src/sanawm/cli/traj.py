@@ -52,7 +52,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", required=True, help="output file; its suffix picks the format")
     p.add_argument("--plot", metavar="PNG", help="also save a top-down picture of the path")
-    p.add_argument("--overwrite", action="store_true", help="replace --out and --plot files that exist")
     p.add_argument("--translation-speed", type=float, help="metres per frame for W/S/A/D (default 0.05)")
     p.add_argument("--rotation-speed", type=float, help="degrees per frame for I/K/J/L (default 1.2)")
     p.add_argument("--pitch-limit", type=float, help="largest pitch in degrees (default 85)")
@@ -70,6 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--opengl", action="store_true", help="the --from file uses OpenGL camera axes (y up, looking down -z)"
     )
+    p.add_argument("--overwrite", action="store_true", help="replace --out and --plot files that exist")
     p.set_defaults(func=run)
 
 

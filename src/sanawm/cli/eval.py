@@ -15,7 +15,6 @@ import argparse
 import json
 from pathlib import Path
 
-
 from sanawm.errors import UserInputError
 
 

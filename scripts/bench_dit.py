@@ -17,6 +17,7 @@ import argparse
 import torch
 
 from sanawm.benchmark import make_inputs, parse_latent_size, random_model, time_forward
+from sanawm.device import choose_device
 from sanawm.ops.gdn import delta_rule, gdn, gdn_reference
 
 FULL_SIZES = ["121x22x40", "41x22x40", "11x22x40"]
@@ -72,7 +73,7 @@ def main() -> None:
     parser.add_argument("--check-gdn", action="store_true", help="compare the fast GDN path with the reference")
     args = parser.parse_args()
 
-    device = torch.device(args.device or ("cpu" if args.tiny or not torch.cuda.is_available() else "cuda"))
+    device = choose_device(args.device or ("cpu" if args.tiny else None))
     dtype = getattr(torch, args.dtype or ("float32" if args.tiny else "bfloat16"))
     sizes = args.sizes or [parse_size(s) for s in (TINY_SIZES if args.tiny else FULL_SIZES)]
     torch.manual_seed(0)

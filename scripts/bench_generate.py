@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from sanawm.device import choose_device
 from sanawm.model import build_preset
 from sanawm.modeldir import GenerationSettings, save_model_dir
 from sanawm.pipeline import WorldModel
@@ -33,8 +34,9 @@ def main() -> None:
     p.add_argument("--camera-cfg", type=float, default=1.0)
     p.add_argument("--mode", choices=("bidirectional", "streaming"), default="bidirectional")
     p.add_argument("--chunk-size", type=int, default=2, help="latent frames per streaming chunk")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     args = p.parse_args()
+    device = choose_device(args.device)
 
     height, width = (int(v) for v in args.size.lower().split("x"))
     vae = CompactVAE()
@@ -52,7 +54,7 @@ def main() -> None:
                                   camera_cfg=args.camera_cfg, chunk_size=args.chunk_size)  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         save_model_dir(Path(tmp), transformer, vae, settings)
-        wm = WorldModel.load(tmp, device=args.device, dtype=torch.float32)
+        wm = WorldModel.load(tmp, device=device, dtype=torch.float32)
     action = f"w-{args.frames - 1}"
     wm.generate(action="w-4", steps=1, mode=args.mode)  # warm-up
     start = time.perf_counter()
@@ -60,7 +62,7 @@ def main() -> None:
     seconds = time.perf_counter() - start
     print(f"preset {args.preset} ({params / 1e6:.1f} M params), {args.mode}, {result.frames.shape[0]} frames "
           f"{height}x{width}, {args.steps} steps, camera_cfg {args.camera_cfg}, {torch.get_num_threads()} threads "
-          f"on {args.device}: {seconds:.1f} s")  # fmt: skip
+          f"on {device}: {seconds:.1f} s")  # fmt: skip
 
 
 if __name__ == "__main__":

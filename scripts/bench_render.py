@@ -15,6 +15,7 @@ import time
 import torch
 
 from sanawm.camera import default_intrinsics
+from sanawm.device import choose_device
 from sanawm.worlds import KINDS, make_world, render
 from sanawm.worlds.trajectories import random_action_walk
 
@@ -38,7 +39,7 @@ def main() -> None:
     parser.add_argument("--world-seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=None, help="timed calls per row (default 10 CUDA, 2 CPU)")
     parser.add_argument("--supersample", type=int, default=1)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     parser.add_argument("--compile", action="store_true",
                         help="experiment: torch.compile the per-chunk shading function (dynamic shapes)")
     args = parser.parse_args()
@@ -46,7 +47,7 @@ def main() -> None:
         import sanawm.worlds.render as render_module
 
         render_module._shade_chunk = torch.compile(render_module._shade_chunk, dynamic=True)
-    device = torch.device(args.device)
+    device = choose_device(args.device)
     cuda = device.type == "cuda"
     batches = args.batches or ([16, 64, 256] if cuda else [1, 8])
     repeats = args.repeats or (10 if cuda else 2)

@@ -20,7 +20,7 @@ import statistics
 import torch
 import torch.nn.functional as F
 
-from sanawm.ops import gdn_triton
+from sanawm.ops.gdn import fused as gdn_triton
 from sanawm.ops.gdn import GDNState, delta_rule, gdn, gdn_reference
 
 

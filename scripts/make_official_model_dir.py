@@ -50,7 +50,8 @@ RELEASE_SETTINGS = GenerationSettings(
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="model folder to write model.json into")
-    p.add_argument("--transformer", required=True, help="released stage-1 checkpoint file")
+    p.add_argument("--transformer", required=True,
+                   help="released stage-1 checkpoint file, or a diffusers transformer folder")  # fmt: skip
     p.add_argument("--vae", required=True, help="LTX-2 VAE folder (diffusers AutoencoderKLLTX2Video)")
     p.add_argument("--text-encoder", required=True, help="Gemma-2 folder (transformers)")
     p.add_argument("--tokenizer", required=True, help="Gemma-2 tokenizer folder")

@@ -123,3 +123,80 @@ def test_bad_action_strings_name_the_segment(action, fragment):
 def test_bad_speeds(kwargs):
     with pytest.raises(UserInputError):
         action_to_c2w("w-1", **kwargs)
+
+
+# ---- the v2 key layout (a/d yaw, j/l strafe, smoothed velocities) ----------------------------
+
+COAST = math.exp(-1 / 16)  # one frame of easing towards zero (time constant 1 s at 16 fps)
+PRESS = math.exp(-1 / (16 * 0.45))  # one frame of easing towards a held key's speed (0.45 s)
+SHRINK = 1 / (1 + 1e-6)  # the release divides ground directions by (norm + 1e-6)
+
+
+def _heading(theta):
+    """Ground-plane forward and right of a camera yawed by theta (right-handed about +y)."""
+    return np.array([math.sin(theta), 0, math.cos(theta)]), np.array([math.cos(theta), 0, -math.sin(theta)])
+
+
+def test_v2_keys_swap_yaw_and_strafe():
+    r = math.radians(0.6)
+    turned = action_to_c2w("a-1", keys="v2").double().numpy()[1]
+    np.testing.assert_allclose(turned[:3, 2], [math.sin(-r), 0, math.cos(-r)], atol=1e-7)  # a: yaw left
+    np.testing.assert_allclose(turned[:3, 3], 0, atol=1e-9)
+    strafe = action_to_c2w("l-2", keys="v2").double().numpy()
+    np.testing.assert_allclose(strafe[:, :3, :3], np.tile(np.eye(3), (3, 1, 1)), atol=1e-9)
+    np.testing.assert_allclose(strafe[:, 0, 3], [0, 0.025 * SHRINK, 0.05 * SHRINK], atol=1e-8)  # l: right
+    # v1 keeps the old meaning of the same string
+    assert action_to_c2w("l-2")[-1, 0, 3] == 0 and action_to_c2w("l-2")[-1, 0, 2] > 0.04
+
+
+def test_v2_released_keys_coast_to_a_stop():
+    c2w = action_to_c2w("w-1,none-3", 0.1, keys="v2").double().numpy()
+    steps = 0.1 * np.array([1, COAST, COAST**2, COAST**3]) * SHRINK
+    np.testing.assert_allclose(c2w[1:, 2, 3], np.cumsum(steps), atol=1e-7)
+    # a fresh press snaps back to full speed
+    again = action_to_c2w("w-1,none-1,w-2", 0.1, keys="v2").double().numpy()
+    np.testing.assert_allclose(np.diff(again[:, 2, 3]), 0.1 * np.array([1, COAST, 1, 1]) * SHRINK, atol=1e-7)
+
+
+def test_v2_walk_while_yaw_coasts():
+    # frame 1: w and a pressed together; then only w: yaw speed decays, forward speed holds
+    s, r = 0.1, math.radians(2.0)
+    c2w = action_to_c2w("wa-1,w-2", s, 2.0, keys="v2").double().numpy()
+    yaw_speed = -r * np.array([1, COAST, COAST**2])
+    theta = np.cumsum(yaw_speed)
+    position = np.zeros(3)
+    for i, t in enumerate(theta):
+        forward, right = _heading(t)
+        position = position + s * SHRINK * forward
+        np.testing.assert_allclose(c2w[i + 1, :3, 2], forward, atol=1e-7)
+        np.testing.assert_allclose(c2w[i + 1, :3, 0], right, atol=1e-7)
+        np.testing.assert_allclose(c2w[i + 1, :3, 3], position, atol=1e-7)
+
+
+def test_v2_eases_towards_a_held_key_after_a_release_of_another():
+    # j+w pressed, then w released while j stays: no new key, so strafe holds and forward coasts;
+    # then w pressed again: everything snaps to its target.
+    c2w = action_to_c2w("jw-1,j-1,jw-1", 0.1, keys="v2").double().numpy()
+    np.testing.assert_allclose(np.diff(c2w[:, 0, 3]), -0.1 * SHRINK * np.ones(3), atol=1e-7)
+    np.testing.assert_allclose(np.diff(c2w[:, 2, 3]), 0.1 * SHRINK * np.array([1, COAST, 1]), atol=1e-7)
+    # a held key whose speed was lowered by coasting eases back up with the press constant
+    eased = action_to_c2w("w-1,none-1,ws-1,w-1", 0.1, keys="v2").double().numpy()
+    v2 = 0.1 * COAST
+    v3 = 0.0  # w+s is a fresh press (s is new): snap to the target 0
+    v4 = v3 + (1 - PRESS) * (0.1 - v3)  # w alone, nothing new: ease towards 0.1
+    np.testing.assert_allclose(np.diff(eased[:, 2, 3]), SHRINK * np.array([0.1, v2, v3, v4]), atol=1e-7)
+
+
+def test_v2_pitch_is_clamped_not_skipped():
+    # 0.7 degrees per frame: 85 frames reach 59.5; the 86th is clamped to 60 (v1 skips it)
+    v2 = action_to_c2w("i-90", 0, 0.7, 60.0, keys="v2").double().numpy()[-1, :3, 2]
+    v1 = action_to_c2w("i-90", 0, 0.7, 60.0).double().numpy()[-1, :3, 2]
+    np.testing.assert_allclose(math.degrees(math.atan2(-v2[1], v2[2])), 60.0, atol=1e-6)
+    np.testing.assert_allclose(math.degrees(math.atan2(-v1[1], v1[2])), 59.5, atol=1e-6)
+
+
+def test_v2_defaults_and_unknown_layout():
+    default = action_to_c2w("w-1", keys="v2").double().numpy()
+    np.testing.assert_allclose(default[1, 2, 3], 0.025 * SHRINK, atol=1e-8)
+    with pytest.raises(UserInputError, match="unknown key layout 'v3'"):
+        action_to_c2w("w-1", keys="v3")

@@ -37,6 +37,14 @@ def test_convert_with_opengl(tmp_path):
     torch.testing.assert_close(c.c2w, a.c2w @ flip, atol=1e-6, rtol=0)
 
 
+def test_action_with_the_v2_keys(tmp_path):
+    out = tmp_path / "v2.npz"
+    assert main(["traj", "--action", "ja-8,none-4", "--keys", "v2", "--out", str(out)]) == 0
+    got = load_trajectory(out).c2w
+    torch.testing.assert_close(got, action_to_c2w("ja-8,none-4", keys="v2"), atol=1e-6, rtol=0)
+    assert not torch.allclose(got, action_to_c2w("ja-8,none-4"), atol=1e-3)
+
+
 @pytest.mark.parametrize(
     "args, fragment",
     [
@@ -47,6 +55,7 @@ def test_convert_with_opengl(tmp_path):
         (["--from", "{missing}"], "No such file"),
         (["--from", "{npy}"], "image size"),
         (["--from", "{npy}", "--image-size", "8x8", "--rotation-speed", "2"], "--rotation-speed"),
+        (["--from", "{npy}", "--image-size", "8x8", "--keys", "v2"], "--keys"),
     ],
 )
 def test_errors_exit_2_with_one_line(tmp_path, capsys, args, fragment):

@@ -46,6 +46,23 @@ def test_snap_frame_count_rounds_down(n, stride, want):
     assert snap_frame_count(n, stride) == want
 
 
+def test_snap_frame_count_nearest_is_diffusers_rule():
+    cam_utils = pytest.importorskip("diffusers.pipelines.sana_wm.cam_utils")
+    cases = 0
+    for stride in (4, 8):
+        for n in range(1, 60):
+            for bound in (None, n, n + 1, n + 3, n + stride, n + 20):
+                want = cam_utils.snap_num_frames(n, stride, upper_bound=bound)
+                assert snap_frame_count(n, stride, "nearest", upper_bound=bound) == want, (n, stride, bound)
+                cases += want != snap_frame_count(n, stride)  # where it differs from rounding down
+    assert cases > 100
+    # hand-checked: 13 -> 17 (nearer), 12 -> 9 (nearer), 13 -> 9 when only 16 poses exist
+    assert [snap_frame_count(13, 8, "nearest"), snap_frame_count(12, 8, "nearest")] == [17, 9]
+    assert snap_frame_count(13, 8, "nearest", upper_bound=16) == 9
+    with pytest.raises(UserInputError, match="unknown frame rounding"):
+        snap_frame_count(9, 8, "up")
+
+
 @pytest.mark.parametrize("n", [0, -3, 2.5, True, "9"])
 def test_snap_frame_count_rejects(n):
     with pytest.raises(UserInputError, match="frame count"):

@@ -49,6 +49,19 @@ def test_generate_from_a_trajectory_file_and_an_image(model_dir, tmp_path, capsy
     assert "generating 9 frames" in err  # the note about rounding 11 down
 
 
+def test_generate_with_the_v2_keys_and_nearest_rounding(model_dir, tmp_path, capsys):
+    out = tmp_path / "v2.mp4"
+    # the VAE makes 4k+1 frames; 16 of the 17 poses asked for: 17 is nearer than 13 and within them
+    code = main(["generate", "--model", str(model_dir), "--action", "wa-16", "--keys", "v2", "--frames", "16",
+                 "--frames-rounding", "nearest", "--steps", "1", "--out", str(out)])  # fmt: skip
+    assert code == 0
+    assert read_video(out)[0].shape[0] == 17
+    assert "generating 17 frames" in capsys.readouterr().err
+    cameras = load_trajectory(tmp_path / "v2.camera.npz")
+    want = action_to_c2w("wa-16", 0.05, 1.2, keys="v2")  # the model's speeds, v2 layout
+    np.testing.assert_allclose(cameras.c2w.numpy(), want.numpy(), atol=1e-6)
+
+
 def _run(argv):
     """`sanawm` in-process: the exit code, whether from `main` or from argparse's SystemExit."""
     try:
@@ -88,6 +101,9 @@ BAD_INPUTS = {
     "no camera path": ([], "required"),
     "frames not a number": (["--action", "w-8", "--frames", "many"], "invalid int"),
     "unknown device": (["--action", "w-8", "--device", "warp-drive"], "unknown device"),
+    "keys without an action": (["--trajectory", "{tmp}/short.npy", "--keys", "v2"], "--keys only applies"),
+    "unknown key layout": (["--action", "w-8", "--keys", "v3"], "invalid choice"),
+    "unknown frame rounding": (["--action", "w-8", "--frames-rounding", "up"], "invalid choice"),
 }
 
 
@@ -121,6 +137,40 @@ def test_installed_command_reports_bad_input_without_traceback(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"sanawm generate: error: model folder not found: {tmp_path / 'none'}"]
     assert not (tmp_path / "x.mp4").exists()
+
+
+@pytest.mark.parametrize("error", [RuntimeError("boom inside the sampler"), AssertionError("bad shape inside")])
+def test_internal_errors_keep_their_traceback(model_dir, tmp_path, monkeypatch, capsys, error):
+    """A bug deep inside (here: raised by the sampler's denoising loop) is not user input: the CLI
+    neither turns it into exit 2 nor hides its traceback."""
+    import sanawm.sampling.sampler as sampler
+
+    def broken_denoise(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(sampler, "_denoise", broken_denoise)
+    argv = ["generate", "--model", str(model_dir), "--action", "w-4", "--steps", "1", "--out", str(tmp_path / "c.mp4")]
+    with pytest.raises(type(error), match=str(error)) as info:
+        main(argv)
+    assert any(entry.name == "broken_denoise" for entry in info.traceback)  # raised where it happened
+    assert "error:" not in capsys.readouterr().err  # no one-line user-error message was printed
+
+
+def test_a_shape_bug_inside_the_model_is_not_a_user_error(model_dir, tmp_path, monkeypatch):
+    """Before the model's checks became asserts, this bug (a raymap one column short, as a broken
+    camera packing would make it) surfaced as `exit 2` with a one-line "user error"."""
+    import sanawm.pipeline as pipeline
+
+    pack = pipeline.pack_camera
+
+    def broken_pack(*args, **kwargs):
+        raymap, plucker = pack(*args, **kwargs)
+        return raymap[..., :-1], plucker
+
+    monkeypatch.setattr(pipeline, "pack_camera", broken_pack)
+    argv = ["generate", "--model", str(model_dir), "--action", "w-4", "--steps", "1", "--out", str(tmp_path / "c.mp4")]
+    with pytest.raises(AssertionError, match="raymap must be"):
+        main(argv)
 
 
 INTERRUPTED_RUN = """

@@ -4,9 +4,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import sanawm.ops.gdn as gdn_module
-from sanawm.ops.gdn import GDNState, delta_rule, gdn, gdn_reference, recurrent_scan
-from sanawm.ops.temporal import frame_conv, key_conv
+import sanawm.ops.gdn.scan as scan_module
+from sanawm.ops.gdn import GDNState, delta_rule, gdn, gdn_reference, recurrent_scan, select_backend
+from sanawm.ops.gdn.scan import torch_scan
+from sanawm.ops.temporal import frame_conv_channels_first as frame_conv
+from sanawm.ops.temporal import key_conv
 
 B, H, T, S, D = 2, 3, 7, 5, 8
 
@@ -146,17 +148,107 @@ def test_low_precision_inputs_are_computed_in_float32():
 def test_frame_blocking_does_not_change_results(monkeypatch):
     x = make_inputs(7)
     whole, _ = gdn(*x, eps=1e-8, chunk_starts=[0, 2])
-    monkeypatch.setattr(gdn_module, "_BLOCK_ELEMENTS", 1)  # one frame per block
+    monkeypatch.setattr(scan_module, "_BLOCK_ELEMENTS", 1)  # one frame per block
     blocked, _ = gdn(*x, eps=1e-8, chunk_starts=[0, 2])
     assert close(blocked, whole, tol=1e-14)
 
 
-def test_bad_chunk_starts_and_shapes_raise():
+def test_bad_chunk_starts_and_shapes_are_asserted():
+    # Internal contract, not user input: an AssertionError with the shapes, never a UserInputError.
     x = make_inputs()
-    with pytest.raises(ValueError, match="chunk_starts"):
+    with pytest.raises(AssertionError, match="chunk starts"):
         gdn(*x, eps=1e-8, chunk_starts=[1, 3])
-    with pytest.raises(ValueError, match="beta"):
+    with pytest.raises(AssertionError, match="beta"):
         gdn(*x[:5], x[5][..., :2], x[6], eps=1e-8)
+
+
+# ---------------------------------------------------------------------------------------
+# Gradients of the training path (the PyTorch scan) against the reference, in float64
+# ---------------------------------------------------------------------------------------
+
+
+def _grads(fn, inputs, init, weights):
+    """Gradients of sum(w_out * out) + sum(w_kv * kv) [+ sum(w_z * z)] w.r.t. inputs and state."""
+    leaves = [t.clone().requires_grad_(True) for t in inputs]
+    state = None if init is None else GDNState(*(None if s is None else s.clone().requires_grad_(True) for s in init))
+    out, final = fn(leaves, state)
+    loss = (weights[0] * out).sum() + (weights[1] * final.kv).sum()
+    if final.z is not None:
+        loss = loss + (weights[2] * final.z).sum()
+    wrt = leaves + ([] if state is None else [s for s in state if s is not None])
+    return torch.autograd.grad(loss, wrt)
+
+
+def _random_state(seed, normalizer):
+    g = torch.Generator().manual_seed(seed)
+    kv = 0.1 * torch.randn(B, H, D, D, generator=g, dtype=torch.float64)
+    z = 0.1 * torch.rand(B, H, D, generator=g, dtype=torch.float64) if normalizer else None
+    return GDNState(kv, z)
+
+
+@pytest.mark.parametrize("with_state", [False, True], ids=["zero_state", "initial_state"])
+@pytest.mark.parametrize("chunks", CHUNKINGS.values(), ids=CHUNKINGS.keys())
+def test_gdn_gradients_match_reference(chunks, with_state):
+    x = make_inputs(11)
+    init = _random_state(12, normalizer=True) if with_state else None
+    g = torch.Generator().manual_seed(13)
+    weights = [torch.randn(s, generator=g, dtype=torch.float64) for s in ((B, H, T, S, D), (B, H, D, D), (B, H, D))]
+
+    def ours(t, state):
+        return gdn(*t, eps=1e-3, chunk_starts=chunks, initial_state=state, backend="torch")
+
+    def ref(t, state):
+        return gdn_reference(*t, eps=1e-3, chunk_starts=chunks, initial_state=state)
+
+    for got, want in zip(_grads(ours, x, init, weights), _grads(ref, x, init, weights), strict=True):
+        assert close(got, want)
+
+
+@pytest.mark.parametrize("with_state", [False, True], ids=["zero_state", "initial_state"])
+@pytest.mark.parametrize("chunks", CHUNKINGS.values(), ids=CHUNKINGS.keys())
+def test_delta_rule_gradients_match_reference(chunks, with_state):
+    q, k, v, q_rot, k_rot, beta, gamma = make_inputs(14)
+    init = _random_state(15, normalizer=False) if with_state else None
+    g = torch.Generator().manual_seed(16)
+    weights = [torch.randn(s, generator=g, dtype=torch.float64) for s in ((B, H, T, S, D), (B, H, D, D))]
+
+    def ours(t, state):
+        return delta_rule(*t, chunk_starts=chunks, initial_state=state, backend="torch")
+
+    def ref(t, state):
+        qr, kr, vv, bb, gg = t
+        return gdn_reference(qr, kr, vv, qr, kr, bb, gg, eps=None, chunk_starts=chunks, initial_state=state)
+
+    inputs = [q_rot, k_rot, v, beta, gamma]
+    for got, want in zip(_grads(ours, inputs, init, weights), _grads(ref, inputs, init, weights), strict=True):
+        assert close(got, want)
+
+
+def test_torch_scan_passes_numerical_gradcheck():
+    """Finite differences, independent of both implementations' autograd (tiny sizes)."""
+    g = torch.Generator().manual_seed(17)
+    shape = (1, 1, 3, 2, 3)
+    rnd = lambda *s: torch.rand(*s, generator=g, dtype=torch.float64)  # noqa: E731
+    inputs = [rnd(*shape), 0.5 * rnd(*shape), rnd(*shape), rnd(*shape), 0.5 * rnd(*shape), rnd(*shape[:4]),
+              0.5 + 0.5 * rnd(*shape[:3])]  # fmt: skip
+    inputs = [t.requires_grad_(True) for t in inputs]
+
+    def fn(*t):
+        out, state = torch_scan(*t, eps=0.1, chunk_starts=[0, 1], initial_state=None)
+        return out, state.kv, state.z
+
+    assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-7)
+
+
+def test_auto_backend_reports_its_choice(caplog):
+    x = make_inputs()
+    q, beta, gamma = x[0], x[5], x[6]
+    choice = select_backend("auto", q, beta, gamma, x[:5])
+    assert choice.name == "torch" and "cpu" in choice.reason
+    assert select_backend("torch", q, beta, gamma, x[:5]).name == "torch"
+    with caplog.at_level("DEBUG", logger="sanawm.ops.gdn"):
+        gdn(*x, eps=1e-8)
+    assert any("GDN backend auto -> torch" in r.getMessage() for r in caplog.records)
 
 
 # ---------------------------------------------------------------------------------------

@@ -187,40 +187,58 @@ def good_inputs(T=3, H=2, W=3):
     )
 
 
+# The forward's inputs are built by the sampler / trainer, not typed by a user: wrong shapes
+# are caller bugs, caught by cheap asserts (no host syncs) that name the input.
 BAD = {
     "latents channels": (dict(latents=torch.randn(1, 8, 3, 2, 3)), "latents must be"),
     "latents rank": (dict(latents=torch.randn(16, 3, 2, 3)), "latents must be"),
     "timestep frames": (dict(timestep=torch.zeros(1, 4)), "timestep must be"),
-    "timestep nan": (dict(timestep=torch.full((1, 3), float("nan"))), "NaN"),
     "text width": (dict(text=torch.randn(1, 4, 32)), "text must be"),
     "text batch": (dict(text=torch.randn(2, 4, 64)), "text must be"),
     "mask length": (dict(text_mask=torch.ones(1, 5)), "text_mask must be"),
-    "mask values": (dict(text_mask=torch.full((1, 4), 2.0)), "only 0 and 1"),
     "raymap shape": (dict(raymap=torch.zeros(1, 3, 16)), "raymap must be"),
-    "raymap focal": (dict(raymap=torch.zeros(1, 3, 20)), "focal lengths"),
     "plucker shape": (dict(chunk_plucker=torch.zeros(1, 6, 3, 2, 3)), "chunk_plucker must be"),
-    "not a tensor": (dict(latents=[[1.0]]), "latents must be a torch.Tensor"),
 }
 
 
 @pytest.mark.parametrize("change, match", BAD.values(), ids=BAD.keys())
-def test_bad_inputs_raise_user_input_error(tiny_model, change, match):
-    with pytest.raises(UserInputError, match=match):
+def test_bad_input_shapes_are_asserted(tiny_model, change, match):
+    with pytest.raises(AssertionError, match=match):
         tiny_model(**{**good_inputs(), **change})
+
+
+def test_forward_makes_no_host_sync(tiny_model):
+    """The checks read shapes only: a forward on a device that forbids host syncs would fail
+    on any `.all()` / `.item()`; on CPU, check that no tensor is turned into a Python bool."""
+    calls = []
+    original = torch.Tensor.__bool__
+
+    def spy(self):
+        calls.append(tuple(self.shape))
+        return original(self)
+
+    x = good_inputs()
+    torch.Tensor.__bool__ = spy
+    try:
+        with torch.no_grad():
+            tiny_model(**x)
+    finally:
+        torch.Tensor.__bool__ = original
+    assert calls == []
 
 
 def test_chunk_and_cache_misuse(tiny_model):
     m, x = tiny_model, good_inputs()
-    with pytest.raises(UserInputError, match="not both"):
+    with pytest.raises(AssertionError, match="not both"):
         m(**x, chunk_size=1, chunk_starts=[0])
-    with pytest.raises(UserInputError, match="chunk_starts must begin with 0"):
+    with pytest.raises(AssertionError, match="chunk_starts must begin with 0"):
         m(**x, chunk_starts=[0, 3])
-    with pytest.raises(UserInputError, match="needs a cache"):
+    with pytest.raises(AssertionError, match="needs a cache"):
         m(**x, update_cache=True)
     cache = m.new_stream_cache()
     with torch.no_grad():
         m.commit_to_cache(cache, **x)
-    with pytest.raises(UserInputError, match="frame_offset 0 does not match"):
+    with pytest.raises(AssertionError, match="frame_offset 0 does not match"):
         m(**x, cache=cache, frame_offset=0)
-    with pytest.raises(UserInputError, match="does not match the cache"):
+    with pytest.raises(AssertionError, match="does not match the cache"):
         m(**good_inputs(W=4), cache=cache)

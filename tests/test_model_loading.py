@@ -41,7 +41,7 @@ def test_state_dict_round_trips_and_formats(tmp_path):
     ours = model.state_dict()
     for k, v in ours.items():
         assert torch.equal(v, state[k].float()), k
-    # diffusers format (`_inner.` prefix), a torch file and our own state dict load the same
+    # the diffusers PR's format (`_inner.` prefix) in a torch file, and our own state dict, load the same
     torch.save({f"_inner.{k}": v for k, v in state.items()}, tmp_path / "diffusers.pt")
     again = load_official(tmp_path / "diffusers.pt")
     save_file(ours, tmp_path / "ours.safetensors")

@@ -1,11 +1,12 @@
 """Chunk-causal forward and chunk-by-chunk streaming with a cache."""
 
+import dataclasses
 import math
 
 import pytest
 import torch
 
-from sanawm.model import build_preset, chunk_starts_for
+from sanawm.model import SanaWMTransformer, build_preset, chunk_starts_for
 
 B, T, H, W = 2, 7, 3, 4
 CHUNK = 2  # chunk starts [0, 3, 5]: frame 0 + one chunk, then chunks of 2
@@ -99,6 +100,23 @@ def test_streaming_equals_one_shot_chunk_causal(model, inputs):
     assert max_err(torch.cat(outs, dim=2), one_shot) < 1e-10
     # GDN memory does not grow with the number of chunks
     assert gdn_sizes[0] > 0 and len(set(gdn_sizes)) == 1
+
+
+@torch.no_grad()
+def test_streaming_with_the_camera_rms_clamp(model, inputs):
+    # the clamp is per token, so chunk-by-chunk still equals one shot; and it changes the output
+    clamped = SanaWMTransformer(dataclasses.replace(model.config, camera_rms_clamp=True), device="meta")
+    clamped.load_state_dict(model.state_dict(), assign=True)
+    clamped.eval()
+    one_shot = clamped(**inputs, chunk_size=CHUNK)
+    cache = clamped.new_stream_cache()
+    starts = chunk_starts_for(T, CHUNK)
+    outs = []
+    for a, b in zip(starts, starts[1:] + [T]):
+        outs.append(clamped(**frames(inputs, a, b), cache=cache))
+        clamped.commit_to_cache(cache, **frames(inputs, a, b))
+    assert max_err(torch.cat(outs, dim=2), one_shot) < 1e-10
+    assert max_err(one_shot, model(**inputs, chunk_size=CHUNK)) > 1e-4
 
 
 @torch.no_grad()

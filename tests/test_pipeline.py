@@ -100,6 +100,22 @@ def test_request_notes(wm):
     assert any("text guidance" in n for n in request.notes)
 
 
+def test_camera_branch_variant_is_selectable(text_free_dir):
+    default = WorldModel.load(text_free_dir, device="cpu").transformer
+    clamped = WorldModel.load(text_free_dir, device="cpu", camera_rms_clamp=True).transformer
+    assert not default.config.camera_rms_clamp and clamped.config.camera_rms_clamp
+    assert [b.attn.camera_rms_clamp for b in clamped.blocks if hasattr(b.attn, "camera_rms_clamp")] == [True]
+
+
+def test_key_layout_and_nearest_rounding(wm):
+    # 8 frames of action give 9 poses; the VAE makes 4k+1 frames: 8 asked for is 9 to the nearest
+    request = wm.prepare(IMAGE, action="ld-8", keys="v2", frames=8, frames_rounding="nearest")
+    assert request.num_frames == 9 and any("rounded to the nearest" in n for n in request.notes)
+    torch.testing.assert_close(request.trajectory.c2w, action_to_c2w("ld-8", 0.05, 1.2, keys="v2"))
+    assert wm.prepare(IMAGE, action="ld-8", frames=8).num_frames == 5  # default: down, v1
+    torch.testing.assert_close(wm.prepare(IMAGE, action="ld-8").trajectory.c2w, action_to_c2w("ld-8"))
+
+
 @pytest.mark.parametrize(
     "kwargs,message",
     [
@@ -112,9 +128,13 @@ def test_request_notes(wm):
         (dict(action="w-8", trajectory="x.npz"), "exactly one"),
         (dict(trajectory="missing.npz"), "trajectory file not found"),
         (dict(action="w-8", steps=0), "steps"),
+        (dict(action="w-8", steps=2.5), "steps"),
+        (dict(action="w-8", steps=True), "steps"),
         (dict(action="w-8", cfg=float("nan")), "cfg"),
         (dict(action="w-8", camera_cfg=-1.0), "camera_cfg"),
         (dict(action="w-8", seed=-1), "seed"),
+        (dict(action="w-8", keys="v3"), "unknown key layout"),
+        (dict(action="w-8", frames_rounding="up"), "unknown frame rounding"),
     ],
 )
 def test_bad_requests_are_user_errors(wm, kwargs, message):

@@ -9,16 +9,15 @@ from _tiny_models import tiny_transformer
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from sanawm.errors import UserInputError
+from sanawm.chunks import chunk_spans, chunk_starts_for
 from sanawm.sampling.sampler import (
     Conditioning,
     SamplerSettings,
-    chunk_bounds,
     sample_bidirectional,
     sample_streaming,
 )
-from sanawm.sampling.schedule import flow_sigmas
-from sanawm.text import TextEmbedding, null_text
+from sanawm.sampling.schedule import FlowMatchingSchedule
+from sanawm.text import TextEmbedding
 
 C, H, W = 4, 2, 2
 
@@ -37,7 +36,7 @@ def _cond(model, frames, seed=0, negative=False):
         neg = TextEmbedding(torch.randn(1, 4, 16, generator=g), torch.tensor([[1, 1, 0, 0]]))
     return Conditioning(
         first_latent=torch.randn(1, C, 1, H, W, generator=g),
-        text=null_text(model.y_embedder.y_embedding.detach()),
+        text=model.null_text(),
         raymap=raymap,
         chunk_plucker=torch.randn(1, 24, frames, H, W, generator=g),
         negative_text=neg,
@@ -87,9 +86,9 @@ def _one_shot_chunk_causal(model, cond, settings, chunk_size):
     """Reference: every step of every chunk runs the plain chunk-causal forward over the whole
     prefix (finished chunks clean at timestep 0), with no cache."""
     T = cond.num_latent_frames
-    bounds = chunk_bounds(T, chunk_size)
+    bounds = chunk_spans(chunk_starts_for(T, chunk_size), T)
     starts = [a for a, _ in bounds]
-    sigmas = flow_sigmas(settings.steps, settings.flow_shift)
+    sigmas = FlowMatchingSchedule(settings.flow_shift).sampling_sigmas(settings.steps)
     g = torch.Generator().manual_seed(settings.seed)
     done = torch.zeros(1, C, 0, H, W)
     text, neg = cond.text, cond.negative_text
@@ -131,11 +130,14 @@ def test_streaming_equals_one_shot_chunk_causal_sampling(model):
     torch.testing.assert_close(torch.cat(chunks, dim=2), reference, rtol=1e-4, atol=1e-4)
 
 
-def test_chunk_bounds():
-    assert chunk_bounds(7, 2) == [(0, 3), (3, 5), (5, 7)]
-    assert chunk_bounds(6, 2) == [(0, 3), (3, 6)]  # a short remainder joins the last chunk
-    assert chunk_bounds(3, 1) == [(0, 2), (2, 3)]
-    assert chunk_bounds(2, 4) == [(0, 2)]
+def test_streaming_chunk_spans():
+    def spans(T, size):
+        return chunk_spans(chunk_starts_for(T, size), T)
+
+    assert spans(7, 2) == [(0, 3), (3, 5), (5, 7)]
+    assert spans(6, 2) == [(0, 3), (3, 6)]  # a short remainder joins the last chunk
+    assert spans(3, 1) == [(0, 2), (2, 3)]
+    assert spans(2, 4) == [(0, 2)]
 
 
 class LiveTensorBytes(TorchDispatchMode):
@@ -204,12 +206,14 @@ def test_memory_meter_sees_softmax_key_value_growth(model):
     assert held[1] < held[2] < held[3]  # (the last chunk is never committed)
 
 
-def test_bad_inputs_are_user_errors(model):
+def test_bad_inputs_are_asserted(model):
+    # The sampler's inputs come from WorldModel (which validates the user's request and the
+    # model folder's settings); inconsistent ones are bugs, caught by cheap asserts.
     cond = _cond(model, 3)
-    with pytest.raises(UserInputError, match="chunk_size"):
+    with pytest.raises(AssertionError, match="chunk_size"):
         next(sample_streaming(model, cond, SamplerSettings(steps=1, flow_shift=3.0), chunk_size=0))
     bad = Conditioning(cond.first_latent, cond.text, cond.raymap, cond.chunk_plucker[..., :1])
-    with pytest.raises(UserInputError, match="grid"):
+    with pytest.raises(AssertionError, match="grid"):
         sample_bidirectional(model, bad, SamplerSettings(steps=1, flow_shift=3.0))
-    with pytest.raises(UserInputError, match="steps"):
+    with pytest.raises(AssertionError, match="steps"):
         sample_bidirectional(model, cond, SamplerSettings(steps=0, flow_shift=3.0))

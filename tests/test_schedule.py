@@ -1,11 +1,19 @@
-"""Flow-matching schedule and Euler step against independent float64 math and diffusers."""
+"""The flow-matching schedule object (shift, levels, noising, velocity target, Euler step)
+against independent float64 math and diffusers."""
 
 import numpy as np
 import pytest
 import torch
 
-from sanawm.errors import UserInputError
-from sanawm.sampling.schedule import euler_step, flow_sigmas, next_sigma
+from sanawm.sampling.schedule import FlowMatchingSchedule
+
+
+def flow_sigmas(steps, shift):
+    return FlowMatchingSchedule(shift).sampling_sigmas(steps)
+
+
+next_sigma = FlowMatchingSchedule.next_sigma
+euler_step = FlowMatchingSchedule.euler_step
 
 
 def _reference_sigmas(steps, shift):
@@ -85,6 +93,40 @@ def test_per_token_step_equals_diffusers_reference_update():
 
 
 @pytest.mark.parametrize("steps", [0, -3, 2.5, True])
-def test_bad_step_counts_are_user_errors(steps):
-    with pytest.raises(UserInputError, match="steps"):
+def test_bad_step_counts_are_asserted(steps):
+    # The user's step count is validated by WorldModel.prepare (tests/test_pipeline.py); here
+    # a bad one is a bug.
+    with pytest.raises(AssertionError, match="steps"):
         flow_sigmas(steps, 8.0)
+
+
+@pytest.mark.parametrize("shift", [1.0, 3.0, 8.0])
+def test_shift_matches_float64_formula(shift):
+    u = torch.linspace(0, 1, 11, dtype=torch.float64)
+    want = torch.tensor([shift * v / (1 + (shift - 1) * v) for v in u.tolist()], dtype=torch.float64)
+    torch.testing.assert_close(FlowMatchingSchedule(shift).shift_sigma(u), want, rtol=1e-15, atol=0)
+    u32 = u.float()  # the float32 levels training draws: the same formula, rounded
+    torch.testing.assert_close(FlowMatchingSchedule(shift).shift_sigma(u32).double(), want, rtol=0, atol=1e-6)
+
+
+def test_noising_velocity_and_timestep_match_float64_formulas():
+    g = torch.Generator().manual_seed(3)
+    data = torch.randn(2, 3, 4, 2, 2, generator=g, dtype=torch.float64)
+    noise = torch.randn(2, 3, 4, 2, 2, generator=g, dtype=torch.float64)
+    sigma = torch.tensor([0.0, 0.2, 0.7, 1.0], dtype=torch.float64).view(1, 1, 4, 1, 1)
+    fm = FlowMatchingSchedule(8.0)
+    noisy = fm.add_noise(data, noise, sigma)
+    assert noisy.dtype == torch.float64
+    for t, s in enumerate([0.0, 0.2, 0.7, 1.0]):
+        torch.testing.assert_close(noisy[:, :, t], (1 - s) * data[:, :, t] + s * noise[:, :, t], rtol=0, atol=1e-15)
+    assert torch.equal(noisy[:, :, 0], data[:, :, 0])  # sigma 0: exactly the data
+    torch.testing.assert_close(fm.velocity_target(data, noise), noise - data, rtol=0, atol=0)
+    torch.testing.assert_close(fm.timestep(sigma), sigma * 1000, rtol=0, atol=0)
+    # float32 inputs are computed in float32, close to the float64 path
+    noisy32 = fm.add_noise(data.float(), noise.float(), sigma.float())
+    assert noisy32.dtype == torch.float32 and (noisy32.double() - noisy).abs().max() < 1e-5
+
+
+def test_bad_shift_is_asserted():
+    with pytest.raises(AssertionError, match="shift"):
+        FlowMatchingSchedule(0.0)

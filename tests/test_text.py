@@ -6,7 +6,7 @@ from _tiny_models import GEMMA_WORDS as WORDS
 from _tiny_models import save_tiny_gemma
 
 from sanawm.errors import UserInputError
-from sanawm.text import GemmaTextEncoder, TextEncoderConfig, null_text
+from sanawm.text import GemmaTextEncoder, TextEncoderConfig
 
 
 def _ids(text):
@@ -61,7 +61,11 @@ def test_missing_folders_are_named(tmp_path, gemma_dir):
 
 
 def test_null_text_is_the_null_embedding_with_a_full_mask():
-    table = torch.randn(7, 5)
-    out = null_text(table, batch=2)
+    from _tiny_models import tiny_transformer
+
+    model = tiny_transformer(4, 24, 5, 7)
+    table = torch.randn(7, 5, generator=torch.Generator().manual_seed(0))
+    model.y_embedder.y_embedding.copy_(table)
+    out = model.null_text(batch=2)
     assert out.states.shape == (2, 7, 5) and out.mask.shape == (2, 7) and bool((out.mask == 1).all())
     torch.testing.assert_close(out.states[1], table, rtol=0, atol=0)

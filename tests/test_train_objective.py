@@ -5,15 +5,14 @@ import math
 import pytest
 import torch
 
-from sanawm.errors import UserInputError
-from sanawm.model import chunk_starts_for
-from sanawm.sampling.schedule import euler_step
+from sanawm.chunks import chunk_starts_for
+from sanawm.sampling.schedule import FlowMatchingSchedule
+from sanawm.text import TextEmbedding
 from sanawm.train.config import FlowMatchingConfig
 from sanawm.train.objective import (
     flow_matching_loss,
     noise_latents,
     sample_noise_plan,
-    shift_sigma,
     text_inputs,
 )
 
@@ -52,15 +51,20 @@ def test_target_is_the_velocity_the_sampler_integrates():
     s, s_next = 0.8, 0.35
     x, v = noise_latents(data, noise, torch.full((1, 3), s))
     x_next, _ = noise_latents(data, noise, torch.full((1, 3), s_next))
-    stepped = euler_step(x.double(), v.double(), torch.tensor(s, dtype=torch.float64), torch.tensor(s_next, dtype=torch.float64))
+    s64, s_next64 = torch.tensor(s, dtype=torch.float64), torch.tensor(s_next, dtype=torch.float64)
+    stepped = FlowMatchingSchedule(8.0).euler_step(x.double(), v.double(), s64, s_next64)
     torch.testing.assert_close(stepped, x_next.double(), rtol=0, atol=1e-6)
 
 
-def test_shift_matches_the_formula():
-    u = torch.linspace(0, 1, 11, dtype=torch.float64)
-    for k in (1.0, 3.0, 8.0):
-        want = torch.tensor([k * v / (1 + (k - 1) * v) for v in u.tolist()], dtype=torch.float64)
-        torch.testing.assert_close(shift_sigma(u, k), want)
+def test_training_levels_are_the_schedules_shift_of_a_logit_normal():
+    # Training draws sigma = shift(sigmoid(mean + std z)) through the sampler's schedule object.
+    cfg = FlowMatchingConfig(frame_noise_prob=1.0, logit_mean=0.3, logit_std=0.7, sigma_shift=3.0)
+    plan = sample_noise_plan(2, 5, cfg, _gen(9))
+    g = _gen(9)
+    z = torch.randn((2, 5), generator=g, dtype=torch.float32).double()
+    u = torch.sigmoid(0.3 + 0.7 * z)
+    want = 3.0 * u / (1 + 2.0 * u)
+    torch.testing.assert_close(plan.sigmas[:, 1:].double(), want[:, 1:], rtol=0, atol=1e-6)
 
 
 def test_first_frame_is_never_noised_in_any_plan():
@@ -129,16 +133,17 @@ def test_loss_is_the_mean_over_noised_frames_only():
 
 
 def test_text_inputs_pad_keep_and_drop():
-    null = torch.randn(4, 3)
+    table = torch.randn(4, 3)
+    null = TextEmbedding(table[None], torch.ones(1, 4, dtype=torch.long))
     states = torch.randn(2, 2, 3)
     mask = torch.tensor([[1, 0], [1, 1]])
     s, m = text_inputs(null, 2)
-    assert torch.equal(s, null.expand(2, 4, 3)) and torch.equal(m, torch.ones(2, 4, dtype=torch.long))
+    assert torch.equal(s, table.expand(2, 4, 3)) and torch.equal(m, torch.ones(2, 4, dtype=torch.long))
     s, m = text_inputs(null, 2, states, mask, torch.tensor([True, False]))
     torch.testing.assert_close(s[0, :2], states[0])
     assert torch.all(s[0, 2:] == 0) and m[0].tolist() == [1, 0, 0, 0]
-    assert torch.equal(s[1], null) and m[1].tolist() == [1, 1, 1, 1]  # no caption: null text
+    assert torch.equal(s[1], table) and m[1].tolist() == [1, 1, 1, 1]  # no caption: null text
     s, m = text_inputs(null, 2, states, mask, None, dropout=1.0, generator=_gen())
-    assert torch.equal(s, null.expand(2, 4, 3))
-    with pytest.raises(UserInputError, match="text states"):
+    assert torch.equal(s, table.expand(2, 4, 3))
+    with pytest.raises(AssertionError, match="text states"):
         text_inputs(null, 2, torch.randn(2, 5, 3), torch.ones(2, 5))

@@ -7,7 +7,9 @@ import torch
 from _tiny_models import save_tiny_ltx2
 
 from sanawm.errors import UserInputError
-from sanawm.vae import CompactVAE, CompactVAEConfig, LTX2VAE, load_vae, vae_loss
+from sanawm.train.config import VAELossConfig
+from sanawm.train.vae import AutoencoderPass, vae_loss_terms
+from sanawm.vae import CompactVAE, CompactVAEConfig, LTX2VAE, VideoVAE, load_vae
 
 TINY = CompactVAEConfig(latent_channels=4, channels=(8, 12, 16), temporal_downsample=(True, True), patch_size=2)
 
@@ -87,29 +89,38 @@ def test_compact_normalisation_uses_the_stored_stats():
 
 
 def test_compact_loss_matches_an_independent_kl_and_trains():
+    # The VAE stage's objective (sanawm.train.vae): one reparameterised pass, then the terms.
     vae = _tiny_vae(dtype=torch.float32).train()
     video = _video(5, dtype=torch.float32)
-    parts = vae_loss(vae, video, kl_weight=0.5, generator=torch.Generator().manual_seed(0))
-    mean, logvar = vae.encode_distribution(video)
+    recon, mean, logvar = AutoencoderPass(vae)(video, torch.Generator().manual_seed(0))
+    cfg = VAELossConfig(l1_weight=1.0, l2_weight=0.0, kl_weight=0.5, gradient_weight=0.0)
+    parts = vae_loss_terms(recon, video, mean, logvar, cfg)
     posterior = torch.distributions.Normal(mean, torch.exp(0.5 * logvar))
     prior = torch.distributions.Normal(torch.zeros_like(mean), torch.ones_like(mean))
     kl = torch.distributions.kl_divergence(posterior, prior).mean()
     torch.testing.assert_close(parts["kl"], kl, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(parts["loss"], parts["recon"] + 0.5 * parts["kl"])
+    torch.testing.assert_close(parts["l1"], (recon - video).abs().mean())
+    torch.testing.assert_close(parts["loss"], parts["l1"] + 0.5 * parts["kl"])
     parts["loss"].backward()
     assert vae.encoder.conv_in.conv.weight.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("frames", [2, 6, 8])
 def test_compact_rejects_bad_frame_counts(frames):
+    # The user-facing check (a training config's frame count) ...
     with pytest.raises(UserInputError, match="4k\\+1"):
+        _tiny_vae().check_num_frames(frames)
+    # ... and the shape assert of encode, whose callers build the video themselves.
+    with pytest.raises(AssertionError, match="4k\\+1"):
         _tiny_vae().encode(_video(frames))
 
 
 def test_compact_rejects_impossible_sizes():
     with pytest.raises(UserInputError, match="multiples of 8"):
+        _tiny_vae().check_image_size(30, 48)
+    with pytest.raises(AssertionError, match="multiples of 8"):
         _tiny_vae().encode(_video(5, h=30, w=48))
-    with pytest.raises(UserInputError, match="latents must be"):
+    with pytest.raises(AssertionError, match="latents must be"):
         _tiny_vae().decode(torch.zeros(1, 3, 2, 4, 4, dtype=torch.float64))
 
 
@@ -176,3 +187,22 @@ def test_ltx2_chunk_decoder_delivers_each_chunk_s_frames(tmp_path):
 def test_ltx2_missing_folder_is_a_user_error(tmp_path):
     with pytest.raises(UserInputError, match="config not found"):
         LTX2VAE.load(tmp_path / "nothing")
+
+
+def test_pixel_conversion_round_trips_every_uint8_level():
+    levels = torch.arange(256, dtype=torch.uint8)
+    frames = levels.view(1, 1, 16, 16, 1).expand(2, 3, 16, 16, 3).contiguous()  # (B, F, H, W, 3)
+    pixels = VideoVAE.preprocess(frames)
+    assert pixels.shape == (2, 3, 3, 16, 16) and pixels.dtype == torch.float32
+    want = levels.double().view(16, 16) / 127.5 - 1.0  # float64 formula
+    torch.testing.assert_close(pixels[1, 2, 0].double(), want, rtol=0, atol=1e-7)
+    assert pixels.min() == -1.0 and pixels.max() == 1.0
+    assert torch.equal(VideoVAE.postprocess(pixels), frames)
+    # out-of-range decoder outputs are clamped, values between levels rounded to the nearest
+    odd = torch.tensor([-3.0, 2.0, -1.0 + 0.4 / 127.5, -1.0 + 0.6 / 127.5]).view(1, 1, 1, 1, 4).expand(1, 3, 1, 1, 4)
+    assert VideoVAE.postprocess(odd)[0, 0, 0, :, 0].tolist() == [0, 255, 0, 1]
+
+
+def test_dtype_and_device_are_the_weights():
+    vae = _tiny_vae(dtype=torch.float64)
+    assert vae.dtype == torch.float64 and vae.device == torch.device("cpu")

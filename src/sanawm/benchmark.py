@@ -37,10 +37,11 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from sanawm.chunks import chunk_spans, chunk_starts_for
+from sanawm.device import choose_device
 from sanawm.errors import UserInputError
 from sanawm.model import SanaWMTransformer, StreamCache, build_preset, preset_config
 from sanawm.model.attention import GDNPast, SoftmaxPast
-from sanawm.sampling import chunk_bounds
 
 #: The video VAE of the public release: 8 video frames per latent frame after the first,
 #: 32 pixels per latent pixel.
@@ -312,12 +313,7 @@ def cache_bytes(cache: StreamCache) -> tuple[int, int]:
 def resolve_device(config: BenchConfig) -> torch.device:
     """The device to run on; user-facing errors for an unknown / missing device or a preset
     that is too large for the CPU."""
-    try:
-        device = torch.device(config.device)
-    except RuntimeError as err:
-        raise UserInputError(f"unknown device {config.device!r}") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserInputError("CUDA is not available here; use --device cpu with a small preset (--preset tiny)")
+    device = choose_device(config.device)
     if device.type == "cpu" and config.preset in GPU_ONLY_PRESETS:
         raise UserInputError(f"preset {config.preset!r} is too large for the CPU; use --preset tiny (or a GPU)")
     return device
@@ -350,7 +346,7 @@ def _stream(model, inputs, config: BenchConfig, device: torch.device) -> list[Ch
     cache = model.new_stream_cache()
     chunks = []
     with torch.inference_mode():
-        for start, stop in chunk_bounds(T, config.chunk_size):
+        for start, stop in chunk_spans(chunk_starts_for(T, config.chunk_size), T):
             part = slice_frames(inputs, start, stop)
             seconds = time_call(lambda: model(**part, cache=cache), device, config.warmup, config.iters)
             commit = time_call(lambda: model.commit_to_cache(cache, **part), device, 0, 1)

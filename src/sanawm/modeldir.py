@@ -8,6 +8,7 @@
                           or a diffusers AutoencoderKLLTX2Video folder
       text_encoder/       optional: a transformers Gemma-2 folder (config.json + safetensors)
       tokenizer/          required with text_encoder: a transformers tokenizer folder
+      refiner/            optional: the stage-2 LTX-2 refiner (see `sanawm.refiner.component`)
 
 `model.json`:
 
@@ -24,6 +25,13 @@ maps onto this layout without copying: point "transformer" at the released check
 "vae" at the LTX-2 VAE folder, "text_encoder" / "tokenizer" at the Gemma-2 folders. A model
 without text (the embedded one) sets both text entries to null. Every loader error names the
 component and the path it looked at.
+
+A diffusers `SanaWMPipeline` folder (`model_index.json`, `transformer/`, `vae/`, `scheduler/`,
+optional `text_encoder/` + `tokenizer/`) is read directly, without a `model.json`: components
+and their classes from `model_index.json`, the flow shift from `scheduler/scheduler_config.json`,
+the architecture from `transformer/config.json`, and what no file states (output size, fps,
+steps, guidance, prompt length and instruction prefix, action-key speeds) from the defaults of
+the installed diffusers `SanaWMPipeline`, which is what that folder produces in diffusers.
 """
 
 from __future__ import annotations
@@ -42,11 +50,12 @@ from sanawm.jsonfile import read_json_object
 from sanawm.text import TextEncoderConfig
 
 MODEL_JSON = "model.json"
+PIPELINE_INDEX = "model_index.json"
 CONFIG_JSON = "config.json"
 WEIGHTS = "model.safetensors"
 FORMAT_NAME = "sanawm-model"
 FORMAT_VERSION = 1
-COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer")
+COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "refiner")
 REQUIRED_COMPONENTS = ("transformer", "vae")
 
 
@@ -93,12 +102,15 @@ class GenerationSettings:
 
 @dataclass
 class ModelDirSpec:
-    """Parsed `model.json`: component paths (absolute, None when absent) and settings."""
+    """Parsed `model.json` (or diffusers `model_index.json`): component paths (absolute, None
+    when absent) and settings."""
 
     root: Path
     components: dict[str, Path | None]
     settings: GenerationSettings
     text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    layout: str = "sanawm"
+    """"sanawm" (`model.json`) or "diffusers" (a `SanaWMPipeline` folder)."""
 
     @property
     def has_text_encoder(self) -> bool:
@@ -106,10 +118,13 @@ class ModelDirSpec:
 
 
 def read_model_dir(directory: str | Path) -> ModelDirSpec:
-    """Read and check `directory/model.json`; every named component must exist on disk."""
+    """Read and check `directory/model.json` (or a diffusers pipeline's `model_index.json`);
+    every named component must exist on disk."""
     root = Path(directory)
     if not root.is_dir():
         raise UserInputError(f"model folder not found: {root}")
+    if not (root / MODEL_JSON).is_file() and (root / PIPELINE_INDEX).is_file():
+        return read_diffusers_pipeline_dir(root)
     doc = read_json_object(root / MODEL_JSON, "model description")
     if doc.get("format") != FORMAT_NAME:
         raise UserInputError(f"{root / MODEL_JSON}: not a sanawm model description (format != {FORMAT_NAME!r})")
@@ -164,6 +179,91 @@ def write_model_json(
     return path
 
 
+# ---- diffusers SanaWMPipeline folders ---------------------------------------------------------
+
+DIFFUSERS_PIPELINE_CLASS = "SanaWMPipeline"
+_DIFFUSERS_CLASSES = {
+    "transformer": ("SanaWMTransformer3DModel",),
+    "vae": ("AutoencoderKLLTX2Video",),
+    "scheduler": ("FlowMatchEulerDiscreteScheduler",),
+}
+# Scheduler options whose non-default values change the schedule in ways we do not implement.
+_SCHEDULER_DEFAULTS = {
+    "num_train_timesteps": 1000,
+    "use_dynamic_shifting": False,
+    "shift_terminal": None,
+    "use_karras_sigmas": False,
+    "use_exponential_sigmas": False,
+    "use_beta_sigmas": False,
+    "invert_sigmas": False,
+    "stochastic_sampling": False,
+}
+
+
+def read_diffusers_pipeline_dir(root: Path) -> ModelDirSpec:
+    """A `ModelDirSpec` for a diffusers `SanaWMPipeline` folder (see the module doc)."""
+    index_path = root / PIPELINE_INDEX
+    index = read_json_object(index_path, "diffusers pipeline index")
+    if index.get("_class_name") != DIFFUSERS_PIPELINE_CLASS:
+        raise UserInputError(f"{index_path}: a {index.get('_class_name')!r} pipeline, not {DIFFUSERS_PIPELINE_CLASS!r}")
+    components: dict[str, Path | None] = {}
+    for name in (*COMPONENTS, "scheduler"):
+        entry = index.get(name)
+        present = isinstance(entry, list) and len(entry) == 2 and entry[1] is not None
+        if name in _DIFFUSERS_CLASSES and (not present or entry[1] not in _DIFFUSERS_CLASSES[name]):
+            raise UserInputError(f"{index_path}: the {name} must be a {_DIFFUSERS_CLASSES[name][0]}, got {entry!r}")
+        components[name] = root / name if present else None
+        if present and not (root / name).is_dir():
+            raise UserInputError(f"model component {name!r} not found: {root / name}")
+    if (components["text_encoder"] is None) != (components["tokenizer"] is None):
+        raise UserInputError(f"{index_path}: a text encoder needs its tokenizer and vice versa")
+    scheduler_dir = components.pop("scheduler")
+    flow_shift = _flow_shift(read_json_object(scheduler_dir / "scheduler_config.json", "scheduler config"),
+                             scheduler_dir / "scheduler_config.json")  # fmt: skip
+    call, cam = _diffusers_pipeline_defaults()
+    settings = GenerationSettings(
+        height=call["height"],
+        width=call["width"],
+        fps=float(call["fps"]),
+        translation_speed=cam.DEFAULT_TRANSLATION_SPEED,
+        rotation_speed_deg=cam.DEFAULT_ROTATION_SPEED_DEG,
+        steps=call["num_inference_steps"],
+        flow_shift=flow_shift,
+        cfg=float(call["guidance_scale"]),
+    )
+    text = TextEncoderConfig(max_length=call["max_sequence_length"], prompt_prefix=call["prompt_prefix"])
+    return ModelDirSpec(root, components, settings, text, layout="diffusers")
+
+
+def _flow_shift(config: dict, where: Path) -> float:
+    if config.get("_class_name", _DIFFUSERS_CLASSES["scheduler"][0]) not in _DIFFUSERS_CLASSES["scheduler"]:
+        raise UserInputError(f"{where}: not a {_DIFFUSERS_CLASSES['scheduler'][0]} config")
+    unsupported = [f"{k}={config[k]!r}" for k, v in _SCHEDULER_DEFAULTS.items() if k in config and config[k] != v]
+    if unsupported:
+        raise UserInputError(f"{where}: scheduler settings this implementation does not support: "
+                             + ", ".join(unsupported))  # fmt: skip
+    shift = config.get("shift", 1.0)
+    if isinstance(shift, bool) or not isinstance(shift, (int, float)) or not shift > 0:
+        raise UserInputError(f"{where}: shift must be a positive number, got {shift!r}")
+    return float(shift)
+
+
+def _diffusers_pipeline_defaults():
+    """(`SanaWMPipeline.__call__` defaults + "prompt_prefix", diffusers' camera utilities module)."""
+    import inspect
+
+    try:
+        from diffusers import SanaWMPipeline
+        from diffusers.pipelines.sana_wm import cam_utils, pipeline_sana_wm
+    except ImportError as err:
+        raise UserInputError(f"reading a diffusers pipeline folder needs diffusers >= 0.42.1 ({err})") from None
+    params = inspect.signature(SanaWMPipeline.__call__).parameters
+    call = {name: params[name].default for name in
+            ("height", "width", "fps", "num_inference_steps", "guidance_scale", "max_sequence_length")}  # fmt: skip
+    call["prompt_prefix"] = "\n".join(pipeline_sana_wm.DEFAULT_CHI_PROMPT)
+    return call, cam_utils
+
+
 def _dataclass_from(cls, values: Any, where: str):
     if not isinstance(values, dict):
         raise UserInputError(f"{where}: expected an object")
@@ -190,23 +290,31 @@ def save_transformer(model, directory: str | Path) -> Path:
     return directory
 
 
-def load_transformer(path: str | Path, dtype: torch.dtype = torch.float32):
-    """Load the transformer component: a folder written by `save_transformer`, or a single
-    released checkpoint file (safetensors / torch) whose architecture is read from its shapes."""
+def load_transformer(
+    path: str | Path, dtype: torch.dtype = torch.float32, null_caption=None, camera_rms_clamp: bool | None = None
+):
+    """Load the transformer component: a folder written by `save_transformer`, a single
+    released checkpoint file (safetensors / torch) whose architecture is read from its shapes,
+    or a diffusers `SanaWMTransformer3DModel` folder (`null_caption`: see `load_official`).
+    `camera_rms_clamp` (see `SanaWMConfig`), when not None, overrides the stored setting."""
     from sanawm.model import SanaWMConfig, SanaWMTransformer, load_official
+    from sanawm.model.formats import DIFFUSERS_CLASS
     from sanawm.model.loading import check_state_dict
 
     path = Path(path)
+    overrides = {} if camera_rms_clamp is None else {"camera_rms_clamp": bool(camera_rms_clamp)}
     if path.is_file():
-        return load_official(path, dtype=dtype)
+        return load_official(path, dtype=dtype, null_caption=null_caption, **overrides)
     fields = read_json_object(path / CONFIG_JSON, "transformer config")
+    if fields.get("_class_name") == DIFFUSERS_CLASS:
+        return load_official(path, dtype=dtype, null_caption=null_caption, **overrides)
     known = {f.name for f in dataclasses.fields(SanaWMConfig)}
     unknown = sorted(set(fields) - known)
     if unknown:
         raise UserInputError(f"{path / CONFIG_JSON}: unknown transformer config field(s) {unknown}")
     if isinstance(fields.get("softmax_blocks"), list):
         fields["softmax_blocks"] = tuple(fields["softmax_blocks"])
-    config = SanaWMConfig(**fields)
+    config = SanaWMConfig(**{**fields, **overrides})
     weights = path / WEIGHTS
     if not weights.is_file():
         raise UserInputError(f"transformer weights not found: {weights}")

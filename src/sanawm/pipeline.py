@@ -8,6 +8,9 @@
     for frames in wm.stream(image="photo.jpg", action="w-40"):   # chunk-causal, frames as
         show(frames)                                             # each chunk is decoded
 
+    wm = WorldModel.load("MODEL_DIR", refiner=True)   # with the folder's refiner/ (stage 2)
+    wm.generate(action="w-40", refine=True)           # stage-1 latents refined, then decoded
+
 Everything the user can get wrong is checked by `prepare` before any heavy work starts and
 raises `UserInputError`; `generate` / `stream` accept either the same keyword arguments or a
 `Request` returned by `prepare`.
@@ -20,13 +23,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from PIL import Image
 
 from sanawm.camera import (
+    KEY_LAYOUTS,
     Trajectory,
     action_to_c2w,
     default_intrinsics,
@@ -36,6 +40,7 @@ from sanawm.camera import (
     snap_frame_count,
 )
 from sanawm.camera.packing import pack_camera
+from sanawm.device import choose_device
 from sanawm.errors import UserInputError
 from sanawm.modeldir import GenerationSettings, load_transformer, read_model_dir
 from sanawm.resources import (
@@ -54,8 +59,11 @@ from sanawm.sampling.sampler import (
     sample_bidirectional,
     sample_streaming,
 )
-from sanawm.text import GemmaTextEncoder, null_text
+from sanawm.text import GemmaTextEncoder
 from sanawm.vae import VideoVAE, load_vae
+
+if TYPE_CHECKING:  # the refiner needs diffusers, an optional dependency
+    from sanawm.refiner.component import Refiner
 
 MODES = ("bidirectional", "streaming")
 EXAMPLE_IMAGE = "example.png"
@@ -115,11 +123,13 @@ class WorldModel:
         settings: GenerationSettings,
         text_encoder: GemmaTextEncoder | None = None,
         device: torch.device | str = "cpu",
+        refiner: Refiner | None = None,
     ) -> None:
         self.transformer = transformer.eval()
         self.vae = vae.eval()
         self.settings = settings
         self.text_encoder = text_encoder
+        self.refiner = refiner
         self.device = torch.device(device)
         self._check_consistency()
 
@@ -131,11 +141,23 @@ class WorldModel:
         directory: str | Path | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        null_caption: str | os.PathLike | torch.Tensor | None = None,
+        camera_rms_clamp: bool | None = None,
+        refiner: bool = False,
+        refiner_offload: bool = False,
     ) -> WorldModel:
-        """Load a model folder (see `sanawm.modeldir`), or the embedded default model.
+        """Load a model folder (see `sanawm.modeldir`; a diffusers `SanaWMPipeline` folder
+        also works), or the embedded default model.
 
         `device` defaults to CUDA when available, `dtype` (of the DiT and text encoder) to
-        float32 on CPU and bfloat16 on CUDA. Nothing is ever downloaded.
+        float32 on CPU and bfloat16 on CUDA. `null_caption` (see `sanawm.load_official`) is
+        needed for a transformer saved without its null-caption embedding (diffusers) in a
+        model without text encoder; with a text encoder the embedding is never read, so zeros
+        stand in. `camera_rms_clamp` picks the camera-branch variant (see `SanaWMConfig`;
+        None keeps the model's setting, False unless its folder says otherwise). Nothing is
+        ever downloaded. `refiner` also loads the folder's stage-2 `refiner/` component (large:
+        it is only loaded when asked for); `refiner_offload` keeps its weights on the CPU and
+        streams them to `device` as they run.
         """
         if directory is None:
             directory = _asset(EMBEDDED_MODEL)
@@ -143,16 +165,15 @@ class WorldModel:
                 raise UserInputError(
                     "the embedded default model is not part of this installation; pass a model folder (--model DIR)"
                 )
-        try:
-            device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        except RuntimeError:
-            raise UserInputError(f"unknown device {device!r}") from None
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise UserInputError(f"device {device} asked for, but CUDA is not available")
+        device = choose_device(device)
         if dtype is None:
             dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
         spec = read_model_dir(directory)
-        transformer = load_transformer(spec.components["transformer"], dtype=dtype).to(device)
+        if null_caption is None and spec.has_text_encoder:
+            null_caption = "zeros"  # unused: prompts (also the empty negative) go through the encoder
+        transformer = load_transformer(spec.components["transformer"], dtype=dtype, null_caption=null_caption,
+                                       camera_rms_clamp=camera_rms_clamp)  # fmt: skip
+        transformer = transformer.to(device)
         vae = load_vae(spec.components["vae"]).to(device)
         text_encoder = None
         if spec.has_text_encoder:
@@ -160,7 +181,16 @@ class WorldModel:
                 spec.components["text_encoder"], spec.components["tokenizer"], spec.text, dtype=dtype
             )
             text_encoder.model.to(device)
-        return cls(transformer, vae, spec.settings, text_encoder, device)
+        stage2 = None
+        if refiner or refiner_offload:
+            if spec.components.get("refiner") is None:
+                raise UserInputError(f"the model in {directory} has no refiner component")
+            try:
+                from sanawm.refiner.component import Refiner
+            except ImportError:
+                raise UserInputError("the refiner needs diffusers: pip install 'sanawm[official]'") from None
+            stage2 = Refiner.load(spec.components["refiner"], device, dtype, offload=refiner_offload)
+        return cls(transformer, vae, spec.settings, text_encoder, device, stage2)
 
     def _check_consistency(self) -> None:
         """A model folder whose parts do not fit together is a user error, named here."""
@@ -175,6 +205,9 @@ class WorldModel:
         if self.text_encoder is not None and self.text_encoder.hidden_size != cfg.caption_channels:
             problems.append(f"the text encoder gives {self.text_encoder.hidden_size}-wide states, the transformer "
                             f"expects {cfg.caption_channels}")  # fmt: skip
+        if self.refiner is not None and self.refiner.latent_channels != self.vae.latent_channels:
+            problems.append(f"the refiner expects {self.refiner.latent_channels} latent channels, the VAE makes "
+                            f"{self.vae.latent_channels}")  # fmt: skip
         s = self.settings
         if s.height % self.vae.spatial_stride or s.width % self.vae.spatial_stride:
             problems.append(f"the output size {s.height}x{s.width} is not a multiple of the VAE's stride "
@@ -200,12 +233,14 @@ class WorldModel:
         cfg: float | None = None,
         camera_cfg: float | None = None,
         seed: int = 0,
+        keys: str = "v1",
+        frames_rounding: str = "down",
     ) -> Request:
         """Check a request and resolve its defaults (see `generate` for the arguments)."""
         s = self.settings
         notes: list[str] = []
-        traj = self._trajectory(trajectory, action)
-        count = self._frame_count(traj.num_frames, frames, notes)
+        traj = self._trajectory(trajectory, action, keys)
+        count = self._frame_count(traj.num_frames, frames, notes, frames_rounding)
         traj = Trajectory(traj.c2w[:count], traj.intrinsics[:count], traj.image_size)
         # Intrinsics follow the image through the same resize + centre crop.
         if traj.image_size != self.image_size:
@@ -236,9 +271,13 @@ class WorldModel:
         _check_sampler(sampler)
         return Request(picture, traj, prompt or "", sampler, notes)
 
-    def _trajectory(self, trajectory: Trajectory | str | os.PathLike | None, action: str | None) -> Trajectory:
+    def _trajectory(
+        self, trajectory: Trajectory | str | os.PathLike | None, action: str | None, keys: str
+    ) -> Trajectory:
         if (trajectory is None) == (action is None):
             raise UserInputError("give exactly one of a trajectory or an action string")
+        if keys not in KEY_LAYOUTS:
+            raise UserInputError(f"unknown key layout {keys!r}; choose one of {', '.join(KEY_LAYOUTS)}")
         if action is not None:
             if not isinstance(action, str):
                 raise UserInputError(f"action must be a string, got {type(action).__name__}")
@@ -246,13 +285,14 @@ class WorldModel:
                 action,
                 translation_speed=self.settings.translation_speed,
                 rotation_speed_deg=self.settings.rotation_speed_deg,
+                keys=keys,
             )
             return Trajectory(c2w, default_intrinsics(self.image_size, self.settings.fov_deg), self.image_size)
         if isinstance(trajectory, Trajectory):
             return trajectory
         return _load_trajectory_file(Path(trajectory), self.image_size, self.settings.fov_deg)
 
-    def _frame_count(self, available: int, frames: int | None, notes: list[str]) -> int:
+    def _frame_count(self, available: int, frames: int | None, notes: list[str], rounding: str) -> int:
         stride = self.vae.temporal_stride
         if frames is None:
             wanted = available
@@ -262,14 +302,15 @@ class WorldModel:
             if frames > available:
                 raise UserInputError(f"the trajectory has {available} poses, fewer than the {frames} frames asked for")
             wanted = int(frames)
-        count = snap_frame_count(wanted, stride)
+        count = snap_frame_count(wanted, stride, rounding, upper_bound=available)
         if count < stride + 1:
             raise UserInputError(
                 f"{wanted} frame(s) is too short a clip: this model needs at least {stride + 1} frames "
                 f"({stride + 1} poses in the trajectory)"
             )
         if count != wanted:
-            notes.append(f"generating {count} frames: this model makes {stride}k+1 frames ({wanted} rounded down)")
+            how = "down" if rounding == "down" else "to the nearest"
+            notes.append(f"generating {count} frames: this model makes {stride}k+1 frames ({wanted} rounded {how})")
         return count
 
     # ---- resources -----------------------------------------------------------------------
@@ -376,6 +417,7 @@ class WorldModel:
         request: Request | None = None,
         mode: str = "bidirectional",
         progress: Progress | None = None,
+        refine: bool = False,
         **inputs: Any,
     ) -> GenerationResult:
         """Generate a clip.
@@ -384,21 +426,28 @@ class WorldModel:
         default: the bundled example), exactly one of `trajectory` (a `Trajectory` or a file)
         and `action` (an action string), `prompt`, `frames` (default: the whole trajectory,
         rounded down to a count the VAE can make), `steps`, `cfg` (text guidance),
-        `camera_cfg`, `seed`. `mode` is "bidirectional" (whole clip at once) or "streaming"
-        (chunk-causal). `progress(done, total)` is called after every model step.
+        `camera_cfg`, `seed`, `keys` (the action key layout, "v1" or "v2", see
+        `sanawm.camera.actions`), `frames_rounding` ("down": the largest count the VAE can make
+        within `frames`; "nearest": the nearest one within the trajectory, as diffusers does).
+        `mode` is "bidirectional" (whole clip at once) or "streaming"
+        (chunk-causal). `progress(done, total)` is called after every model step. `refine`
+        runs stage 2 (the loaded refiner) on the stage-1 latents before decoding.
         """
         if mode not in MODES:
             raise UserInputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+        self._check_refine(refine)
         request = self._request(image, request, inputs)
         if mode == "streaming":
-            chunks = list(self.stream(request=request, progress=progress))
+            chunks = list(self.stream(request=request, progress=progress, refine=refine))
             frames = np.concatenate(chunks, axis=0)
         else:
             self.check_resources(request, mode)
             cond = self._conditioning(request)
             latents = sample_bidirectional(self.transformer, cond, request.sampler, progress)
+            if refine:
+                latents = torch.cat(list(self._refined([latents], request)), dim=2)
             with torch.no_grad():
-                frames = _to_uint8(self.vae.decode(latents.to(_vae_dtype(self.vae))))
+                frames = _to_uint8(self.vae.decode(latents.to(self.vae.dtype)))
         return GenerationResult(frames, request.trajectory, self.settings.fps)
 
     def stream(
@@ -407,19 +456,42 @@ class WorldModel:
         *,
         request: Request | None = None,
         progress: Progress | None = None,
+        refine: bool = False,
         **inputs: Any,
     ) -> Iterator[np.ndarray]:
         """Chunk-causal generation: yield (n, H, W, 3) uint8 frames as each chunk is decoded.
 
         Same inputs as `generate`. The frames of all chunks, in order, are the whole clip.
+        With `refine`, each stage-1 chunk goes to the refiner as soon as it is done, and frames
+        are decoded as soon as their refiner block is (memory stays bounded: only the refiner's
+        window and one unfinished block are held).
         """
+        self._check_refine(refine)
         request = self._request(image, request, inputs)
         cond = self._conditioning(request)
         decoder = self.vae.chunk_decoder()
         chunks = sample_streaming(self.transformer, cond, request.sampler, self.settings.chunk_size, progress)
+        if refine:
+            chunks = self._refined(chunks, request)
         for latents in chunks:
             with torch.no_grad():
-                yield _to_uint8(decoder.decode(latents.to(_vae_dtype(self.vae))))
+                yield _to_uint8(decoder.decode(latents.to(self.vae.dtype)))
+
+    def _check_refine(self, refine: bool) -> None:
+        if refine and self.refiner is None:
+            raise UserInputError("refinement asked for, but no refiner is loaded (WorldModel.load(..., refiner=True))")
+
+    def _refined(self, chunks, request: Request) -> Iterator[torch.Tensor]:
+        """Stage 2 over stage-1 latent chunks, in order: yield refined latents (float32) as
+        soon as the refiner has them (the sink frame, unrefined, comes first)."""
+        refiner = self.refiner.start(request.prompt, fps=self.settings.fps, seed=request.sampler.seed)
+        for latents in chunks:
+            refined = refiner.push(latents)
+            if refined is not None:
+                yield refined.float()
+        refined = refiner.finish()
+        if refined is not None:
+            yield refined.float()
 
     def _request(self, image, request: Request | None, inputs: dict[str, Any]) -> Request:
         if request is None:
@@ -432,11 +504,11 @@ class WorldModel:
     def _conditioning(self, request: Request) -> Conditioning:
         traj = request.trajectory
         raymap, plucker = pack_camera(traj.c2w, traj.intrinsics, traj.image_size, self.vae.strides)
-        pixels = torch.from_numpy(np.array(request.image)).permute(2, 0, 1).float() / 127.5 - 1.0
-        pixels = pixels[None, :, None].to(self.device, _vae_dtype(self.vae))
+        pixels = VideoVAE.preprocess(torch.from_numpy(np.array(request.image))[None, None])
+        pixels = pixels.to(self.device, self.vae.dtype)
         first_latent = self.vae.encode(pixels).float()
         if self.text_encoder is None:
-            text, negative = null_text(self.transformer.y_embedder.y_embedding), None
+            text, negative = self.transformer.null_text(), None
         else:
             text = self.text_encoder.encode(request.prompt)
             negative = self.text_encoder.encode_negative("")
@@ -467,11 +539,6 @@ def _load_trajectory_file(path: Path, image_size: tuple[int, int], fov_deg: floa
     return load_trajectory(path, fov_deg=fov_deg, default_image_size=image_size)
 
 
-def _vae_dtype(vae: VideoVAE) -> torch.dtype:
-    return next(vae.parameters()).dtype
-
-
 def _to_uint8(video: torch.Tensor) -> np.ndarray:
-    """(1, 3, F, H, W) in [-1, 1] -> (F, H, W, 3) uint8."""
-    frames = ((video[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return frames.permute(1, 2, 3, 0).cpu().numpy()
+    """(1, 3, F, H, W) in [-1, 1] -> (F, H, W, 3) uint8 numpy."""
+    return VideoVAE.postprocess(video)[0].cpu().numpy()

@@ -7,8 +7,8 @@ The DiT reads text as hidden states `(B, L, caption_channels)` plus a padding ma
   tokens after an optional fixed instruction prefix; with a prefix, the kept rows are the first
   token (BOS) plus the last `max_length - 1` rows, so the prefix conditions the prompt's states
   but is not itself passed on. The negative (unconditional) prompt gets no prefix.
-- `null_text` (models trained without text, like the embedded one): the DiT's own learned null
-  embedding with a full mask; training on such a model must feed exactly the same thing.
+- models trained without text (like the embedded one) take the DiT's own learned null
+  embedding with a full mask: `SanaWMTransformer.null_text()`.
 """
 
 from __future__ import annotations
@@ -40,15 +40,6 @@ class TextEmbedding:
 
     def to(self, device: torch.device | str, dtype: torch.dtype) -> TextEmbedding:
         return TextEmbedding(self.states.to(device, dtype), self.mask.to(device))
-
-
-def null_text(null_embedding: torch.Tensor, batch: int = 1) -> TextEmbedding:
-    """Text input for a model without a text encoder: its null embedding (L, C), full mask."""
-    if null_embedding.dim() != 2:
-        raise ValueError(f"null embedding must be (L, C), got {tuple(null_embedding.shape)}")
-    states = null_embedding.unsqueeze(0).expand(batch, -1, -1)
-    mask = torch.ones(batch, null_embedding.shape[0], dtype=torch.long, device=null_embedding.device)
-    return TextEmbedding(states, mask)
 
 
 class GemmaTextEncoder:

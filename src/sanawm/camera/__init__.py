@@ -12,10 +12,11 @@ Convention (used everywhere in sanawm):
   move them to a device yourself.
 """
 
-from sanawm.camera.actions import ActionSegment, action_to_c2w, parse_action
+from sanawm.camera.actions import KEY_LAYOUTS, ActionSegment, action_to_c2w, parse_action
 from sanawm.camera.convention import opengl_to_opencv, pose_inverse
 from sanawm.camera.image import (
     DEFAULT_FOV_DEG,
+    FRAME_ROUNDINGS,
     ResizeCrop,
     adjust_intrinsics_for_resize_crop,
     default_intrinsics,
@@ -36,6 +37,7 @@ __all__ = [
     "ResizeCrop",
     "Trajectory",
     "action_to_c2w",
+    "KEY_LAYOUTS",
     "adjust_intrinsics_for_resize_crop",
     "camera_path_for",
     "concat_trajectories",
@@ -58,4 +60,5 @@ __all__ = [
     "save_trajectory",
     "scale_intrinsics",
     "snap_frame_count",
+    "FRAME_ROUNDINGS",
 ]

@@ -37,17 +37,31 @@ def default_intrinsics(image_size: tuple[int, int], fov_deg: float = DEFAULT_FOV
     return torch.tensor([focal, focal, width / 2, height / 2], dtype=torch.float32)
 
 
-def snap_frame_count(num_frames: int, temporal_stride: int = 8) -> int:
-    """Largest count of the form ``temporal_stride * k + 1`` that is <= ``num_frames``.
+FRAME_ROUNDINGS = ("down", "nearest")
 
-    Rounds **down** so that a trajectory of ``num_frames`` poses always covers the result
-    (no pose has to be invented). ``num_frames`` must be >= 1.
+
+def snap_frame_count(
+    num_frames: int, temporal_stride: int = 8, rounding: str = "down", upper_bound: int | None = None
+) -> int:
+    """A count of the form ``temporal_stride * k + 1`` for ``num_frames`` (>= 1).
+
+    ``rounding="down"`` (default): the largest such count <= ``num_frames``, so a trajectory
+    of ``num_frames`` poses always covers it. ``"nearest"``: diffusers' rule (`SanaWMPipeline`):
+    the nearer of the two neighbours, the upper one on a tie, but the lower one when the upper
+    exceeds ``upper_bound`` (the poses available).
     """
     if isinstance(num_frames, bool) or not isinstance(num_frames, int | np.integer) or num_frames < 1:
         raise UserInputError(f"frame count must be a positive integer, got {num_frames!r}")
     if isinstance(temporal_stride, bool) or not isinstance(temporal_stride, int) or temporal_stride < 1:
         raise UserInputError(f"temporal stride must be a positive integer, got {temporal_stride!r}")
-    return int(num_frames - (num_frames - 1) % temporal_stride)
+    if rounding not in FRAME_ROUNDINGS:
+        raise UserInputError(f"unknown frame rounding {rounding!r}; choose one of {', '.join(FRAME_ROUNDINGS)}")
+    below = int(num_frames - (num_frames - 1) % temporal_stride)
+    if rounding == "down" or below == num_frames:
+        return below
+    above = below + temporal_stride
+    nearest = below if num_frames - below < above - num_frames else above
+    return below if upper_bound is not None and nearest > upper_bound else nearest
 
 
 @dataclass(frozen=True)

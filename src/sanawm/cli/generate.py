@@ -32,14 +32,28 @@ def register(subparsers) -> None:
     path.add_argument("--action", help='camera action string, e.g. "w-40,l-20" (keys wasdijkl or none, -frames)')
     path.add_argument("--trajectory", help="camera trajectory file (.npz, .npy, .json or RealEstate10K .txt)")
     p.add_argument("--prompt", help="text prompt (models with a text encoder only)")
+    p.add_argument("--keys", choices=("v1", "v2"), default="v1",
+                   help="action key layout: v1 (default; j/l yaw, a/d strafe, as the first release and "
+                        "diffusers 0.42) or v2 (the newer release: a/d yaw, j/l strafe, smoothed motion)")  # fmt: skip
     p.add_argument("--frames", type=int, help="number of frames (default: the whole trajectory)")
+    p.add_argument("--frames-rounding", choices=("down", "nearest"), default="down",
+                   help="a frame count the VAE cannot make is rounded down (default) or to the nearest "
+                        "count within the trajectory (as diffusers' SanaWMPipeline does)")  # fmt: skip
     p.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
     p.add_argument("--cfg", type=float, help="text guidance scale (default: the model's)")
     p.add_argument("--camera-cfg", type=float, help="camera guidance scale (default: the model's; 1 = off)")
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     p.add_argument("--mode", choices=("bidirectional", "streaming"), default="bidirectional",
                    help="bidirectional: whole clip at once; streaming: chunk by chunk")  # fmt: skip
-    p.add_argument("--model", help="model folder (default: the embedded model)")
+    p.add_argument("--model", help="model folder or diffusers SanaWMPipeline folder (default: the embedded model)")
+    p.add_argument("--camera-rms-clamp", action="store_true",
+                   help="run the camera branch as diffusers / sglang do (RMS-clamped UCPE q/k/v in the GDN "
+                        "blocks) instead of the reference GPU path; see docs/interop.md")  # fmt: skip
+    p.add_argument("--refine", action="store_true",
+                   help="refine the video with the model folder's stage-2 refiner (its refiner/ component)")  # fmt: skip
+    p.add_argument("--refine-offload", action="store_true",
+                   help="as --refine, with the refiner's weights kept on the CPU and streamed to the GPU "
+                        "block by block (slower, for GPUs that cannot hold it)")  # fmt: skip
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--out", required=True, help="output video, OUT.mp4 (cameras go to OUT.camera.npz)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT.mp4 and OUT.camera.npz if they exist")
@@ -76,7 +90,11 @@ def run(args: argparse.Namespace) -> int:
     from sanawm.video import VideoWriter
 
     video_path, camera_path = _check_output(args.out, args.overwrite)
-    model = WorldModel.load(args.model, device=args.device)
+    if args.keys != "v1" and args.action is None:
+        raise UserInputError("--keys only applies to --action")
+    refine = args.refine or args.refine_offload
+    model = WorldModel.load(args.model, device=args.device, camera_rms_clamp=args.camera_rms_clamp or None,
+                            refiner=refine, refiner_offload=args.refine_offload)
     request = model.prepare(
         args.image,
         trajectory=args.trajectory,
@@ -87,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
         cfg=args.cfg,
         camera_cfg=args.camera_cfg,
         seed=args.seed,
+        keys=args.keys,
+        frames_rounding=args.frames_rounding,
     )
     for note in request.notes:
         print(f"sanawm generate: note: {note}", file=sys.stderr)
@@ -108,9 +128,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         with writer:
             if args.mode == "streaming":
-                chunks = model.stream(request=request, progress=bar.update)
+                chunks = model.stream(request=request, progress=bar.update, refine=refine)
             else:
-                chunks = iter([model.generate(request=request, progress=bar.update).frames])
+                chunks = iter([model.generate(request=request, progress=bar.update, refine=refine).frames])
             for frames in chunks:
                 writer.write(frames)
                 save_cameras(writer.frames_written)

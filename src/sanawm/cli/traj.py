@@ -22,7 +22,7 @@ from sanawm.outputs import check_outputs
 
 # The public SANA-WM checkpoints generate 704x1280 video.
 DEFAULT_IMAGE_SIZE = (704, 1280)
-_ACTION_DEFAULTS = {"translation_speed": 0.05, "rotation_speed": 1.2, "pitch_limit": 85.0}
+_ACTION_OPTIONS = ("translation_speed", "rotation_speed", "pitch_limit", "keys")
 
 
 def image_size_arg(text: str) -> tuple[int, int]:
@@ -42,7 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "traj",
         help="make or convert a camera trajectory",
         description="Roll out an action string (e.g. 'w-40,l-20': W/S forward/back, A/D left/right, "
-        "I/K pitch, J/L yaw, 'none' to wait; keys held for N frames) or convert a trajectory file. "
+        "I/K pitch, J/L yaw with --keys v1; A/D yaw, J/L left/right with --keys v2; 'none' to wait; "
+        "keys held for N frames) or convert a trajectory file. "
         "Output format by suffix: .npz (sanawm sidecar), .npy (poses only), .json, .txt (RealEstate10K).",
     )
     source = p.add_mutually_exclusive_group(required=True)
@@ -52,9 +53,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", required=True, help="output file; its suffix picks the format")
     p.add_argument("--plot", metavar="PNG", help="also save a top-down picture of the path")
-    p.add_argument("--translation-speed", type=float, help="metres per frame for W/S/A/D (default 0.05)")
-    p.add_argument("--rotation-speed", type=float, help="degrees per frame for I/K/J/L (default 1.2)")
-    p.add_argument("--pitch-limit", type=float, help="largest pitch in degrees (default 85)")
+    p.add_argument("--keys", choices=("v1", "v2"),
+                   help="key layout: v1 (default; the first release) or v2 (the newer release, smoothed)")  # fmt: skip
+    p.add_argument("--translation-speed", type=float, help="metres per frame when moving (default v1 0.05, v2 0.025)")
+    p.add_argument("--rotation-speed", type=float, help="degrees per frame when turning (default v1 1.2, v2 0.6)")
+    p.add_argument("--pitch-limit", type=float, help="largest pitch in degrees (default v1 85, v2 60)")
     p.add_argument(
         "--image-size",
         type=image_size_arg,
@@ -79,16 +82,13 @@ def run(args: argparse.Namespace) -> int:
     if args.action is not None:
         if args.opengl:
             raise UserInputError("--opengl only applies to --from files")
-        speeds = {
-            name: _ACTION_DEFAULTS[name] if getattr(args, name) is None else getattr(args, name)
-            for name in _ACTION_DEFAULTS
-        }
         size = args.image_size or DEFAULT_IMAGE_SIZE
-        c2w = action_to_c2w(args.action, speeds["translation_speed"], speeds["rotation_speed"], speeds["pitch_limit"])
+        c2w = action_to_c2w(args.action, args.translation_speed, args.rotation_speed, args.pitch_limit,
+                            keys=args.keys or "v1")  # fmt: skip
         trajectory = Trajectory(c2w, default_intrinsics(size, fov), size)
         title = f"action {args.action}"
     else:
-        given = [f"--{n.replace('_', '-')}" for n in _ACTION_DEFAULTS if getattr(args, n) is not None]
+        given = [f"--{n.replace('_', '-')}" for n in _ACTION_OPTIONS if getattr(args, n) is not None]
         if given:
             raise UserInputError(f"{', '.join(given)} only apply to --action")
         trajectory = load_trajectory(args.source, image_size=args.image_size, fov_deg=fov, opengl=args.opengl)

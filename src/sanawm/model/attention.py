@@ -8,11 +8,12 @@ unused there). The layer output is
 main:   q, k, v = qkv(x); [GDN: short conv on k along frames]; RMSNorm q, k over the full
         width; [GDN: ReLU on q, k and k / sqrt(D*S)]; 3D RoPE; GDN recurrence or SDPA.
 camera: its own q/k/v projections, [GDN: short conv on k], RMSNorms, [GDN: ReLU and key
-        scale]; UCPE transforms (`camera.py`); [GDN: single-path delta rule with beta reduced
+        scale]; UCPE transforms (`camera.py`); [GDN: optionally (`camera_rms_clamp`) an RMS
+        clamp to the untransformed tensors, then the single-path delta rule with beta reduced
         by the keys' norm inflation | softmax: RMS clamp to the untransformed tensors, SDPA];
         inverse transform.
 
-A call covers frames f0 .. f0+T-1. `LayerPast` caches carry what later chunks need: GDN
+A call covers frames f0 .. f0+T-1. `GDNPast` / `SoftmaxPast` carry what later chunks need: GDN
 forward states and the last raw keys (constant size), or the softmax keys / values.
 """
 
@@ -25,12 +26,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sanawm.chunks import chunk_spans
 from sanawm.model.camera import CameraTransforms, rms_clamp, transform_keys, transform_outputs, transform_queries
 from sanawm.model.config import SanaWMConfig
 from sanawm.model.layers import RMSNorm, at_least_f32
 from sanawm.model.rope import Rotation, apply_rope
 from sanawm.ops.gdn import GDNState, delta_rule, gdn
-from sanawm.ops.temporal import chunk_bounds, key_conv
+from sanawm.ops.temporal import key_conv
 
 # Bias of the output gate for which SiLU(bias) = 1 (training starts as a plain sum).
 OUTPUT_GATE_INIT_BIAS = 1.278464542761074
@@ -160,6 +162,7 @@ class GDNAttention(_AttentionBase):
         super().__init__(cfg, device=device)
         self.eps = cfg.gdn_eps
         self.backend = cfg.gdn_backend
+        self.camera_rms_clamp = cfg.camera_rms_clamp
         self.conv_k = KeyConv(cfg.hidden_size, cfg.key_conv_kernel, device=device)
         self.conv_k_cam = KeyConv(cfg.hidden_size, cfg.key_conv_kernel, device=device)
 
@@ -210,7 +213,10 @@ class GDNAttention(_AttentionBase):
         q, k_raw, v = self.camera_qkv(x)
         k = self.conv_k_cam(k_raw, ctx.chunk_starts, past.cam_key_context if past else None)
         q, k = self._kernel_qk(self.heads(self.q_norm_cam(q)), self.heads(self.k_norm_cam(k)), S)
-        qt, kt, vt = self.camera_transform(q, k, self.heads(v), ctx.camera)
+        v = self.heads(v)
+        qt, kt, vt = self.camera_transform(q, k, v, ctx.camera)
+        if self.camera_rms_clamp:  # the diffusers / sglang variant (SanaWMConfig.camera_rms_clamp)
+            qt, kt, vt = rms_clamp(qt, q), rms_clamp(kt, k), rms_clamp(vt, v)
         # The transforms can inflate the keys; lower beta by the frame's mean squared inflation
         # so the delta rule stays stable.
         work = torch.promote_types(k.dtype, torch.float32)
@@ -235,7 +241,7 @@ def _chunk_causal_sdpa(
 
     One SDPA call per chunk (no N x N mask is ever built)."""
     T = q.shape[2] // tokens_per_frame
-    bounds = chunk_bounds(chunk_starts, T)
+    bounds = chunk_spans(chunk_starts, T)
     if len(bounds) == 1:
         return F.scaled_dot_product_attention(q, k, v, scale=scale)
     outs = []
@@ -288,8 +294,8 @@ class SoftmaxAttention(_AttentionBase):
             qc, kc, vc = self.camera_qkv(x)
             qc, kc, vc = self.heads(self.q_norm_cam(qc)), self.heads(self.k_norm_cam(kc)), self.heads(vc)
             qt, kt, vt = self.camera_transform(qc, kc, vc, ctx.camera)
-            # Softmax blocks clamp the transformed tensors to their pre-transform RMS (the
-            # release's GDN blocks do not; they lower beta instead, see GDNAttention).
+            # Softmax blocks always clamp the transformed tensors to their pre-transform RMS
+            # (GDN blocks lower beta, and clamp only with `camera_rms_clamp`).
             qc, kc, vc = self._attn_cast(rms_clamp(qt, qc), rms_clamp(kt, kc), rms_clamp(vt, vc))
             cam_keys = kc if past is None or past.cam_k is None else torch.cat([past.cam_k, kc], dim=2)
             cam_values = vc if past is None or past.cam_v is None else torch.cat([past.cam_v, vc], dim=2)

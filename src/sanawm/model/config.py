@@ -53,6 +53,11 @@ class SanaWMConfig:
     """Dtype q/k/v are cast to for the softmax blocks' attention when the activations are
     float32. The released weights were trained and evaluated this way (the reference always
     runs that SDPA in bfloat16); `None` keeps the activation dtype (exact float32)."""
+    camera_rms_clamp: bool = False
+    """GDN blocks' camera branch: also scale each UCPE-transformed q/k/v token down so its
+    channel RMS does not exceed the untransformed one (as diffusers 0.42.1, sglang and
+    vllm-omni do). False is the reference's GPU path, which only lowers beta by the keys'
+    norm inflation; the two variants differ by ~1e-2 (see benchmarks/PARITY.md)."""
     gdn_backend: str = "auto"
     """Implementation of the GDN recurrences (`sanawm.ops.gdn`): "torch", "triton" (fused
     kernels, CUDA, inference only) or "auto" (triton on CUDA when importable and no gradient

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sanawm.ops.temporal import frame_conv
+from sanawm.ops.temporal import frame_conv_channels_first
 
 LAYER_NORM_EPS = 1e-6  # the affine-free LayerNorms before attention, FFN and output
 
@@ -179,7 +179,7 @@ class GLUFeedForward(nn.Module):
 
     def temporal(self, y: Tensor, chunk_starts: Sequence[int] | None, context: Tensor | None) -> Tensor:
         """y (B, C, T, S) -> y + t_conv(y) as (B, T, S, C)."""
-        out = y + frame_conv(y, self.t_conv.weight, chunk_starts=chunk_starts, context=context)
+        out = y + frame_conv_channels_first(y, self.t_conv.weight, chunk_starts=chunk_starts, context=context)
         return out.permute(0, 2, 3, 1)
 
 

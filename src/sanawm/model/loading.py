@@ -1,13 +1,18 @@
-"""Loading released SANA-WM stage-1 weights.
+"""Loading and saving released SANA-WM stage-1 weights.
 
-Accepted: a safetensors or torch file, or a state dict, in the release format (keys such as
-`blocks.0.attn.qkv.weight`) or the diffusers format (the same keys under `_inner.`). The
-architecture is read off the tensor shapes; `pos_embed` (an unused 2D sin-cos table) is
-ignored. Anything missing, unexpected or of the wrong shape is reported in one error.
+`load_official(source)` accepts a state dict, a safetensors / torch file, or a folder (a
+diffusers `transformer/` folder, a sharded checkpoint with a `*.safetensors.index.json`, or
+one safetensors file), in any of the key formats of `sanawm.model.formats` (release, the
+diffusers PR's `_inner.` prefix, diffusers 0.42), which it recognises from the key names. The
+architecture is read off the tensor shapes (and checked against a diffusers `config.json`
+when the folder has one). diffusers 0.42 files hold no null-caption embedding; the caller
+chooses what to use instead (`null_caption`). Anything missing, unexpected or of the wrong
+shape is reported in one error. `save_official` writes the release or the diffusers format.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,39 +21,123 @@ import torch
 from torch import Tensor
 
 from sanawm.errors import UserInputError
+from sanawm.jsonfile import read_json_object
 from sanawm.model.config import preset_config
+from sanawm.model.formats import (
+    NULL_CAPTION_KEY,
+    PR_PREFIX,
+    config_from_diffusers,
+    detect_format,
+    diffusers_config,
+    to_diffusers_keys,
+    to_release_keys,
+)
 from sanawm.model.transformer import SanaWMTransformer
 
-IGNORED_KEYS = ("pos_embed",)
-DIFFUSERS_PREFIX = "_inner."
+DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"
+CONFIG_JSON = "config.json"
 
 
-def _read(source) -> dict[str, Tensor]:
+def read_checkpoint(source) -> tuple[dict[str, Tensor], str, dict]:
+    """(state dict in release names, its format, config fields from a diffusers config.json)."""
+    fields: dict = {}
     if isinstance(source, Mapping):
         state = dict(source)
+        where = "the state dict"
     else:
         path = Path(source)
-        if not path.is_file():
-            raise UserInputError(f"checkpoint {str(path)!r} does not exist or is not a file")
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            try:
-                state = load_file(str(path))
-            except Exception as err:  # corrupt / not safetensors
-                raise UserInputError(f"cannot read {str(path)!r} as safetensors: {err}") from err
+        where = str(path)
+        if path.is_dir():
+            state = _read_folder(path)
+            if (path / CONFIG_JSON).is_file():
+                fields = config_from_diffusers(read_json_object(path / CONFIG_JSON, "transformer config"),
+                                               str(path / CONFIG_JSON))  # fmt: skip
+        elif path.is_file():
+            state = _read_file(path)
         else:
-            try:
-                state = torch.load(str(path), map_location="cpu", weights_only=True)
-            except Exception as err:
-                raise UserInputError(f"cannot read {str(path)!r} as a torch checkpoint: {err}") from err
-            if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
-                state = dict(state["state_dict"])
+            raise UserInputError(f"checkpoint {where!r} does not exist")
     if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
         raise UserInputError("checkpoint must map parameter names to tensors")
-    if state and all(k.startswith(DIFFUSERS_PREFIX) for k in state):
-        state = {k[len(DIFFUSERS_PREFIX) :]: v for k, v in state.items()}
-    return {k: v for k, v in state.items() if k not in IGNORED_KEYS}
+    try:
+        fmt = detect_format(state)
+    except UserInputError as err:
+        raise UserInputError(f"{where}: {err}") from None
+    return to_release_keys(state, fmt), fmt, fields
+
+
+def _read_file(path: Path) -> dict[str, Tensor]:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as err:  # corrupt / not safetensors
+            raise UserInputError(f"cannot read {str(path)!r} as safetensors: {err}") from err
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise UserInputError(f"cannot read {str(path)!r} as a torch checkpoint: {err}") from err
+    if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
+        state = dict(state["state_dict"])
+    return state
+
+
+def _read_folder(path: Path) -> dict[str, Tensor]:
+    """The shards named by the folder's one `*.safetensors.index.json`, or its one safetensors file."""
+    indexes = sorted(path.glob("*.safetensors.index.json"))
+    files = sorted(path.glob("*.safetensors"))
+    if len(indexes) > 1 or (not indexes and len(files) != 1):
+        found = ", ".join(p.name for p in indexes or files) or "none"
+        raise UserInputError(
+            f"{path}: expected one *.safetensors.index.json or one *.safetensors file, found {found}"
+        )
+    if not indexes:
+        return _read_file(files[0])
+    index = read_json_object(indexes[0], "checkpoint index")
+    weight_map = index.get("weight_map")
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise UserInputError(f"{indexes[0]}: 'weight_map' must map tensor names to shard files")
+    state: dict[str, Tensor] = {}
+    for shard in sorted(set(weight_map.values())):
+        shard_path = path / shard
+        if not shard_path.is_file():
+            raise UserInputError(f"{indexes[0]}: shard {shard!r} not found")
+        state.update(_read_file(shard_path))
+    missing = sorted(set(weight_map) - set(state))
+    if missing:
+        raise UserInputError(f"{indexes[0]}: tensors listed but not in their shards: {', '.join(missing[:10])}")
+    return state
+
+
+def null_caption_from(choice, caption_channels: int, max_text_len: int) -> Tensor:
+    """The null-caption embedding (max_text_len, caption_channels) the caller chose: "zeros",
+    a tensor, or a file / folder holding `y_embedder.y_embedding` (any key format) or one tensor."""
+    if isinstance(choice, str) and choice == "zeros":
+        return torch.zeros(max_text_len, caption_channels)
+    if isinstance(choice, Tensor):
+        table, where = choice, "null_caption"
+    elif isinstance(choice, (str, Path)):
+        path = Path(choice)
+        if path.is_dir():
+            state = _read_folder(path)
+        elif path.is_file():
+            state = _read_file(path)
+        else:
+            raise UserInputError(f"null-caption file {str(path)!r} does not exist")
+        where = str(path)
+        tables = [v for k, v in state.items() if k in (NULL_CAPTION_KEY, PR_PREFIX + NULL_CAPTION_KEY)]
+        if not tables and len(state) == 1:
+            tables = list(state.values())
+        if len(tables) != 1:
+            raise UserInputError(f"{where}: holds no {NULL_CAPTION_KEY} (and is not a single tensor)")
+        table = tables[0]
+    else:
+        raise UserInputError(f"null_caption must be 'zeros', a tensor or a file path, got {type(choice).__name__}")
+    if table.dim() != 2 or table.shape[1] != caption_channels:
+        raise UserInputError(
+            f"{where}: the null caption must be (L, {caption_channels}), got {tuple(table.shape)}"
+        )
+    return table
 
 
 def infer_config_fields(state: Mapping[str, Tensor]) -> dict:
@@ -112,18 +201,40 @@ def check_state_dict(model: torch.nn.Module, state: Mapping[str, Tensor]) -> Non
 def load_official(
     source: str | Path | Mapping[str, Tensor],
     *,
+    null_caption: str | Path | Tensor | None = None,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     **overrides,
 ) -> SanaWMTransformer:
-    """Build a `SanaWMTransformer` from released weights (file path or state dict).
+    """Build a `SanaWMTransformer` from released weights (see the module doc for `source`).
 
     The config is inferred from the shapes; `overrides` set other `SanaWMConfig` fields
-    (e.g. `softmax_attn_dtype=None`) or override inferred ones. Weights are cast to `dtype`.
+    (e.g. `softmax_attn_dtype=None`, `camera_rms_clamp=True`) or override inferred ones.
+    `null_caption` is what to use when the weights have no null-caption embedding (diffusers
+    0.42 files), and is then required: "zeros" (a table of `max_text_len` rows, 300 unless
+    overridden), a tensor, or a file holding one (e.g. the release checkpoint); a table in the
+    weights themselves always wins. The embedding only matters for models used without a text
+    encoder. Weights are cast to `dtype`.
     """
-    state = _read(source)
-    fields = infer_config_fields(state)
+    state, fmt, fields = read_checkpoint(source)
+    inferred = infer_config_fields(state)
+    clash = sorted(f"{k}: config.json {fields[k]!r}, tensors {inferred[k]!r}" for k in set(fields) & set(inferred)
+                   if fields[k] != inferred[k])  # fmt: skip
+    if clash:
+        raise UserInputError("the checkpoint's config.json does not match its tensors: " + "; ".join(clash))
+    fields.update(inferred)
     fields.update(overrides)
+    if NULL_CAPTION_KEY not in state:
+        if null_caption is None:
+            raise UserInputError(
+                f"the checkpoint ({fmt} format) has no null-caption embedding ({NULL_CAPTION_KEY}); "
+                "choose one: null_caption='zeros' or null_caption=<a file that holds it, e.g. the "
+                "release checkpoint>"
+            )
+        caption_channels = fields.get("caption_channels", preset_config("sanawm-2.6b").caption_channels)
+        max_len = fields.get("max_text_len", preset_config("sanawm-2.6b").max_text_len)
+        state[NULL_CAPTION_KEY] = null_caption_from(null_caption, caption_channels, max_len)
+        fields["max_text_len"] = state[NULL_CAPTION_KEY].shape[0]
     try:
         config = preset_config("sanawm-2.6b", **fields)
     except UserInputError as err:
@@ -134,4 +245,32 @@ def load_official(
     return model.eval()
 
 
-__all__ = ["load_official", "check_state_dict", "infer_config_fields"]
+def save_official(model: SanaWMTransformer, path: str | Path, format: str = "release") -> Path:
+    """Write a model's weights in a released format.
+
+    "release": one safetensors file at `path` (the NVlabs key names; the unused `pos_embed`
+    table is not written). "diffusers": a folder at `path` that diffusers 0.42
+    `SanaWMTransformer3DModel.from_pretrained` loads (`config.json` +
+    `diffusion_pytorch_model.safetensors`; no null-caption embedding, as diffusers keeps none).
+    Note that diffusers always runs the camera branch with `camera_rms_clamp=True`.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    if format == "release":
+        if path.suffix != ".safetensors":
+            raise UserInputError(f"a release checkpoint is one .safetensors file, got {str(path)!r}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file(state, str(path), metadata={"format": "pt"})
+    elif format == "diffusers":
+        config = diffusers_config(model.config)
+        path.mkdir(parents=True, exist_ok=True)
+        (path / CONFIG_JSON).write_text(json.dumps(config, indent=2) + "\n")
+        save_file(to_diffusers_keys(state), str(path / DIFFUSERS_WEIGHTS), metadata={"format": "pt"})
+    else:
+        raise UserInputError(f"unknown checkpoint format {format!r}; choose 'release' or 'diffusers'")
+    return path
+
+
+__all__ = ["load_official", "save_official", "read_checkpoint", "check_state_dict", "infer_config_fields"]

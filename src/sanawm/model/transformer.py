@@ -2,8 +2,9 @@
 
 Inputs per call (B clips, T latent frames of H x W latent pixels, one token per pixel):
 latents (B, C, T, H, W), a timestep per frame, text hidden states with a mask, a raymap
-(B, T, 20) and chunk-Plücker rays (B, 48, T, H, W). Output: the flow-matching velocity
-(B, C, T, H, W) (the sampler negates it, as the reference pipeline does).
+(B, T, 20) and chunk-Plücker rays (B, P, T, H, W), P = `config.plucker_channels` (48 in the
+release). Output: the flow-matching velocity `noise - data` (B, C, T, H, W), which the
+sampler's Euler step (`sanawm.sampling.schedule`) integrates as it is.
 
 Temporal structure:
 - default: fully bidirectional over the T frames (the public release);
@@ -24,7 +25,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from sanawm.errors import UserInputError
+from sanawm.chunks import chunk_starts_for, valid_chunk_starts
 from sanawm.model.attention import OUTPUT_GATE_INIT_BIAS, CallContext, GDNAttention, GDNPast, KeyConv
 from sanawm.model.block import BlockPast, SanaWMBlock
 from sanawm.model.camera import CameraTransforms, invert_rigid, ray_frames
@@ -38,19 +39,9 @@ from sanawm.model.layers import (
     text_logit_bias,
 )
 from sanawm.model.rope import camera_rope_angles, rope_angles, rotation
+from sanawm.text import TextEmbedding
 
 RAYMAP_WIDTH = 20  # 16 values of a row-major 4x4 camera-to-world + fx, fy, cx, cy
-
-
-def chunk_starts_for(num_frames: int, chunk_size: int) -> list[int]:
-    """First frame of each chunk for `chunk_size` latent frames per chunk: the first chunk is
-    frame 0 plus one chunk; a remainder shorter than a chunk joins the last chunk."""
-    if chunk_size < 1 or num_frames < 1:
-        raise UserInputError(f"chunk_size and the frame count must be >= 1, got {chunk_size} and {num_frames}")
-    starts = [0] + list(range(chunk_size + 1, num_frames, chunk_size))
-    if len(starts) > 1 and num_frames - starts[-1] < chunk_size:
-        starts.pop()
-    return starts
 
 
 class StreamCache:
@@ -179,6 +170,15 @@ class SanaWMTransformer(nn.Module):
         """An empty cache for chunk-by-chunk generation."""
         return StreamCache(len(self.blocks))
 
+    def null_text(self, batch: int = 1) -> TextEmbedding:
+        """The "no text" input: the learned null caption (batch, max_text_len, caption_channels)
+        with a full mask. Models without a text encoder sample with it, and training feeds
+        exactly it for clips without a caption (and for text dropout)."""
+        table = self.y_embedder.y_embedding
+        states = table.unsqueeze(0).expand(batch, -1, -1)
+        mask = torch.ones(batch, table.shape[0], dtype=torch.long, device=table.device)
+        return TextEmbedding(states, mask)
+
     @torch.no_grad()
     def commit_to_cache(
         self,
@@ -194,63 +194,45 @@ class SanaWMTransformer(nn.Module):
         self.forward(latents, timestep, text, text_mask, raymap, chunk_plucker, cache=cache, update_cache=True)
 
     # ------------------------------------------------------------------------------------
-    # Input checks: user mistakes become one UserInputError naming the bad input.
+    # Input checks: shapes only (asserts, no host syncs). User input is validated where it
+    # enters (WorldModel, the CLI, the model-folder and trajectory readers); a failure here
+    # is a bug in the caller and keeps its traceback.
     # ------------------------------------------------------------------------------------
 
     def _validate(self, latents, timestep, text, text_mask, raymap, chunk_plucker) -> tuple[int, int, int, int]:
         cfg = self.config
-        for name, t in dict(latents=latents, timestep=timestep, text=text).items():
-            if not isinstance(t, Tensor):
-                raise UserInputError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if latents.dim() != 5 or latents.shape[1] != cfg.in_channels:
-            raise UserInputError(f"latents must be (B, {cfg.in_channels}, T, H, W), got {_shape(latents)}")
+        assert latents.dim() == 5 and latents.shape[1] == cfg.in_channels, (
+            f"latents must be (B, {cfg.in_channels}, T, H, W), got {_shape(latents)}")  # fmt: skip
         B, _, T, H, W = latents.shape
-        if min(B, T, H, W) < 1:
-            raise UserInputError(f"latents must not be empty, got {_shape(latents)}")
-        ok_t = timestep.shape in ((B,), (B, T), (B, 1, T))
-        if not ok_t:
-            raise UserInputError(f"timestep must be (B, T) = ({B}, {T}), (B, 1, T) or (B,), got {_shape(timestep)}")
-        if timestep.is_floating_point() and not torch.isfinite(timestep).all():
-            raise UserInputError("timestep contains NaN or inf")
+        assert min(B, T, H, W) >= 1, f"latents must not be empty, got {_shape(latents)}"
+        assert timestep.shape in ((B,), (B, T), (B, 1, T)), (
+            f"timestep must be (B, T) = ({B}, {T}), (B, 1, T) or (B,), got {_shape(timestep)}")  # fmt: skip
         ok_text = (text.dim() == 3 and text.shape[0] == B) or (text.dim() == 4 and text.shape[:2] == (B, 1))
-        if not ok_text or text.shape[-1] != cfg.caption_channels or text.shape[-2] < 1:
-            raise UserInputError(
-                f"text must be (B, L, {cfg.caption_channels}) or (B, 1, L, {cfg.caption_channels}) "
-                f"with B = {B}, got {_shape(text)}"
-            )
+        assert ok_text and text.shape[-1] == cfg.caption_channels and text.shape[-2] >= 1, (
+            f"text must be (B, L, {cfg.caption_channels}) or (B, 1, L, {cfg.caption_channels}) "
+            f"with B = {B}, got {_shape(text)}")  # fmt: skip
         L = text.shape[-2]
-        if text_mask is not None:
-            if not isinstance(text_mask, Tensor) or text_mask.shape != (B, L):
-                raise UserInputError(f"text_mask must be (B, L) = ({B}, {L}), got {_shape(text_mask)}")
-            if not ((text_mask == 0) | (text_mask == 1)).all():
-                raise UserInputError("text_mask must contain only 0 and 1")
-        if raymap is not None:
-            if not isinstance(raymap, Tensor) or raymap.shape != (B, T, RAYMAP_WIDTH):
-                raise UserInputError(f"raymap must be (B, T, 20) = ({B}, {T}, 20), got {_shape(raymap)}")
-            if not torch.isfinite(raymap).all():
-                raise UserInputError("raymap contains NaN or inf")
-            if not (raymap[..., 16:18] > 0).all():
-                raise UserInputError("raymap focal lengths (columns 16 and 17: fx, fy) must be > 0")
-        if chunk_plucker is not None:
-            want = (B, cfg.plucker_channels, T, H, W)
-            if not isinstance(chunk_plucker, Tensor) or chunk_plucker.shape != want:
-                raise UserInputError(f"chunk_plucker must be (B, {cfg.plucker_channels}, T, H, W) = {want}, "
-                                     f"got {_shape(chunk_plucker)}")  # fmt: skip
+        assert text_mask is None or text_mask.shape == (B, L), (
+            f"text_mask must be (B, L) = ({B}, {L}), got {_shape(text_mask)}")  # fmt: skip
+        assert raymap is None or raymap.shape == (B, T, RAYMAP_WIDTH), (
+            f"raymap must be (B, T, 20) = ({B}, {T}, 20), got {_shape(raymap)}")  # fmt: skip
+        want = (B, cfg.plucker_channels, T, H, W)
+        assert chunk_plucker is None or chunk_plucker.shape == want, (
+            f"chunk_plucker must be (B, {cfg.plucker_channels}, T, H, W) = {want}, "
+            f"got {_shape(chunk_plucker)}")  # fmt: skip
         return B, T, H, W
 
     @staticmethod
     def _resolve_chunks(T: int, chunk_size: int | None, chunk_starts: Sequence[int] | None) -> list[int] | None:
-        if chunk_size is not None and chunk_starts is not None:
-            raise UserInputError("give chunk_size or chunk_starts, not both")
+        assert chunk_size is None or chunk_starts is None, "give chunk_size or chunk_starts, not both"
         if chunk_size is not None:
             return chunk_starts_for(T, int(chunk_size))
         if chunk_starts is None:
             return None
         starts = [int(s) for s in chunk_starts]
-        if not starts or starts[0] != 0 or any(b <= a for a, b in zip(starts, starts[1:])) or starts[-1] >= T:
-            raise UserInputError(
-                f"chunk_starts must begin with 0 and increase strictly below the frame count {T}, got {starts}"
-            )
+        assert valid_chunk_starts(starts, T), (
+            f"chunk_starts must begin with 0 and increase strictly below the frame count {T}, "
+            f"got {starts}")  # fmt: skip
         return starts
 
     @staticmethod
@@ -258,19 +240,13 @@ class SanaWMTransformer(nn.Module):
         cache: StreamCache | None, frame_offset: int | None, update_cache: bool, shape: tuple[int, int, int]
     ) -> int:
         if cache is None:
-            if update_cache:
-                raise UserInputError("update_cache=True needs a cache (model.new_stream_cache())")
-            if frame_offset is not None and frame_offset < 0:
-                raise UserInputError(f"frame_offset must be >= 0, got {frame_offset}")
+            assert not update_cache, "update_cache=True needs a cache (model.new_stream_cache())"
+            assert frame_offset is None or frame_offset >= 0, f"frame_offset must be >= 0, got {frame_offset}"
             return frame_offset or 0
-        if not isinstance(cache, StreamCache):
-            raise UserInputError(f"cache must be a StreamCache, got {type(cache).__name__}")
-        if frame_offset is not None and frame_offset != cache.num_frames:
-            raise UserInputError(
-                f"frame_offset {frame_offset} does not match the cache, which holds {cache.num_frames} frames"
-            )
-        if cache.shape is not None and cache.shape != shape:
-            raise UserInputError(f"(batch, height, width) {shape} does not match the cache's {cache.shape}")
+        assert frame_offset is None or frame_offset == cache.num_frames, (
+            f"frame_offset {frame_offset} does not match the cache, which holds {cache.num_frames} frames")  # fmt: skip
+        assert cache.shape is None or cache.shape == shape, (
+            f"(batch, height, width) {shape} does not match the cache's {cache.shape}")  # fmt: skip
         return cache.num_frames
 
     # ------------------------------------------------------------------------------------
@@ -346,4 +322,4 @@ def _identity_key_conv(conv: KeyConv) -> None:
     conv.weight[:, 0, -1] = 1.0
 
 
-__all__ = ["SanaWMTransformer", "StreamCache", "chunk_starts_for"]
+__all__ = ["SanaWMTransformer", "StreamCache"]

@@ -7,9 +7,14 @@ the time-reversed sequence and counts the shared centre tap once:
 The forward part sees earlier chunks (and `context`, the frames before the first one); the
 backward part only sees frames of the same chunk.
 
-`frame_conv`: the FFN's dense temporal conv (kernel 3 centred): each frame reads the previous
+`frame_conv_channels_first`: the FFN's dense temporal conv (kernel 3 centred): each frame reads the previous
 frame (even across a chunk boundary, or `context` before the first frame) and the next frame
 only inside its chunk.
+
+Layouts differ on purpose and the names say so: `key_conv` works on the model's token layout
+(B, T, S, C) (T frames of S tokens of C channels), `frame_conv_channels_first` on the
+channels-first layout (B, C, T, S) that the FFN's 2D convs already use.
+Chunks and chunk starts: `sanawm.chunks`.
 """
 
 from __future__ import annotations
@@ -20,11 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-
-def chunk_bounds(chunk_starts: Sequence[int] | None, num_frames: int) -> list[tuple[int, int]]:
-    """(start, end) of each chunk; `None` is one chunk over all frames."""
-    starts = [0] if chunk_starts is None else list(chunk_starts)
-    return list(zip(starts, starts[1:] + [num_frames]))
+from sanawm.chunks import chunk_spans
 
 
 def key_conv(
@@ -57,7 +58,7 @@ def key_conv(
         # causal tap i reads frame t-K+1+i
         start = lead + i
         out.addcmul_(padded[:, start : start + T], weight[:, i])
-    for start, end in chunk_bounds(chunk_starts, T):
+    for start, end in chunk_spans(chunk_starts, T):
         seg = F.pad(x[:, start:end], (0, 0, 0, 0, 0, K - 1))  # zeros after the chunk's last frame
         n = end - start
         for i in range(K - 1):  # tap K-1 (the centre) is already counted by the forward pass
@@ -66,7 +67,7 @@ def key_conv(
     return out.to(out_dtype)
 
 
-def frame_conv(
+def frame_conv_channels_first(
     x: Tensor,
     weight: Tensor,
     *,
@@ -83,7 +84,7 @@ def frame_conv(
     full = torch.cat([context, x], dim=2) if context is not None else x
     lead = full.shape[2] - T
     outs = []
-    for start, end in chunk_bounds(chunk_starts, T):
+    for start, end in chunk_spans(chunk_starts, T):
         # earlier frames (any chunk, or the context) are visible on the left ...
         left = full[:, :, max(0, lead + start - half) : lead + start]
         seg = torch.cat([F.pad(left, (0, 0, half - left.shape[2], 0)), x[:, :, start:end]], dim=2)
@@ -93,4 +94,4 @@ def frame_conv(
     return torch.cat(outs, dim=2)
 
 
-__all__ = ["chunk_bounds", "key_conv", "frame_conv"]
+__all__ = ["key_conv", "frame_conv_channels_first"]

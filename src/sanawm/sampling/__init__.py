@@ -3,21 +3,17 @@
 from sanawm.sampling.sampler import (
     Conditioning,
     SamplerSettings,
-    chunk_bounds,
     combine_guidance,
     sample_bidirectional,
     sample_streaming,
 )
-from sanawm.sampling.schedule import euler_step, flow_sigmas, next_sigma
+from sanawm.sampling.schedule import FlowMatchingSchedule
 
 __all__ = [
     "Conditioning",
+    "FlowMatchingSchedule",
     "SamplerSettings",
-    "chunk_bounds",
     "combine_guidance",
-    "euler_step",
-    "flow_sigmas",
-    "next_sigma",
     "sample_bidirectional",
     "sample_streaming",
 ]

@@ -31,9 +31,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from sanawm.errors import UserInputError
-from sanawm.model import SanaWMTransformer, StreamCache, chunk_starts_for
-from sanawm.sampling.schedule import NUM_TRAIN_TIMESTEPS, euler_step, flow_sigmas, next_sigma
+from sanawm.chunks import chunk_spans, chunk_starts_for
+from sanawm.model import SanaWMTransformer, StreamCache
+from sanawm.sampling.schedule import NUM_TRAIN_TIMESTEPS, FlowMatchingSchedule
 from sanawm.text import TextEmbedding
 
 #: Called after every model evaluation step with (steps done, steps in total).
@@ -163,33 +163,33 @@ def _denoise(
 
     `pinned` (t,) bool marks clean condition frames: timestep 0, never updated.
     """
-    timesteps = sigmas[:-1] * NUM_TRAIN_TIMESTEPS  # float32, as the reference scheduler's
+    schedule = FlowMatchingSchedule(guided.settings.flow_shift)
+    timesteps = schedule.timestep(sigmas[:-1])  # float32, as the reference scheduler's
     zero = torch.zeros((), device=latents.device)
     for t in timesteps.to(latents.device):
         frame_t = torch.where(pinned, zero, t).unsqueeze(0)  # (1, t)
         velocity = guided.velocity(latents, frame_t, start, stop)
         sigma = (frame_t / NUM_TRAIN_TIMESTEPS).view(1, 1, -1, 1, 1)
-        stepped = euler_step(latents, velocity, sigma, next_sigma(sigmas, sigma))
+        stepped = schedule.euler_step(latents, velocity, sigma, schedule.next_sigma(sigmas, sigma))
         latents = torch.where(pinned.view(1, 1, -1, 1, 1), latents, stepped)
         on_step()
     return latents
 
 
 def _check(cond: Conditioning, settings: SamplerSettings) -> Tensor:
-    sigmas = flow_sigmas(settings.steps, settings.flow_shift)
-    if cond.first_latent.dim() != 5 or cond.first_latent.shape[0] != 1 or cond.first_latent.shape[2] != 1:
-        raise UserInputError(f"first_latent must be (1, C, 1, h, w), got {tuple(cond.first_latent.shape)}")
-    if cond.raymap.dim() != 3 or cond.raymap.shape[0] != 1:
-        raise UserInputError(f"raymap must be (1, T, 20), got {tuple(cond.raymap.shape)}")
-    if cond.chunk_plucker.dim() != 5 or cond.chunk_plucker.shape[2] != cond.num_latent_frames:
-        raise UserInputError(
-            f"chunk_plucker must be (1, P, T={cond.num_latent_frames}, h, w), got {tuple(cond.chunk_plucker.shape)}"
-        )
-    if cond.chunk_plucker.shape[3:] != cond.first_latent.shape[3:]:
-        raise UserInputError(
-            f"chunk_plucker grid {tuple(cond.chunk_plucker.shape[3:])} does not match the latent grid "
-            f"{tuple(cond.first_latent.shape[3:])}"
-        )
+    """The schedule's levels, after asserting the conditioning's shapes. `WorldModel.prepare`
+    (and the model folder reader) validate what the user gave; a failure here is a bug."""
+    sigmas = FlowMatchingSchedule(settings.flow_shift).sampling_sigmas(settings.steps)
+    first, plucker = cond.first_latent, cond.chunk_plucker
+    assert first.dim() == 5 and first.shape[0] == 1 and first.shape[2] == 1, (
+        f"first_latent must be (1, C, 1, h, w), got {tuple(first.shape)}")  # fmt: skip
+    raymap = cond.raymap
+    assert raymap.dim() == 3 and raymap.shape[0] == 1, f"raymap must be (1, T, 20), got {tuple(raymap.shape)}"
+    assert plucker.dim() == 5 and plucker.shape[2] == cond.num_latent_frames, (
+        f"chunk_plucker must be (1, P, T={cond.num_latent_frames}, h, w), got {tuple(plucker.shape)}")  # fmt: skip
+    assert plucker.shape[3:] == first.shape[3:], (
+        f"chunk_plucker grid {tuple(plucker.shape[3:])} does not match the latent grid "
+        f"{tuple(first.shape[3:])}")  # fmt: skip
     return sigmas
 
 
@@ -224,13 +224,6 @@ def sample_bidirectional(
     return _denoise(guided, latents, pinned, 0, T, sigmas, _counter(progress, settings.steps))
 
 
-def chunk_bounds(num_latent_frames: int, chunk_size: int) -> list[tuple[int, int]]:
-    """(start, stop) latent frames of each streaming chunk: the first holds frame 0 plus
-    `chunk_size` frames, the rest `chunk_size` each, a short remainder joins the last chunk."""
-    starts = chunk_starts_for(num_latent_frames, chunk_size)
-    return list(zip(starts, starts[1:] + [num_latent_frames]))
-
-
 def sample_streaming(
     model: SanaWMTransformer,
     cond: Conditioning,
@@ -240,9 +233,8 @@ def sample_streaming(
 ) -> Iterator[Tensor]:
     """Yield the clean latents (1, C, t, h, w) of each chunk, in order, as soon as it is done."""
     sigmas = _check(cond, settings)
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise UserInputError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    bounds = chunk_bounds(cond.num_latent_frames, chunk_size)
+    assert isinstance(chunk_size, int) and chunk_size >= 1, f"chunk_size must be a positive integer, got {chunk_size!r}"
+    bounds = chunk_spans(chunk_starts_for(cond.num_latent_frames, chunk_size), cond.num_latent_frames)
     generator = torch.Generator().manual_seed(settings.seed)
     guided = _GuidedModel(model, cond, settings, streaming=True)
     step = _counter(progress, settings.steps * len(bounds))

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from sanawm.camera import ResizeCrop, Trajectory, camera_path_for, default_intrinsics, load_trajectory
 from sanawm.errors import UserInputError
 from sanawm.train.config import DataConfig, FolderConfig, ProceduralConfig
+from sanawm.vae.base import VideoVAE
 
 # World seeds of training clips lie below this; held-out (evaluation) worlds at or above it,
 # so a held-out scene is never trained on.
@@ -73,7 +74,7 @@ class ClipBatch:
 
     def pixels(self) -> torch.Tensor:
         """(B, 3, F, H, W) float32 in [-1, 1], the VAE's input."""
-        return self.video.permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
+        return VideoVAE.preprocess(self.video)
 
 
 def _draw_rng(seed: int, draw: int, stream: int) -> np.random.Generator:

@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from sanawm.device import choose_device
 from sanawm.errors import UserInputError
 
 
@@ -65,12 +66,7 @@ def setup(device: str = "") -> DistContext:
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device:
-        try:
-            dev = torch.device(device)
-        except RuntimeError:
-            raise UserInputError(f"unknown device {device!r}") from None
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise UserInputError(f"device {device!r} asked for, but CUDA is not available")
+        dev = choose_device(device)
         if dev.type == "cuda" and dev.index is None:
             dev = torch.device("cuda", local_rank)
     else:

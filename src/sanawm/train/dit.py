@@ -81,7 +81,7 @@ def freeze_unused_parameters(model: nn.Module, vae_strides: tuple[int, int, int]
     c2w = torch.eye(4).expand(stride_t + 1, 4, 4)
     raymap, plucker = pack_camera(c2w, [1.0, 1.0, 0.5, 0.5], (stride_h, stride_w), vae_strides)
     cfg = model.config
-    text, mask = text_inputs(model.y_embedder.y_embedding, 1)
+    text, mask = text_inputs(model.null_text(), 1)
     latents = torch.zeros(1, cfg.in_channels, 2, 1, 1, device=device)
     out = model(latents, torch.tensor([[0.0, 500.0]], device=device), text, mask,
                 raymap[None].to(device), plucker[None].to(device))  # fmt: skip
@@ -132,12 +132,12 @@ class DiTTask:
     @torch.no_grad()
     def encode(self, batch: ClipBatch) -> Encoded:
         """Clips -> normalised latents, raymap and chunk-Plücker rays (and text, if any)."""
-        latents = self.vae.encode(batch.pixels().to(next(self.vae.parameters()).dtype)).float()
+        latents = self.vae.encode(batch.pixels().to(self.vae.dtype)).float()
         raymap, plucker = pack_camera(batch.c2w.cpu(), batch.intrinsics.cpu(), batch.image_size, self.vae.strides)
         out = {"latents": latents, "raymap": raymap.to(self.ctx.device), "plucker": plucker.to(self.ctx.device)}
         if batch.text_states is not None:
             # Padded to the model's text length here, so every batch (and pool slot) agrees.
-            length = self.module.y_embedder.y_embedding.shape[0]
+            length = self.module.config.max_text_len
             pad = length - batch.text_states.shape[1]
             if pad < 0:
                 raise UserInputError(f"captions have {batch.text_states.shape[1]} tokens, the model takes {length}")
@@ -160,7 +160,7 @@ class DiTTask:
         noise = torch.randn(latents.shape, generator=local, device=local.device)
         noisy, target = noise_latents(latents, noise, plan.sigmas)
         text, mask = text_inputs(
-            self.module.y_embedder.y_embedding, B,
+            self.module.null_text(), B,
             batch.get("text_states"), batch.get("text_mask"), batch.get("text_present"),
             dropout=obj.text_dropout, generator=local,
         )  # fmt: skip

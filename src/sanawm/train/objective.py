@@ -1,10 +1,10 @@
 """The DiT training objective: flow matching with a noise level per latent frame.
 
-Convention (the sampler's, `sanawm.sampling.schedule`): a latent frame at noise level sigma is
-`x = (1 - sigma) * data + sigma * noise`, the model is fed the timestep `1000 * sigma` of each
-frame and trained to predict the velocity `noise - data`. Latent frame 0 is the clean image
-the video starts from: its sigma is always 0 (so it is exactly the data) and it is left out of
-the loss, like every other clean frame.
+Convention (the sampler's: one `FlowMatchingSchedule`, `sanawm.sampling.schedule`): a latent
+frame at noise level sigma is `x = (1 - sigma) * data + sigma * noise`, the model is fed the
+timestep `1000 * sigma` of each frame and trained to predict the velocity `noise - data`.
+Latent frame 0 is the clean image the video starts from: its sigma is always 0 (so it is
+exactly the data) and it is left out of the loss, like every other clean frame.
 
 Noise levels: sigma = shift(u), u ~ logit-normal(mean, std), shift(u) = k u / (1 + (k - 1) u)
 with the same k the sampler's schedule uses, so training spends its effort where sampling
@@ -13,7 +13,7 @@ with probability `frame_noise_prob`, an independent level per frame (what lets t
 denoise frames at different stages, as streaming does).
 
 Chunk-causal steps (`causal_prob`) train what streaming generation runs: latent frames are
-grouped into chunks (`sanawm.model.chunk_starts_for`); a random number of leading chunks is
+grouped into chunks (`sanawm.chunks`); a random number of leading chunks is
 clean (the streamed past), the rest get one level per chunk. The model is then called with
 `chunk_size`, so each chunk attends to earlier chunks and itself only.
 """
@@ -25,15 +25,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from sanawm.errors import UserInputError
-from sanawm.model import chunk_starts_for
-from sanawm.sampling.schedule import NUM_TRAIN_TIMESTEPS
+from sanawm.chunks import chunk_starts_for
+from sanawm.sampling.schedule import FlowMatchingSchedule
+from sanawm.text import TextEmbedding
 from sanawm.train.config import FlowMatchingConfig
-
-
-def shift_sigma(u: Tensor, shift: float) -> Tensor:
-    """The flow-matching timestep shift `k u / (1 + (k - 1) u)` (identity for k = 1)."""
-    return shift * u / (1 + (shift - 1) * u)
 
 
 @dataclass
@@ -55,20 +50,19 @@ class NoisePlan:
     @property
     def timesteps(self) -> Tensor:
         """(B, T) model timesteps on the 0..1000 scale."""
-        return self.sigmas * NUM_TRAIN_TIMESTEPS
+        return FlowMatchingSchedule.timestep(self.sigmas)
 
 
 def _logit_normal(shape: tuple[int, ...], cfg: FlowMatchingConfig, generator: torch.Generator) -> Tensor:
     z = torch.randn(shape, generator=generator, device=generator.device)
-    return shift_sigma(torch.sigmoid(cfg.logit_mean + cfg.logit_std * z), cfg.sigma_shift)
+    return FlowMatchingSchedule(cfg.sigma_shift).shift_sigma(torch.sigmoid(cfg.logit_mean + cfg.logit_std * z))
 
 
 def sample_noise_plan(
     batch: int, frames: int, cfg: FlowMatchingConfig, generator: torch.Generator, causal: bool = False
 ) -> NoisePlan:
     """Draw the noise levels of a step (see module doc); tensors on the generator's device."""
-    if frames < 2:
-        raise UserInputError(f"a training clip needs at least 2 latent frames, got {frames}")
+    assert frames >= 2, f"a training clip needs at least 2 latent frames, got {frames}"  # checked by TrainConfig
     device = generator.device
     if causal:
         starts = chunk_starts_for(frames, cfg.chunk_size)
@@ -97,14 +91,12 @@ def noise_latents(latents: Tensor, noise: Tensor, sigmas: Tensor) -> tuple[Tenso
     Returns `(1 - sigma) * latents + sigma * noise` and `noise - latents`, in float32. Frames
     with sigma = 0 come out bit-identical to `latents`.
     """
-    if latents.shape != noise.shape:
-        raise UserInputError(f"noise {tuple(noise.shape)} must match latents {tuple(latents.shape)}")
-    if sigmas.shape != (latents.shape[0], latents.shape[2]):
-        raise UserInputError(f"sigmas must be (B, T) = {(latents.shape[0], latents.shape[2])}, got {tuple(sigmas.shape)}")
+    assert latents.shape == noise.shape, f"noise {tuple(noise.shape)} must match latents {tuple(latents.shape)}"
+    assert sigmas.shape == (latents.shape[0], latents.shape[2]), (
+        f"sigmas must be (B, T) = {(latents.shape[0], latents.shape[2])}, got {tuple(sigmas.shape)}")  # fmt: skip
     x, n = latents.float(), noise.float()
     s = sigmas.float()[:, None, :, None, None]
-    noisy = torch.where(s > 0, (1 - s) * x + s * n, x)
-    return noisy, n - x
+    return FlowMatchingSchedule.add_noise(x, n, s), FlowMatchingSchedule.velocity_target(x, n)
 
 
 def flow_matching_loss(prediction: Tensor, target: Tensor, loss_mask: Tensor) -> Tensor:
@@ -114,7 +106,7 @@ def flow_matching_loss(prediction: Tensor, target: Tensor, loss_mask: Tensor) ->
 
 
 def text_inputs(
-    null_embedding: Tensor,
+    null: TextEmbedding,
     batch: int,
     states: Tensor | None = None,
     mask: Tensor | None = None,
@@ -122,22 +114,22 @@ def text_inputs(
     dropout: float = 0.0,
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Text states (B, L, C) and mask (B, L) for a step, L = the null embedding's length.
+    """Text states (B, L, C) and mask (B, L) for a step, L = the null text's length.
 
     Clips without text (`present` False, or no `states` at all) and, with probability
-    `dropout`, clips with text get the model's null embedding with a full mask: exactly what the
-    sampler feeds for "no prompt" (`sanawm.text.null_text`). Given texts (B, L', C) with L' <= L
-    are right-padded (mask 0).
+    `dropout`, clips with text get the model's null text (`SanaWMTransformer.null_text()`, batch
+    1): exactly what the sampler feeds for "no prompt". Given texts (B, L', C) with L' <= L are
+    right-padded (mask 0).
     """
-    length, width = null_embedding.shape
-    null_states = null_embedding[None].expand(batch, length, width)
-    null_mask = torch.ones(batch, length, dtype=torch.long, device=null_embedding.device)
+    _, length, width = null.states.shape
+    null_states = null.states.expand(batch, length, width)
+    null_mask = null.mask.long().expand(batch, length)
     if states is None:
         return null_states, null_mask
-    if states.dim() != 3 or states.shape[0] != batch or states.shape[2] != width or states.shape[1] > length:
-        raise UserInputError(f"text states must be (B, <= {length}, {width}), got {tuple(states.shape)}")
+    assert states.dim() == 3 and states.shape[0] == batch and states.shape[2] == width and states.shape[1] <= length, (
+        f"text states must be (B, <= {length}, {width}), got {tuple(states.shape)}")  # fmt: skip
     pad = length - states.shape[1]
-    states = torch.nn.functional.pad(states.to(null_embedding.dtype), (0, 0, 0, pad))
+    states = torch.nn.functional.pad(states.to(null.states.dtype), (0, 0, 0, pad))
     mask = torch.nn.functional.pad(mask.long(), (0, pad))
     keep = present.bool().clone() if present is not None else torch.ones(batch, dtype=torch.bool, device=states.device)
     if dropout > 0:
@@ -148,4 +140,4 @@ def text_inputs(
     return states, mask
 
 
-__all__ = ["NoisePlan", "flow_matching_loss", "noise_latents", "sample_noise_plan", "shift_sigma", "text_inputs"]
+__all__ = ["NoisePlan", "flow_matching_loss", "noise_latents", "sample_noise_plan", "text_inputs"]

@@ -21,10 +21,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from sanawm.evaluation.image_metrics import psnr
 from sanawm.train.config import TrainConfig, VAELossConfig
 from sanawm.train.data import make_source
 from sanawm.train.distributed import DistContext
 from sanawm.train.feed import ClipFeed, Encoded
+from sanawm.vae.base import VideoVAE
 
 VAE_DIR = "vae"
 EVAL_FILE = "vae_eval.json"
@@ -68,18 +70,11 @@ class AutoencoderPass(nn.Module):
         return self.vae.decode_raw(z), mean, logvar
 
 
-def vae_objective(vae, video: torch.Tensor, cfg: VAELossConfig, generator: torch.Generator | None = None) -> dict:
-    """Loss terms for pixels (B, 3, F, H, W) in [-1, 1] through `vae` (module doc)."""
-    recon, mean, logvar = AutoencoderPass(vae)(video, generator)
-    return vae_loss_terms(recon, video, mean, logvar, cfg)
-
-
-def psnr(reconstruction: torch.Tensor, target: torch.Tensor) -> float:
-    """PSNR in dB of videos in [-1, 1] (measured on [0, 1] after clamping)."""
-    a = (reconstruction.float().clamp(-1, 1) + 1) / 2
-    b = (target.float().clamp(-1, 1) + 1) / 2
-    mse = float((a - b).square().mean())
-    return float("inf") if mse == 0 else -10.0 * torch.log10(torch.tensor(mse)).item()
+def clip_psnr(reconstruction: torch.Tensor, target: torch.Tensor) -> float:
+    """PSNR in dB of one clip (3, F, H, W) in [-1, 1] (clamped), over all its pixels at once
+    (`sanawm.evaluation.psnr` of the clip laid out as one tall image)."""
+    a, b = (x.float().clamp(-1, 1).permute(1, 2, 3, 0).flatten(0, 1) for x in (reconstruction, target))
+    return float(psnr(a, b, data_range=2.0)[0])
 
 
 @torch.no_grad()
@@ -108,7 +103,7 @@ def reconstruction_psnr(vae, source, draws: range, device: torch.device, batch_s
         clips = [source.prepare(d) for d in range(start, min(start + batch_size, draws.stop))]
         video = source.finish(clips, device).pixels()
         recon = vae.decode(vae.encode(video))
-        values += [psnr(r, v) for r, v in zip(recon, video)]
+        values += [clip_psnr(r, v) for r, v in zip(recon, video)]
     return {"psnr_db": sum(values) / len(values), "clips": len(values), "per_clip_db": values}
 
 
@@ -146,7 +141,7 @@ class VAETask:
         return {"video": batch.video}  # uint8 keeps a replay pool small
 
     def loss(self, model: nn.Module, batch: Encoded, shared: torch.Generator, local: torch.Generator):
-        video = batch["video"].permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
+        video = VideoVAE.preprocess(batch["video"])
         recon, mean, logvar = model(video, local)
         terms = vae_loss_terms(recon, video, mean, logvar, self.config.vae_loss)
         return terms["loss"], {k: float(v.detach()) for k, v in terms.items() if k != "loss"}
@@ -178,4 +173,4 @@ class VAETask:
         return {"vae_dir": str(out), "psnr_db": evaluation["psnr_db"]}
 
 
-__all__ = ["AutoencoderPass", "VAETask", "latent_stats", "psnr", "reconstruction_psnr", "vae_loss_terms", "vae_objective"]
+__all__ = ["AutoencoderPass", "VAETask", "clip_psnr", "latent_stats", "reconstruction_psnr", "vae_loss_terms"]

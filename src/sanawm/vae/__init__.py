@@ -7,7 +7,7 @@ from pathlib import Path
 from sanawm.errors import UserInputError
 from sanawm.jsonfile import read_json_object
 from sanawm.vae.base import ChunkDecoder, VideoVAE
-from sanawm.vae.compact import CompactVAE, CompactVAEConfig, vae_loss
+from sanawm.vae.compact import CompactVAE, CompactVAEConfig
 from sanawm.vae.ltx2 import LTX2VAE
 
 LTX2_CLASS_NAME = "AutoencoderKLLTX2Video"
@@ -38,5 +38,4 @@ __all__ = [
     "LTX2VAE",
     "VideoVAE",
     "load_vae",
-    "vae_loss",
 ]

@@ -1,7 +1,8 @@
 """What the world model needs from a video autoencoder ("tokenizer"), whatever its architecture.
 
-Pixels are (B, 3, F, H, W) in [-1, 1]; latents are (B, C, T, H / s, W / s), already normalised
-per channel the way the DiT was trained on them. Temporal compression is causal with the first
+Pixels are (B, 3, F, H, W) in [-1, 1] (`VideoVAE.preprocess` / `postprocess` convert from / to
+uint8 RGB frames (B, F, H, W, 3), the only place that conversion is written); latents are
+(B, C, T, H / s, W / s), already normalised per channel the way the DiT was trained on them. Temporal compression is causal with the first
 frame alone: F = stride_t * (T - 1) + 1 frames <-> T latent frames, so latent frame 0 encodes
 exactly the first image (the DiT's clean condition) and latent frame i >= 1 the raw frames
 stride_t * (i - 1) + 1 ... stride_t * i.
@@ -43,6 +44,30 @@ class VideoVAE(nn.Module, abc.ABC):
         """(temporal, spatial, spatial): the `vae_stride` the camera packing expects."""
         return (self.temporal_stride, self.spatial_stride, self.spatial_stride)
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """dtype of the weights: what `encode` / `decode` inputs should be cast to."""
+        return next(self.parameters()).dtype
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the weights."""
+        return next(self.parameters()).device
+
+    # ---- pixels <-> uint8 frames ----------------------------------------------------------
+
+    @staticmethod
+    def preprocess(frames: torch.Tensor) -> torch.Tensor:
+        """uint8 RGB frames (B, F, H, W, 3) -> pixels (B, 3, F, H, W) float32 in [-1, 1]."""
+        return frames.permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
+
+    @staticmethod
+    def postprocess(video: torch.Tensor) -> torch.Tensor:
+        """Pixels (B, 3, F, H, W), roughly in [-1, 1] -> uint8 RGB frames (B, F, H, W, 3)
+        (clamped to [-1, 1], rounded to the nearest level)."""
+        frames = ((video.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        return frames.permute(0, 2, 3, 4, 1)
+
     @abc.abstractmethod
     def encode(self, video: torch.Tensor) -> torch.Tensor:
         """Pixels (B, 3, F, H, W) in [-1, 1] -> normalised latents (B, C, T, h, w), deterministic."""
@@ -66,6 +91,9 @@ class VideoVAE(nn.Module, abc.ABC):
         """Pixel frames decoded from `latent_frames` latent frames."""
         return self.temporal_stride * (latent_frames - 1) + 1
 
+    # User-facing checks (UserInputError) for settings a user chose: a training config's
+    # frame count and image size. `encode` / `decode` only assert shapes (see below).
+
     def check_num_frames(self, num_frames: int) -> None:
         s = self.temporal_stride
         if num_frames < 1 or (num_frames - 1) % s:
@@ -83,13 +111,14 @@ class VideoVAE(nn.Module, abc.ABC):
             )
 
     def check_video(self, video: torch.Tensor) -> None:
-        if video.dim() != 5 or video.shape[1] != 3:
-            raise UserInputError(f"video must be (B, 3, F, H, W), got shape {tuple(video.shape)}")
-        self.check_num_frames(video.shape[2])
-        self.check_image_size(video.shape[3], video.shape[4])
+        """Assert `encode`'s input shape (its callers made the video; a mismatch is a bug)."""
+        t, s = self.temporal_stride, self.spatial_stride
+        assert video.dim() == 5 and video.shape[1] == 3, f"video must be (B, 3, F, H, W), got {tuple(video.shape)}"
+        F, H, W = video.shape[2:]
+        assert F >= 1 and (F - 1) % t == 0, f"this VAE needs a frame count of the form {t}k+1, got {F}"
+        assert H >= s and W >= s and H % s == 0 and W % s == 0, f"image size {H}x{W}: not positive multiples of {s}"
 
     def check_latents(self, latents: torch.Tensor) -> None:
-        if latents.dim() != 5 or latents.shape[1] != self.latent_channels:
-            raise UserInputError(
-                f"latents must be (B, {self.latent_channels}, T, h, w), got shape {tuple(latents.shape)}"
-            )
+        """Assert `decode`'s input shape."""
+        assert latents.dim() == 5 and latents.shape[1] == self.latent_channels, (
+            f"latents must be (B, {self.latent_channels}, T, h, w), got shape {tuple(latents.shape)}")  # fmt: skip

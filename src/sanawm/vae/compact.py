@@ -257,11 +257,8 @@ class CompactVAE(VideoVAE):
     # ---- normalisation ------------------------------------------------------------------
 
     def set_latent_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
-        """Store per-channel statistics of raw latents (measured on training data)."""
-        if mean.shape != (self.latent_channels,) or std.shape != (self.latent_channels,):
-            raise UserInputError(f"latent stats must have shape ({self.latent_channels},)")
-        if not bool((std > 0).all()):
-            raise UserInputError("latent std must be positive")
+        """Store per-channel statistics of raw latents (measured on training data; std > 0)."""
+        assert mean.shape == std.shape == (self.latent_channels,), f"latent stats must be ({self.latent_channels},)"
         self.latents_mean.copy_(mean)
         self.latents_std.copy_(std)
 
@@ -333,23 +330,6 @@ class _CompactChunkDecoder(ChunkDecoder):
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         self.vae.check_latents(latents)
         return self.vae.decoder(self.vae._denormalise(latents), self.state)
-
-
-def vae_loss(
-    vae: CompactVAE, video: torch.Tensor, kl_weight: float = 1e-6, generator: torch.Generator | None = None
-) -> dict[str, torch.Tensor]:
-    """Training objective for the compact VAE on a batch of videos in [-1, 1].
-
-    Returns `loss` = L1 reconstruction + `kl_weight` * KL(q(z|x) || N(0, I)) (per element
-    means), plus the two parts (`recon`, `kl`) for logging. The latent is sampled with the
-    reparameterisation trick from `generator`.
-    """
-    mean, logvar = vae.encode_distribution(video)
-    noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-    z = mean + torch.exp(0.5 * logvar) * noise
-    recon = (vae.decode_raw(z) - video).abs().mean()
-    kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).mean()
-    return {"loss": recon + kl_weight * kl, "recon": recon, "kl": kl}
 
 
 def _read_config(path: Path) -> dict:

@@ -55,8 +55,8 @@ class LTX2VAE(VideoVAE):
         self.temporal_stride, self.spatial_stride = _compression(autoencoder.config)
         self.latent_channels = int(autoencoder.config.latent_channels)
         self.scaling_factor = float(autoencoder.config.scaling_factor)
-        if context_latents < 1:  # the first latent of a decode is special; it must be context
-            raise ValueError("context_latents must be >= 1")
+        # The first latent of a decode is special: it must be context, never output.
+        assert context_latents >= 1, f"context_latents must be >= 1, got {context_latents}"
         self.context_latents = context_latents
         autoencoder.enable_tiling()
         autoencoder.use_framewise_encoding = True
@@ -91,16 +91,14 @@ class LTX2VAE(VideoVAE):
 
     def encode(self, video: torch.Tensor) -> torch.Tensor:
         self.check_video(video)
-        param = next(self.autoencoder.parameters())
-        z = self.autoencoder.encode(video.to(param)).latent_dist.mode()
+        z = self.autoencoder.encode(video.to(self.device, self.dtype)).latent_dist.mode()
         mean, std = self._stats(z)
         return (z - mean) * self.scaling_factor / std
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         self.check_latents(latents)
-        param = next(self.autoencoder.parameters())
         mean, std = self._stats(latents)
-        z = (latents / self.scaling_factor * std + mean).to(param)
+        z = (latents / self.scaling_factor * std + mean).to(self.device, self.dtype)
         return self.autoencoder.decode(z, return_dict=False)[0]
 
     def chunk_decoder(self) -> ChunkDecoder:

@@ -1,4 +1,4 @@
-"""Fused Triton path of the frame-wise Gated DeltaNet: `gdn` and `delta_rule` of `sanawm.ops.gdn`.
+"""The Triton kernels of the frame-wise Gated DeltaNet: `gdn` and `delta_rule` of `sanawm.ops.gdn`.
 
 Same functions, same arguments, same results (to fp32 rounding) as the PyTorch path; it reads
 bf16 / fp16 / fp32 inputs in their own layout (any strides with a unit last stride), keeps
@@ -51,8 +51,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from sanawm.errors import UserInputError
-from sanawm.ops.gdn import GDNState, _check, _segments
+from sanawm.chunks import chunk_spans
+from sanawm.ops.gdn.common import GDNState, check_shapes, check_state
 
 PRECISIONS = ("ieee", "tf32")
 MAX_HEAD_DIM = 128
@@ -392,15 +392,10 @@ def _strides5(x: Tensor) -> tuple[Tensor, tuple[int, int, int, int]]:
 
 def _pack_state(state: GDNState, B: int, H: int, D: int, P: int, R: int, normalizer: bool, device) -> Tensor:
     """GDNState -> (B*H, R, P) fp32 rows: kv's value rows, then z on row P."""
-    if normalizer and state.z is None:
-        raise UserInputError("initial_state of gdn needs a normaliser z; got None")
-    if state.kv.shape != (B, H, D, D):
-        raise UserInputError(f"initial_state.kv must be (B, H, D, D) = {(B, H, D, D)}, got {tuple(state.kv.shape)}")
+    check_state(state, B, H, D, normalizer)
     rows = torch.zeros(B * H, R, P, device=device, dtype=torch.float32)
     rows[:, :D, :D] = state.kv.reshape(B * H, D, D)
     if normalizer:
-        if state.z.shape != (B, H, D):
-            raise UserInputError(f"initial_state.z must be (B, H, D) = {(B, H, D)}, got {tuple(state.z.shape)}")
         rows[:, P, :D] = state.z.reshape(B * H, D)
     return rows
 
@@ -420,8 +415,7 @@ def _fused(
     precision: str,
     tuning: Tuning,
 ) -> tuple[Tensor, GDNState]:
-    if precision not in PRECISIONS:
-        raise UserInputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    assert precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {precision!r}"
     normalizer = eps is not None
     B, H, T, S, D = q.shape
     P = padded_width(D)
@@ -431,14 +425,13 @@ def _fused(
     BH = B * H
     device = q.device
     tf32 = precision == "tf32"
-    segments = _segments(chunk_starts, T)
+    spans = chunk_spans(chunk_starts, T)
     has_init = initial_state is not None
     init = _pack_state(initial_state, B, H, D, P, R, normalizer, device) if has_init else None
     reason = unsupported_reason(q, beta, gamma, (q, k, v, q_rot, k_rot))
-    if reason is not None:
-        raise UserInputError(f"fused GDN: {reason}")
+    assert reason is None, f"fused GDN: {reason}"
     keep = torch.ones(T, dtype=torch.float32)
-    keep[[start for start, _ in segments]] = 0.0
+    keep[[start for start, _ in spans]] = 0.0
     keep = keep.to(device, non_blocking=True)
 
     (q, sq), (k, sk), (v, sv), (q_rot, sqr), (k_rot, skr) = (_strides5(x) for x in (q, k, v, q_rot, k_rot))
@@ -515,7 +508,7 @@ def gdn_triton(
     precision: str = "ieee",
 ) -> tuple[Tensor, GDNState]:
     """`sanawm.ops.gdn.gdn` by the fused kernels (see the module docstring for `precision`)."""
-    _check("gdn", dict(q=q, k=k, v=v, q_rot=q_rot, k_rot=k_rot), beta, gamma)
+    check_shapes("gdn", dict(q=q, k=k, v=v, q_rot=q_rot, k_rot=k_rot), beta, gamma)
     return _fused(
         q, k, v, q_rot, k_rot, beta, gamma, eps=eps, chunk_starts=chunk_starts,
         initial_state=initial_state, precision=precision, tuning=DEFAULT_TUNING,
@@ -534,7 +527,7 @@ def delta_rule_triton(
     precision: str = "ieee",
 ) -> tuple[Tensor, GDNState]:
     """`sanawm.ops.gdn.delta_rule` by the fused kernels (no normaliser; z is None)."""
-    _check("delta_rule", dict(q=q_rot, k=k_rot, v=v), beta, gamma)
+    check_shapes("delta_rule", dict(q=q_rot, k=k_rot, v=v), beta, gamma)
     return _fused(
         q_rot, k_rot, v, q_rot, k_rot, beta, gamma, eps=None, chunk_starts=chunk_starts,
         initial_state=initial_state, precision=precision, tuning=DEFAULT_TUNING,

@@ -29,8 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from sanawm.cli.train import format_summary
-from sanawm.train import from_dict, to_dict, train
+from sanawm.train import format_summary, from_dict, to_dict, train
 from sanawm.train.checkpoint import find_checkpoint
 from sanawm.train.dit import describe
 from sanawm.train.distributed import setup, teardown

@@ -131,3 +131,24 @@ def test_the_large_preset_is_refused_on_the_cpu(capsys):
 def test_cuda_without_a_gpu_is_a_clear_error(capsys):
     assert main(["bench", "--preset", "tiny", "--device", "cuda", "--latents", "2x2x2"]) == 2
     assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_every_size_is_warmed_up_before_the_first_is_timed():
+    from sanawm.benchmark import random_model, run_benchmark
+
+    config = BenchConfig(preset="tiny", latents=((2, 2, 3), (3, 1, 2), (5, 1, 1)), device="cpu", dtype="float32",
+                         warmup=1, iters=2)  # fmt: skip
+    model = random_model("tiny", torch.device("cpu"), torch.float32)
+    shapes = []
+    forward = model.forward
+
+    def recording_forward(latents, *args, **kwargs):
+        shapes.append(tuple(latents.shape[2:]))
+        return forward(latents, *args, **kwargs)
+
+    model.forward = recording_forward
+    rows = run_benchmark(config, model=model)
+    sizes = [(2, 2, 3), (3, 1, 2), (5, 1, 1)]
+    # One untimed pass over all sizes, then per size: its warm-up call and the timed calls.
+    assert shapes == sizes + [s for s in sizes for _ in range(1 + 2)]
+    assert [r.latents for r in rows] == ["2x2x3", "3x1x2", "5x1x1"]

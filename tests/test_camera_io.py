@@ -2,12 +2,21 @@
 import, and one test per kind of bad input."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from sanawm.camera import Trajectory, action_to_c2w, load_trajectory, save_camera_npz, save_trajectory
+from sanawm.camera import (
+    Trajectory,
+    action_to_c2w,
+    camera_path_for,
+    load_trajectory,
+    load_trajectory_at,
+    save_camera_npz,
+    save_trajectory,
+)
 from sanawm.errors import UserInputError
 
 
@@ -179,3 +188,44 @@ def test_missing_or_contradicting_metadata(tmp_path):
         Trajectory(traj.c2w, [-1.0, 1.0, 1.0, 1.0], (8, 8))
     with pytest.raises(UserInputError, match="image_size"):
         Trajectory(traj.c2w, traj.intrinsics, (8, 0))
+
+
+def test_default_image_size_fills_in_but_never_contradicts(tmp_path):
+    traj = _trajectory(frames=3, size=(48, 80))
+    np.save(tmp_path / "p.npy", traj.c2w.numpy())
+    assert load_trajectory(tmp_path / "p.npy", default_image_size=(16, 32)).image_size == (16, 32)
+    stored = save_trajectory(tmp_path / "t.npz", traj)
+    assert load_trajectory(stored, default_image_size=(16, 32)).image_size == (48, 80)  # the file's size wins
+    save_trajectory(tmp_path / "t.txt", traj)  # RealEstate10K: normalised, the size is needed to read it
+    read = load_trajectory(tmp_path / "t.txt", default_image_size=(48, 80))
+    torch.testing.assert_close(read.intrinsics, traj.intrinsics, atol=1e-4, rtol=0)
+
+
+def test_load_trajectory_at_rescales_or_adopts_the_video_size(tmp_path):
+    traj = Trajectory(action_to_c2w("w-2"), [40.0, 30.0, 32.0, 16.0], (32, 64))
+    path = save_trajectory(tmp_path / "t.npz", traj)
+    half = load_trajectory_at(path, (16, 32))
+    assert half.image_size == (16, 32)
+    torch.testing.assert_close(half.intrinsics, torch.tensor([[20.0, 15.0, 16.0, 8.0]]).expand(3, 4))
+    torch.testing.assert_close(half.c2w, traj.c2w)
+    np.save(tmp_path / "p.npy", traj.c2w.numpy())  # no size stored: taken to be the video's
+    own = load_trajectory_at(tmp_path / "p.npy", (16, 32), fov_deg=90.0)
+    torch.testing.assert_close(own.intrinsics[0], torch.tensor([16.0, 16.0, 16.0, 8.0]))
+
+
+def test_camera_file_names_and_atomic_writes(tmp_path):
+    assert camera_path_for(tmp_path / "gt.mp4") == tmp_path / "gt.camera.npz"
+    assert camera_path_for("a.b.mp4") == Path("a.b.camera.npz")
+    traj = _trajectory(frames=3)
+    for name in ("t.npz", "t.npy", "t.json", "t.txt"):
+        save_trajectory(tmp_path / name, traj)
+        save_trajectory(tmp_path / name, traj)  # replacing works, and leaves no temporary file
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.json", "t.npy", "t.npz", "t.txt"]
+
+
+def test_garbage_is_not_a_camera_file(tmp_path):
+    for name in ("g.npz", "g.npy"):
+        (tmp_path / name).write_bytes(np.random.default_rng(1).bytes(200))
+        with pytest.raises(UserInputError, match="is not a camera file") as info:
+            load_trajectory(tmp_path / name, image_size=(8, 8))
+        assert "pickle" not in str(info.value)

@@ -130,3 +130,20 @@ def test_plot_writes_png(tmp_path):
     assert (pixels < 128).mean() > 0.002  # something was drawn
     static = plot_trajectory(Trajectory(np.eye(4)[None], K, SIZE), tmp_path / "static.png")
     assert static.stat().st_size > 1000
+
+
+def test_rescale_trajectory_is_a_plain_resize_of_the_intrinsics():
+    from sanawm.camera import Trajectory, action_to_c2w, rescale_trajectory, scale_intrinsics
+
+    k = torch.tensor([[50.0, 40.0, 32.0, 24.0], [60.0, 45.0, 30.0, 20.0]], dtype=torch.float64)
+    # Independent reference: a pixel's corner-origin coordinate maps by the size ratio per axis.
+    expected = k.clone()
+    expected[:, [0, 2]] *= 96 / 64
+    expected[:, [1, 3]] *= 24 / 48
+    torch.testing.assert_close(scale_intrinsics(k, (48, 64), (24, 96)), expected)
+    traj = Trajectory(action_to_c2w("w-1"), k, (48, 64))
+    resized = rescale_trajectory(traj, (24, 96))
+    assert resized.image_size == (24, 96)
+    torch.testing.assert_close(resized.intrinsics, expected.float())
+    torch.testing.assert_close(resized.c2w, traj.c2w)
+    assert rescale_trajectory(traj, (48, 64)) is traj

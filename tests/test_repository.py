@@ -29,3 +29,15 @@ def test_ci_runs_the_readme_test_command():
 
 def test_ci_pins_the_cpu_torch_build():
     assert "torch==2.13.0" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_only_the_command_line_imports_the_cli():
+    """The CLI is a thin layer over the library: library modules and scripts never import it."""
+    offenders = []
+    for path in [*(ROOT / "src" / "sanawm").rglob("*.py"), *(ROOT / "scripts").glob("*.py")]:
+        if "cli" in path.relative_to(ROOT).parts or path.name == "__main__.py":
+            continue
+        text = path.read_text()
+        if "from sanawm.cli" in text or "import sanawm.cli" in text:
+            offenders.append(str(path.relative_to(ROOT)))
+    assert offenders == []

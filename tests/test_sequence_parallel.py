@@ -1,6 +1,7 @@
 """Sequence parallelism on two CPU processes (gloo): the model spread over both computes what
 one process computes, bidirectionally, chunk-causally, and streaming with a cache."""
 
+import datetime
 import math
 import os
 import socket
@@ -101,6 +102,8 @@ def _worker(rank: int, world: int, port: int, out_dir) -> None:
     torch.set_num_threads(1)
     import torch.distributed as dist
 
+    # A bounded timeout: a collective one rank never joins fails the test instead of hanging CI.
+    dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=180))
     sp = SequenceParallel.init("cpu")
     model = _model()
     model.sequence_parallel = sp

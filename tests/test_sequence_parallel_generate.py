@@ -3,6 +3,7 @@ two CPU processes (gloo), as torchrun would start them: the sampled latents equa
 single-process ones, and only rank 0 writes files and prints."""
 
 import contextlib
+import datetime
 import io
 import os
 import socket
@@ -10,6 +11,7 @@ import socket
 import numpy as np
 import pytest
 import torch
+import torch.distributed
 import torch.multiprocessing as mp
 from _tiny_models import make_text_free_model_dir
 
@@ -44,6 +46,8 @@ def _forbidden(*args, **kwargs):
 
 def _worker(rank: int, world: int, port: int, model_dir, out_dir) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
+    # A bounded timeout: a collective one rank never joins fails the test instead of hanging CI.
+    torch.distributed.init_process_group("gloo", timeout=datetime.timedelta(seconds=180))
     torch.set_num_threads(1)
     wm = WorldModel.load(model_dir, device="cpu", sequence_parallel=True)
     assert wm.transformer.sequence_parallel.world_size == 2 and wm.is_main == (rank == 0)

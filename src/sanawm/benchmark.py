@@ -16,7 +16,9 @@ Modes:
   of the whole clip; commits are timed apart (`ChunkTiming.commit_seconds`).
 
 Times are medians of `iters` calls after `warmup` calls, measured with CUDA events on CUDA and
-`time.perf_counter` on the CPU. Peak memory is `torch.cuda.max_memory_allocated` (weights
+`time.perf_counter` on the CPU. Before the first row is timed every clip size is run `warmup`
+times, so one-time costs (thread pools, allocator growth, kernels built per shape) land in no
+row; and each size is warmed again just before it is timed. Peak memory is `torch.cuda.max_memory_allocated` (weights
 included); on the CPU there is no such counter, so it is None (never an estimate).
 """
 
@@ -354,6 +356,20 @@ def _stream(model, inputs, config: BenchConfig, device: torch.device) -> list[Ch
     return chunks
 
 
+def _warm_up(model, config: BenchConfig, device: torch.device, dtype: torch.dtype, text_len: int) -> None:
+    """Run every clip size `config.warmup` times, untimed, the way it will be timed (streaming:
+    chunk by chunk with the cache)."""
+    generator = torch.Generator().manual_seed(config.seed + 1)  # the timed inputs stay those of `seed`
+    untimed = dataclasses.replace(config, warmup=0, iters=config.warmup)
+    for size in config.latent_sizes():
+        inputs = make_inputs(model, size, device, dtype, text_len, generator)
+        if config.mode == "forward":
+            time_forward(model, inputs, device, 0, config.warmup)
+        else:
+            _stream(model, inputs, untimed, device)
+        del inputs
+
+
 def run_benchmark(
     config: BenchConfig, model: SanaWMTransformer | None = None, on_row: Callable[[BenchRow], None] | None = None
 ) -> list[BenchRow]:
@@ -364,6 +380,8 @@ def run_benchmark(
     if model is None:
         model = random_model(config.preset, device, dtype)
     text_len = min(config.text_len, model.config.max_text_len)
+    if config.warmup:
+        _warm_up(model, config, device, dtype, text_len)
     generator = torch.Generator().manual_seed(config.seed)
     rows = []
     for size in config.latent_sizes():

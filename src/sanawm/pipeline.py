@@ -48,6 +48,15 @@ from sanawm.device import choose_device
 from sanawm.errors import UserInputError
 from sanawm.modeldir import GenerationSettings, load_transformer, read_model_dir
 from sanawm.parallel.sequence import SequenceParallel, local_device
+from sanawm.resources import (
+    MEMORY_HEADROOM,
+    ClipShape,
+    available_memory,
+    bidirectional_bytes,
+    format_bytes,
+    streaming_cache_bytes,
+    streaming_seconds,
+)
 from sanawm.sampling.sampler import (
     Conditioning,
     Progress,
@@ -88,6 +97,16 @@ class Request:
     @property
     def num_frames(self) -> int:
         return self.trajectory.num_frames
+
+
+@dataclass
+class ResourceEstimate:
+    """What `WorldModel.check_resources` worked out: estimated peak memory above the loaded
+    model, compute seconds (streaming only; None when not estimated) and how."""
+
+    peak_bytes: int
+    seconds: float | None = None
+    basis: str = ""
 
 
 @dataclass
@@ -323,6 +342,101 @@ class WorldModel:
             notes.append(f"generating {count} frames: this model makes {stride}k+1 frames ({wanted} rounded {how})")
         return count
 
+    # ---- resources -----------------------------------------------------------------------
+
+    def clip_shape(self, request: Request) -> ClipShape:
+        """The sizes the sampler and the VAE will work on for `request`."""
+        s, vae = self.settings, self.vae
+        text_rows = 2 if self.text_encoder is not None and request.sampler.cfg != 1.0 else 1
+        return ClipShape(
+            frames=request.num_frames,
+            height=s.height,
+            width=s.width,
+            temporal_stride=vae.temporal_stride,
+            tokens_per_frame=(s.height // vae.spatial_stride) * (s.width // vae.spatial_stride),
+            chunk_size=s.chunk_size,
+            guidance_rows=text_rows + (request.sampler.camera_cfg != 1.0),
+            steps=request.sampler.steps,
+        )
+
+    def check_resources(self, request: Request, mode: str = "bidirectional", *, time_it: bool = True) -> ResourceEstimate:
+        """Refuse (`UserInputError`) a request whose estimated peak memory exceeds what is free
+        on the device, naming the frame count that fits and the streaming alternative; for
+        streaming (with `time_it`) also estimate the compute time on this machine by timing one
+        chunk forward. See `sanawm.resources` for how the estimates are made."""
+        if mode not in MODES:
+            raise UserInputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+        shape = self.clip_shape(request)
+        need = self._peak_bytes(shape, mode)
+        free = available_memory(self.device)
+        if free is not None and need > MEMORY_HEADROOM * free:
+            raise UserInputError(self._too_large(shape, mode, need, free))
+        if mode == "bidirectional" or not time_it:
+            return ResourceEstimate(need)
+        seconds = self._time_chunk_forward(shape)
+        cfg = self.transformer.config
+        total = streaming_seconds(shape, seconds, sum(p.numel() for p in self.transformer.parameters()),
+                                  cfg.hidden_size, len(cfg.softmax_blocks))  # fmt: skip
+        basis = f"{seconds:.2g} s per chunk forward measured now, {shape.num_chunks} chunks x {shape.steps} steps"
+        return ResourceEstimate(need, total, basis)
+
+    def _peak_bytes(self, shape: ClipShape, mode: str) -> int:
+        cfg = self.transformer.config
+        element = next(self.transformer.parameters()).element_size()
+        if mode == "bidirectional":
+            return bidirectional_bytes(shape, cfg.hidden_size, element, self.vae.latent_channels)
+        attn = getattr(torch, cfg.softmax_attn_dtype).itemsize if cfg.softmax_attn_dtype else element
+        chunk = shape.with_frames(1 + (2 * shape.chunk_size - 1) * self.vae.temporal_stride)  # the largest chunk
+        cache = streaming_cache_bytes(shape, cfg.hidden_size, len(cfg.softmax_blocks), attn)
+        return cache + bidirectional_bytes(chunk, cfg.hidden_size, element, self.vae.latent_channels)
+
+    def _too_large(self, shape: ClipShape, mode: str, need: int, free: int) -> str:
+        stride = self.vae.temporal_stride
+
+        def most_frames(mode: str) -> int:  # frames = stride * k + 1; the estimate grows with k
+            low, high = 0, (shape.frames - 1) // stride
+            while low < high:
+                mid = (low + high + 1) // 2
+                fits = self._peak_bytes(shape.with_frames(stride * mid + 1), mode) <= MEMORY_HEADROOM * free
+                low, high = (mid, high) if fits else (low, mid - 1)
+            return stride * low + 1
+
+        where = "this GPU" if self.device.type == "cuda" else "this machine"
+        text = (f"{shape.frames} frames need about {format_bytes(need)} in {mode} mode, more than the "
+                f"{format_bytes(free)} free on {where}")  # fmt: skip
+        if mode == "streaming":
+            return f"{text} (the cache of past frames grows with the clip); at most {most_frames(mode)} frames fit"
+        streamed = most_frames("streaming")
+        if streamed == shape.frames:
+            return f"{text}; use --mode streaming (chunk by chunk), or at most {most_frames(mode)} frames"
+        return (f"{text}; at most {most_frames(mode)} frames fit, or {streamed} with --mode streaming "
+                "(chunk by chunk)")  # fmt: skip
+
+    def _time_chunk_forward(self, shape: ClipShape) -> float:
+        """Seconds of one forward of one chunk (random inputs, after a warm-up call)."""
+        from sanawm.benchmark import time_call
+
+        cfg = self.transformer.config
+        dtype = next(self.transformer.parameters()).dtype
+        t, h, w = shape.chunk_size, self.settings.height // self.vae.spatial_stride, self.settings.width // self.vae.spatial_stride
+        generator = torch.Generator().manual_seed(0)
+
+        def randn(*size: int) -> torch.Tensor:
+            return torch.randn(*size, generator=generator).to(self.device, dtype)
+
+        c2w = torch.eye(4).expand(t, 4, 4).flatten(1)
+        k = torch.tensor([w, w, w / 2, h / 2], dtype=torch.float32).expand(t, 4)
+        inputs = dict(
+            latents=randn(1, cfg.in_channels, t, h, w),
+            timestep=torch.full((1, t), 500.0, device=self.device),
+            text=randn(1, cfg.max_text_len, cfg.caption_channels),
+            text_mask=torch.ones(1, cfg.max_text_len, dtype=torch.int64, device=self.device),
+            raymap=torch.cat([c2w, k], dim=1)[None].to(self.device),
+            chunk_plucker=randn(1, cfg.plucker_channels, t, h, w),
+        )
+        with torch.no_grad():
+            return time_call(lambda: self.transformer(**inputs), self.device, warmup=1, iters=1)
+
     # ---- generation ----------------------------------------------------------------------
 
     def generate(
@@ -356,6 +470,7 @@ class WorldModel:
             chunks = list(self.stream(request=request, progress=progress, refine=refine))
             frames = np.concatenate(chunks, axis=0)
         else:
+            self.check_resources(request, mode)
             cond = self._conditioning(request)
             latents = sample_bidirectional(self.transformer, cond, request.sampler, progress)
             if refine:
@@ -452,12 +567,7 @@ def _load_trajectory_file(path: Path, image_size: tuple[int, int], fov_deg: floa
     size (and, without intrinsics, to have the model's field of view)."""
     if not path.is_file():
         raise UserInputError(f"trajectory file not found: {path}")
-    try:
-        return load_trajectory(path, fov_deg=fov_deg)
-    except UserInputError:
-        # The file may just lack an image size; if that was all, this succeeds. Otherwise
-        # it fails again with the file's real problem.
-        return load_trajectory(path, image_size=image_size, fov_deg=fov_deg)
+    return load_trajectory(path, fov_deg=fov_deg, default_image_size=image_size)
 
 
 def _to_uint8(video: torch.Tensor) -> np.ndarray:

@@ -127,7 +127,7 @@ class VideoWriter:
         for image in batch:
             frame = av.VideoFrame.from_ndarray(image, format="rgb24")
             self._container.mux(self._stream.encode(frame))
-        self.frames_written += len(batch)
+            self.frames_written += 1  # per frame: an interrupt mid-batch leaves an exact count
 
     def close(self) -> None:
         """Flush the encoder and finish the file. Safe to call twice. A writer closed before

@@ -22,12 +22,13 @@ from sanawm.camera.image import (
     default_intrinsics,
     plan_resize_crop,
     prepare_image,
+    scale_intrinsics,
     snap_frame_count,
 )
-from sanawm.camera.io import load_trajectory, save_camera_npz, save_trajectory
+from sanawm.camera.io import camera_path_for, load_trajectory, load_trajectory_at, save_camera_npz, save_trajectory
 from sanawm.camera.packing import pack_camera, plucker_rays
 from sanawm.camera.plot import draw_trajectory, plot_trajectory
-from sanawm.camera.tools import concat_trajectories, loop_back, resample_trajectory
+from sanawm.camera.tools import concat_trajectories, loop_back, resample_trajectory, rescale_trajectory
 from sanawm.camera.trajectory import Trajectory
 
 __all__ = [
@@ -38,10 +39,12 @@ __all__ = [
     "action_to_c2w",
     "KEY_LAYOUTS",
     "adjust_intrinsics_for_resize_crop",
+    "camera_path_for",
     "concat_trajectories",
     "default_intrinsics",
     "draw_trajectory",
     "load_trajectory",
+    "load_trajectory_at",
     "loop_back",
     "opengl_to_opencv",
     "pack_camera",
@@ -52,8 +55,10 @@ __all__ = [
     "pose_inverse",
     "prepare_image",
     "resample_trajectory",
+    "rescale_trajectory",
     "save_camera_npz",
     "save_trajectory",
+    "scale_intrinsics",
     "snap_frame_count",
     "FRAME_ROUNDINGS",
 ]

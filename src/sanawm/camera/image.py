@@ -104,6 +104,17 @@ def plan_resize_crop(src_size: tuple[int, int], dst_size: tuple[int, int]) -> Re
     return ResizeCrop((src_h, src_w), resized, offset, (dst_h, dst_w))
 
 
+def scale_intrinsics(intrinsics: Any, src_size: tuple[int, int], dst_size: tuple[int, int]) -> torch.Tensor:
+    """``[fx, fy, cx, cy]`` of an image of ``src_size`` resized (not cropped) to ``dst_size`` (float64).
+
+    With corner-origin pixels a resize is a plain scale: fx and cx by the width ratio, fy and cy
+    by the height ratio. ``intrinsics`` may have any leading shape (..., 4).
+    """
+    k = as_float64(intrinsics, "intrinsics")
+    (src_h, src_w), (dst_h, dst_w) = as_image_size(src_size, "source image size"), as_image_size(dst_size)
+    return k * torch.tensor([dst_w / src_w, dst_h / src_h, dst_w / src_w, dst_h / src_h], dtype=torch.float64)
+
+
 def adjust_intrinsics_for_resize_crop(
     intrinsics: Any, src_size: tuple[int, int], dst_size: tuple[int, int]
 ) -> torch.Tensor:

@@ -16,6 +16,7 @@ All poses are in the sanawm convention (OpenCV axes); ``opengl=True`` converts o
 from __future__ import annotations
 
 import json
+import os
 import zipfile
 from os import PathLike
 from pathlib import Path
@@ -26,11 +27,19 @@ import torch
 
 from sanawm.camera.convention import as_c2w, as_float64, as_image_size, opengl_to_opencv, pose_inverse
 from sanawm.camera.image import DEFAULT_FOV_DEG, default_intrinsics
+from sanawm.camera.tools import rescale_trajectory
 from sanawm.camera.trajectory import Trajectory
 from sanawm.errors import UserInputError
 
 SUFFIXES = (".npz", ".npy", ".json", ".txt")
+CAMERA_SUFFIX = ".camera.npz"
 _RE10K_VALUES_PER_LINE = 19  # timestamp, 4 intrinsics, 2 zeros, 12 pose values
+
+
+def camera_path_for(video: str | PathLike) -> Path:
+    """The camera file that goes with a video: ``NAME.camera.npz`` next to ``NAME.mp4``."""
+    video = Path(video)
+    return video.with_name(video.stem + CAMERA_SUFFIX)
 
 
 def save_camera_npz(
@@ -44,6 +53,8 @@ def save_trajectory(path: str | PathLike, trajectory: Trajectory, *, fps: float 
     """Write ``trajectory`` in the format named by the suffix of ``path`` (see module docstring).
 
     ``.npy`` keeps only the poses. ``fps`` sets the RealEstate10K timestamps (``.txt`` only).
+    The file is replaced atomically (written next to it, then renamed), so a reader, or a run
+    killed while writing, never sees half a file.
     """
     path = Path(path)
     suffix = _suffix(path)
@@ -51,18 +62,37 @@ def save_trajectory(path: str | PathLike, trajectory: Trajectory, *, fps: float 
         raise UserInputError(f"expected a Trajectory, got {type(trajectory).__name__}")
     c2w = trajectory.c2w.numpy()
     intrinsics = trajectory.intrinsics.numpy()
-    if suffix == ".npz":
-        with path.open("wb") as f:  # a file object stops numpy from appending another ".npz"
+    with _replacing(path) as f:
+        if suffix == ".npz":  # a file object stops numpy from appending another ".npz"
             np.savez(f, c2w=c2w, intrinsics=intrinsics, image_size=np.array(trajectory.image_size, dtype=np.int64))
-    elif suffix == ".npy":
-        with path.open("wb") as f:
+        elif suffix == ".npy":
             np.save(f, c2w)
-    elif suffix == ".json":
-        doc = {"image_size": list(trajectory.image_size), "c2w": c2w.tolist(), "intrinsics": intrinsics.tolist()}
-        path.write_text(json.dumps(doc) + "\n")
-    else:
-        path.write_text(_format_re10k(trajectory, fps))
+        elif suffix == ".json":
+            doc = {"image_size": list(trajectory.image_size), "c2w": c2w.tolist(), "intrinsics": intrinsics.tolist()}
+            f.write((json.dumps(doc) + "\n").encode())
+        else:
+            f.write(_format_re10k(trajectory, fps).encode())
     return path
+
+
+class _replacing:
+    """``with _replacing(path) as f``: a binary file next to ``path`` that becomes ``path`` on
+    success (made with `open`, so it gets the usual permissions) and is removed on failure."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+
+    def __enter__(self):
+        self.file = self.partial.open("wb")
+        return self.file
+
+    def __exit__(self, exc_type, *exc) -> None:
+        self.file.close()
+        if exc_type is None:
+            os.replace(self.partial, self.path)
+        else:
+            self.partial.unlink(missing_ok=True)
 
 
 def load_trajectory(
@@ -72,17 +102,20 @@ def load_trajectory(
     intrinsics: Any = None,
     fov_deg: float = DEFAULT_FOV_DEG,
     opengl: bool = False,
+    default_image_size: tuple[int, int] | None = None,
 ) -> Trajectory:
     """Read a trajectory file (format by suffix, see module docstring).
 
     The arguments fill in what a file lacks: ``image_size`` (required for ``.npy``, for
     RealEstate10K files whose intrinsics are normalised, and for ``.json``/``.npz`` without one),
     then ``intrinsics`` (``(4,)`` or ``(F, 4)`` pixels), else `default_intrinsics` with ``fov_deg``.
-    An argument that contradicts the file raises. ``opengl=True`` reads OpenGL-convention poses
-    (camera +y up, looking down -z) and converts them.
+    An argument that contradicts the file raises. ``default_image_size`` is the size taken for a
+    file that stores none (unlike ``image_size`` it never contradicts the file).
+    ``opengl=True`` reads OpenGL-convention poses (camera +y up, looking down -z) and converts them.
     """
     path = Path(path)
     suffix = _suffix(path)
+    known_size = image_size if image_size is not None else default_image_size
     if suffix == ".npz":
         c2w, file_k, file_size = _read_npz(path)
     elif suffix == ".npy":
@@ -90,10 +123,10 @@ def load_trajectory(
     elif suffix == ".json":
         c2w, file_k, file_size = _read_json(path)
     else:
-        size = _need_size(image_size, path, "RealEstate10K intrinsics are normalised by the image size")
+        size = _need_size(known_size, path, "RealEstate10K intrinsics are normalised by the image size")
         c2w, file_k, file_size = *_read_re10k(path, size), size
 
-    size = _merge_size(file_size, image_size, path)
+    size = _merge_size(file_size, image_size, default_image_size, path)
     if file_k is not None:
         if intrinsics is not None:
             raise UserInputError(f"{path} already holds intrinsics; do not pass intrinsics as well")
@@ -108,6 +141,17 @@ def load_trajectory(
         return Trajectory(c2w, k, size)
     except UserInputError as err:
         raise UserInputError(f"{path}: {err}") from None
+
+
+def load_trajectory_at(path: str | PathLike, image_size: tuple[int, int], *, fov_deg: float = DEFAULT_FOV_DEG) -> Trajectory:
+    """A trajectory file's cameras for frames of ``image_size`` (H, W).
+
+    A file that stores no image size (``.npy``, RealEstate10K, some ``.json``) is taken to be at
+    ``image_size``; a file made for another size has its intrinsics rescaled to it
+    (`rescale_trajectory`: a plain resize, no crop).
+    """
+    trajectory = load_trajectory(path, fov_deg=fov_deg, default_image_size=image_size)
+    return rescale_trajectory(trajectory, image_size)
 
 
 def _suffix(path: Path) -> str:
@@ -125,9 +169,9 @@ def _need_size(image_size: Any, path: Path, why: str) -> tuple[int, int]:
     return as_image_size(image_size)
 
 
-def _merge_size(file_size: Any, arg_size: Any, path: Path) -> tuple[int, int]:
+def _merge_size(file_size: Any, arg_size: Any, default_size: Any, path: Path) -> tuple[int, int]:
     if file_size is None:
-        return _need_size(arg_size, path, "the file does not store one")
+        return _need_size(arg_size if arg_size is not None else default_size, path, "the file does not store one")
     size = as_image_size(file_size, f"{path} image_size")
     if arg_size is not None and as_image_size(arg_size) != size:
         raise UserInputError(f"{path} is for image size {size}, but image_size={tuple(arg_size)} was passed")
@@ -138,8 +182,8 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | N
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}
-    except (ValueError, zipfile.BadZipFile, EOFError) as err:
-        raise UserInputError(f"{path} is not a readable .npz file ({err})") from None
+    except (ValueError, zipfile.BadZipFile, EOFError):  # not a zip of plain arrays (e.g. pickled data)
+        raise UserInputError(f"{path} is not a camera file: expected a NumPy .npz archive with a 'c2w' array") from None
     if "c2w" not in arrays:
         raise UserInputError(f"{path} has no 'c2w' array (found: {', '.join(arrays) or 'nothing'})")
     return arrays["c2w"], arrays.get("intrinsics"), arrays.get("image_size")
@@ -148,8 +192,8 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | N
 def _read_npy(path: Path) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False)
-    except (ValueError, EOFError) as err:
-        raise UserInputError(f"{path} is not a readable .npy file ({err})") from None
+    except (ValueError, EOFError):
+        raise UserInputError(f"{path} is not a camera file: expected a NumPy .npy array of (F, 4, 4) poses") from None
 
 
 def _read_json(path: Path) -> tuple[Any, Any, Any]:

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from sanawm.camera.convention import as_c2w, as_float64, as_image_size, check_finite, pose_inverse
+from sanawm.camera.image import scale_intrinsics
 from sanawm.errors import UserInputError
 
 
@@ -66,7 +67,7 @@ def pack_camera(
     k = _broadcast_intrinsics(intrinsics, poses.shape[:2])
 
     grid_h, grid_w = height // stride_h, width // stride_w
-    k_latent = k * torch.tensor([grid_w / width, grid_h / height, grid_w / width, grid_h / height], dtype=k.dtype)
+    k_latent = scale_intrinsics(k, (height, width), (grid_h, grid_w))
     rel = pose_inverse(poses[:, :1]) @ poses
     rel[:, 0] = torch.eye(4, dtype=rel.dtype)  # exact, not identity-plus-rounding
 

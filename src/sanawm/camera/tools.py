@@ -1,10 +1,11 @@
-"""Editing trajectories: change the frame count, chain two paths, return to the start."""
+"""Editing trajectories: change the frame count or image size, chain two paths, return to the start."""
 
 from __future__ import annotations
 
 import torch
 
 from sanawm.camera.convention import pose_inverse
+from sanawm.camera.image import scale_intrinsics
 from sanawm.camera.rotations import interpolate_poses
 from sanawm.camera.trajectory import Trajectory
 from sanawm.errors import UserInputError
@@ -33,6 +34,18 @@ def resample_trajectory(trajectory: Trajectory, num_frames: int) -> Trajectory:
     new_c2w = interpolate_poses(c2w[left], c2w[left + 1], frac)
     new_k = torch.lerp(k[left], k[left + 1], frac[:, None])
     return Trajectory(new_c2w, new_k, trajectory.image_size)
+
+
+def rescale_trajectory(trajectory: Trajectory, image_size: tuple[int, int]) -> Trajectory:
+    """The same cameras for the video resized (not cropped) to ``image_size`` (H, W).
+
+    Poses are unchanged; intrinsics follow `scale_intrinsics`. The same size returns the
+    trajectory itself.
+    """
+    if trajectory.image_size == tuple(image_size):
+        return trajectory
+    k = scale_intrinsics(trajectory.intrinsics, trajectory.image_size, image_size)
+    return Trajectory(trajectory.c2w, k, image_size)
 
 
 def concat_trajectories(first: Trajectory, second: Trajectory) -> Trajectory:

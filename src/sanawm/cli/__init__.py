@@ -30,7 +30,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from sanawm import __version__
+
     parser = _Parser(prog="sanawm", description="SANA-WM world model.")
+    parser.add_argument("--version", action="version", version=f"sanawm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)

@@ -15,8 +15,6 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-
 from sanawm.errors import UserInputError
 
 
@@ -45,19 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _intrinsics_for_video(trajectory, video_hw: tuple[int, int]) -> np.ndarray:
-    """The trajectory's intrinsics rescaled to the video's pixel grid when the sizes differ."""
-    k = trajectory.intrinsics.double().numpy()
-    height, width = trajectory.image_size
-    if (height, width) == video_hw:
-        return k
-    # corner-origin intrinsics scale by a plain multiply under a resize
-    return k * np.array([video_hw[1] / width, video_hw[0] / height, video_hw[1] / width, video_hw[0] / height])
-
-
 def run(args: argparse.Namespace) -> int:
     """Read the inputs, evaluate, print the table and write the report (and plot)."""
-    from sanawm.camera import load_trajectory
+    from sanawm.camera import load_trajectory_at
     from sanawm.evaluation import EvalConfig, PoseEstimationConfig, evaluate_video, format_table, plot_report
     from sanawm.video import read_video
 
@@ -68,11 +56,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserInputError(f"{args.video} does not state its frame rate; pass --fps")
     video_hw = (int(frames.shape[1]), int(frames.shape[2]))
     fov = {} if args.fov is None else {"fov_deg": args.fov}
-    try:
-        trajectory = load_trajectory(args.trajectory, **fov)
-    except UserInputError:
-        # files without an image size (.npy, some .json) refer to the video's own pixels
-        trajectory = load_trajectory(args.trajectory, image_size=video_hw, **fov)
+    trajectory = load_trajectory_at(args.trajectory, video_hw, **fov)  # a file without a size: the video's
     reference = None
     if args.reference:
         reference, _ = read_video(args.reference)
@@ -80,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     report = evaluate_video(
         frames,
         trajectory.c2w.double().numpy(),
-        _intrinsics_for_video(trajectory, video_hw),
+        trajectory.intrinsics.double().numpy(),
         fps,
         reference=reference,
         config=config,

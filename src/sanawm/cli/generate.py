@@ -1,9 +1,12 @@
 """`sanawm generate`: image + camera path (+ prompt) -> OUT.mp4 and OUT.camera.npz.
 
 A thin layer over `sanawm.pipeline.WorldModel`. Everything is checked before any output file is
-created, so a bad input leaves nothing behind. The MP4 is written progressively (in streaming
-mode chunk by chunk), so an interrupted run leaves a playable partial video; the camera file
-(c2w + pixel intrinsics of every planned frame) is written just before the first frames.
+created, so a bad input leaves nothing behind: the inputs, that the outputs can be written (and
+do not exist, unless --overwrite), and that the clip fits in memory (bidirectional) or how long
+it will take (streaming runs over ten minutes say so first). The MP4 is written progressively
+(in streaming mode chunk by chunk) and the camera file is rewritten after every chunk to hold
+the cameras of the frames written so far, so an interrupted run leaves a playable partial
+video whose camera file matches it.
 
 With `--sequence-parallel`, under `torchrun --nproc_per_node N -m sanawm generate ...`, the N
 processes share every DiT forward (`sanawm.parallel.sequence`); only rank 0 writes files and
@@ -17,6 +20,7 @@ import sys
 from pathlib import Path
 
 from sanawm.errors import UserInputError
+from sanawm.outputs import check_outputs
 
 DEFAULT_OUTPUT_SUFFIX = ".mp4"
 
@@ -59,30 +63,38 @@ def register(subparsers) -> None:
                    help="spread every forward over the processes started by torchrun (one GPU each, NCCL; gloo "
                         "on the CPU); the model's heads must divide evenly over them")  # fmt: skip
     p.add_argument("--out", required=True, help="output video, OUT.mp4 (cameras go to OUT.camera.npz)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT.mp4 and OUT.camera.npz if they exist")
     p.set_defaults(func=run)
 
 
-def camera_path_for(video: Path) -> Path:
-    """NAME.camera.npz next to NAME.mp4."""
-    return video.with_name(video.stem + ".camera.npz")
+#: Streaming runs estimated to take longer than this print the estimate before they start.
+LONG_RUN_SECONDS = 600.0
 
 
-def _check_output(out: str) -> tuple[Path, Path]:
+def _check_output(out: str, overwrite: bool) -> tuple[Path, Path]:
+    from sanawm.camera import camera_path_for
+
     video = Path(out)
     if video.suffix.lower() != DEFAULT_OUTPUT_SUFFIX:
         raise UserInputError(f"--out must name an .mp4 file, got {out!r}")
-    if not video.parent.is_dir():
-        raise UserInputError(f"output folder does not exist: {video.parent}")
-    if video.is_dir():
-        raise UserInputError(f"--out is a folder: {video}")
-    return video, camera_path_for(video)
+    camera = camera_path_for(video)
+    check_outputs([video, camera], overwrite=overwrite)
+    return video, camera
+
+
+def format_duration(seconds: float) -> str:
+    """A rough duration for humans: "about 40 min", "about 2.5 h", "about 300 h"."""
+    if seconds < 3600:
+        return f"about {max(1, round(seconds / 60))} min"
+    hours = seconds / 3600
+    return f"about {hours:.1f} h" if hours < 10 else f"about {round(hours)} h"
 
 
 def run(args: argparse.Namespace) -> int:
     # Imports here keep `sanawm --help` fast.
     from sanawm.pipeline import WorldModel
 
-    video_path, camera_path = _check_output(args.out)
+    video_path, camera_path = _check_output(args.out, args.overwrite)
     if args.keys != "v1" and args.action is None:
         raise UserInputError("--keys only applies to --action")
     refine = args.refine or args.refine_offload
@@ -100,9 +112,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace, model, video_path: Path, camera_path: Path, refine: bool) -> int:
-    from tqdm import tqdm
-
-    from sanawm.camera import save_camera_npz
+    from sanawm.camera import Trajectory, save_trajectory
     from sanawm.video import VideoWriter
 
     request = model.prepare(
@@ -118,6 +128,9 @@ def _generate(args: argparse.Namespace, model, video_path: Path, camera_path: Pa
         keys=args.keys,
         frames_rounding=args.frames_rounding,
     )
+    # Every rank of a sequence-parallel group runs the check: its time estimate runs a forward,
+    # whose collectives need all ranks.
+    estimate = model.check_resources(request, args.mode)
     if not model.is_main:  # another rank of a sequence-parallel group: compute, write nothing
         if args.mode == "streaming":
             for _ in model.stream(request=request, refine=refine):
@@ -127,28 +140,56 @@ def _generate(args: argparse.Namespace, model, video_path: Path, camera_path: Pa
         return 0
     for note in request.notes:
         print(f"sanawm generate: note: {note}", file=sys.stderr)
-
-    bar = tqdm(total=None, desc=f"generating {request.num_frames} frames", unit="step", file=sys.stderr)
-
-    def progress(done: int, total: int) -> None:
-        bar.total = total
-        bar.update(done - bar.n)
+    if estimate.seconds is not None and estimate.seconds > LONG_RUN_SECONDS:
+        print(f"sanawm generate: note: {request.num_frames} frames will take {format_duration(estimate.seconds)} "
+              f"on this machine ({estimate.basis}); Ctrl-C stops it and keeps the frames made so far",
+              file=sys.stderr)  # fmt: skip
 
     traj = request.trajectory
+    bar = _ProgressBar(f"generating {request.num_frames} frames")
+
+    def save_cameras(count: int) -> None:
+        """The camera file lists exactly the first `count` frames: those in the video."""
+        save_trajectory(camera_path, Trajectory(traj.c2w[:count], traj.intrinsics[:count], traj.image_size))
+
+    writer = VideoWriter(video_path, model.settings.fps)
+    saved = 0
     try:
-        with VideoWriter(video_path, model.settings.fps) as writer:
+        with writer:
             if args.mode == "streaming":
-                for frames in model.stream(request=request, progress=progress, refine=refine):
-                    if writer.frames_written == 0:
-                        save_camera_npz(camera_path, traj.c2w, traj.intrinsics, traj.image_size)
-                    writer.write(frames)
+                chunks = model.stream(request=request, progress=bar.update, refine=refine)
             else:
-                result = model.generate(request=request, progress=progress, refine=refine)
-                save_camera_npz(camera_path, traj.c2w, traj.intrinsics, traj.image_size)
-                writer.write(result.frames)
+                chunks = iter([model.generate(request=request, progress=bar.update, refine=refine).frames])
+            for frames in chunks:
+                writer.write(frames)
+                save_cameras(writer.frames_written)
+                saved = writer.frames_written
     finally:
         bar.close()
+        if writer.frames_written != saved:  # interrupted between the video and its cameras
+            save_cameras(writer.frames_written)
     print(f"wrote {video_path} ({request.num_frames} frames, {traj.image_size[1]}x{traj.image_size[0]}, "
           f"{model.settings.fps:g} fps)")  # fmt: skip
     print(f"wrote {camera_path} (camera of every frame)")
     return 0
+
+
+class _ProgressBar:
+    """A tqdm bar opened at the first step, when the number of steps is known (opening it
+    earlier prints an empty "0step" line)."""
+
+    def __init__(self, description: str) -> None:
+        self.description = description
+        self.bar = None
+
+    def update(self, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=total, desc=self.description, unit="step", file=sys.stderr)
+        self.bar.total = total
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -3,9 +3,11 @@
     sanawm render --world-seed 3 --action "w-40,l-20" --size 128x128 --out gt.mp4
     sanawm render --world-seed 3 --trajectory walk.camera.npz --frames 81 --size 352x640 --out gt.mp4
     sanawm render --world-seed 3 --random walk --trajectory-seed 7 --frames 121 --size 128x128 --out gt.mp4
+    sanawm render --world-seed 3 --random walk --frames 33 --size 128x128 --out gt.mp4 --first-frame start.png
 
 Writes the video (H.264, written progressively) and ``NAME.camera.npz`` next to it (``gt.mp4``
--> ``gt.camera.npz``): the exact poses and intrinsics of every frame.
+-> ``gt.camera.npz``): the exact poses and intrinsics of every frame. ``--first-frame`` also
+saves frame 0 as a PNG: the input image for `sanawm generate` along the same path.
 """
 
 from __future__ import annotations
@@ -15,10 +17,20 @@ import sys
 from pathlib import Path
 
 import torch
+from PIL import Image
 
-from sanawm.camera import DEFAULT_FOV_DEG, Trajectory, action_to_c2w, default_intrinsics, load_trajectory, save_camera_npz
+from sanawm.camera import (
+    DEFAULT_FOV_DEG,
+    Trajectory,
+    action_to_c2w,
+    camera_path_for,
+    default_intrinsics,
+    load_trajectory_at,
+    save_trajectory,
+)
 from sanawm.cli.traj import image_size_arg
 from sanawm.errors import UserInputError
+from sanawm.outputs import check_outputs
 from sanawm.video import VideoWriter
 from sanawm.worlds import KINDS, make_world, render
 from sanawm.worlds.trajectories import (
@@ -50,6 +62,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--frames", type=int, help="frames to render (required with --random; otherwise the first N poses)")
     p.add_argument("--size", type=image_size_arg, required=True, help="HxW of the video, both even (e.g. 128x128)")
     p.add_argument("--out", required=True, help="output video, NAME.mp4")
+    p.add_argument("--first-frame", metavar="PNG", help="also save frame 0 as an image (an input for `sanawm generate`)")
+    p.add_argument("--overwrite", action="store_true", help="replace the output files if they exist")
     p.add_argument("--fps", type=float, default=16.0, help="frames per second of the video (default 16)")
     p.add_argument("--fov", type=float, default=DEFAULT_FOV_DEG,
                    help=f"horizontal field of view in degrees when the path has no intrinsics (default {DEFAULT_FOV_DEG:g})")
@@ -71,17 +85,7 @@ def _camera_path(args: argparse.Namespace, world, size: tuple[int, int]) -> Traj
         else:
             c2w = _RANDOM[args.random](world, args.frames, args.trajectory_seed)
         return Trajectory(c2w, default_intrinsics(size, args.fov), size)
-    try:  # files that carry their own image size and intrinsics
-        trajectory = load_trajectory(args.trajectory, fov_deg=args.fov)
-    except UserInputError as err:
-        if "image_size" not in str(err):
-            raise
-        trajectory = load_trajectory(args.trajectory, image_size=size, fov_deg=args.fov)
-    if trajectory.image_size != size:  # intrinsics scale with the image (corner-origin pixels)
-        (h0, w0), (h1, w1) = trajectory.image_size, size
-        scale = torch.tensor([w1 / w0, h1 / h0, w1 / w0, h1 / h0])
-        trajectory = Trajectory(trajectory.c2w, trajectory.intrinsics * scale, size)
-    return trajectory
+    return load_trajectory_at(args.trajectory, size, fov_deg=args.fov)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -101,6 +105,10 @@ def run(args: argparse.Namespace) -> int:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserInputError("--device cuda was requested but CUDA is not available")
+    if args.first_frame is not None and Path(args.first_frame).suffix.lower() != ".png":
+        raise UserInputError(f"--first-frame must name a .png file, got {args.first_frame}")
+    camera_file = camera_path_for(out)
+    check_outputs([out, camera_file] + ([args.first_frame] if args.first_frame else []), overwrite=args.overwrite)
 
     world = make_world(args.world_seed, args.world_kind)
     trajectory = _camera_path(args, world, (height, width))
@@ -117,12 +125,20 @@ def run(args: argparse.Namespace) -> int:
 
     world = world.to(device)
     c2w, intrinsics = trajectory.c2w.to(device), trajectory.intrinsics.to(device)
-    with VideoWriter(out, args.fps, size=(height, width)) as writer:
-        for start in range(0, trajectory.num_frames, args.batch):
-            stop = start + args.batch
-            frames = render(world, c2w[start:stop], intrinsics[start:stop], (height, width),
-                            supersample=args.supersample)
-            writer.write(frames)
-    camera = save_camera_npz(out.with_suffix(".camera.npz"), trajectory.c2w, trajectory.intrinsics, (height, width))
-    print(f"wrote {out} ({trajectory.num_frames} frames, {height}x{width}, {world.summary()}) and {camera}")
+    writer = VideoWriter(out, args.fps, size=(height, width))
+    try:
+        with writer:
+            for start in range(0, trajectory.num_frames, args.batch):
+                stop = start + args.batch
+                frames = render(world, c2w[start:stop], intrinsics[start:stop], (height, width),
+                                supersample=args.supersample)
+                writer.write(frames)
+                if start == 0 and args.first_frame is not None:
+                    Image.fromarray(frames[0].cpu().numpy()).save(args.first_frame)
+    finally:  # also when interrupted: the camera file lists the frames in the video
+        done = writer.frames_written
+        if done:
+            save_trajectory(camera_file, Trajectory(trajectory.c2w[:done], trajectory.intrinsics[:done], (height, width)))
+    extra = f" and {args.first_frame}" if args.first_frame else ""
+    print(f"wrote {out} ({trajectory.num_frames} frames, {height}x{width}, {world.summary()}), {camera_file}{extra}")
     return 0

@@ -102,7 +102,7 @@ def build_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from sanawm.train import train
+    from sanawm.train import format_summary, train
     from sanawm.train.checkpoint import find_checkpoint
     from sanawm.train.distributed import setup, teardown
 
@@ -117,18 +117,3 @@ def run(args: argparse.Namespace) -> int:
     if ctx.is_main:
         print(format_summary([summary]))
     return 0
-
-
-def format_summary(summaries) -> str:
-    """A small table of `RunSummary` rows: stage, steps, last logged loss, samples/s (model),
-    clips/s (new data), minutes, result."""
-    lines = [f"{'stage':<6} {'steps':>13} {'loss':>9} {'samples/s':>10} {'clips/s':>8} {'time':>8}  result"]
-    for s in summaries:
-        steps = f"{s.start_step}->{s.end_step}"
-        note = " (time budget)" if s.stopped_by_budget else ""
-        result = ", ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in s.result.items())
-        lines.append(
-            f"{s.stage:<6} {steps:>13} {s.last_loss:>9.4f} {s.samples_per_s:>10.2f} {s.clips_per_s:>8.2f} "
-            f"{s.seconds / 60:>7.1f}m  {result}{note}"
-        )
-    return "\n".join(lines)

@@ -18,6 +18,7 @@ from sanawm.camera import (
     save_trajectory,
 )
 from sanawm.errors import UserInputError
+from sanawm.outputs import check_outputs
 
 # The public SANA-WM checkpoints generate 704x1280 video.
 DEFAULT_IMAGE_SIZE = (704, 1280)
@@ -27,9 +28,12 @@ _ACTION_OPTIONS = ("translation_speed", "rotation_speed", "pitch_limit", "keys")
 def image_size_arg(text: str) -> tuple[int, int]:
     """Parse ``HxW`` (e.g. ``704x1280``) into ``(H, W)``."""
     parts = text.lower().split("x")
-    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
         raise argparse.ArgumentTypeError(f"image size must look like 704x1280 (HxW), got {text!r}")
-    return int(parts[0]), int(parts[1])
+    height, width = int(parts[0]), int(parts[1])
+    if height < 1 or width < 1:
+        raise argparse.ArgumentTypeError(f"image size must be positive, got {text!r}")
+    return height, width
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -68,6 +72,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--opengl", action="store_true", help="the --from file uses OpenGL camera axes (y up, looking down -z)"
     )
+    p.add_argument("--overwrite", action="store_true", help="replace --out and --plot files that exist")
     p.set_defaults(func=run)
 
 
@@ -88,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
             raise UserInputError(f"{', '.join(given)} only apply to --action")
         trajectory = load_trajectory(args.source, image_size=args.image_size, fov_deg=fov, opengl=args.opengl)
         title = f"from {args.source}"
+    check_outputs([args.out] + ([args.plot] if args.plot else []), overwrite=args.overwrite)
     out = save_trajectory(args.out, trajectory)
     height, width = trajectory.image_size
     fx = float(trajectory.intrinsics[0, 0])

@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sanawm.train.config import TrainConfig, from_dict, load_config, to_dict
-from sanawm.train.loop import RunSummary
+from sanawm.train.loop import RunSummary, format_summary
 
 
 def train(config: TrainConfig, out: str | Path, resume: str | None = None) -> RunSummary:
@@ -42,4 +42,4 @@ def train(config: TrainConfig, out: str | Path, resume: str | None = None) -> Ru
     return run_task(task, config, Path(out), ctx, resume)
 
 
-__all__ = ["RunSummary", "TrainConfig", "from_dict", "load_config", "to_dict", "train"]
+__all__ = ["RunSummary", "TrainConfig", "format_summary", "from_dict", "load_config", "to_dict", "train"]

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sanawm.camera import ResizeCrop, Trajectory, default_intrinsics, load_trajectory
+from sanawm.camera import ResizeCrop, Trajectory, camera_path_for, default_intrinsics, load_trajectory
 from sanawm.errors import UserInputError
 from sanawm.train.config import DataConfig, FolderConfig, ProceduralConfig
 from sanawm.vae.base import VideoVAE
@@ -237,7 +237,7 @@ class FolderClips:
         entries = []
         for video in sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()):
             stem = video.with_suffix("")
-            candidates = [Path(f"{stem}.camera.npz"), Path(f"{stem}.camera.json"), Path(f"{stem}.txt")]
+            candidates = [camera_path_for(video), Path(f"{stem}.camera.json"), Path(f"{stem}.txt")]
             camera = next((c for c in candidates if c.is_file()), None)
             if camera is None:
                 continue

@@ -135,6 +135,21 @@ class RunSummary:
     result: dict = field(default_factory=dict)
 
 
+def format_summary(summaries: list[RunSummary]) -> str:
+    """A small table of `RunSummary` rows: stage, steps, last logged loss, samples/s (model),
+    clips/s (new data), minutes, result."""
+    lines = [f"{'stage':<6} {'steps':>13} {'loss':>9} {'samples/s':>10} {'clips/s':>8} {'time':>8}  result"]
+    for s in summaries:
+        steps = f"{s.start_step}->{s.end_step}"
+        note = " (time budget)" if s.stopped_by_budget else ""
+        result = ", ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in s.result.items())
+        lines.append(
+            f"{s.stage:<6} {steps:>13} {s.last_loss:>9.4f} {s.samples_per_s:>10.2f} {s.clips_per_s:>8.2f} "
+            f"{s.seconds / 60:>7.1f}m  {result}{note}"
+        )
+    return "\n".join(lines)
+
+
 class MetricsLog:
     """Appends one JSON object per line (rank 0); resumed runs append to the same file."""
 

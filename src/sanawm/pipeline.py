@@ -309,8 +309,8 @@ class WorldModel:
         Same inputs as `generate`, except that the camera may be left out (it holds still
         until a command is pushed) and that without `frames` and without a `trajectory` the
         stream is open-ended. An action shorter than `frames` holds the camera still at its
-        end. `window`: chunks of softmax keys / values kept besides the sink (default 2, as
-        SANA-WM streams; "full": all); `sink`: latent frames from the start kept for ever
+        end. `window`: chunks of softmax keys / values kept besides the sink (default 1: with
+        the first-chunk sink that is SANA-WM's streaming cache; "full": all); `sink`: latent frames from the start kept for ever
         (default: the first chunk). `progress(done, total)`: total is None when open-ended.
         """
         window_spec = resolve_window(window, sink, self.settings.chunk_size)

@@ -35,8 +35,10 @@ from sanawm.sampling.sampler import ChunkSampler, Progress, StreamWindow, chunk_
 if TYPE_CHECKING:
     from sanawm.pipeline import Request, WorldModel
 
-#: Chunks of softmax K/V kept besides the sink: SANA-WM's streaming setting (`num_cached_blocks=2`).
-DEFAULT_WINDOW = 2
+#: Chunks of softmax K/V kept besides the sink. SANA-WM streams with `num_cached_blocks=2`,
+#: `sink_token=true`: its cache helper then keeps chunk 0 plus the last num_cached_blocks - 1
+#: chunks (two past chunks in all, one of them the sink), which is window 1 + a first-chunk sink.
+DEFAULT_WINDOW = 1
 #: `window=UNBOUNDED` keeps every past chunk (memory grows with the clip).
 UNBOUNDED = "full"
 

@@ -250,6 +250,34 @@ def report_md(summaries: list[dict], meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot_from_table(log: Path, out: Path) -> None:
+    """Per-minute PSNR and revisit PSNR per run, read back from the report table in a log
+    (for runs whose per-frame files were not kept)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [line.split("|")[1:-1] for line in log.read_text().splitlines()
+            if line.startswith("| ") and not line.startswith("| trajectory")]  # fmt: skip
+    trajectories = sorted({r[0].strip() for r in rows})
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    for n, name in enumerate(trajectories):
+        for r in (r for r in rows if r[0].strip() == name):
+            minutes = [float(v) for v in r[4].split("/")]
+            axes[0].plot(np.arange(len(minutes)) + 0.5, minutes, "o-" if n == 0 else "s--",
+                         label=f"{name}, window {r[1].split('(')[0].strip()}")  # fmt: skip
+    axes[0].set(title="PSNR to ground truth, per minute", xlabel="minute", ylabel="PSNR (dB)")
+    axes[0].legend(fontsize=8)
+    labels = [f"{r[0].strip()}\n{r[1].split('(')[0].strip()}" for r in rows]
+    axes[1].bar(range(len(rows)), [float(r[5].split("(")[0]) for r in rows])
+    axes[1].set_xticks(range(len(rows)), labels, fontsize=8)
+    axes[1].set(title="revisit PSNR (later vs first visit of the same pose)", ylabel="PSNR (dB)")
+    fig.tight_layout()
+    fig.savefig(out / "long_horizon.png", dpi=100)
+    plt.close(fig)
+
+
 # ---------------------------------------------------------------------------------------------
 # Camera error from the saved windows (CPU, afterwards)
 # ---------------------------------------------------------------------------------------------
@@ -298,7 +326,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--deadline-s", type=float, default=1e9, help="stop each run after this long (reported)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads per run")
     p.add_argument("--camera-from", type=Path, help="only score camera error from an earlier --out folder")
+    p.add_argument("--plot-from-log", type=Path, help="only plot the report table of a log into --out")
     args = p.parse_args(argv)
+
+    if args.plot_from_log is not None:
+        plot_from_table(args.plot_from_log, args.out)
+        return 0
 
     if args.camera_from is not None:
         result = camera_error_over_time(args.camera_from)

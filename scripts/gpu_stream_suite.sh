@@ -21,3 +21,5 @@ python3 -m sanawm bench --preset sanawm-2.6b --frames 97 961 4801 --mode streami
     | tee -a "$OUT/bench_stream_window.log"
 python3 -u "$HERE/scripts/eval_long_horizon.py" --out "$OUT/long_horizon" --device cuda --steps "$STEPS" \
     --deadline-s "$DEADLINE" --threads 2 2>&1 | tee "$OUT/long_horizon.log"
+# The device tool returns only a few files per call: bundle the evaluation's many outputs.
+tar czf "$OUT/long_horizon.tgz" -C "$OUT" long_horizon && rm -rf "$OUT/long_horizon"

@@ -80,6 +80,8 @@ def test_bad_commands_are_user_errors(wm):
     for window, sink in [(-1, None), ("all", None), (1.5, None), (None, -2), (True, None)]:
         with pytest.raises(UserInputError, match="window|sink"):
             wm.stream(IMAGE, window=window, sink=sink)
+    with pytest.raises(UserInputError, match="streaming mode only"):
+        wm.generate(IMAGE, action="w-4", window=2)
 
 
 def test_frames_stop_the_stream_and_a_short_action_holds_still(wm):

@@ -281,6 +281,8 @@ class WorldModel:
         """
         if mode not in MODES:
             raise UserInputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+        if mode != "streaming" and (window is not None or sink is not None):
+            raise UserInputError("window and sink apply to streaming mode only")
         request = self._request(image, request, inputs)
         if mode == "streaming":
             chunks = self.stream(request=request, window=window, sink=sink, progress=progress)

@@ -13,7 +13,8 @@ Temporal structure:
 - streaming: `cache = model.new_stream_cache()`; `model(chunk..., cache=cache)` reads the
   committed frames without changing the cache (call it as often as the sampler needs), and
   `model.commit_to_cache(cache, chunk...)` (or `update_cache=True`) appends the chunk.
-  Chunk by chunk this computes exactly the one-shot chunk-causal forward.
+  Chunk by chunk this computes exactly the one-shot chunk-causal forward;
+  `new_stream_cache(window, sink)` bounds what the softmax blocks keep (see `StreamCache`).
 """
 
 from __future__ import annotations

@@ -77,7 +77,8 @@ def figure_eight(world, num_frames: int, seed: int, speed: float = SPEED, look_a
         positions = _at(closed, arc, np.mod(s, arc[-1]))
         targets = _at(closed, arc, np.mod(s + look_ahead, arc[-1]))
         c2w = look_at_c2w(positions, targets)
-        if bool(world.in_bounds(c2w[:, :3, 3], DEFAULT_MARGIN).all()) and trajectory_clearance(world, c2w) >= DEFAULT_MARGIN:
+        inside = bool(world.in_bounds(c2w[:, :3, 3], DEFAULT_MARGIN).all())
+        if inside and trajectory_clearance(world, c2w) >= DEFAULT_MARGIN:
             return c2w
     raise RuntimeError("no figure-8 fits in this world")
 
@@ -219,7 +220,8 @@ def plot(runs: list[dict], fps: float, out: Path) -> None:
         if truth:
             ax.plot([x["frame_b"] / fps / 60 for x in truth], [x["psnr_truth"] for x in truth], "k--", lw=1,
                     label="ground truth pairs")  # fmt: skip
-        ax.set(title=f"{name}: revisit PSNR (later vs earlier visit)", xlabel="minutes (later visit)", ylabel="PSNR (dB)")
+        ax.set(title=f"{name}: revisit PSNR (later vs earlier visit)", xlabel="minutes (later visit)",
+               ylabel="PSNR (dB)")  # fmt: skip
         ax.legend()
     fig.tight_layout()
     fig.savefig(out / "revisits.png", dpi=100)
@@ -243,8 +245,9 @@ def report_md(summaries: list[dict], meta: dict) -> str:
         peak = "n/a" if s["peak_memory_gb"] is None else f"{s['peak_memory_gb']:.2f}"
         cut = " (stopped early)" if s["timed_out"] else ""
         lines.append(
-            f"| {s['trajectory']} | {s['window']}{cut} | {s['psnr_mean']:.2f} | {s['ssim_mean']:.3f} | {minutes} | {rev} | "
-            f"{s['revisit_pairs']} | {s['delta_psnr']['degradation']:.2f} | {s['delta_sharpness']['degradation']:.1f} | "
+            f"| {s['trajectory']} | {s['window']}{cut} | {s['psnr_mean']:.2f} | {s['ssim_mean']:.3f} | {minutes} "
+            f"| {rev} | {s['revisit_pairs']} | {s['delta_psnr']['degradation']:.2f} "
+            f"| {s['delta_sharpness']['degradation']:.1f} | "
             f"{peak} | {s['frames'] / s['seconds']:.1f} |"
         )  # fmt: skip
     return "\n".join(lines) + "\n"

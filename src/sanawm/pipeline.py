@@ -18,7 +18,6 @@ raises `UserInputError`; `generate` / `stream` accept either the same keyword ar
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -47,7 +46,7 @@ from sanawm.sampling.sampler import (
     StreamWindow,
     sample_bidirectional,
 )
-from sanawm.streaming import StreamSession, plan_queue, resolve_window
+from sanawm.streaming import StreamSession, plan_queue, resolve_window, to_uint8
 from sanawm.text import GemmaTextEncoder, TextEmbedding, null_text
 from sanawm.vae import VideoVAE, load_vae
 
@@ -291,7 +290,7 @@ class WorldModel:
             cond = self._conditioning(request)
             latents = sample_bidirectional(self.transformer, cond, request.sampler, progress)
             with torch.no_grad():
-                frames = _to_uint8(self.vae.decode(latents.to(_vae_dtype(self.vae))))
+                frames = to_uint8(self.vae.decode(latents.to(_vae_dtype(self.vae))))
         return GenerationResult(frames, request.trajectory, self.settings.fps)
 
     def stream(
@@ -312,8 +311,9 @@ class WorldModel:
         until a command is pushed) and that without `frames` and without a `trajectory` the
         stream is open-ended. An action shorter than `frames` holds the camera still at its
         end. `window`: chunks of softmax keys / values kept besides the sink (default 1: with
-        the first-chunk sink that is SANA-WM's streaming cache; "full": all); `sink`: latent frames from the start kept for ever
-        (default: the first chunk). `progress(done, total)`: total is None when open-ended.
+        the first-chunk sink that is SANA-WM's streaming cache; "full": all); `sink`: latent
+        frames from the start kept for ever (default: the first chunk). `progress(done,
+        total)`: total is None when open-ended.
         """
         window_spec = resolve_window(window, sink, self.settings.chunk_size)
         if request is not None:
@@ -360,7 +360,9 @@ class WorldModel:
         )
 
     @torch.no_grad()
-    def _encode_inputs(self, image: Image.Image, prompt: str) -> tuple[torch.Tensor, TextEmbedding, TextEmbedding | None]:
+    def _encode_inputs(
+        self, image: Image.Image, prompt: str
+    ) -> tuple[torch.Tensor, TextEmbedding, TextEmbedding | None]:
         """The image's normalised latent (1, C, 1, h, w), the prompt's embedding and the
         negative one for text guidance (None for models without text), on the device."""
         pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 127.5 - 1.0
@@ -410,9 +412,3 @@ def _load_trajectory_file(path: Path, image_size: tuple[int, int], fov_deg: floa
 
 def _vae_dtype(vae: VideoVAE) -> torch.dtype:
     return next(vae.parameters()).dtype
-
-
-def _to_uint8(video: torch.Tensor) -> np.ndarray:
-    """(1, 3, F, H, W) in [-1, 1] -> (F, H, W, 3) uint8."""
-    frames = ((video[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return frames.permute(1, 2, 3, 0).cpu().numpy()

@@ -90,7 +90,8 @@ def continue_motion(last: torch.Tensor, rel: torch.Tensor) -> torch.Tensor:
     dyaw = torch.atan2(-r[:, 2, 0], r[:, 0, 0])
     dpitch = torch.atan2(-r[:, 1, 2], r[:, 1, 1])
     forward = last[:3, 2]
-    heading = torch.atan2(forward[0], forward[2]) if forward[[0, 2]].norm() > 1e-9 else torch.zeros((), dtype=torch.float64)
+    level = forward[[0, 2]].norm() > 1e-9  # looking straight up or down: no heading, keep 0
+    heading = torch.atan2(forward[0], forward[2]) if level else torch.zeros((), dtype=torch.float64)
     out = torch.eye(4, dtype=torch.float64).repeat(rel.shape[0], 1, 1)
     out[:, :3, :3] = _rot_y(dyaw) @ last[:3, :3] @ _rot_x(dpitch)
     out[:, :3, 3] = last[:3, 3] + rel[:, :3, 3] @ _rot_y(heading[None])[0].T
@@ -211,7 +212,7 @@ class StreamSession:
             self._sampler.commit(latents, camera)
         with torch.no_grad():
             pixels = self._decoder.decode(latents.to(_dtype(self.wm.vae)))
-        frames = _to_uint8(pixels)
+        frames = to_uint8(pixels)
         assert frames.shape[0] == count, (frames.shape, count)
         if last:
             self.close()
@@ -259,7 +260,7 @@ def _dtype(module: torch.nn.Module) -> torch.dtype:
     return next(module.parameters()).dtype
 
 
-def _to_uint8(video: torch.Tensor) -> np.ndarray:
+def to_uint8(video: torch.Tensor) -> np.ndarray:
     """(1, 3, F, H, W) in [-1, 1] -> (F, H, W, 3) uint8."""
     frames = ((video[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return frames.permute(1, 2, 3, 0).cpu().numpy()
@@ -271,4 +272,13 @@ def plan_queue(c2w: torch.Tensor, intrinsics: torch.Tensor) -> _CameraQueue:
     return _CameraQueue(c2w[0], k[0], c2w[1:], k[1:])
 
 
-__all__ = ["DEFAULT_WINDOW", "UNBOUNDED", "StreamChunk", "StreamSession", "continue_motion", "resolve_window"]
+__all__ = [
+    "DEFAULT_WINDOW",
+    "UNBOUNDED",
+    "StreamChunk",
+    "StreamSession",
+    "continue_motion",
+    "plan_queue",
+    "resolve_window",
+    "to_uint8",
+]

@@ -36,8 +36,9 @@ def register(subparsers) -> None:
     p.add_argument("--mode", choices=("bidirectional", "streaming"), default="bidirectional",
                    help="bidirectional: whole clip at once; streaming: chunk by chunk")  # fmt: skip
     p.add_argument("--window", type=_window_arg, metavar="N|full",
-                   help="streaming: recent chunks of attention memory kept besides the sink (default 1: with the "
-                        "first-chunk sink, SANA-WM's streaming cache; 'full': all, memory grows with the clip)")  # fmt: skip
+                   help="streaming: recent chunks of attention memory kept besides the sink (default 1: with "
+                        "the first-chunk sink, SANA-WM's streaming cache; 'full': all, memory grows with the "
+                        "clip)")  # fmt: skip
     p.add_argument("--sink", type=int, metavar="FRAMES",
                    help="streaming: latent frames from the start always attended to (default: the first chunk)")
     p.add_argument("--model", help="model folder (default: the embedded model)")

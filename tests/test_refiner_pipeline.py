@@ -104,9 +104,12 @@ def test_streaming_refinement_yields_chunk_by_chunk(world):
     pieces = list(world.stream(request=request, refine=True))
     # Stage-1 chunks [0, 2), [2, 3), [3, 4), ...: the sink (video frame 0) is out after the
     # first, block [1, 4) after the third, the short block [4, 6) at the end.
-    assert [p.shape[0] for p in pieces] == [1, 12, 8]
+    assert [p.frames.shape[0] for p in pieces] == [1, 12, 8]
+    assert [p.start for p in pieces] == [0, 1, 13]
+    # Each frame keeps its own camera, though refiner blocks do not line up with stage-1 chunks.
+    np.testing.assert_array_equal(np.concatenate([p.c2w for p in pieces]), request.trajectory.c2w.numpy())
     whole = world.generate(request=request, mode="streaming", refine=True).frames
-    np.testing.assert_array_equal(np.concatenate(pieces), whole)
+    np.testing.assert_array_equal(np.concatenate([p.frames for p in pieces]), whole)
 
 
 def test_refinement_needs_a_loaded_refiner(model_dir, tmp_path):

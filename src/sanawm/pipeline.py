@@ -5,8 +5,10 @@
     result.frames                               # (F, H, W, 3) uint8 numpy
     result.trajectory                           # c2w + pixel intrinsics of every output frame
 
-    for frames in wm.stream(image="photo.jpg", action="w-40"):   # chunk-causal, frames as
-        show(frames)                                             # each chunk is decoded
+    session = wm.stream(image="photo.jpg", action="w-40")     # chunk-causal, open-ended
+    for chunk in session:                                       # as each chunk is decoded
+        show(chunk.frames)
+        session.push_action("l-16")                             # steer (see sanawm.streaming)
 
     wm = WorldModel.load("MODEL_DIR", refiner=True)   # with the folder's refiner/ (stage 2)
     wm.generate(action="w-40", refine=True)           # stage-1 latents refined, then decoded
@@ -22,6 +24,7 @@ raises `UserInputError`; `generate` / `stream` accept either the same keyword ar
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -61,10 +64,11 @@ from sanawm.sampling.sampler import (
     Conditioning,
     Progress,
     SamplerSettings,
+    StreamWindow,
     sample_bidirectional,
-    sample_streaming,
 )
-from sanawm.text import GemmaTextEncoder
+from sanawm.streaming import StreamSession, plan_queue, resolve_window
+from sanawm.text import GemmaTextEncoder, TextEmbedding
 from sanawm.vae import VideoVAE, load_vae
 
 if TYPE_CHECKING:  # the refiner needs diffusers, an optional dependency
@@ -344,9 +348,13 @@ class WorldModel:
 
     # ---- resources -----------------------------------------------------------------------
 
-    def clip_shape(self, request: Request) -> ClipShape:
-        """The sizes the sampler and the VAE will work on for `request`."""
+    def clip_shape(self, request: Request, window: StreamWindow | None = None) -> ClipShape:
+        """The sizes the sampler and the VAE will work on for `request` (streamed with
+        `window`, if given)."""
         s, vae = self.settings, self.vae
+        cache_frames = None
+        if window is not None and window.chunks is not None:  # the last chunk may hold 2 chunks' frames
+            cache_frames = window.sink + window.chunks * 2 * s.chunk_size
         text_rows = 2 if self.text_encoder is not None and request.sampler.cfg != 1.0 else 1
         return ClipShape(
             frames=request.num_frames,
@@ -357,16 +365,27 @@ class WorldModel:
             chunk_size=s.chunk_size,
             guidance_rows=text_rows + (request.sampler.camera_cfg != 1.0),
             steps=request.sampler.steps,
+            cache_frames=cache_frames,
         )
 
-    def check_resources(self, request: Request, mode: str = "bidirectional", *, time_it: bool = True) -> ResourceEstimate:
+    def check_resources(
+        self,
+        request: Request,
+        mode: str = "bidirectional",
+        *,
+        window: int | str | None = None,
+        sink: int | None = None,
+        time_it: bool = True,
+    ) -> ResourceEstimate:
         """Refuse (`UserInputError`) a request whose estimated peak memory exceeds what is free
         on the device, naming the frame count that fits and the streaming alternative; for
         streaming (with `time_it`) also estimate the compute time on this machine by timing one
-        chunk forward. See `sanawm.resources` for how the estimates are made."""
+        chunk forward. `window` / `sink` as for `stream`. See `sanawm.resources` for how the
+        estimates are made."""
         if mode not in MODES:
             raise UserInputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-        shape = self.clip_shape(request)
+        stream_window = resolve_window(window, sink, self.settings.chunk_size) if mode == "streaming" else None
+        shape = self.clip_shape(request, stream_window)
         need = self._peak_bytes(shape, mode)
         free = available_memory(self.device)
         if free is not None and need > MEMORY_HEADROOM * free:
@@ -393,7 +412,7 @@ class WorldModel:
     def _too_large(self, shape: ClipShape, mode: str, need: int, free: int) -> str:
         stride = self.vae.temporal_stride
 
-        def most_frames(mode: str) -> int:  # frames = stride * k + 1; the estimate grows with k
+        def most_frames(shape: ClipShape, mode: str) -> int:  # frames = stride * k + 1; the estimate grows with k
             low, high = 0, (shape.frames - 1) // stride
             while low < high:
                 mid = (low + high + 1) // 2
@@ -405,11 +424,15 @@ class WorldModel:
         text = (f"{shape.frames} frames need about {format_bytes(need)} in {mode} mode, more than the "
                 f"{format_bytes(free)} free on {where}")  # fmt: skip
         if mode == "streaming":
-            return f"{text} (the cache of past frames grows with the clip); at most {most_frames(mode)} frames fit"
-        streamed = most_frames("streaming")
+            hint = "" if shape.cache_frames is not None else " (the cache of past frames grows with the clip: bound it with --window)"
+            return f"{text}{hint}; at most {most_frames(shape, mode)} frames fit"
+        # Streaming with the default window: its memory does not grow with the clip.
+        window = resolve_window(None, None, self.settings.chunk_size)
+        streamed = most_frames(dataclasses.replace(shape, cache_frames=window.sink + window.chunks * 2 * shape.chunk_size),
+                               "streaming")  # fmt: skip
         if streamed == shape.frames:
-            return f"{text}; use --mode streaming (chunk by chunk), or at most {most_frames(mode)} frames"
-        return (f"{text}; at most {most_frames(mode)} frames fit, or {streamed} with --mode streaming "
+            return f"{text}; use --mode streaming (chunk by chunk), or at most {most_frames(shape, mode)} frames"
+        return (f"{text}; at most {most_frames(shape, mode)} frames fit, or {streamed} with --mode streaming "
                 "(chunk by chunk)")  # fmt: skip
 
     def _time_chunk_forward(self, shape: ClipShape) -> float:
@@ -445,6 +468,8 @@ class WorldModel:
         *,
         request: Request | None = None,
         mode: str = "bidirectional",
+        window: int | str | None = None,
+        sink: int | None = None,
         progress: Progress | None = None,
         refine: bool = False,
         **inputs: Any,
@@ -458,17 +483,20 @@ class WorldModel:
         `camera_cfg`, `seed`, `keys` (the action key layout, "v1" or "v2", see
         `sanawm.camera.actions`), `frames_rounding` ("down": the largest count the VAE can make
         within `frames`; "nearest": the nearest one within the trajectory, as diffusers does).
-        `mode` is "bidirectional" (whole clip at once) or "streaming"
-        (chunk-causal). `progress(done, total)` is called after every model step. `refine`
-        runs stage 2 (the loaded refiner) on the stage-1 latents before decoding.
+        `mode` is "bidirectional" (whole clip at once) or "streaming" (chunk-causal; `window` /
+        `sink` bound its attention, see `stream`). `progress(done, total)` is called after every
+        model step. `refine` runs stage 2 (the loaded refiner) on the stage-1 latents before
+        decoding.
         """
         if mode not in MODES:
             raise UserInputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+        if mode != "streaming" and (window is not None or sink is not None):
+            raise UserInputError("window and sink apply to streaming mode only")
         self._check_refine(refine)
         request = self._request(image, request, inputs)
         if mode == "streaming":
-            chunks = list(self.stream(request=request, progress=progress, refine=refine))
-            frames = np.concatenate(chunks, axis=0)
+            chunks = self.stream(request=request, window=window, sink=sink, progress=progress, refine=refine)
+            frames = np.concatenate([chunk.frames for chunk in chunks], axis=0)
         else:
             self.check_resources(request, mode)
             cond = self._conditioning(request)
@@ -476,7 +504,7 @@ class WorldModel:
             if refine:
                 latents = torch.cat(list(self._refined([latents], request)), dim=2)
             with torch.no_grad():
-                frames = _to_uint8(self.vae.decode(latents.to(self.vae.dtype)))
+                frames = VideoVAE.postprocess(self.vae.decode(latents.to(self.vae.dtype)))[0].cpu().numpy()
         return GenerationResult(frames, request.trajectory, self.settings.fps)
 
     def stream(
@@ -484,27 +512,54 @@ class WorldModel:
         image: Image.Image | np.ndarray | str | os.PathLike | None = None,
         *,
         request: Request | None = None,
+        window: int | str | None = None,
+        sink: int | None = None,
         progress: Progress | None = None,
         refine: bool = False,
         **inputs: Any,
-    ) -> Iterator[np.ndarray]:
-        """Chunk-causal generation: yield (n, H, W, 3) uint8 frames as each chunk is decoded.
+    ) -> StreamSession:
+        """Chunk-causal generation as a `StreamSession`: iterate it for `StreamChunk`s (frames
+        of a chunk as soon as it is decoded, with their cameras); between chunks
+        `push_action` / `push_poses` steer the camera.
 
-        Same inputs as `generate`. The frames of all chunks, in order, are the whole clip.
-        With `refine`, each stage-1 chunk goes to the refiner as soon as it is done, and frames
-        are decoded as soon as their refiner block is (memory stays bounded: only the refiner's
-        window and one unfinished block are held).
+        Same inputs as `generate`, except that the camera may be left out (it holds still
+        until a command is pushed) and that without `frames` and without a `trajectory` the
+        stream is open-ended. An action shorter than `frames` holds the camera still at its
+        end. `window`: chunks of softmax keys / values kept besides the sink (default 1: with
+        the first-chunk sink that is SANA-WM's streaming cache; "full": all); `sink`: latent
+        frames from the start kept for ever (default: the first chunk). `progress(done,
+        total)`: total is None when open-ended. With `refine`, each stage-1 chunk goes to the
+        refiner as soon as it is done, and frames are handed out as soon as their refiner block
+        is (memory stays bounded: only the refiner's window and one unfinished block are held).
         """
         self._check_refine(refine)
-        request = self._request(image, request, inputs)
-        cond = self._conditioning(request)
-        decoder = self.vae.chunk_decoder()
-        chunks = sample_streaming(self.transformer, cond, request.sampler, self.settings.chunk_size, progress)
-        if refine:
-            chunks = self._refined(chunks, request)
-        for latents in chunks:
-            with torch.no_grad():
-                yield _to_uint8(decoder.decode(latents.to(self.vae.dtype)))
+        window_spec = resolve_window(window, sink, self.settings.chunk_size)
+        if request is not None:
+            if image is not None or inputs:
+                raise UserInputError("pass either a prepared request or generation inputs, not both")
+            return self._session(request, request.num_frames, window_spec, progress, refine, "v1")
+        keys = inputs.get("keys", "v1")
+        frames, action, trajectory = inputs.get("frames"), inputs.get("action"), inputs.get("trajectory")
+        if trajectory is not None or frames is not None:
+            if trajectory is None:  # hold still after the action if more frames are asked for
+                inputs["action"] = _pad_action("none-1" if action is None else action, frames, self.settings, keys)
+            request = self.prepare(image, **inputs)
+            return self._session(request, request.num_frames, window_spec, progress, refine, keys)
+        # Open-ended: check everything else with a still camera, then queue the action's poses.
+        request = self.prepare(image, **{**inputs, "action": f"none-{self.vae.temporal_stride}"})
+        c2w = torch.eye(4, dtype=torch.float64)[None]
+        if action is not None:
+            c2w = action_to_c2w(action, translation_speed=self.settings.translation_speed,
+                                rotation_speed_deg=self.settings.rotation_speed_deg, keys=keys)  # fmt: skip
+        k = request.trajectory.intrinsics[:1].expand(c2w.shape[0], 4)
+        return StreamSession(self, request, plan_queue(c2w, k), None, window_spec, progress, refine, keys)
+
+    def _session(
+        self, request: Request, frames: int, window: StreamWindow, progress, refine: bool, keys: str
+    ) -> StreamSession:
+        traj = request.trajectory
+        queue = plan_queue(traj.c2w, traj.intrinsics)
+        return StreamSession(self, request, queue, frames, window, progress, refine, keys)
 
     def _check_refine(self, refine: bool) -> None:
         if refine and self.refiner is None:
@@ -533,23 +588,45 @@ class WorldModel:
     def _conditioning(self, request: Request) -> Conditioning:
         traj = request.trajectory
         raymap, plucker = pack_camera(traj.c2w, traj.intrinsics, traj.image_size, self.vae.strides)
-        pixels = VideoVAE.preprocess(torch.from_numpy(np.array(request.image))[None, None])
+        first_latent, text, negative = self._encode_inputs(request.image, request.prompt)
+        return Conditioning(
+            first_latent=first_latent,
+            text=text,
+            raymap=raymap[None].to(self.device),
+            chunk_plucker=plucker[None].to(self.device),
+            negative_text=negative,
+        )
+
+    @torch.no_grad()
+    def _encode_inputs(
+        self, image: Image.Image, prompt: str
+    ) -> tuple[torch.Tensor, TextEmbedding, TextEmbedding | None]:
+        """The image's normalised latent (1, C, 1, h, w), the prompt's embedding and the
+        negative one for text guidance (None for models without text), on the device."""
+        pixels = VideoVAE.preprocess(torch.from_numpy(np.array(image))[None, None])
         pixels = pixels.to(self.device, self.vae.dtype)
         first_latent = self.vae.encode(pixels).float()
         if self.text_encoder is None:
             text, negative = self.transformer.null_text(), None
         else:
-            text = self.text_encoder.encode(request.prompt)
+            text = self.text_encoder.encode(prompt)
             negative = self.text_encoder.encode_negative("")
+        text = text.to(self.device, torch.float32)
+        negative = negative.to(self.device, torch.float32) if negative is not None else None
         if self.sequence_parallel is not None:  # all ranks must sample from identical inputs
             self.sequence_parallel.broadcast(first_latent)
-        return Conditioning(
-            first_latent=first_latent,
-            text=text.to(self.device, torch.float32),
-            raymap=raymap[None].to(self.device),
-            chunk_plucker=plucker[None].to(self.device),
-            negative_text=negative.to(self.device, torch.float32) if negative is not None else None,
-        )
+        return first_latent, text, negative
+
+
+def _pad_action(action: str, frames: int, settings: GenerationSettings, keys: str) -> str:
+    """`action` followed by standing still, so that it covers `frames` frames."""
+    if not isinstance(action, str) or isinstance(frames, bool) or not isinstance(frames, (int, np.integer)):
+        return action  # prepare() names the problem
+    if keys not in KEY_LAYOUTS:
+        return action
+    have = action_to_c2w(action, translation_speed=settings.translation_speed,
+                         rotation_speed_deg=settings.rotation_speed_deg, keys=keys).shape[0]  # fmt: skip
+    return action if frames <= have else f"{action},none-{int(frames) - have}"
 
 
 def _check_sampler(s: SamplerSettings) -> None:
@@ -568,8 +645,3 @@ def _load_trajectory_file(path: Path, image_size: tuple[int, int], fov_deg: floa
     if not path.is_file():
         raise UserInputError(f"trajectory file not found: {path}")
     return load_trajectory(path, fov_deg=fov_deg, default_image_size=image_size)
-
-
-def _to_uint8(video: torch.Tensor) -> np.ndarray:
-    """(1, 3, F, H, W) in [-1, 1] -> (F, H, W, 3) uint8 numpy."""
-    return VideoVAE.postprocess(video)[0].cpu().numpy()

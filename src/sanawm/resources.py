@@ -13,8 +13,9 @@ over 17-129 frames; see docs/generation_limits.md):
   fused attention, so no tokens x tokens matrix is held), plus the latents;
 * VAE decode of the whole clip: `VAE_FLOATS_PER_PIXEL` floats per output pixel, plus the
   uint8 frames;
-* streaming: the stream cache of the softmax blocks grows with every committed token (keys and
-  values, also of the camera branch, per guidance branch); GDN state is constant and small.
+* streaming: the stream cache of the softmax blocks holds the keys and values (also of the
+  camera branch, per guidance branch) of every committed token, or with a bounded window
+  (the default) of at most its sink plus its recent chunks; GDN state is constant and small.
 
 Time (streaming), measured on this machine: one forward of one chunk is timed (after a warm-up
 call) on random inputs of the chunk's shape, which gives the seconds per chunk and a dense
@@ -55,10 +56,17 @@ class ClipShape:
     guidance_rows: int
     """Model rows per sampling step: 1, +1 with text guidance (batched), +1 with camera guidance."""
     steps: int
+    cache_frames: int | None = None
+    """Most latent frames a stream cache holds (a bounded window: its sink + recent chunks);
+    None: every committed frame."""
 
     @property
     def latent_frames(self) -> int:
         return (self.frames - 1) // self.temporal_stride + 1
+
+    def cached_frames(self, committed: int) -> int:
+        """Latent frames the stream cache holds after `committed` latent frames."""
+        return committed if self.cache_frames is None else min(committed, self.cache_frames)
 
     @property
     def tokens(self) -> int:
@@ -85,8 +93,9 @@ def bidirectional_bytes(shape: ClipShape, width: int, element_size: int, latent_
 
 def streaming_cache_bytes(shape: ClipShape, width: int, softmax_blocks: int, attn_element_size: int) -> int:
     """Stream cache after the last chunk: keys and values of the main and camera branches in
-    every softmax block, per guidance row."""
-    return int(shape.guidance_rows * softmax_blocks * 4 * width * attn_element_size * shape.tokens)
+    every softmax block, per guidance row (bounded by the window, if any)."""
+    tokens = shape.cached_frames(shape.latent_frames) * shape.tokens_per_frame
+    return int(shape.guidance_rows * softmax_blocks * 4 * width * attn_element_size * tokens)
 
 
 def available_memory(device: torch.device) -> int | None:
@@ -115,9 +124,12 @@ def streaming_seconds(
     (see module doc)."""
     chunk_tokens = shape.chunk_size * shape.tokens_per_frame
     flops_per_s = 2 * parameters * chunk_tokens / chunk_forward_s
-    # The cache before chunk i (i >= 1) holds frame 0 and i chunks: sum over the chunks.
+    # The cache before chunk i (i >= 1) holds frame 0 and i chunks (or what its window keeps).
     n = shape.num_chunks
-    cached = shape.tokens_per_frame * (n * (n - 1) / 2 * shape.chunk_size + (n - 1))
+    if shape.cache_frames is None:
+        cached = shape.tokens_per_frame * (n * (n - 1) / 2 * shape.chunk_size + (n - 1))
+    else:
+        cached = shape.tokens_per_frame * sum(shape.cached_frames(i * shape.chunk_size + 1) for i in range(1, n))
     attention_s = 4 * chunk_tokens * cached * width * softmax_blocks / flops_per_s
     return shape.guidance_rows * shape.steps * (n * chunk_forward_s + attention_s)
 

@@ -58,6 +58,12 @@ def register(subparsers) -> None:
     p.add_argument("--refine-offload", action="store_true",
                    help="as --refine, with the refiner's weights kept on the CPU and streamed to the GPU "
                         "block by block (slower, for GPUs that cannot hold it)")  # fmt: skip
+    p.add_argument("--window", type=_window_arg, metavar="N|full",
+                   help="streaming: recent chunks of attention memory kept besides the sink (default 1: with "
+                        "the first-chunk sink, SANA-WM's streaming cache; 'full': all, memory grows with the "
+                        "clip)")  # fmt: skip
+    p.add_argument("--sink", type=int, metavar="FRAMES",
+                   help="streaming: latent frames from the start always attended to (default: the first chunk)")
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--sequence-parallel", action="store_true",
                    help="spread every forward over the processes started by torchrun (one GPU each, NCCL; gloo "
@@ -69,6 +75,15 @@ def register(subparsers) -> None:
 
 #: Streaming runs estimated to take longer than this print the estimate before they start.
 LONG_RUN_SECONDS = 600.0
+
+
+def _window_arg(text: str) -> int | str:
+    if text == "full":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of chunks or 'full', got {text!r}") from None
 
 
 def _check_output(out: str, overwrite: bool) -> tuple[Path, Path]:
@@ -93,10 +108,14 @@ def format_duration(seconds: float) -> str:
 def run(args: argparse.Namespace) -> int:
     # Imports here keep `sanawm --help` fast.
     from sanawm.pipeline import WorldModel
+    from sanawm.streaming import resolve_window
 
     video_path, camera_path = _check_output(args.out, args.overwrite)
     if args.keys != "v1" and args.action is None:
         raise UserInputError("--keys only applies to --action")
+    if args.mode != "streaming" and (args.window is not None or args.sink is not None):
+        raise UserInputError("--window and --sink apply to --mode streaming only")
+    resolve_window(args.window, args.sink, chunk_size=1)  # checked before the model loads
     refine = args.refine or args.refine_offload
     try:
         model = WorldModel.load(args.model, device=args.device, camera_rms_clamp=args.camera_rms_clamp or None,
@@ -130,10 +149,10 @@ def _generate(args: argparse.Namespace, model, video_path: Path, camera_path: Pa
     )
     # Every rank of a sequence-parallel group runs the check: its time estimate runs a forward,
     # whose collectives need all ranks.
-    estimate = model.check_resources(request, args.mode)
+    estimate = model.check_resources(request, args.mode, window=args.window, sink=args.sink)
     if not model.is_main:  # another rank of a sequence-parallel group: compute, write nothing
         if args.mode == "streaming":
-            for _ in model.stream(request=request, refine=refine):
+            for _ in model.stream(request=request, window=args.window, sink=args.sink, refine=refine):
                 pass
         else:
             model.generate(request=request, refine=refine)
@@ -157,7 +176,9 @@ def _generate(args: argparse.Namespace, model, video_path: Path, camera_path: Pa
     try:
         with writer:
             if args.mode == "streaming":
-                chunks = model.stream(request=request, progress=bar.update, refine=refine)
+                session = model.stream(request=request, window=args.window, sink=args.sink, progress=bar.update,
+                                       refine=refine)  # fmt: skip
+                chunks = (chunk.frames for chunk in session)
             else:
                 chunks = iter([model.generate(request=request, progress=bar.update, refine=refine).frames])
             for frames in chunks:

@@ -2,7 +2,9 @@
 
 from sanawm.sampling.sampler import (
     Conditioning,
+    ChunkSampler,
     SamplerSettings,
+    StreamWindow,
     combine_guidance,
     sample_bidirectional,
     sample_streaming,
@@ -11,8 +13,10 @@ from sanawm.sampling.schedule import FlowMatchingSchedule
 
 __all__ = [
     "Conditioning",
+    "ChunkSampler",
     "FlowMatchingSchedule",
     "SamplerSettings",
+    "StreamWindow",
     "combine_guidance",
     "sample_bidirectional",
     "sample_streaming",

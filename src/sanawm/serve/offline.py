@@ -60,7 +60,11 @@ def check_video_request(doc: object, config: ServeConfig) -> tuple[dict, bytes |
     frames = doc.get("frames")
     if frames is not None and (isinstance(frames, bool) or not isinstance(frames, int) or frames < 1):
         raise UserInputError(f"frames must be a positive integer, got {frames!r}")
-    if min(poses, frames or poses) > config.max_job_frames:
+    if frames is not None and frames > poses:
+        raise UserInputError(f"the camera path has {poses} poses, fewer than the {frames} frames asked for")
+    # Always a frame count: without one the streaming API would go on forever.
+    frames = poses if frames is None else frames
+    if frames > config.max_job_frames:
         raise UserInputError(f"a job makes at most {config.max_job_frames} frames; pass a shorter path or frames")
     steps = doc.get("steps")
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= config.max_steps):

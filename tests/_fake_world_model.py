@@ -91,7 +91,7 @@ class FakeSession:
 class FakeWorldModel:
     """`stream(...)` like `WorldModel.stream`; `sessions` lists every session opened."""
 
-    def __init__(self, size=(32, 48), fps=16.0, first_chunk=5, chunk=4, chunk_delay_s=0.0) -> None:
+    def __init__(self, size=(32, 48), fps=16.0, first_chunk=5, chunk=4, chunk_delay_s=0.0, texture=False) -> None:
         self.image_size = size
         self.settings = SimpleNamespace(fps=fps, fov_deg=60.0)
         self.text_encoder = None
@@ -101,6 +101,8 @@ class FakeWorldModel:
         self.sessions: list[FakeSession] = []
         self.stream_calls: list[dict] = []
         self.chunk_started = threading.Event()
+        # Seeded noise makes frames that compress like real pictures (tens of kB), not flat colour.
+        self.texture = np.random.default_rng(0).integers(-40, 40, (*size, 3)) if texture else None
 
     def stream(self, image=None, *, action=None, trajectory=None, frames=None, prompt=None, seed=0, steps=None,
                cfg=None, camera_cfg=None, window=None, sink=None, progress=None) -> FakeSession:  # fmt: skip
@@ -120,4 +122,6 @@ class FakeWorldModel:
         frames[..., 0] = (128 + 100 * np.tanh(c2w[:, 0, 3]))[:, None, None]
         frames[..., 1] = (128 + 100 * np.tanh(c2w[:, 2, 3]))[:, None, None]
         frames[..., 2] = (128 + 120 * c2w[:, 0, 2])[:, None, None]
+        if self.texture is not None:
+            frames = np.clip(frames + self.texture, 0, 255).astype(np.uint8)
         return frames

@@ -11,33 +11,34 @@ import time
 import pytest
 
 pytest.importorskip("uvicorn")
-import uvicorn  # noqa: E402
 from websockets.sync.client import connect  # noqa: E402
 
 from sanawm.serve.app import create_app  # noqa: E402
 from sanawm.serve.config import ServeConfig  # noqa: E402
+from sanawm.serve.server import listening_socket, uvicorn_server  # noqa: E402
 
 
 @contextlib.contextmanager
 def running_server(model, config: ServeConfig, name: str = "fake"):
     """Serve on 127.0.0.1 at a free port; yields (base URL without scheme, app)."""
     app = create_app(model, name, config)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", ws="websockets-sansio",
-                                           ws_max_size=config.max_init_bytes + 1024, lifespan="on"))  # fmt: skip
-    thread = threading.Thread(target=server.run, daemon=True)
+    server = uvicorn_server(app, config)
+    sock = listening_socket("127.0.0.1", 0)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
     while not server.started:
         assert time.monotonic() < deadline, "server did not start"
         assert thread.is_alive(), "server thread died"
         time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
+    port = sock.getsockname()[1]
     try:
         yield f"127.0.0.1:{port}", app
     finally:
         server.should_exit = True
         thread.join(timeout=20)
         assert not thread.is_alive(), "server did not stop"
+        sock.close()
 
 
 def open_session(host: str, **kwargs):

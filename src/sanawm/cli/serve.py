@@ -73,9 +73,8 @@ def _check_args(args: argparse.Namespace) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        import uvicorn
-
         from sanawm.serve.app import create_app
+        from sanawm.serve.server import listening_socket, uvicorn_server
     except ImportError as err:
         raise UserInputError(f"serving needs the 'serve' extra: pip install 'sanawm[serve]' ({err.name} is missing)") from None
     from sanawm.pipeline import WorldModel
@@ -93,6 +92,10 @@ def run(args: argparse.Namespace) -> int:
     shown = f"[{args.host}]" if ":" in args.host else args.host
     print(f"sanawm serve: model {name} ({model.image_size[1]}x{model.image_size[0]}); open http://{shown}:{args.port}/",
           file=sys.stderr)  # fmt: skip
-    uvicorn.run(app, host=args.host, port=args.port, ws_max_size=config.max_init_bytes + 1024,
-                log_level="warning", ws="websockets-sansio")  # fmt: skip
+    try:
+        sock = listening_socket(args.host, args.port)
+    except OSError as err:
+        raise UserInputError(f"cannot listen on {args.host}:{args.port}: {err.strerror or err}") from None
+    with sock:
+        uvicorn_server(app, config).run(sockets=[sock])
     return 0

@@ -106,9 +106,8 @@ def test_concurrent_sessions_in_order_flat_memory_latency_reported(tmp_path):
     print(f"\nload: {sessions} sessions x {seconds:g} s, {frames} frames of 128x128, "
           f"frame latency p50 {p50:.1f} ms, p95 {p95:.1f} ms; RSS after rounds: "
           + ", ".join(f"{v:.1f}" for v in rss) + " MB")  # fmt: skip
-    # A round moves ~800 frames of 48 kB raw pixels (~40 MB); a server that kept the frames
-    # (raw or as the ~4 kB JPEGs plus headers of every session) would grow by more than the
-    # bound each round; the measured growth is ~1 MB.
+    # A round moves ~800 frames of 48 kB raw pixels (~40 MB): a server that kept the frames
+    # or the model sessions of a round would grow past the bound; measured growth is ~1 MB.
     assert rss[2] - rss[1] < 30, rss
 
 

@@ -28,7 +28,7 @@ def register(subparsers) -> None:
     p.add_argument("--model", default=EMBEDDED,
                    help=f"model folder, or {EMBEDDED!r} (default) / {EMBEDDED_FAST!r} for a bundled model")  # fmt: skip
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free port)")
     p.add_argument("--token", help="require this bearer token on /v1 (letters, digits and ._~- only)")
     p.add_argument("--max-sessions", type=int, default=2, help="live sessions at once (default 2)")
     p.add_argument("--data", help="folder for offline jobs and results (default: ~/.cache/sanawm/serve)")
@@ -57,8 +57,8 @@ def resolve_model(name: str) -> tuple[str | None, str]:
 def _check_args(args: argparse.Namespace) -> Path:
     from sanawm.serve.guard import TOKEN_CHARS
 
-    if not 0 < args.port < 65536:
-        raise UserInputError(f"--port must be in 1..65535, got {args.port}")
+    if not 0 <= args.port < 65536:
+        raise UserInputError(f"--port must be in 0..65535 (0: any free port), got {args.port}")
     if args.max_sessions < 1:
         raise UserInputError(f"--max-sessions must be at least 1, got {args.max_sessions}")
     if args.token is not None and not re.fullmatch(f"[{re.escape(TOKEN_CHARS)}]{{8,256}}", args.token):
@@ -87,15 +87,16 @@ def run(args: argparse.Namespace) -> int:
     if not loopback and args.token is None:
         print(f"sanawm serve: warning: serving on {args.host} without --token: anyone who can reach it can use it",
               file=sys.stderr)  # fmt: skip
-    model = WorldModel.load(folder, device=args.device)
-    app = create_app(model, name, config, loopback_only=loopback)
-    shown = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"sanawm serve: model {name} ({model.image_size[1]}x{model.image_size[0]}); open http://{shown}:{args.port}/",
-          file=sys.stderr)  # fmt: skip
-    try:
+    try:  # before the model loads, so a taken port fails fast
         sock = listening_socket(args.host, args.port)
     except OSError as err:
         raise UserInputError(f"cannot listen on {args.host}:{args.port}: {err.strerror or err}") from None
     with sock:
+        model = WorldModel.load(folder, device=args.device)
+        app = create_app(model, name, config, loopback_only=loopback)
+        port = sock.getsockname()[1]
+        shown = f"[{args.host}]" if ":" in args.host else args.host
+        print(f"sanawm serve: model {name} ({model.image_size[1]}x{model.image_size[0]}); open http://{shown}:{port}/",
+              file=sys.stderr, flush=True)  # fmt: skip
         uvicorn_server(app, config).run(sockets=[sock])
     return 0

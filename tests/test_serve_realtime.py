@@ -222,6 +222,9 @@ def test_idle_timeout_and_lifetime_end_the_session(tmp_path):
             errors = [m["message"] for m in messages if m["type"] == "error"]
             assert errors == ["idle timeout: no message for 0.6 s"]
         wait_until(lambda: app.state.slots.active == 0, what="slot freed")
+        with open_session(host) as ws:  # idle before init
+            assert receive_json(ws) == {"type": "error", "message": "idle timeout: no message for 0.6 s"}
+            assert receive_json(ws) == {"type": "end"}
     with running_server(model, _config(tmp_path, idle_timeout_s=60, lifetime_s=0.8)) as (host, _):
         with open_session(host) as ws:
             ws.send(json.dumps({"type": "init"}))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import threading
 import time
@@ -97,7 +98,13 @@ class LiveSession:
     async def run(self) -> None:
         try:
             init = await self._wait_for_init()
-        except (WebSocketDisconnect, _Expired):
+        except WebSocketDisconnect:
+            return
+        except _Expired as expired:
+            with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+                await self._send_text(protocol.error(str(expired)))
+                await self._send_text(protocol.end())
+                await self.ws.close()
             return
         if init is None:
             return

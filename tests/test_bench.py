@@ -95,6 +95,18 @@ def test_streaming_mode_reports_every_chunk_and_a_constant_gdn_cache(tmp_path, c
     assert long["kv_cache_bytes"] == long["chunks"][-1]["kv_cache_bytes"]
 
 
+def test_streaming_window_keeps_the_key_value_cache_constant(tmp_path):
+    out_json = tmp_path / "w.json"
+    # 16x1x1 latents, chunks of 3: [0, 4), [4, 7), [7, 10), [10, 13), [13, 16); window 1 + sink 2.
+    code = main(["bench", *FAST, "--mode", "streaming", "--latents", "16x1x1", "--window", "1", "--sink", "2",
+                 "--json", str(out_json)])  # fmt: skip
+    assert code == 0
+    kv = [c["kv_cache_bytes"] for c in json.loads(out_json.read_text())["rows"][0]["chunks"]]
+    # Held frames after each commit: 0-3 (4), 0-1 + 4-6 (5), then 0-1 + the last chunk (5) for ever.
+    per_frame = kv[0] // 4
+    assert kv == [4 * per_frame] + [5 * per_frame] * 4
+
+
 BAD = [
     (["--frames", "80"], "8k+1"),
     (["--frames", "81", "--size", "700x1280"], "multiples of 32"),
@@ -102,6 +114,7 @@ BAD = [
     (["--latents", "2x2"], "latent size"),
     (["--iters", "0", "--latents", "2x2x2"], "iters"),
     (["--chunk-size", "0", "--mode", "streaming", "--latents", "2x2x2"], "chunk_size"),
+    (["--window", "-1", "--mode", "streaming", "--latents", "2x2x2"], "window"),
     (["--latents", "2x2x2", "--json", "/no/such/folder/b.json"], "cannot write"),
     (["--device", "nonsense", "--latents", "2x2x2"], "device"),
 ]

@@ -20,8 +20,8 @@ def test_embedded_model_generates_in_both_modes(embedded):
     assert bidirectional.frames.dtype == np.uint8
     assert bidirectional.trajectory.c2w.shape == (9, 4, 4)
 
-    chunks = list(embedded.stream(action="w-4,l-4", steps=3, seed=1))
-    streamed = np.concatenate(chunks)
+    chunks = list(embedded.stream(action="w-4,l-4", frames=9, steps=3, seed=1))
+    streamed = np.concatenate([chunk.frames for chunk in chunks])
     assert len(chunks) >= 1 and streamed.shape == (9, 128, 128, 3)
     # Same image condition: the first frame is the example image through the VAE in both modes.
     assert np.abs(streamed[0].astype(int) - bidirectional.frames[0].astype(int)).mean() < 2.0

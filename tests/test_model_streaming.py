@@ -130,3 +130,60 @@ def test_model_is_invariant_to_a_global_frame_shift(model, inputs):
     it matters for streaming, where cached keys keep their absolute positions."""
     part = frames(inputs, 0, 3)
     assert max_err(model(**part, frame_offset=3), model(**part)) < 1e-12
+
+
+def _naive_windowed_attention(window, sink):
+    """Softmax attention over the whole clip with an explicit boolean mask, in float64: a
+    query of chunk c sees its own chunk, and of earlier chunks only the first `sink` frames and
+    the chunks c - window .. c - 1."""
+
+    def attend(q, k, v, *, tokens_per_frame, chunk_starts, past_tokens, scale):
+        assert past_tokens == 0  # one call over the whole clip
+        frames = q.shape[2] // tokens_per_frame
+        chunk_of = [sum(s <= f for s in chunk_starts) - 1 for f in range(frames)]
+        allowed = torch.zeros(frames, frames, dtype=torch.bool)
+        for qf in range(frames):
+            for kf in range(frames):
+                cq, ck = chunk_of[qf], chunk_of[kf]
+                allowed[qf, kf] = ck == cq or (ck < cq and (kf < sink or ck >= cq - window))
+        mask = allowed.repeat_interleave(tokens_per_frame, 0).repeat_interleave(tokens_per_frame, 1)
+        scale = q.shape[-1] ** -0.5 if scale is None else scale
+        logits = (q.double() @ k.double().transpose(-1, -2)) * scale
+        weights = torch.softmax(logits.masked_fill(~mask, float("-inf")), dim=-1)
+        return (weights @ v.double()).to(q.dtype)
+
+    return attend
+
+
+@pytest.mark.parametrize("window, sink", [(1, 2), (2, 0), (0, 3), (1, 5)])
+@torch.no_grad()
+def test_windowed_stream_equals_masked_full_attention(model, monkeypatch, window, sink):
+    g = torch.Generator().manual_seed(7)
+    frames_total = 11  # chunks [0, 3), [3, 5), [5, 7), [7, 9), [9, 11)
+    cfg = model.config
+    ts = 1000 * torch.rand(1, frames_total, generator=g, dtype=torch.float64)
+    clip = dict(
+        latents=torch.randn(1, cfg.in_channels, frames_total, H, W, generator=g, dtype=torch.float64),
+        timestep=ts,
+        text=torch.randn(1, 5, cfg.caption_channels, generator=g, dtype=torch.float64),
+        raymap=make_raymap(g, batch=1, frames=frames_total),
+        chunk_plucker=torch.randn(1, cfg.plucker_channels, frames_total, H, W, generator=g, dtype=torch.float64),
+    )
+    starts = chunk_starts_for(frames_total, CHUNK)
+    cache = model.new_stream_cache(window=window, sink=sink)
+    outs = []
+    for a, b in zip(starts, starts[1:] + [frames_total]):
+        outs.append(model(**frames(clip, a, b), cache=cache, update_cache=True))
+    streamed = torch.cat(outs, dim=2)
+
+    from sanawm.model import attention
+
+    monkeypatch.setattr(attention, "_chunk_causal_sdpa", _naive_windowed_attention(window, sink))
+    reference = model(**clip, chunk_starts=starts)
+    assert max_err(streamed, reference) < 1e-10
+    # The window matters here: the unbounded stream differs.
+    monkeypatch.undo()
+    assert max_err(model(**clip, chunk_starts=starts), reference) > 1e-4
+    # After the last chunk the cache holds the sink and the last `window` chunks.
+    recent = starts[-window] if window else frames_total
+    assert cache.held_frames == sorted(set(range(sink)) | set(range(recent, frames_total)))

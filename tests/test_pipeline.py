@@ -59,11 +59,14 @@ def test_first_frame_is_the_input_image_through_the_vae(wm):
 
 
 def test_streaming_frames_arrive_per_chunk_and_make_the_clip(wm):
-    chunks = list(wm.stream(IMAGE, action="w-8", seed=3))
+    chunks = list(wm.stream(IMAGE, action="w-8", frames=9, seed=3))
     # chunk_size 1: latent frames [0, 2) then [2, 3) -> 1 + 4 frames, then 4 frames.
-    assert [c.shape[0] for c in chunks] == [5, 4]
-    clip = wm.generate(IMAGE, action="w-8", seed=3, mode="streaming").frames
-    np.testing.assert_array_equal(np.concatenate(chunks), clip)
+    assert [c.frames.shape[0] for c in chunks] == [5, 4] and [c.start for c in chunks] == [0, 5]
+    clip = wm.generate(IMAGE, action="w-8", seed=3, mode="streaming")
+    np.testing.assert_array_equal(np.concatenate([c.frames for c in chunks]), clip.frames)
+    np.testing.assert_array_equal(np.concatenate([c.c2w for c in chunks]), clip.trajectory.c2w.double().numpy())
+    np.testing.assert_array_equal(np.concatenate([c.intrinsics for c in chunks]),
+                                  clip.trajectory.intrinsics.double().numpy())  # fmt: skip
 
 
 def test_seed_makes_generation_reproducible(wm):

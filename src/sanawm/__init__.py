@@ -9,10 +9,13 @@ from sanawm.camera import Trajectory, action_to_c2w, load_trajectory, save_camer
 from sanawm.errors import UserInputError
 from sanawm.model import SanaWMTransformer, build_preset, load_official
 from sanawm.pipeline import GenerationResult, WorldModel
+from sanawm.streaming import StreamChunk, StreamSession
 
 __all__ = [
     "GenerationResult",
     "SanaWMTransformer",
+    "StreamChunk",
+    "StreamSession",
     "Trajectory",
     "UserInputError",
     "WorldModel",

@@ -13,7 +13,9 @@ Modes:
 - "streaming": the clip is cut into chunks as `sample_streaming` cuts it; each chunk is timed
   as one forward that reads the stream cache (one sampling step of that chunk), then committed
   to the cache. A row's `seconds` is the sum of the per-chunk medians, i.e. one denoising step
-  of the whole clip; commits are timed apart (`ChunkTiming.commit_seconds`).
+  of the whole clip; commits are timed apart (`ChunkTiming.commit_seconds`). The cache keeps
+  every chunk unless `window` bounds it (see `sanawm.model.StreamCache`); a chunk's inputs are
+  made when it is reached, so nothing but the model and the cache grows with the clip.
 
 Times are medians of `iters` calls after `warmup` calls, measured with CUDA events on CUDA and
 `time.perf_counter` on the CPU. Peak memory is `torch.cuda.max_memory_allocated` (weights
@@ -101,6 +103,10 @@ class BenchConfig:
     """Text tokens per call (capped at the preset's `max_text_len`)."""
     seed: int = 0
     """Seed of the random inputs."""
+    window: int | None = None
+    """Streaming: recent chunks of softmax keys / values kept besides the sink (None: all)."""
+    sink: int | None = None
+    """Streaming with a window: latent frames from the start kept (None: the first chunk)."""
 
     def __post_init__(self) -> None:
         preset_config(self.preset)  # unknown preset -> UserInputError
@@ -112,6 +118,10 @@ class BenchConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise UserInputError(f"{name} must be an integer >= {low}, got {value!r}")
+        for name in ("window", "sink"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise UserInputError(f"{name} must be an integer >= 0, got {value!r}")
         if not self.latents and not self.frames:
             raise UserInputError("give at least one video frame count or latent size")
         for t, h, w in self.latents:
@@ -342,19 +352,26 @@ def _row(config: BenchConfig, device: torch.device, size: LatentSize, seconds: f
     )
 
 
-def _stream(model, inputs, config: BenchConfig, device: torch.device) -> list[ChunkTiming]:
-    """Time every chunk's forward (reading the cache), then commit it; as the sampler does."""
-    T = inputs["latents"].shape[2]
-    cache = model.new_stream_cache()
+def _stream(model, size: LatentSize, config: BenchConfig, device, dtype, text_len, generator) -> list[ChunkTiming]:
+    """Time every chunk's forward (reading the cache), then commit it; as the sampler does.
+    Each chunk's random inputs are made when it is reached (the text once)."""
+    T, h, w = size
+    sink = config.sink if config.sink is not None else config.chunk_size + 1
+    cache = model.new_stream_cache(config.window, sink if config.window is not None else 0)
+    text = make_inputs(model, (1, 1, 1), device, dtype, text_len, generator)
+    raymap, _ = camera_inputs(1, T, h, w, device, dtype)  # (1, T, 20): small
     chunks = []
     with torch.inference_mode():
         for start, stop in chunk_bounds(T, config.chunk_size):
-            part = slice_frames(inputs, start, stop)
+            part = make_inputs(model, (stop - start, h, w), device, dtype, text_len, generator)
+            part.update(text=text["text"], text_mask=text["text_mask"], raymap=raymap[:, start:stop])
+            if start > 0:
+                part["timestep"][:, 0] = part["timestep"][:, 1]  # only frame 0 of the clip is clean
             seconds = time_call(lambda: model(**part, cache=cache), device, config.warmup, config.iters)
             commit = time_call(lambda: model.commit_to_cache(cache, **part), device, 0, 1)
             gdn, kv = cache_bytes(cache)
-            h, w = part["latents"].shape[-2:]
             chunks.append(ChunkTiming(start, stop, (stop - start) * h * w, seconds, commit, gdn, kv))
+            del part
     return chunks
 
 
@@ -371,13 +388,14 @@ def run_benchmark(
     generator = torch.Generator().manual_seed(config.seed)
     rows = []
     for size in config.latent_sizes():
-        inputs = make_inputs(model, size, device, dtype, text_len, generator)
         if config.mode == "forward":
+            inputs = make_inputs(model, size, device, dtype, text_len, generator)
             seconds, peak = time_forward(model, inputs, device, config.warmup, config.iters)
             row = _row(config, device, size, seconds, peak)
+            del inputs
         else:
             reset_peak_memory(device)
-            chunks = _stream(model, inputs, config, device)
+            chunks = _stream(model, size, config, device, dtype, text_len, generator)
             later = [c.seconds for c in chunks[1:]]
             row = _row(
                 config,
@@ -395,7 +413,6 @@ def run_benchmark(
         rows.append(row)
         if on_row is not None:
             on_row(row)
-        del inputs
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return rows

@@ -5,8 +5,10 @@
     result.frames                               # (F, H, W, 3) uint8 numpy
     result.trajectory                           # c2w + pixel intrinsics of every output frame
 
-    for frames in wm.stream(image="photo.jpg", action="w-40"):   # chunk-causal, frames as
-        show(frames)                                             # each chunk is decoded
+    session = wm.stream(image="photo.jpg", action="w-40")     # chunk-causal, open-ended
+    for chunk in session:                                       # as each chunk is decoded
+        show(chunk.frames)
+        session.push_action("l-16")                             # steer (see sanawm.streaming)
 
 Everything the user can get wrong is checked by `prepare` before any heavy work starts and
 raises `UserInputError`; `generate` / `stream` accept either the same keyword arguments or a
@@ -42,10 +44,11 @@ from sanawm.sampling.sampler import (
     Conditioning,
     Progress,
     SamplerSettings,
+    StreamWindow,
     sample_bidirectional,
-    sample_streaming,
 )
-from sanawm.text import GemmaTextEncoder, null_text
+from sanawm.streaming import StreamSession, plan_queue, resolve_window
+from sanawm.text import GemmaTextEncoder, TextEmbedding, null_text
 from sanawm.vae import VideoVAE, load_vae
 
 MODES = ("bidirectional", "streaming")
@@ -261,6 +264,8 @@ class WorldModel:
         *,
         request: Request | None = None,
         mode: str = "bidirectional",
+        window: int | str | None = None,
+        sink: int | None = None,
         progress: Progress | None = None,
         **inputs: Any,
     ) -> GenerationResult:
@@ -271,14 +276,15 @@ class WorldModel:
         and `action` (an action string), `prompt`, `frames` (default: the whole trajectory,
         rounded down to a count the VAE can make), `steps`, `cfg` (text guidance),
         `camera_cfg`, `seed`. `mode` is "bidirectional" (whole clip at once) or "streaming"
-        (chunk-causal). `progress(done, total)` is called after every model step.
+        (chunk-causal; `window` / `sink` bound its attention, see `stream`).
+        `progress(done, total)` is called after every model step.
         """
         if mode not in MODES:
             raise UserInputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
         request = self._request(image, request, inputs)
         if mode == "streaming":
-            chunks = list(self.stream(request=request, progress=progress))
-            frames = np.concatenate(chunks, axis=0)
+            chunks = self.stream(request=request, window=window, sink=sink, progress=progress)
+            frames = np.concatenate([chunk.frames for chunk in chunks], axis=0)
         else:
             cond = self._conditioning(request)
             latents = sample_bidirectional(self.transformer, cond, request.sampler, progress)
@@ -291,20 +297,45 @@ class WorldModel:
         image: Image.Image | np.ndarray | str | os.PathLike | None = None,
         *,
         request: Request | None = None,
+        window: int | str | None = None,
+        sink: int | None = None,
         progress: Progress | None = None,
         **inputs: Any,
-    ) -> Iterator[np.ndarray]:
-        """Chunk-causal generation: yield (n, H, W, 3) uint8 frames as each chunk is decoded.
+    ) -> StreamSession:
+        """Chunk-causal generation as a `StreamSession`: iterate it for `StreamChunk`s (frames
+        of a chunk as soon as it is decoded, with their cameras); between chunks
+        `push_action` / `push_poses` steer the camera.
 
-        Same inputs as `generate`. The frames of all chunks, in order, are the whole clip.
+        Same inputs as `generate`, except that the camera may be left out (it holds still
+        until a command is pushed) and that without `frames` and without a `trajectory` the
+        stream is open-ended. An action shorter than `frames` holds the camera still at its
+        end. `window`: chunks of softmax keys / values kept besides the sink (default 1: with
+        the first-chunk sink that is SANA-WM's streaming cache; "full": all); `sink`: latent frames from the start kept for ever
+        (default: the first chunk). `progress(done, total)`: total is None when open-ended.
         """
-        request = self._request(image, request, inputs)
-        cond = self._conditioning(request)
-        decoder = self.vae.chunk_decoder()
-        chunks = sample_streaming(self.transformer, cond, request.sampler, self.settings.chunk_size, progress)
-        for latents in chunks:
-            with torch.no_grad():
-                yield _to_uint8(decoder.decode(latents.to(_vae_dtype(self.vae))))
+        window_spec = resolve_window(window, sink, self.settings.chunk_size)
+        if request is not None:
+            if image is not None or inputs:
+                raise UserInputError("pass either a prepared request or generation inputs, not both")
+            return self._session(request, request.num_frames, window_spec, progress)
+        frames, action, trajectory = inputs.get("frames"), inputs.get("action"), inputs.get("trajectory")
+        if trajectory is not None or frames is not None:
+            if trajectory is None:  # hold still after the action if more frames are asked for
+                inputs["action"] = _pad_action("none-1" if action is None else action, frames, self.settings)
+            request = self.prepare(image, **inputs)
+            return self._session(request, request.num_frames, window_spec, progress)
+        # Open-ended: check everything else with a still camera, then queue the action's poses.
+        request = self.prepare(image, **{**inputs, "action": f"none-{self.vae.temporal_stride}"})
+        c2w = torch.eye(4, dtype=torch.float64)[None]
+        if action is not None:
+            c2w = action_to_c2w(action, translation_speed=self.settings.translation_speed,
+                                rotation_speed_deg=self.settings.rotation_speed_deg)  # fmt: skip
+        k = request.trajectory.intrinsics[:1].expand(c2w.shape[0], 4)
+        return StreamSession(self, request, plan_queue(c2w, k), None, window_spec, progress)
+
+    def _session(self, request: Request, frames: int, window: StreamWindow, progress) -> StreamSession:
+        traj = request.trajectory
+        return StreamSession(self, request, plan_queue(traj.c2w, traj.intrinsics), frames, window, progress)
 
     def _request(self, image, request: Request | None, inputs: dict[str, Any]) -> Request:
         if request is None:
@@ -317,21 +348,39 @@ class WorldModel:
     def _conditioning(self, request: Request) -> Conditioning:
         traj = request.trajectory
         raymap, plucker = pack_camera(traj.c2w, traj.intrinsics, traj.image_size, self.vae.strides)
-        pixels = torch.from_numpy(np.array(request.image)).permute(2, 0, 1).float() / 127.5 - 1.0
+        first_latent, text, negative = self._encode_inputs(request.image, request.prompt)
+        return Conditioning(
+            first_latent=first_latent,
+            text=text,
+            raymap=raymap[None].to(self.device),
+            chunk_plucker=plucker[None].to(self.device),
+            negative_text=negative,
+        )
+
+    @torch.no_grad()
+    def _encode_inputs(self, image: Image.Image, prompt: str) -> tuple[torch.Tensor, TextEmbedding, TextEmbedding | None]:
+        """The image's normalised latent (1, C, 1, h, w), the prompt's embedding and the
+        negative one for text guidance (None for models without text), on the device."""
+        pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 127.5 - 1.0
         pixels = pixels[None, :, None].to(self.device, _vae_dtype(self.vae))
         first_latent = self.vae.encode(pixels).float()
         if self.text_encoder is None:
             text, negative = null_text(self.transformer.y_embedder.y_embedding), None
         else:
-            text = self.text_encoder.encode(request.prompt)
+            text = self.text_encoder.encode(prompt)
             negative = self.text_encoder.encode_negative("")
-        return Conditioning(
-            first_latent=first_latent,
-            text=text.to(self.device, torch.float32),
-            raymap=raymap[None].to(self.device),
-            chunk_plucker=plucker[None].to(self.device),
-            negative_text=negative.to(self.device, torch.float32) if negative is not None else None,
-        )
+        text = text.to(self.device, torch.float32)
+        negative = negative.to(self.device, torch.float32) if negative is not None else None
+        return first_latent, text, negative
+
+
+def _pad_action(action: str, frames: int, settings: GenerationSettings) -> str:
+    """`action` followed by standing still, so that it covers `frames` frames."""
+    if not isinstance(action, str) or isinstance(frames, bool) or not isinstance(frames, (int, np.integer)):
+        return action  # prepare() names the problem
+    have = action_to_c2w(action, translation_speed=settings.translation_speed,
+                         rotation_speed_deg=settings.rotation_speed_deg).shape[0]  # fmt: skip
+    return action if frames <= have else f"{action},none-{int(frames) - have}"
 
 
 def _check_sampler(s: SamplerSettings) -> None:

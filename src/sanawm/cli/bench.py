@@ -59,6 +59,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=image_size_arg, default=(704, 1280), help="video HxW for --frames (default 704x1280)")
     p.add_argument("--mode", choices=MODES, default="forward", help="forward (whole clip) or streaming (chunks)")
     p.add_argument("--chunk-size", type=int, default=3, help="latent frames per streaming chunk (default 3)")
+    p.add_argument("--window", type=int, metavar="N",
+                   help="streaming: keep only N recent chunks of softmax keys / values besides the sink "
+                        "(default: keep all)")  # fmt: skip
+    p.add_argument("--sink", type=int, metavar="FRAMES",
+                   help="streaming with --window: latent frames from the start always kept (default: the first chunk)")
     p.add_argument("--dtype", choices=DTYPES, help="default bfloat16 on CUDA, float32 on the CPU")
     p.add_argument("--device", help="default cuda when available, else cpu")
     p.add_argument("--warmup", type=int, default=1, help="untimed calls first (default 1)")
@@ -67,6 +72,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", metavar="OUT.json", help="also write the rows (and per-chunk details) as JSON")
     p.add_argument("--csv", metavar="OUT.csv", help="also write the rows as CSV")
     p.set_defaults(func=run)
+
+
+def _window_text(config: BenchConfig) -> str:
+    if config.window is None:
+        return ", every chunk kept"
+    sink = config.sink if config.sink is not None else config.chunk_size + 1
+    return f", window {config.window} chunks + sink {sink} latent frames"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -85,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
         warmup=args.warmup,
         iters=args.iters,
         text_len=args.text_len,
+        window=args.window,
+        sink=args.sink,
     )
     resolve_device(config)  # a missing GPU or a too-large CPU preset fails before the header
     for path in (args.json, args.csv):  # fail before minutes of measuring, not after
@@ -94,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"sanawm bench: {config.preset} with RANDOM weights ({params.depth} blocks, width {params.hidden_size}), "
         f"{config.dtype}, {device}, mode {config.mode}"
-        + (f" (chunks of {config.chunk_size} latent frames)" if config.mode == "streaming" else "")
+        + (f" (chunks of {config.chunk_size} latent frames" if config.mode == "streaming" else "")
+        + (_window_text(config) + ")" if config.mode == "streaming" else "")
         + f", median of {config.iters} after {config.warmup} warm-up"
         + f", {min(config.text_len, params.max_text_len)} text tokens",
         flush=True,

@@ -35,10 +35,24 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     p.add_argument("--mode", choices=("bidirectional", "streaming"), default="bidirectional",
                    help="bidirectional: whole clip at once; streaming: chunk by chunk")  # fmt: skip
+    p.add_argument("--window", type=_window_arg, metavar="N|full",
+                   help="streaming: recent chunks of attention memory kept besides the sink (default 1: with the "
+                        "first-chunk sink, SANA-WM's streaming cache; 'full': all, memory grows with the clip)")  # fmt: skip
+    p.add_argument("--sink", type=int, metavar="FRAMES",
+                   help="streaming: latent frames from the start always attended to (default: the first chunk)")
     p.add_argument("--model", help="model folder (default: the embedded model)")
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--out", required=True, help="output video, OUT.mp4 (cameras go to OUT.camera.npz)")
     p.set_defaults(func=run)
+
+
+def _window_arg(text: str) -> int | str:
+    if text == "full":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of chunks or 'full', got {text!r}") from None
 
 
 def camera_path_for(video: Path) -> Path:
@@ -63,9 +77,13 @@ def run(args: argparse.Namespace) -> int:
 
     from sanawm.camera import save_camera_npz
     from sanawm.pipeline import WorldModel
+    from sanawm.streaming import resolve_window
     from sanawm.video import VideoWriter
 
     video_path, camera_path = _check_output(args.out)
+    if args.mode != "streaming" and (args.window is not None or args.sink is not None):
+        raise UserInputError("--window and --sink apply to --mode streaming only")
+    resolve_window(args.window, args.sink, chunk_size=1)  # checked before the model loads
     model = WorldModel.load(args.model, device=args.device)
     request = model.prepare(
         args.image,
@@ -91,10 +109,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         with VideoWriter(video_path, model.settings.fps) as writer:
             if args.mode == "streaming":
-                for frames in model.stream(request=request, progress=progress):
+                session = model.stream(request=request, window=args.window, sink=args.sink, progress=progress)
+                for chunk in session:
                     if writer.frames_written == 0:
                         save_camera_npz(camera_path, traj.c2w, traj.intrinsics, traj.image_size)
-                    writer.write(frames)
+                    writer.write(chunk.frames)
             else:
                 result = model.generate(request=request, progress=progress)
                 save_camera_npz(camera_path, traj.c2w, traj.intrinsics, traj.image_size)

@@ -25,7 +25,14 @@ import torch
 from torch import Tensor, nn
 
 from sanawm.errors import UserInputError
-from sanawm.model.attention import OUTPUT_GATE_INIT_BIAS, CallContext, GDNAttention, GDNPast, KeyConv
+from sanawm.model.attention import (
+    OUTPUT_GATE_INIT_BIAS,
+    CallContext,
+    GDNAttention,
+    GDNPast,
+    KeyConv,
+    SoftmaxPast,
+)
 from sanawm.model.block import BlockPast, SanaWMBlock
 from sanawm.model.camera import CameraTransforms, invert_rigid, ray_frames
 from sanawm.model.config import SanaWMConfig
@@ -56,14 +63,64 @@ def chunk_starts_for(num_frames: int, chunk_size: int) -> list[int]:
 class StreamCache:
     """Per-block memory of the frames committed so far (see `SanaWMTransformer`).
 
-    GDN blocks hold forward states and the last raw keys (constant size); softmax blocks
-    hold the keys / values of every committed frame; every block holds the last FFN frame.
+    GDN blocks hold forward states and the last raw keys (constant size); every block holds
+    the last FFN frames. Softmax blocks (main and camera branch) hold the keys / values of
+    the committed frames they may still attend to:
+
+    - `window=None`: every committed frame (memory grows with the clip);
+    - `window=n`: an attention sink, the first `sink` latent frames of the stream, plus the
+      last `n` committed chunks (one `commit` = one chunk). Keys keep the RoPE / camera
+      transforms of their absolute frame index, so a window longer than the clip computes
+      exactly what the unbounded cache does.
     """
 
-    def __init__(self, depth: int):
+    def __init__(self, depth: int, window: int | None = None, sink: int = 0):
+        assert window is None or window >= 0, window
+        assert sink >= 0, sink
         self.blocks: list[BlockPast | None] = [None] * depth
         self.num_frames = 0
         self.shape: tuple[int, int, int] | None = None  # (batch, height, width)
+        self.window = window
+        self.sink = sink
+        self.chunk_starts: list[int] = []
+        """First frame of every committed chunk."""
+        self.held_frames: list[int] = []
+        """Absolute indices of the frames the softmax blocks hold, in cache order."""
+
+    def commit(self, new_past: list[BlockPast | None], frames: int) -> None:
+        """Take the blocks' state after a chunk of `frames` frames, then drop the softmax
+        keys / values that fell out of the window."""
+        self.blocks = new_past
+        self.chunk_starts.append(self.num_frames)
+        self.held_frames += range(self.num_frames, self.num_frames + frames)
+        self.num_frames += frames
+        keep = self.frames_to_keep()
+        if len(keep) < len(self.held_frames):
+            position = {f: i for i, f in enumerate(self.held_frames)}
+            spans = _spans([position[f] for f in keep])
+            for past in self.blocks:
+                if past is not None and isinstance(past.attn, SoftmaxPast):
+                    past.attn = _select_frames(past.attn, spans, self.shape[1] * self.shape[2])
+            self.held_frames = keep
+        if self.window is not None:  # only the window's chunk starts are read again
+            del self.chunk_starts[: max(0, len(self.chunk_starts) - self.window)]
+
+    def frames_to_keep(self) -> list[int]:
+        """The frames the softmax blocks keep now: the sink plus the last `window` chunks."""
+        if self.window is None:
+            return list(self.held_frames)
+        starts = self.chunk_starts
+        recent = starts[max(0, len(starts) - self.window)] if self.window > 0 else self.num_frames
+        return [f for f in self.held_frames if f < self.sink or f >= recent]
+
+    def softmax_numel(self) -> int:
+        """Elements held by the softmax blocks' keys and values."""
+        total = 0
+        for past in self.blocks:
+            if past is not None and isinstance(past.attn, SoftmaxPast):
+                a = past.attn
+                total += sum(t.numel() for t in (a.k, a.v, a.cam_k, a.cam_v) if t is not None)
+        return total
 
     def gdn_numel(self) -> int:
         """Elements held by the GDN blocks (states and key contexts): constant once the
@@ -77,6 +134,29 @@ class StreamCache:
                     parts += [a.cam_state.kv, a.cam_key_context]
                 total += sum(p.numel() for p in parts if p is not None)
         return total
+
+
+def _spans(indices: list[int]) -> list[tuple[int, int]]:
+    """Sorted indices -> maximal runs [a, b) of consecutive ones."""
+    spans: list[tuple[int, int]] = []
+    for i in indices:
+        if spans and spans[-1][1] == i:
+            spans[-1] = (spans[-1][0], i + 1)
+        else:
+            spans.append((i, i + 1))
+    return spans
+
+
+def _select_frames(past: SoftmaxPast, spans: list[tuple[int, int]], tokens_per_frame: int) -> SoftmaxPast:
+    """Keep the tokens of the held frames in `spans` (cloned, so the dropped ones are freed)."""
+
+    def pick(t: Tensor | None) -> Tensor | None:
+        if t is None:
+            return None
+        parts = [t[:, :, a * tokens_per_frame : b * tokens_per_frame] for a, b in spans]
+        return torch.cat(parts, dim=2) if len(parts) > 1 else parts[0].clone()
+
+    return SoftmaxPast(pick(past.k), pick(past.v), pick(past.cam_k), pick(past.cam_v))
 
 
 def _shape(t: Tensor) -> tuple[int, ...]:
@@ -170,14 +250,13 @@ class SanaWMTransformer(nn.Module):
 
         out = self.final_layer(x, t)  # (B, T, S, C_out)
         if update_cache:
-            cache.blocks = new_past
-            cache.num_frames += T
             cache.shape = (B, H, W)
+            cache.commit(new_past, T)
         return out.reshape(B, T, H, W, -1).permute(0, 4, 1, 2, 3)
 
-    def new_stream_cache(self) -> StreamCache:
-        """An empty cache for chunk-by-chunk generation."""
-        return StreamCache(len(self.blocks))
+    def new_stream_cache(self, window: int | None = None, sink: int = 0) -> StreamCache:
+        """An empty cache for chunk-by-chunk generation; `window` / `sink`: see `StreamCache`."""
+        return StreamCache(len(self.blocks), window, sink)
 
     @torch.no_grad()
     def commit_to_cache(

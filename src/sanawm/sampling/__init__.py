@@ -2,7 +2,9 @@
 
 from sanawm.sampling.sampler import (
     Conditioning,
+    ChunkSampler,
     SamplerSettings,
+    StreamWindow,
     chunk_bounds,
     combine_guidance,
     sample_bidirectional,
@@ -12,7 +14,9 @@ from sanawm.sampling.schedule import euler_step, flow_sigmas, next_sigma
 
 __all__ = [
     "Conditioning",
+    "ChunkSampler",
     "SamplerSettings",
+    "StreamWindow",
     "chunk_bounds",
     "combine_guidance",
     "euler_step",

@@ -36,8 +36,9 @@ from sanawm.model import SanaWMTransformer, StreamCache, chunk_starts_for
 from sanawm.sampling.schedule import NUM_TRAIN_TIMESTEPS, euler_step, flow_sigmas, next_sigma
 from sanawm.text import TextEmbedding
 
-#: Called after every model evaluation step with (steps done, steps in total).
-Progress = Callable[[int, int], None]
+#: Called after every model evaluation step with (steps done, steps in total); the total is
+#: None for an open-ended stream.
+Progress = Callable[[int, int | None], None]
 
 
 @dataclass
@@ -82,35 +83,47 @@ def combine_guidance(
     return out
 
 
+#: Camera inputs of the frames of one model call: raymap (1, t, 20), chunk_plucker (1, P, t, h, w).
+Camera = tuple[Tensor, Tensor]
+
+
 @dataclass
 class _Branch:
     """One batched model call of the guidance: its text rows, whether it sees the camera, and
     (when streaming) its own cache of finished chunks, since hidden states differ per branch."""
 
     model: SanaWMTransformer
-    cond: Conditioning
     text_states: Tensor
     text_mask: Tensor
     camera: bool
     cache: StreamCache | None
 
-    def _inputs(self, x: Tensor, timestep: Tensor, start: int, stop: int) -> tuple:
+    def _inputs(self, x: Tensor, timestep: Tensor, camera: Camera) -> tuple:
         batch = self.text_states.shape[0]
         raymap = plucker = None
         if self.camera:
-            raymap = self.cond.raymap[:, start:stop].expand(batch, -1, -1)
-            plucker = self.cond.chunk_plucker[:, :, start:stop].expand(batch, -1, -1, -1, -1)
+            raymap = camera[0].expand(batch, -1, -1)
+            plucker = camera[1].expand(batch, -1, -1, -1, -1)
         x = x.expand(batch, -1, -1, -1, -1)
         return x, timestep.expand(batch, -1), self.text_states, self.text_mask, raymap, plucker
 
-    def predict(self, x: Tensor, timestep: Tensor, start: int, stop: int) -> Tensor:
-        """Velocity (batch, C, t, h, w) for latents x (1, C, t, h, w) of frames [start, stop)."""
-        return self.model(*self._inputs(x, timestep, start, stop), cache=self.cache).float()
+    def predict(self, x: Tensor, timestep: Tensor, camera: Camera) -> Tensor:
+        """Velocity (batch, C, t, h, w) for latents x (1, C, t, h, w) seen with `camera`."""
+        return self.model(*self._inputs(x, timestep, camera), cache=self.cache).float()
 
-    def commit(self, clean: Tensor, start: int, stop: int) -> None:
+    def commit(self, clean: Tensor, camera: Camera) -> None:
         """Append finished latents to this branch's cache, as clean frames (timestep 0)."""
-        zero = torch.zeros(1, stop - start, device=clean.device)
-        self.model.commit_to_cache(self.cache, *self._inputs(clean, zero, start, stop))
+        zero = torch.zeros(1, clean.shape[2], device=clean.device)
+        self.model.commit_to_cache(self.cache, *self._inputs(clean, zero, camera))
+
+
+@dataclass
+class StreamWindow:
+    """How much of the past the softmax blocks attend to when streaming (see `StreamCache`):
+    the last `chunks` chunks (None: all of them) plus the first `sink` latent frames."""
+
+    chunks: int | None = None
+    sink: int = 0
 
 
 class _GuidedModel:
@@ -118,48 +131,57 @@ class _GuidedModel:
     guidance is on) and, for camera guidance, a call without camera inputs."""
 
     def __init__(
-        self, model: SanaWMTransformer, cond: Conditioning, settings: SamplerSettings, streaming: bool
+        self,
+        model: SanaWMTransformer,
+        text: TextEmbedding,
+        negative_text: TextEmbedding | None,
+        settings: SamplerSettings,
+        device: torch.device,
+        window: StreamWindow | None,
     ) -> None:
+        """`window`: stream with caches bounded that way (None: one call for the whole clip)."""
         self.settings = settings
-        self.text_guidance = cond.negative_text is not None and settings.cfg != 1.0
-        device = cond.first_latent.device
-        texts = [cond.negative_text, cond.text] if self.text_guidance else [cond.text]
+        self.text_guidance = negative_text is not None and settings.cfg != 1.0
+        texts = [negative_text, text] if self.text_guidance else [text]
         states = torch.cat([t.states for t in texts]).to(device)
         mask = torch.cat([t.mask for t in texts]).to(device)
 
         def branch(rows: slice, camera: bool) -> _Branch:
-            cache = model.new_stream_cache() if streaming else None
-            return _Branch(model, cond, states[rows], mask[rows], camera, cache)
+            cache = None if window is None else model.new_stream_cache(window.chunks, window.sink)
+            return _Branch(model, states[rows], mask[rows], camera, cache)
 
         self.main = branch(slice(None), camera=True)
         self.no_camera = branch(slice(-1, None), camera=False) if settings.camera_cfg != 1.0 else None
 
+    @property
+    def caches(self) -> list[StreamCache]:
+        return [b.cache for b in (self.main, self.no_camera) if b is not None and b.cache is not None]
+
     @torch.no_grad()
-    def velocity(self, x: Tensor, timestep: Tensor, start: int, stop: int) -> Tensor:
-        """Guided velocity for latents `x` (1, C, t, h, w) = frames [start, stop)."""
-        out = self.main.predict(x, timestep, start, stop)
+    def velocity(self, x: Tensor, timestep: Tensor, camera: Camera) -> Tensor:
+        """Guided velocity for latents `x` (1, C, t, h, w) seen with `camera`."""
+        out = self.main.predict(x, timestep, camera)
         full, no_text = (out[1:], out[:1]) if self.text_guidance else (out, None)
-        no_camera = self.no_camera.predict(x, timestep, start, stop) if self.no_camera else None
+        no_camera = self.no_camera.predict(x, timestep, camera) if self.no_camera else None
         return combine_guidance(full, no_text, no_camera, self.settings.cfg, self.settings.camera_cfg)
 
     @torch.no_grad()
-    def commit(self, clean: Tensor, start: int, stop: int) -> None:
-        """Append finished latents (frames [start, stop)) to every branch's stream cache."""
+    def commit(self, clean: Tensor, camera: Camera) -> None:
+        """Append finished latents to every branch's stream cache."""
         for branch in (self.main, self.no_camera):
             if branch is not None:
-                branch.commit(clean, start, stop)
+                branch.commit(clean, camera)
 
 
 def _denoise(
     guided: _GuidedModel,
     latents: Tensor,
     pinned: Tensor,
-    start: int,
-    stop: int,
+    camera: Camera,
     sigmas: Tensor,
     on_step: Callable[[], None],
 ) -> Tensor:
-    """Run the whole schedule on latents (1, C, t, h, w) of frames [start, stop).
+    """Run the whole schedule on latents (1, C, t, h, w) seen with `camera`.
 
     `pinned` (t,) bool marks clean condition frames: timestep 0, never updated.
     """
@@ -167,7 +189,7 @@ def _denoise(
     zero = torch.zeros((), device=latents.device)
     for t in timesteps.to(latents.device):
         frame_t = torch.where(pinned, zero, t).unsqueeze(0)  # (1, t)
-        velocity = guided.velocity(latents, frame_t, start, stop)
+        velocity = guided.velocity(latents, frame_t, camera)
         sigma = (frame_t / NUM_TRAIN_TIMESTEPS).view(1, 1, -1, 1, 1)
         stepped = euler_step(latents, velocity, sigma, next_sigma(sigmas, sigma))
         latents = torch.where(pinned.view(1, 1, -1, 1, 1), latents, stepped)
@@ -198,7 +220,7 @@ def _noise(generator: torch.Generator, like: Tensor, frames: int) -> Tensor:
     return torch.randn(shape, generator=generator, dtype=torch.float32).to(like.device)
 
 
-def _counter(progress: Progress | None, total: int) -> Callable[[], None]:
+def _counter(progress: Progress | None, total: int | None) -> Callable[[], None]:
     done = 0
 
     def step() -> None:
@@ -220,8 +242,10 @@ def sample_bidirectional(
     latents = _noise(generator, cond.first_latent, T)
     latents[:, :, :1] = cond.first_latent.float()
     pinned = torch.arange(T, device=latents.device) == 0
-    guided = _GuidedModel(model, cond, settings, streaming=False)
-    return _denoise(guided, latents, pinned, 0, T, sigmas, _counter(progress, settings.steps))
+    device = cond.first_latent.device
+    guided = _GuidedModel(model, cond.text, cond.negative_text, settings, device, window=None)
+    camera = (cond.raymap, cond.chunk_plucker)
+    return _denoise(guided, latents, pinned, camera, sigmas, _counter(progress, settings.steps))
 
 
 def chunk_bounds(num_latent_frames: int, chunk_size: int) -> list[tuple[int, int]]:
@@ -231,28 +255,75 @@ def chunk_bounds(num_latent_frames: int, chunk_size: int) -> list[tuple[int, int
     return list(zip(starts, starts[1:] + [num_latent_frames]))
 
 
+class ChunkSampler:
+    """Chunk-causal generation driven one chunk at a time (the engine of streaming).
+
+    `sample(start, stop, camera)` denoises latent frames [start, stop) (the next chunk, in
+    order, starting at 0) while reading the stream caches of the chunks before it, and
+    returns their clean latents (1, C, t, h, w); `commit(latents, camera)` then appends them
+    to the caches (skip it for a chunk that is never read again). The cameras of a chunk are
+    only needed when it is sampled, so they can be decided chunk by chunk.
+    """
+
+    def __init__(
+        self,
+        model: SanaWMTransformer,
+        first_latent: Tensor,
+        text: TextEmbedding,
+        negative_text: TextEmbedding | None,
+        settings: SamplerSettings,
+        window: StreamWindow | None = None,
+        progress: Progress | None = None,
+        total_chunks: int | None = None,
+    ) -> None:
+        self.sigmas = flow_sigmas(settings.steps, settings.flow_shift)
+        self.first_latent = first_latent
+        self.generator = torch.Generator().manual_seed(settings.seed)
+        self.guided = _GuidedModel(
+            model, text, negative_text, settings, first_latent.device, window or StreamWindow()
+        )
+        total = None if total_chunks is None else settings.steps * total_chunks
+        self.step = _counter(progress, total)
+        self.next_start = 0
+
+    @property
+    def caches(self) -> list[StreamCache]:
+        return self.guided.caches
+
+    def sample(self, start: int, stop: int, camera: Camera) -> Tensor:
+        assert start == self.next_start and stop > start, (start, stop, self.next_start)
+        latents = _noise(self.generator, self.first_latent, stop - start)
+        pinned = torch.zeros(stop - start, dtype=torch.bool, device=latents.device)
+        if start == 0:
+            latents[:, :, :1] = self.first_latent.float()
+            pinned[0] = True
+        self.next_start = stop
+        return _denoise(self.guided, latents, pinned, camera, self.sigmas, self.step)
+
+    def commit(self, latents: Tensor, camera: Camera) -> None:
+        self.guided.commit(latents, camera)
+
+
 def sample_streaming(
     model: SanaWMTransformer,
     cond: Conditioning,
     settings: SamplerSettings,
     chunk_size: int,
     progress: Progress | None = None,
+    window: StreamWindow | None = None,
 ) -> Iterator[Tensor]:
     """Yield the clean latents (1, C, t, h, w) of each chunk, in order, as soon as it is done."""
-    sigmas = _check(cond, settings)
+    _check(cond, settings)
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise UserInputError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     bounds = chunk_bounds(cond.num_latent_frames, chunk_size)
-    generator = torch.Generator().manual_seed(settings.seed)
-    guided = _GuidedModel(model, cond, settings, streaming=True)
-    step = _counter(progress, settings.steps * len(bounds))
+    sampler = ChunkSampler(
+        model, cond.first_latent, cond.text, cond.negative_text, settings, window, progress, len(bounds)
+    )
     for start, stop in bounds:
-        latents = _noise(generator, cond.first_latent, stop - start)
-        pinned = torch.zeros(stop - start, dtype=torch.bool, device=latents.device)
-        if start == 0:
-            latents[:, :, :1] = cond.first_latent.float()
-            pinned[0] = True
-        latents = _denoise(guided, latents, pinned, start, stop, sigmas, step)
+        # Copies, as a session packs them chunk by chunk: a chunk holds only its own cameras.
+        camera = (cond.raymap[:, start:stop].clone(), cond.chunk_plucker[:, :, start:stop].clone())
+        latents = sampler.sample(start, stop, camera)
         if stop < cond.num_latent_frames:  # the last chunk is never read again
-            guided.commit(latents, start, stop)
+            sampler.commit(latents, camera)
         yield latents

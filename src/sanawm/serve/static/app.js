@@ -3,7 +3,8 @@
 "use strict";
 
 const KEYS = "wasdijkl";
-const HOLD_FRAMES = 8;       // each control covers 8 frames (a key press lasts >= 8 frames)
+const HOLD_FRAMES = 16;      // while held: longer than a chunk (12 frames), so motion does not stutter
+const RELEASE_FRAMES = 8;    // on release: 8 more frames, so a tap moves and motion stops soon after
 const REPEAT_MS = 250;       // a held key is re-sent this often, so motion goes on while held
 const HEARTBEAT_MS = 5000;   // keeps the session alive when no key is pressed
 const MIME = { jpeg: "image/jpeg", webp: "image/webp" };
@@ -169,10 +170,12 @@ function setStatus(text) { $("status").textContent = text; }
 
 // ---- controls -------------------------------------------------------------------------------
 
+function sendKeys(keys, frames) {
+  send({ type: "event", kind: "action", payload: `${[...keys].sort().join("")}-${frames}` });
+}
+
 function sendHeld() {
-  if (state.held.size === 0) return;
-  const keys = [...state.held].sort().join("");
-  send({ type: "event", kind: "action", payload: `${keys}-${HOLD_FRAMES}` });
+  if (state.held.size) sendKeys(state.held, HOLD_FRAMES);
 }
 
 function press(key) {
@@ -185,10 +188,14 @@ function press(key) {
 }
 
 function release(key) {
-  if (!state.held.delete(key)) return;
+  if (!state.held.has(key)) return;
+  const before = new Set(state.held);
+  state.held.delete(key);
   markKey(key, false);
-  if (state.held.size === 0) { clearInterval(repeatTimer); repeatTimer = null; }
-  else sendHeld();  // the remaining keys replace the queued motion
+  if (state.held.size) { sendHeld(); return; }  // the remaining keys replace the queued motion
+  clearInterval(repeatTimer);
+  repeatTimer = null;
+  sendKeys(before, RELEASE_FRAMES);  // replaces the long hold: stop 8 frames into the next chunk
 }
 
 function markKey(key, on) {

@@ -43,7 +43,8 @@ def _hold(page, key: str, frames_to_wait: int) -> None:
 
 
 def test_page_plays_moves_records_and_screenshots(tmp_path):
-    model = FakeWorldModel(size=(64, 64), first_chunk=5, chunk=4, chunk_delay_s=0.05)
+    # 40 frames/s: a 16-frame action lasts longer than the page's 250 ms repeat.
+    model = FakeWorldModel(size=(64, 64), first_chunk=5, chunk=4, chunk_delay_s=0.1)
     with running_server(model, ServeConfig(data_dir=tmp_path / "data")) as (host, _):
         with sync_api.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
@@ -58,15 +59,22 @@ def test_page_plays_moves_records_and_screenshots(tmp_path):
                 page.wait_for_function("window.sanawm.frames >= 10", timeout=20_000)
                 np.testing.assert_allclose(_pose(page), np.eye(4), atol=1e-9)  # no input: still
 
-                _hold(page, "d", 12)  # strafe right: +x, heading unchanged
+                # Strafe right: +x, heading unchanged. Held for 40 frames (1 s), longer than one
+                # 16-frame action: the page repeats it, so the camera moves in one unbroken run.
+                _hold(page, "d", 40)
                 moved = _pose(page)
-                assert moved[0, 3] > 0.3 and abs(moved[2, 3]) < 1e-6
+                assert abs(moved[2, 3]) < 1e-6
                 np.testing.assert_allclose(moved[:3, :3], np.eye(3), atol=1e-9)
+                x = np.array(page.evaluate("window.sanawm.headers.map(h => h.c2w[3])"))
+                steps = np.flatnonzero(np.diff(x) > 1e-9)
+                assert len(steps) >= 40 and np.all(np.diff(steps) == 1), steps  # no pause while held
+                np.testing.assert_allclose(np.diff(x)[steps], 0.05, atol=1e-6)
 
                 page.click("#record")
                 _hold(page, "l", 12)  # yaw right: the forward axis turns toward +x
                 turned = _pose(page)
                 assert turned[0, 2] > 0.1 and turned[0, 3] == pytest.approx(moved[0, 3])
+                assert moved[0, 3] > 0.05 * 40
                 page.click("#record")
                 page.wait_for_function("document.querySelectorAll('#downloads a').length === 2", timeout=20_000)
                 page.wait_for_timeout(300)  # the second click's download event

@@ -34,6 +34,7 @@ from sanawm.serve.scheduling import ModelTurns
 PAGE_PROTOCOL = "sanawm.v1"  # the page offers it (with bearer.T) and we echo it back
 STATIC_DIR = Path(str(resources.files("sanawm.serve") / "static"))
 EXAMPLE_IMAGE = Path(str(resources.files("sanawm") / "assets" / "example.png"))
+_NO_STORE = {"Cache-Control": "no-store"}  # the page changes with the package; never serve a stale one
 
 
 class LiveSlots:
@@ -91,7 +92,7 @@ def create_app(model, model_name: str, config: ServeConfig, *, loopback_only: bo
         if isinstance(doc, Response):
             return doc
         try:
-            params, image = check_video_request(doc, config)
+            params, image = check_video_request(doc, config, model)
         except UserInputError as err:
             return _error(400, str(err))
         if store.count(QUEUED) >= config.max_queued_jobs:
@@ -158,9 +159,6 @@ def create_app(model, model_name: str, config: ServeConfig, *, loopback_only: bo
     app.state.slots = slots
     app.state.store = store
     return app
-
-
-_NO_STORE = {"Cache-Control": "no-store"}
 
 
 def _error(status: int, message: str) -> JSONResponse:

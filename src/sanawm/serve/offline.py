@@ -28,7 +28,7 @@ _VIDEO_FIELDS = {"image", "action", "trajectory", "prompt", "frames", "steps", "
 _TRAJECTORY_FIELDS = {"c2w", "intrinsics", "image_size"}
 
 
-def check_video_request(doc: object, config: ServeConfig) -> tuple[dict, bytes | None]:
+def check_video_request(doc: object, config: ServeConfig, model) -> tuple[dict, bytes | None]:
     """The job parameters and image bytes of a POST /v1/videos body; UserInputError if bad.
 
     Body: {"image": base64 (optional), exactly one of "action": "w-40,l-20" or "trajectory":
@@ -78,7 +78,7 @@ def check_video_request(doc: object, config: ServeConfig) -> tuple[dict, bytes |
     params = {"action": action, "trajectory": trajectory, "frames": frames, "steps": steps, "seed": seed,
               "prompt": prompt}  # fmt: skip
     if trajectory is not None:
-        _trajectory(params, (2, 2), 60.0)  # shapes and values checked now, not when the job runs
+        _trajectory(params, tuple(model.image_size), model.settings.fov_deg)  # checked now, not when the job runs
     return params, image
 
 

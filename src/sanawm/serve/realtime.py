@@ -184,6 +184,8 @@ class LiveSession:
                 await self._send_text(protocol.error("binary messages are not accepted; send JSON text"))
                 continue
             try:
+                if len(text) > self.config.max_event_bytes:  # an init with an image: decoded off the event loop
+                    return await asyncio.to_thread(protocol.parse_client_message, text, self.config)
                 return protocol.parse_client_message(text, self.config)
             except protocol.ProtocolError as err:
                 await self._send_text(protocol.error(str(err)))

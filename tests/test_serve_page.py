@@ -102,3 +102,29 @@ def test_page_plays_moves_records_and_screenshots(tmp_path):
     assert fps == 16 and frames.shape[1:] == (64, 64, 3) and len(frames) == traj.num_frames >= 12
     forward_x = traj.c2w.numpy()[:, 0, 2]
     assert forward_x[-1] > forward_x[0] + 0.1  # the recording holds the turn
+
+
+def test_page_with_a_token_and_an_uploaded_image(tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (90, 60), (10, 200, 30)).save(tmp_path / "mine.png")
+    model = FakeWorldModel(size=(64, 64), chunk_delay_s=0.05)
+    config = ServeConfig(data_dir=tmp_path / "data", token="page-token-123")
+    with running_server(model, config) as (host, _):
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            try:
+                page = browser.new_page()
+                page.goto(f"http://{host}/#token=page-token-123")  # the fragment never reaches the server
+                page.wait_for_function("document.getElementById('model').textContent.includes('fake')")
+                page.set_input_files("#file", str(tmp_path / "mine.png"))
+                page.wait_for_function("window.sanawm.uploadData !== null")
+                page.click("#start")
+                page.wait_for_function("window.sanawm.frames >= 5", timeout=20_000)
+                page.click("#stop")
+                page.wait_for_function("document.getElementById('status').textContent === 'ended'")
+                assert page.evaluate("window.sanawm.errors") == []
+            finally:
+                browser.close()
+    image = model.stream_calls[0]["image"]
+    assert image.size == (90, 60) and image.getpixel((5, 5)) == (10, 200, 30)

@@ -73,17 +73,17 @@ def test_controls_apply_at_the_next_chunk_and_the_camera_holds_still_without_inp
             first = [receive_frame(ws)[0] for _ in range(5)]
             ws.send(json.dumps({"type": "event", "kind": "action", "payload": "d-2"}))  # coalesced away
             ws.send(json.dumps({"type": "event", "kind": "action", "payload": "d-4"}))  # newest wins
-            rest = [receive_frame(ws)[0] for _ in range(12)]
+            rest = [receive_frame(ws)[0] for _ in range(24)]
             ws.send(json.dumps({"type": "close"}))
             while (message := receive_json(ws))["type"] != "end":
                 if message["type"] == "frame":
                     ws.recv()
     poses = np.array([h["c2w"] for h in first + rest]).reshape(-1, 4, 4)
     x = poses[:, 0, 3]
-    # No input: still. The control lands at a chunk boundary (frame 5, 9 or 13 depending on
+    # No input: still. The control lands at a chunk boundary (frame 5, 9, 13, ... depending on
     # when it arrived), moves right 0.05 per frame for 4 frames, then holds still.
     start = int(np.argmax(np.abs(np.diff(x)) > 1e-9)) + 1
-    assert start in (5, 9, 13)
+    assert start in (5, 9, 13, 17, 21), start
     np.testing.assert_allclose(x[:start], 0.0, atol=1e-12)
     np.testing.assert_allclose(x[start:start + 4], 0.05 * np.arange(1, 5), atol=1e-6)
     np.testing.assert_allclose(x[start + 4:], 0.2, atol=1e-6)
@@ -248,9 +248,11 @@ def test_client_vanishing_mid_chunk_frees_the_session(tmp_path):
             model.chunk_started.clear()
             model.chunk_started.wait(timeout=10)  # the model is inside a chunk now
             ws.close_socket()  # gone without a close handshake
+            started_at_close = model.sessions[0].chunks_started
         wait_until(lambda: app.state.slots.active == 0, what="slot freed")
         assert model.sessions[0].closed
-        assert model.sessions[0].chunks_started <= 2  # it stopped after the chunk it was in
+        # It stopped after the chunk it was in (one more may start while the server notices).
+        assert model.sessions[0].chunks_started <= started_at_close + 1
 
 
 def test_token_is_required_when_set(tmp_path):

@@ -11,6 +11,7 @@ import argparse
 import os
 import re
 import sys
+from importlib import resources
 from pathlib import Path
 
 from sanawm.errors import UserInputError
@@ -38,12 +39,10 @@ def register(subparsers) -> None:
 
 def resolve_model(name: str) -> tuple[str | None, str]:
     """(folder to load or None for the embedded model, name shown to clients)."""
-    from sanawm.pipeline import _asset
-
     if name == EMBEDDED:
         return None, EMBEDDED
     if name == EMBEDDED_FAST:
-        folder = _asset(EMBEDDED_FAST)
+        folder = Path(str(resources.files("sanawm") / "assets" / EMBEDDED_FAST))
         if not (folder / "model.json").is_file():
             raise UserInputError(f"the distilled model {EMBEDDED_FAST!r} is not part of this installation yet; "
                                  f"use --model {EMBEDDED} or a model folder")  # fmt: skip

@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "sanawm.cli.eval",
     "sanawm.cli.train",
     "sanawm.cli.bench",
+    "sanawm.cli.serve",
 ]
 
 

@@ -1,0 +1,39 @@
+"""Running the app under uvicorn on a socket we make ourselves.
+
+The listening socket gets a fixed send buffer, which the connections it accepts inherit.
+Without it Linux grows each connection's send buffer up to `tcp_wmem` max (4 MB by
+default): a client that stops reading would leave seconds of stale frames queued in the
+server's kernel. With it, what waits for a slow client is at most the session's frame queue,
+uvicorn's 64 kB write buffer and this buffer, and the model waits for the client.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import uvicorn
+
+from sanawm.serve.config import ServeConfig
+
+SEND_BUFFER_BYTES = 256 * 1024
+
+
+def listening_socket(host: str, port: int, send_buffer: int = SEND_BUFFER_BYTES) -> socket.socket:
+    """A bound, listening TCP socket for `host:port` (port 0: any free port)."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
+    sock.bind(address)
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def uvicorn_server(app, config: ServeConfig) -> uvicorn.Server:
+    """A uvicorn server for the app; run it with `server.run(sockets=[listening_socket(...)])`.
+    Messages larger than an init message are cut off by the WebSocket layer (close 1009)."""
+    return uvicorn.Server(
+        uvicorn.Config(app, ws="websockets-sansio", ws_max_size=config.max_init_bytes + 1024, log_level="warning",
+                       lifespan="on")  # fmt: skip
+    )

@@ -198,7 +198,7 @@ def diffusers_worker(args, device: torch.device, dtype: torch.dtype) -> list[dic
             timestep=timestep.to(device),
             encoder_hidden_states=torch.randn(1, 1, text_len, cap, generator=g).to(device, dtype),
             encoder_attention_mask=torch.ones(1, text_len, dtype=torch.int64, device=device),
-            camera_conditions=raymap,
+            camera_conditions=raymap.to(dtype),  # as SanaWMPipeline passes it (model dtype)
             chunk_plucker=plucker,
             return_dict=False,
         )
@@ -237,7 +237,8 @@ def run_worker(impl: str, args, timeout: float) -> list[dict]:
         out = Path(tmp) / "records.json"
         cmd = [sys.executable, __file__, "--worker", impl, "--worker-json", str(out),
                "--frames", *map(str, args.frames), "--warmup", str(args.warmup), "--iters", str(args.iters),
-               "--text-len", str(args.text_len), "--accuracy-frames", str(args.accuracy_frames)] + (["--tiny"] if args.tiny else [])  # fmt: skip
+               "--text-len", str(args.text_len), "--accuracy-frames", str(args.accuracy_frames)]  # fmt: skip
+        cmd += ["--tiny"] if args.tiny else []
         t0 = time.perf_counter()
         try:
             proc = subprocess.run(cmd, timeout=timeout, check=False)
@@ -270,8 +271,9 @@ def ratio_table(records: list[dict], frames: list[int]) -> str:
     acc = [r for r in records if "fp8_vs_bf16_rel_l2" in r]
     for r in acc:
         lines.append(
-            f"FP8 accuracy at {r['accuracy_frames']} frames (velocity): vs bf16 rel L2 {r['fp8_vs_bf16_rel_l2']:.2e} "
-            f"cos {r['fp8_vs_bf16_cos']:.5f}; vs f32 rel L2 {r['fp8_vs_f32_rel_l2']:.2e} cos {r['fp8_vs_f32_cos']:.5f}; "
+            f"FP8 accuracy at {r['accuracy_frames']} frames (velocity): "
+            f"vs bf16 rel L2 {r['fp8_vs_bf16_rel_l2']:.2e} cos {r['fp8_vs_bf16_cos']:.5f}; "
+            f"vs f32 rel L2 {r['fp8_vs_f32_rel_l2']:.2e} cos {r['fp8_vs_f32_cos']:.5f}; "
             f"bf16 vs f32 rel L2 {r['bf16_vs_f32_rel_l2']:.2e} cos {r['bf16_vs_f32_cos']:.5f}; "
             f"FP8 matmul vs emulation {r['fp8_matmul_vs_emulation_rel_l2']:.1e}"
         )
@@ -321,8 +323,8 @@ def main() -> None:
     print(ratio_table(records, args.frames))
     for r in records:
         if "compiled_vs_eager_rel_l2" in r:
-            print(f"compiled vs eager bf16 at {args.accuracy_frames} frames: rel L2 {r['compiled_vs_eager_rel_l2']:.2e} "
-                  f"cos {r['compiled_vs_eager_cos']:.5f}")  # fmt: skip
+            print(f"compiled vs eager bf16 at {args.accuracy_frames} frames: "
+                  f"rel L2 {r['compiled_vs_eager_rel_l2']:.2e} cos {r['compiled_vs_eager_cos']:.5f}")  # fmt: skip
 
 
 if __name__ == "__main__":

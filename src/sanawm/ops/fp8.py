@@ -13,7 +13,8 @@ output gate / camera output projection, Plücker projection, cross-attention q /
 FFN's two 1x1 convs) for FP8 modules; everything else (embedders, norms, GDN, softmax
 attention, the camera q/k/v projections, whose weights `camera_qkv` concatenates) stays as it
 was. FP8 changes results: its error against bf16 is measured by `scripts/bench_hopper.py`
-and published in benchmarks/README.md; it is opt-in. Convert after any `model.to(dtype)`: `.to` would cast the FP8 buffers too.
+and published in benchmarks/README.md; it is opt-in. Convert after any `model.to(dtype)`:
+`.to` would cast the FP8 buffers too.
 """
 
 from __future__ import annotations

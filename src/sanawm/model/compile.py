@@ -16,7 +16,8 @@ clip length. `dynamic=True` is accepted but buys nothing today: tracing speciali
 count anyway (Python-level loops over chunk spans and the FFN's frame slices), so it only
 compiles slower (seen on the CPU with a tracing backend). Recompiles per block code object are
 capped by `torch._dynamo.config.recompile_limit` (8: four frame counts x two block kinds);
-past that dynamo runs the block eagerly. The fused GDN kernels stay outside the graphs (they are launched eagerly:
+past that dynamo runs the block eagerly. Streaming is therefore not a use for it today: the
+softmax blocks' K/V cache grows with every chunk, so every chunk is a new shape. The fused GDN kernels stay outside the graphs (they are launched eagerly:
 `sanawm.ops.gdn.fused` is marked with `torch.compiler.disable`).
 
 The eager model is the reference path; tests hold the compiled blocks equal to it on the CPU

@@ -12,6 +12,7 @@ import torch
 import torch._dynamo
 
 from sanawm.benchmark import make_inputs, random_model
+from sanawm.model import build_preset
 from sanawm.model.compile import compile_blocks, is_compiled
 
 
@@ -56,3 +57,28 @@ def test_compiled_blocks_match_eager():
             ref = model(**inputs, chunk_size=chunk_size)
             out = compiled(**inputs, chunk_size=chunk_size)
             torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_dynamic_compile_keeps_one_graph_across_frame_counts_without_gdn():
+    """With dynamic=True and no GDN block (the CPU GDN path loops over frames in Python), one
+    traced set of graphs serves several frame counts: nothing in the block specialises the count."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    eager = build_preset("tiny", device="meta", softmax_blocks=(0, 1, 2, 3)).to_empty(device="cpu")
+    eager.init_weights()
+    eager.eval()
+    compiled = copy.deepcopy(eager)
+    graphs = []
+
+    def counting_backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    compile_blocks(compiled, backend=counting_backend, dynamic=True)
+    traced = []
+    with torch.no_grad():
+        for frames in (5, 9, 7):
+            inputs = make_inputs(eager, (frames, 4, 6), "cpu", torch.float32, 12, torch.Generator().manual_seed(frames))
+            torch.testing.assert_close(compiled(**inputs), eager(**inputs), rtol=1e-5, atol=1e-6)
+            traced.append(len(graphs))
+    assert traced[0] >= 1 and traced[1:] == [traced[0], traced[0]]  # no new graph for 9 or 7 frames

@@ -12,9 +12,11 @@ activation quantisation when `sanawm.ops.fp8` is in use) into a few Triton kerne
 
 Frame counts: static shapes by default (`dynamic=False`): each new frame count compiles once
 more. A clip keeps its frame count for all sampling steps, so this compile is paid once per
-clip length. `dynamic=True` is accepted but buys nothing today: tracing specialises the frame
-count anyway (Python-level loops over chunk spans and the FFN's frame slices), so it only
-compiles slower (seen on the CPU with a tracing backend). Recompiles per block code object are
+clip length. With `dynamic=True` the softmax blocks keep the frame count symbolic (tests hold
+one set of graphs for several counts); the GDN blocks do too on CUDA only if nothing else
+specialises it there (their kernels run outside the graphs; not yet measured on a GPU), while
+the CPU's PyTorch GDN path loops over frames in Python and recompiles per count. Clips whose
+FFN runs in slices (over 90 latent frames at 22x40) always specialise. Recompiles per block code object are
 capped by `torch._dynamo.config.recompile_limit` (8: four frame counts x two block kinds);
 past that dynamo runs the block eagerly. Streaming is therefore not a use for it today: the
 softmax blocks' K/V cache grows with every chunk, so every chunk is a new shape. The fused GDN kernels stay outside the graphs (they are launched eagerly:

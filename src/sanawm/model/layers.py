@@ -174,7 +174,10 @@ class GLUFeedForward(nn.Module):
         B, T, S, C = x.shape
         frames = x.reshape(B * T, height, width, C).permute(0, 3, 1, 2)
         step = max(1, _MAX_CONV_ELEMENTS // (self.inverted_conv.conv.out_channels * S))
-        y = torch.cat([self._spatial(frames[i : i + step]) for i in range(0, B * T, step)], dim=0)
+        if B * T <= step:  # one call; also keeps the frame count symbolic under torch.compile
+            y = self._spatial(frames)
+        else:
+            y = torch.cat([self._spatial(frames[i : i + step]) for i in range(0, B * T, step)], dim=0)
         return y.reshape(B, T, C, S).transpose(1, 2)
 
     def temporal(self, y: Tensor, chunk_starts: Sequence[int] | None, context: Tensor | None) -> Tensor:

@@ -219,9 +219,14 @@ def save(args, records: list[dict]) -> None:
     Path(args.worker_json).write_text(json.dumps(records))
 
 
+def precision_of(impl: str, device: torch.device) -> str:
+    """The record's precision: --tiny runs on the CPU in float32 (FP8 modules emulated)."""
+    return PRECISION[impl] if device.type == "cuda" or impl == "sanawm-fp8" else "fp32"
+
+
 def record(impl: str, frames: int, rec: dict, device: torch.device) -> dict:
     return {
-        "impl": impl, "precision": PRECISION[impl], "mode": "forward", "frames": frames,
+        "impl": impl, "precision": precision_of(impl, device), "mode": "forward", "frames": frames,
         "s_per_forward": rec.pop("s_per_forward"), "peak_gb": rec.pop("peak_gb"), "gpu": gpu_name(device),
         "torch": torch.__version__, **rec,
     }  # fmt: skip

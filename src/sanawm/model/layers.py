@@ -191,7 +191,10 @@ class GLUFeedForward(nn.Module):
             frames, zero_rows = halo.with_neighbour_rows(frames)
         pixels = frames.shape[-2] * frames.shape[-1]
         step = max(1, _MAX_CONV_ELEMENTS // (self.inverted_conv.conv.out_channels * pixels))
-        y = torch.cat([self._spatial(frames[i : i + step], zero_rows) for i in range(0, B * T, step)], dim=0)
+        if B * T <= step:  # one call; also keeps the frame count symbolic under torch.compile
+            y = self._spatial(frames, zero_rows)
+        else:
+            y = torch.cat([self._spatial(frames[i : i + step], zero_rows) for i in range(0, B * T, step)], dim=0)
         return y.reshape(B, T, C, S).transpose(1, 2)
 
     def temporal(self, y: Tensor, chunk_starts: Sequence[int] | None, context: Tensor | None) -> Tensor:

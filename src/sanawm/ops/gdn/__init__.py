@@ -38,6 +38,7 @@ import logging
 from collections.abc import Sequence
 from typing import NamedTuple
 
+import torch
 from torch import Tensor
 
 from sanawm.ops.gdn.common import GDNState, check_shapes
@@ -84,7 +85,8 @@ def select_backend(backend: str, q: Tensor, beta: Tensor, gamma: Tensor, tensors
 
 def _select(backend: str, q: Tensor, beta: Tensor, gamma: Tensor, tensors: Sequence[Tensor]) -> BackendChoice:
     choice = select_backend(backend, q, beta, gamma, tensors)
-    if backend == "auto":
+    # Logging calls break torch.compile graphs (sanawm.model.compile): skip them while tracing.
+    if backend == "auto" and not torch.compiler.is_compiling():
         _log.debug("GDN backend auto -> %s (%s)", choice.name, choice.reason)
     return choice
 

@@ -400,6 +400,9 @@ def _pack_state(state: GDNState, B: int, H: int, D: int, P: int, R: int, normali
     return rows
 
 
+# Launched eagerly under torch.compile (`sanawm.model.compile`): the host-side launch logic is
+# plain Python over shapes, and the kernels gain nothing from being traced.
+@torch.compiler.disable
 def _fused(
     q: Tensor,
     k: Tensor,

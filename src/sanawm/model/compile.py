@@ -1,0 +1,53 @@
+"""Regional `torch.compile` of the stage-1 DiT: each block compiled on its own.
+
+    from sanawm.model.compile import compile_blocks
+    compile_blocks(model)          # in place; opt-in, CUDA inference is what it is for
+
+Why per block: the 20 blocks share one forward (`SanaWMBlock.forward`) and two structures
+(GDN and softmax attention), so dynamo compiles two graphs and reuses them for every block,
+which keeps compile time to a fraction of whole-model compile. What it buys: inductor fuses
+the element-wise work between the matmuls and attention kernels (LayerNorm + modulation,
+q/k RMSNorms, RoPE, the UCPE 4x4 transforms and RMS clamp, gates, residual adds, FP8
+activation quantisation when `sanawm.ops.fp8` is in use) into a few Triton kernels.
+
+Frame counts: static shapes by default (`dynamic=False`): each new frame count compiles once
+more. A clip keeps its frame count for all sampling steps, so this compile is paid once per
+clip length. With `dynamic=True` the softmax blocks keep the frame count symbolic (tests hold
+one set of graphs for several counts); the GDN blocks do too on CUDA only if nothing else
+specialises it there (their kernels run outside the graphs; not yet measured on a GPU), while
+the CPU's PyTorch GDN path loops over frames in Python and recompiles per count. Clips whose
+FFN runs in slices (over 90 latent frames at 22x40) always specialise. Recompiles per block code object are
+capped by `torch._dynamo.config.recompile_limit` (8: four frame counts x two block kinds);
+past that dynamo runs the block eagerly. Streaming is therefore not a use for it today: the
+softmax blocks' K/V cache grows with every chunk, so every chunk is a new shape. The fused GDN kernels stay outside the graphs (they are launched eagerly:
+`sanawm.ops.gdn.fused` is marked with `torch.compiler.disable`).
+
+The eager model is the reference path; tests hold the compiled blocks equal to it on the CPU
+(with a tracing-only backend, since CI has no GPU).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def compile_blocks(
+    model: nn.Module, *, backend: str = "inductor", mode: str | None = None, dynamic: bool = False
+) -> nn.Module:
+    """Compile every block of `model.blocks` in place (nn.Module.compile) and return `model`.
+
+    backend / mode / dynamic go to `torch.compile` ("inductor" and default mode: fused Triton
+    kernels on CUDA; "aot_eager" only traces, as the CPU tests use it).
+    """
+    for block in model.blocks:
+        block.compile(backend=backend, mode=mode, dynamic=dynamic)
+    return model
+
+
+def is_compiled(model: nn.Module) -> bool:
+    """Whether `compile_blocks` was applied to `model`."""
+    return all(getattr(block, "_compiled_call_impl", None) is not None for block in model.blocks)
+
+
+__all__ = ["compile_blocks", "is_compiled"]

@@ -1,0 +1,25 @@
+"""scripts/bench_hopper.py on the CPU (tiny preset): the driver runs a worker process and
+writes the records the benchmark README and hopper.json rely on (structure, not speed)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "bench_hopper.py"
+
+
+def test_tiny_run_writes_one_record_per_frame_count(tmp_path):
+    out = tmp_path / "hopper.json"
+    cmd = [sys.executable, str(SCRIPT), "--tiny", "--impls", "sanawm-eager", "--frames", "9", "17",
+           "--iters", "1", "--json", str(out)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    records = json.loads(out.read_text())
+    assert [r["frames"] for r in records] == [9, 17]
+    for r in records:
+        assert {"impl", "precision", "mode", "frames", "s_per_forward", "peak_gb", "gpu"} <= set(r)
+        assert (r["impl"], r["precision"], r["mode"], r["gpu"], r["peak_gb"]) == (
+            "sanawm-eager", "fp32", "forward", "cpu", None)  # fmt: skip
+        assert r["s_per_forward"] > 0
+    assert "sanawm-eager" in proc.stdout.splitlines()[-1]  # the table comes last

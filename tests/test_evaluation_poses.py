@@ -162,3 +162,23 @@ def test_auto_uses_opencv_without_pycolmap(walk, monkeypatch):
     assert backend == "opencv"
     with pytest.raises(UserInputError, match="needs pycolmap"):
         estimate_poses(walk[1][:6], K, PoseEstimationConfig(backend="colmap"))
+
+
+def test_colmap_failure_messages(walk, monkeypatch, caplog):
+    """'auto' falls back without suggesting the backend it already uses; an explicit 'colmap'
+    request fails with the suggestion."""
+    import sanawm.evaluation._pose_colmap as colmap_module
+    import sanawm.evaluation.pose_estimation as module
+
+    def fail(*args, **kwargs):
+        raise PoseEstimationError("COLMAP registered 3 of 6 frames; missing frames 3, 4, 5")
+
+    monkeypatch.setattr(module, "colmap_available", lambda: True)
+    monkeypatch.setattr(colmap_module, "colmap_poses", fail)
+    with caplog.at_level("WARNING", logger=module.__name__):
+        _, backend = estimate_poses_with_backend(walk[1][:6], K)
+    assert backend == "opencv"
+    (warning,) = caplog.messages
+    assert "falling back to the OpenCV pose backend" in warning and "--pose-backend" not in warning
+    with pytest.raises(PoseEstimationError, match=r"missing frames 3, 4, 5 \(the 'opencv' backend"):
+        estimate_poses(walk[1][:6], K, PoseEstimationConfig(backend="colmap"))

@@ -156,3 +156,51 @@ def test_cli_rescales_intrinsics_stated_for_another_size(clip, tmp_path):
     ])
     assert code == 0
     assert json.loads(out.read_text())["rot_err_deg"] <= 1.0
+
+
+def _no_pose_estimation(monkeypatch):
+    """Make any pose estimation fail the test: input mistakes must be caught before it."""
+    import sanawm.evaluation.report as report_module
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("pose estimation ran before the inputs were checked")
+
+    monkeypatch.setattr(report_module, "estimate_poses_with_backend", refuse)
+
+
+def test_cli_length_mismatches_exit_2_before_pose_estimation(clip, tmp_path, capsys, monkeypatch):
+    frames, c2w, k = clip
+    _no_pose_estimation(monkeypatch)
+    write_video(tmp_path / "gen.mp4", frames[:17], FPS)
+    write_video(tmp_path / "gt.mp4", frames, FPS)
+    save_camera_npz(tmp_path / "gen.camera.npz", c2w[:17], k, SIZE)
+    save_camera_npz(tmp_path / "gt.camera.npz", c2w, k, SIZE)
+    base = ["eval", "--json", str(tmp_path / "x.json"), "--video", str(tmp_path / "gen.mp4")]
+
+    code = main([*base, "--trajectory", str(tmp_path / "gen.camera.npz"), "--reference", str(tmp_path / "gt.mp4")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "gt.mp4 has 27 frames" in err and "gen.mp4 has 17" in err
+
+    code = main([*base, "--trajectory", str(tmp_path / "gt.camera.npz")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "17 frames but the trajectory has 27 poses" in err
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_reference_of_another_size_is_refused_before_pose_estimation(clip, monkeypatch):
+    frames, c2w, k = clip
+    _no_pose_estimation(monkeypatch)
+    with pytest.raises(UserInputError, match="reference video is 80x96 pixels but the video is 160x96"):
+        evaluate_video(frames, c2w, k, FPS, reference=frames[:, :, :80])
+    with pytest.raises(UserInputError, match="reference video has 26 frames but the video has 27"):
+        evaluate_video(frames, c2w, k, FPS, reference=frames[1:])
+
+
+@pytest.mark.parametrize("content", [b"", b"not a video\n", bytes(range(256)) * 8])
+def test_cli_unreadable_video_is_one_clear_line(tmp_path, capsys, content):
+    (tmp_path / "bad.mp4").write_bytes(content)
+    code = main(["eval", "--video", str(tmp_path / "bad.mp4"), "--trajectory", "t.npz", "--json", str(tmp_path / "x.json")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "cannot read video" in err and "bad.mp4" in err and "Errno" not in err

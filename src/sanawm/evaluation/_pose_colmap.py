@@ -84,8 +84,7 @@ def colmap_poses(frames: np.ndarray, intrinsics: np.ndarray, config: PoseEstimat
     if missing:
         shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
         raise PoseEstimationError(
-            f"COLMAP registered {len(w2c)} of {len(names)} frames; missing frames {shown} "
-            "(try --pose-backend opencv)"
+            f"COLMAP registered {len(w2c)} of {len(names)} frames; missing frames {shown}"
         )
     stack = np.zeros((len(names), 4, 4))
     stack[:, 3, 3] = 1.0

@@ -162,7 +162,7 @@ def estimate_poses_with_backend(
             return colmap_poses(frames, k[0], config), "colmap"
         except PoseEstimationError as err:
             if config.backend != "auto":
-                raise
+                raise PoseEstimationError(f"{err} (the 'opencv' backend, --pose-backend opencv, may succeed)") from None
             # COLMAP cannot start without parallax (a camera turning on the spot); the
             # sequential backend handles that, so "auto" falls back to it
             log.warning("COLMAP failed (%s); falling back to the OpenCV pose backend", err)

@@ -182,3 +182,32 @@ def test_colmap_failure_messages(walk, monkeypatch, caplog):
     assert "falling back to the OpenCV pose backend" in warning and "--pose-backend" not in warning
     with pytest.raises(PoseEstimationError, match=r"missing frames 3, 4, 5 \(the 'opencv' backend"):
         estimate_poses(walk[1][:6], K, PoseEstimationConfig(backend="colmap"))
+
+
+def test_bundle_adjustment_schur_complement_ways_agree(monkeypatch):
+    """The reduced camera system built over observation pairs and with the dense
+    camera-by-point matrix (chunked) is the same system: equal steps, equal results."""
+    rng = np.random.default_rng(1)
+    cams, n = 6, 120
+    w2c = np.tile(np.eye(4), (cams, 1, 1))
+    for i in range(cams):
+        w2c[i, :3, :3] = axis_angle_to_matrix(rng.normal(size=3), 3.0 * i)
+        w2c[i, :3, 3] = [0.2 * i, 0.05 * i, -0.1 * i]
+    points = rng.uniform([-2, -2, 4], [2, 2, 8], size=(n, 3))
+    seen = rng.random((cams, n)) < 0.7  # tracks of different lengths
+    cam_idx, point_idx = np.nonzero(seen)
+    in_cam = np.einsum("mij,mj->mi", w2c[cam_idx, :3, :3], points[point_idx]) + w2c[cam_idx, :3, 3]
+    obs = in_cam[:, :2] / in_cam[:, 2:] + rng.normal(scale=2e-3, size=(len(cam_idx), 2))
+    results = []
+    for overhead, chunk in ((0, 64 << 20), (10**9, 4000)):  # pairs; dense in chunks of a few points
+        monkeypatch.setattr(_bundle_adjust, "_PAIR_OVERHEAD", overhead)
+        monkeypatch.setattr(_bundle_adjust, "_CHUNK_BYTES", chunk)
+        start = w2c.copy()
+        start[2:, :3, 3] += 0.05
+        problem = _bundle_adjust.Problem(
+            w2c=start, free=np.arange(cams) >= 2, points=points + 0.05, obs_cam=cam_idx, obs_point=point_idx, obs_xy=obs,
+        )
+        assert (_bundle_adjust._SchurTerm(point_idx[cam_idx >= 2], cam_idx[cam_idx >= 2] - 2, 4, n).pairs is None) == bool(overhead)
+        results.append((_bundle_adjust.solve(problem, delta=0.01, iterations=4), problem.w2c, problem.points))
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)

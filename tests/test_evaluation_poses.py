@@ -72,7 +72,8 @@ def test_opencv_backend_follows_a_rendered_walk(walk, walk_estimate):
     assert estimated.shape == (24, 4, 4)
     assert np.allclose(estimated[0], np.eye(4))
     errors = camera_errors(estimated, c2w)
-    assert errors.rot_err_deg.mean() <= 0.5 and errors.rot_err_deg.max() <= 1.0
+    # measured 0.038 / 0.067 deg (the bounds: mean 0.3, max 0.8)
+    assert errors.rot_err_deg.mean() <= 0.3 and errors.rot_err_deg.max() <= 0.8
     path_length = np.linalg.norm(np.diff(c2w[:, :3, 3], axis=0), axis=1).sum()
     assert errors.trans_err.mean() <= 0.05 * path_length
 
@@ -89,7 +90,7 @@ def test_a_wrong_trajectory_scores_far_worse(walk, walk_estimate):
 def test_turning_on_the_spot_gives_rotation_without_translation(room):
     c2w = np.stack([pose(rot_y(3.0 * i), [0.0, 0.0, 0.0]) for i in range(16)])
     estimated = estimate_poses(room.render_video(c2w, K, HEIGHT, WIDTH), K, OPENCV)
-    assert rotation_angle_deg(estimated[:, :3, :3], c2w[:, :3, :3]).max() < 0.3
+    assert rotation_angle_deg(estimated[:, :3, :3], c2w[:, :3, :3]).max() < 0.3  # measured 0.018
     assert np.abs(estimated[:, :3, 3]).max() < 1e-9
 
 
@@ -100,7 +101,7 @@ def test_downscaled_frames_and_per_frame_intrinsics(room):
     video = room.render_video(c2w, k, 240, 320)
     config = PoseEstimationConfig(backend="opencv", max_image_side=160)
     estimated = estimate_poses(video, np.tile(k, (12, 1)), config)
-    assert camera_errors(estimated, c2w).rot_err_deg.mean() <= 0.5
+    assert camera_errors(estimated, c2w).rot_err_deg.mean() <= 0.3  # measured 0.031
 
 
 @pytest.mark.skipif(not colmap_available(), reason="pycolmap is optional")
@@ -108,7 +109,8 @@ def test_colmap_backend_follows_a_rendered_walk(walk):
     c2w, video = walk
     estimated, backend = estimate_poses_with_backend(video, K, PoseEstimationConfig(backend="colmap"))
     assert backend == "colmap"
-    assert camera_errors(estimated, c2w).rot_err_deg.mean() <= 1.0
+    errors = camera_errors(estimated, c2w)
+    assert errors.rot_err_deg.mean() <= 0.3 and errors.rot_err_deg.max() <= 1.0  # measured 0.122 / 0.469
 
 
 def test_textureless_video_is_a_clear_error():
@@ -143,7 +145,7 @@ def test_a_camera_at_rest_before_walking(room):
     c2w = np.concatenate([np.repeat(walk[:1], 5, axis=0), walk])
     estimated = estimate_poses(room.render_video(c2w, K, HEIGHT, WIDTH), K, OPENCV)
     errors = camera_errors(estimated, c2w)
-    assert errors.rot_err_deg.mean() <= 0.5
+    assert errors.rot_err_deg.mean() <= 0.3  # measured 0.027
     assert np.abs(estimated[1:5] - estimated[0]).max() < 0.02  # the resting frames stay put
 
 

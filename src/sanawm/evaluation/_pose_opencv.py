@@ -49,14 +49,16 @@ _CORNER_QUALITY = 0.005  # Shi-Tomasi threshold relative to the strongest corner
 # generated textures are soft, and more tracks condition forward motion far better
 _MIN_PARALLAX_DEG = 1.5  # rotation-compensated median parallax that a chained step trusts
 _START_PARALLAX_DEG = 0.75  # the same for the start pair, which must also be well conditioned
-_MIN_TRIANGULATION_DEG = 1.0  # smallest angle between viewing rays for a new 3D point
+_MIN_TRIANGULATION_DEG = 0.3  # smallest angle between viewing rays for a new 3D point: below a pixel
+# of parallax the depth is poor, but distant points are what pins the rotations down in the
+# adjustment (1 degree left a terrain walk with 64 points and 0.66 deg mean error, 0.3: 0.17)
 _MIN_PNP_POINTS = 15
 _MIN_PNP_INLIER_RATIO = 0.4
 _RECENT_STEPS = 5  # steps averaged for the step length of a chained frame
 _WINDOW = 6  # most recent cameras refined by each local bundle adjustment
 _BA_ITERATIONS = 3
 _START_ITERATIONS = 15  # for the adjustment of the first map
-_FINAL_ITERATIONS = 5  # for the closing adjustment of the whole clip
+_FINAL_ITERATIONS = 20  # for the closing adjustment of the whole clip (LM stops earlier once converged)
 _START_OVERLAP = 0.5  # a start pair shares at least this fraction of the later frame's tracks
 _START_ANCHORS = 16  # anchors tried for the start pair, spread over the clip
 _START_REACH = 30  # frames after an anchor tried as its partner

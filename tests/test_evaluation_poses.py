@@ -213,3 +213,21 @@ def test_bundle_adjustment_schur_complement_ways_agree(monkeypatch):
         results.append((_bundle_adjust.solve(problem, delta=0.01, iterations=4), problem.w2c, problem.points))
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_same_poses_whatever_the_thread_counts(walk):
+    """OpenCV and numpy's BLAS run on one thread inside the estimator: the caller's thread
+    settings do not reach the result, bit for bit."""
+    cv2 = pytest.importorskip("cv2")
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    results = []
+    before = cv2.getNumThreads()
+    try:
+        for threads in (1, 2):
+            cv2.setNumThreads(threads)
+            with threadpoolctl.threadpool_limits(limits=threads, user_api="blas"):
+                results.append(estimate_poses(walk[1][:12], K, OPENCV))
+    finally:
+        cv2.setNumThreads(before)
+    assert np.array_equal(results[0], results[1])
+    assert cv2.getNumThreads() == before

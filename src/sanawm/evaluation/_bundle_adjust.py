@@ -136,7 +136,7 @@ class _SchurTerm:
             sel = order[bounds[chunk] : bounds[chunk + 1]]
             count = min(step, self.num_points - start)
             w = np.zeros((f, count, 6, 3))
-            w[self.obs_cam[sel], self.obs_point[sel] - start] = e_obs[sel]
+            np.add.at(w, (self.obs_cam[sel], self.obs_point[sel] - start), e_obs[sel])
             wc = w @ c_inv[start : start + count]
             left = wc.transpose(0, 2, 1, 3).reshape(6 * f, 3 * count)
             out += left @ w.transpose(0, 2, 1, 3).reshape(6 * f, 3 * count).T

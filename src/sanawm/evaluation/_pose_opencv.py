@@ -18,7 +18,12 @@ Pipeline:
 4. When PnP has too few points (the camera turned away from everything mapped), the frame is
    chained to its neighbour by the essential matrix (or by a pure rotation when there is no
    parallax), its step length borrowed from the recent motion, and mapping continues. A clip
-   with no usable parallax at all (turning on the spot) is chained by rotations only.
+   with no usable parallax at all (turning on the spot) is chained by rotations, then refined
+   by a rotation-only bundle adjustment over all its tracks.
+5. A closing bundle adjustment of the whole clip, always (its cost depends on the clip alone).
+
+Everything that draws random numbers is seeded, and OpenCV and numpy's BLAS run on one thread
+(see `opencv_poses` and `pose_estimation`): the thread settings do not change the poses.
 
 Everything inside works in normalised camera coordinates; pixel thresholds are converted with
 the mean focal length.

@@ -231,3 +231,21 @@ def test_same_poses_whatever_the_thread_counts(walk):
         cv2.setNumThreads(before)
     assert np.array_equal(results[0], results[1])
     assert cv2.getNumThreads() == before
+
+
+def test_a_frame_with_few_strong_corners_takes_fainter_ones():
+    """One bright block (4 strong corners) on faint texture: the faint corners are used when
+    the strong ones are too few, and only then (so the frame is tracked, not refused)."""
+    cv2 = pytest.importorskip("cv2")
+    from sanawm.evaluation import _pose_opencv
+
+    rng = np.random.default_rng(0)
+    image = np.full((HEIGHT, WIDTH), 100.0)
+    image[30:60, 40:80] = 250.0
+    image += cv2.GaussianBlur(rng.normal(0.0, 15.0, (HEIGHT, WIDTH)), (0, 0), 1.5)
+    gray = np.clip(image, 0, 255).astype(np.uint8)
+    none = np.zeros((0, 2))
+    assert len(_pose_opencv._corners(gray, 4000, 3.0, none)) == 4  # measured: the block's corners
+    assert len(_pose_opencv._corners(gray, 4000, 3.0, none, needed=20)) >= 40  # measured 285
+    frames = np.stack([gray, np.roll(gray, 2, axis=1)])[..., None].repeat(3, axis=-1)
+    assert estimate_poses(frames, K, OPENCV).shape == (2, 4, 4)  # refused before, as "only 4 corners"

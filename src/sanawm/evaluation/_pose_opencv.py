@@ -53,6 +53,7 @@ _FLOW_CHECK_PX = 0.5  # forward-backward flow must return within this distance
 _CORNER_QUALITY = 0.005  # Shi-Tomasi threshold relative to the strongest corner; rendered and
 # generated textures are soft, and more tracks condition forward motion far better (0.001 adds
 # faint corners that on generated turns read as parallax: 2 of 4 turns then came out 13-29% short)
+_FAINT_CORNER_QUALITY = 0.0005  # the same, for frames that have too few corners at the first
 _MIN_PARALLAX_DEG = 1.5  # rotation-compensated median parallax that a chained step trusts
 _START_PARALLAX_DEG = 0.75  # the same for the start pair, which must also be well conditioned
 _MIN_TRIANGULATION_DEG = 0.3  # smallest angle between viewing rays for a new 3D point: below a pixel
@@ -96,14 +97,22 @@ def _gray(frame: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) if frame.shape[-1] == 3 else np.ascontiguousarray(frame[..., 0])
 
 
-def _corners(gray: np.ndarray, count: int, spacing: float, existing: np.ndarray) -> np.ndarray:
-    """Up to `count` new corners (M, 2), at least `spacing` pixels from `existing` ones."""
+def _corners(gray: np.ndarray, count: int, spacing: float, existing: np.ndarray, needed: int = 0) -> np.ndarray:
+    """Up to `count` new corners (M, 2), at least `spacing` pixels from `existing` ones.
+
+    When fewer than `needed` pass the quality threshold (a frame of sky and a soft horizon),
+    fainter corners are taken too rather than giving the frame up; only then, because on
+    frames with texture enough the faint ones add more noise than constraint."""
     if count <= 0:
         return np.zeros((0, 2))
     mask = np.full(gray.shape, 255, dtype=np.uint8)
     for x, y in existing:
         cv2.circle(mask, (int(round(x)), int(round(y))), int(spacing), 0, -1)
-    found = cv2.goodFeaturesToTrack(gray, count, _CORNER_QUALITY, spacing, mask=mask, blockSize=5)
+    found = None
+    for quality in (_CORNER_QUALITY, _FAINT_CORNER_QUALITY):
+        found = cv2.goodFeaturesToTrack(gray, count, quality, spacing, mask=mask, blockSize=5)
+        if found is not None and len(found) >= needed:
+            break
     if found is None:
         return np.zeros((0, 2))
     criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_COUNT, 20, 0.01)
@@ -241,7 +250,7 @@ class _SequentialSfM:
         height, width = frames.shape[1:3]
         self.spacing = max(3.0, 0.7 * np.sqrt(height * width / config.max_features))
         self.state = _State(frames=[None] * len(frames), w2c=[None] * len(frames))
-        self.state.frames[0] = self._frame(0, _corners(self.gray[0], config.max_features, self.spacing, np.zeros((0, 2))),
+        self.state.frames[0] = self._frame(0, _corners(self.gray[0], config.max_features, self.spacing, np.zeros((0, 2)), config.min_matches),
                                            np.zeros(0, dtype=int))
 
     def _frame(self, i: int, new_points: np.ndarray, tracked: np.ndarray, tracked_ids: np.ndarray | None = None) -> _FrameData:
@@ -287,7 +296,7 @@ class _SequentialSfM:
                 s.track_obs.append([(i - 1, int(ka))])
         ids = prev.track[ia]
         tracked = moved[ia]
-        fresh = _corners(self.gray[i], self.config.max_features - len(ia), self.spacing, tracked)
+        fresh = _corners(self.gray[i], self.config.max_features - len(ia), self.spacing, tracked, self.config.min_matches - len(ia))
         s.frames[i] = self._frame(i, fresh, tracked, ids)
         for kb, t in enumerate(ids):  # the tracked points come first in frame i
             s.track_obs[t].append((i, kb))

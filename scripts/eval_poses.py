@@ -45,7 +45,8 @@ def score_clip(frames: np.ndarray, commanded: np.ndarray, k: np.ndarray, config:
     frame = peak_frame(commanded)
     turned = turn_from_first_deg(commanded)[frame]
     ratio = turn_from_first_deg(estimated)[frame] / turned if turned >= MIN_TURN_DEG else None
-    return {"backend": backend, "mean": float(errors.rot_err_deg.mean()), "max": float(errors.rot_err_deg.max()), "ratio": ratio}
+    rot = errors.rot_err_deg
+    return {"backend": backend, "mean": float(rot.mean()), "max": float(rot.max()), "ratio": ratio}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -85,7 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     means, maxes = np.array([r["mean"] for r in done]), np.array([r["max"] for r in done])
     ratios = np.array([r["ratio"] for r in done if r["ratio"] is not None])
     print(f"\n{args.backend}, blur {args.blur:g} px, {size[0]}x{size[1]}: {len(rows)} clips")
-    print("| clips scored | failed | RotErr mean (mean / worst) | RotErr max (worst) | mean <= 0.3 and max <= 0.8 | rotation read (range) |")
+    print("| clips scored | failed | RotErr mean (mean / worst) | RotErr max (worst) | mean <= 0.3 and max <= 0.8 "
+          "| rotation read (range) |")
     print("|---|---|---|---|---|---|")
     within = int(((means <= 0.3) & (maxes <= 0.8)).sum())
     span = f"{ratios.min():.3f}-{ratios.max():.3f}" if len(ratios) else "-"

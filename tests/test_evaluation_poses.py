@@ -207,9 +207,11 @@ def test_bundle_adjustment_schur_complement_ways_agree(monkeypatch):
         start = w2c.copy()
         start[2:, :3, 3] += 0.05
         problem = _bundle_adjust.Problem(
-            w2c=start, free=np.arange(cams) >= 2, points=points + 0.05, obs_cam=cam_idx, obs_point=point_idx, obs_xy=obs,
+            w2c=start, free=np.arange(cams) >= 2, points=points + 0.05,
+            obs_cam=cam_idx, obs_point=point_idx, obs_xy=obs,
         )
-        assert (_bundle_adjust._SchurTerm(point_idx[cam_idx >= 2], cam_idx[cam_idx >= 2] - 2, 4, n).pairs is None) == bool(overhead)
+        term = _bundle_adjust._SchurTerm(point_idx[cam_idx >= 2], cam_idx[cam_idx >= 2] - 2, 4, n)
+        assert (term.pairs is None) == bool(overhead)
         results.append((_bundle_adjust.solve(problem, delta=0.01, iterations=4), problem.w2c, problem.points))
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)

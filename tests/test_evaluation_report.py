@@ -233,7 +233,8 @@ def test_reference_of_another_size_is_refused_before_pose_estimation(clip, monke
 @pytest.mark.parametrize("content", [b"", b"not a video\n", bytes(range(256)) * 8])
 def test_cli_unreadable_video_is_one_clear_line(tmp_path, capsys, content):
     (tmp_path / "bad.mp4").write_bytes(content)
-    code = main(["eval", "--video", str(tmp_path / "bad.mp4"), "--trajectory", "t.npz", "--json", str(tmp_path / "x.json")])
+    video, out = str(tmp_path / "bad.mp4"), str(tmp_path / "x.json")
+    code = main(["eval", "--video", video, "--trajectory", "t.npz", "--json", out])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
     assert "cannot read video" in err and "bad.mp4" in err and "Errno" not in err

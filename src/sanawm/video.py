@@ -164,7 +164,8 @@ def read_video(path: str | os.PathLike) -> tuple[np.ndarray, float]:
     except av.FFmpegError as err:
         # str(err) reads "[Errno 1094995529] Invalid data ...: 'path'"; the reason alone is the news
         reason = (err.strerror or type(err).__name__).rstrip(".")
-        raise UserInputError(f"cannot read video {path}: {reason[:1].lower() + reason[1:]} (not a video file, or a damaged one)") from None
+        reason = reason[:1].lower() + reason[1:]
+        raise UserInputError(f"cannot read video {path}: {reason} (not a video file, or a damaged one)") from None
     if not frames:
         raise UserInputError(f"{path} contains no decodable frames")
     return np.stack(frames), float(rate) if rate else 0.0

@@ -250,8 +250,8 @@ class _SequentialSfM:
         height, width = frames.shape[1:3]
         self.spacing = max(3.0, 0.7 * np.sqrt(height * width / config.max_features))
         self.state = _State(frames=[None] * len(frames), w2c=[None] * len(frames))
-        self.state.frames[0] = self._frame(0, _corners(self.gray[0], config.max_features, self.spacing, np.zeros((0, 2)), config.min_matches),
-                                           np.zeros(0, dtype=int))
+        first = _corners(self.gray[0], config.max_features, self.spacing, np.zeros((0, 2)), config.min_matches)
+        self.state.frames[0] = self._frame(0, first, np.zeros(0, dtype=int))
 
     def _frame(self, i: int, new_points: np.ndarray, tracked: np.ndarray, tracked_ids: np.ndarray | None = None) -> _FrameData:
         """Frame i's keypoints: `tracked` (with their track ids) followed by `new_points`."""
@@ -296,7 +296,9 @@ class _SequentialSfM:
                 s.track_obs.append([(i - 1, int(ka))])
         ids = prev.track[ia]
         tracked = moved[ia]
-        fresh = _corners(self.gray[i], self.config.max_features - len(ia), self.spacing, tracked, self.config.min_matches - len(ia))
+        fresh = _corners(
+            self.gray[i], self.config.max_features - len(ia), self.spacing, tracked, self.config.min_matches - len(ia)
+        )
         s.frames[i] = self._frame(i, fresh, tracked, ids)
         for kb, t in enumerate(ids):  # the tracked points come first in frame i
             s.track_obs[t].append((i, kb))

@@ -171,7 +171,9 @@ def _one_blas_thread():
     return threadpool_limits(limits=1, user_api="blas")
 
 
-def _run_backend(backend: str, frames: np.ndarray, k: np.ndarray, config: PoseEstimationConfig) -> tuple[np.ndarray, str]:
+def _run_backend(
+    backend: str, frames: np.ndarray, k: np.ndarray, config: PoseEstimationConfig
+) -> tuple[np.ndarray, str]:
     if backend == "colmap":
         from sanawm.evaluation._pose_colmap import colmap_poses
 

@@ -14,19 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-
-CHILD = """
-import resource, sys
-from sanawm.cli import main
-code = main(sys.argv[1:])
-print("MAXRSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, flush=True)
-sys.exit(code)
-"""
 
 # Walk, turn, walk back, turn: 300 frames, repeated as often as needed.
 MOTION = "w-100,l-50,s-100,j-50"
@@ -39,11 +32,16 @@ def measure(frames: int, steps: int, window: str | None, out_dir: Path) -> dict:
     if window is not None:
         argv += ["--window", window]
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", CHILD, *argv], capture_output=True, text=True)
-    seconds = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise SystemExit(f"generate failed for {frames} frames:\n{proc.stderr[-2000:]}")
-    kb = int(next(line.split()[1] for line in proc.stdout.splitlines() if line.startswith("MAXRSS_KB")))
+    # `sanawm generate` in a fresh process; wait4 gives that one process's peak resident memory.
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen([sys.executable, "-m", "sanawm", *argv], stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        seconds = time.perf_counter() - t0
+        if proc.returncode != 0:
+            err.seek(0)
+            raise SystemExit(f"generate failed for {frames} frames:\n{err.read().decode()[-2000:]}")
+    kb = usage.ru_maxrss
     return {"frames": frames, "steps": steps, "window": window or "default", "peak_rss_mb": kb / 1024,
             "seconds": seconds}  # fmt: skip
 

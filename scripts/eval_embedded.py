@@ -94,7 +94,9 @@ class ClipSpec:
     name: short unique label; kind: world kind (`sanawm.worlds.KINDS`); action: a hand-written
     action string, or None for a seeded random walk (`walk_seed`) of `frames` frames;
     world_offset: world seeds are searched from HELD_OUT_SEED_BASE + world_offset upwards
-    until the path stays `DEFAULT_MARGIN` away from every surface.
+    until the path stays `DEFAULT_MARGIN` away from every surface. index: the clip's place in
+    the plan; its generation seed is the run's seed + index, so a clip run alone (--clips) is
+    generated as in the full run.
     """
 
     name: str
@@ -103,6 +105,7 @@ class ClipSpec:
     walk_seed: int = 0
     frames: int = CLIP_FRAMES
     world_offset: int = 0
+    index: int = 0
 
 
 # Hand-written paths (kind, action) and random walks (kind, None), interleaved so that the first
@@ -126,7 +129,7 @@ def default_clips() -> list[ClipSpec]:
     for i, (kind, action) in enumerate(_PLAN):
         label = action.replace(",", "_") if action else f"walk{i}"
         offset = WORLD_SEEDS_PER_CLIP * i
-        clips.append(ClipSpec(f"{i:02d}_{kind}_{label}", kind, action, walk_seed=i, world_offset=offset))
+        clips.append(ClipSpec(f"{i:02d}_{kind}_{label}", kind, action, walk_seed=i, world_offset=offset, index=i))
     return clips
 
 
@@ -406,7 +409,7 @@ def evaluate(
             truth = truth.cpu().numpy()
             t1 = time.perf_counter()
             trajectory = Trajectory(clip.c2w, intrinsics, size)
-            seed = settings.seed + index
+            seed = settings.seed + clip.spec.index
             request = {"trajectory": trajectory, "steps": steps, "seed": seed}
             videos = {
                 "model": model.generate(truth[0], **request).frames,
@@ -736,6 +739,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", required=True, type=Path, help="folder for report.json, report.md and the PNG strips")
     p.add_argument("--model", help="model folder (default: the embedded model)")
     p.add_argument("--limit", type=int, help="evaluate only the first N of the 32 clips")
+    p.add_argument("--clips", nargs="+", metavar="NAME", help="evaluate only these clips (names as in the report)")
     p.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
     p.add_argument("--seed", type=int, default=0, help="generation seed of clip i is SEED + i (default 0)")
     p.add_argument("--device", help="cuda or cpu (default: cuda when available)")
@@ -766,6 +770,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not 1 <= args.limit <= len(clips):
                 raise UserInputError(f"--limit must be between 1 and {len(clips)}, got {args.limit}")
             clips = clips[: args.limit]
+        if args.clips:
+            unknown = sorted(set(args.clips) - {c.name for c in clips})
+            if unknown:
+                raise UserInputError(f"--clips: no clip named {', '.join(unknown)}; names look like {clips[0].name}")
+            clips = [c for c in clips if c.name in args.clips]
         settings = EvalSettings(steps=args.steps, seed=args.seed, pose_stride=args.pose_stride, workers=args.workers)
         model = WorldModel.load(args.model, device=args.device)
         print(f"model: {args.model or 'embedded'} on {model.device}; {len(clips)} clips, "

@@ -44,6 +44,7 @@ def _psnr64(a: np.ndarray, b: np.ndarray) -> float:
 def test_default_clips_cover_the_motions_in_held_out_worlds(ev):
     clips = ev.default_clips()
     assert len(clips) == 32 and len({c.name for c in clips}) == 32
+    assert [c.index for c in clips] == list(range(32))  # a clip run alone (--clips) keeps its seed
     assert sorted(c.kind for c in clips) == sorted(list(KINDS) * 8)
     written = [c for c in clips if c.action is not None]
     assert len(written) == 16
@@ -125,7 +126,7 @@ def test_per_second_windows(ev):
 def test_core_on_one_clip(ev, tmp_path):
     model_dir = make_text_free_model_dir(tmp_path / "model", height=64, width=64, fps=8.0, steps=4, fov_deg=60.0)
     model = WorldModel.load(model_dir, device="cpu")
-    spec = ev.ClipSpec("t", "room", "w-16", frames=17)
+    spec = ev.ClipSpec("t", "room", "w-16", frames=17, index=5)  # generated with seed 0 + 5, as in the plan
     settings = ev.EvalSettings(steps=1, workers=0, strip_clips=1)
     evaluation = ev.evaluate(model, [spec], settings, log=lambda line: None)
     report = evaluation.report
@@ -133,6 +134,7 @@ def test_core_on_one_clip(ev, tmp_path):
     assert report["steps"] == 1 and report["num_clips"] == 1 and report["methods"] == list(ev.METHODS)
     (row,) = report["clips"]
     assert row["world_seed"] >= HELD_OUT_SEED_BASE and row["motion"] == "forward"
+    assert row["generation_seed"] == 5
     for method in ev.METHODS:
         scores = row["methods"][method]
         assert len(scores["psnr_per_second"]) == 2 and len(scores["ssim_per_second"]) == 2  # 16 frames at 8 fps
@@ -206,3 +208,9 @@ def test_rescoring_a_file_that_is_no_report_is_one_line_and_exit_2(ev, tmp_path,
     err = capsys.readouterr().err
     assert "is not a report of this script" in err and err.strip().count("\n") == 0
     assert not (tmp_path / "report.md").exists()
+
+
+def test_an_unknown_clip_name_is_one_line_and_exit_2(ev, tmp_path, capsys):
+    assert ev.main(["--out", str(tmp_path), "--clips", "01_corridor_l-32", "99_moon_w-1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no clip named 99_moon_w-1" in err

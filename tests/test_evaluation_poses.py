@@ -72,7 +72,8 @@ def test_opencv_backend_follows_a_rendered_walk(walk, walk_estimate):
     assert estimated.shape == (24, 4, 4)
     assert np.allclose(estimated[0], np.eye(4))
     errors = camera_errors(estimated, c2w)
-    assert errors.rot_err_deg.mean() <= 0.5 and errors.rot_err_deg.max() <= 1.0
+    # measured 0.038 / 0.067 deg (the issue's bounds: mean 0.3, max 0.8)
+    assert errors.rot_err_deg.mean() <= 0.3 and errors.rot_err_deg.max() <= 0.8
     path_length = np.linalg.norm(np.diff(c2w[:, :3, 3], axis=0), axis=1).sum()
     assert errors.trans_err.mean() <= 0.05 * path_length
 
@@ -89,7 +90,7 @@ def test_a_wrong_trajectory_scores_far_worse(walk, walk_estimate):
 def test_turning_on_the_spot_gives_rotation_without_translation(room):
     c2w = np.stack([pose(rot_y(3.0 * i), [0.0, 0.0, 0.0]) for i in range(16)])
     estimated = estimate_poses(room.render_video(c2w, K, HEIGHT, WIDTH), K, OPENCV)
-    assert rotation_angle_deg(estimated[:, :3, :3], c2w[:, :3, :3]).max() < 0.3
+    assert rotation_angle_deg(estimated[:, :3, :3], c2w[:, :3, :3]).max() < 0.3  # measured 0.018
     assert np.abs(estimated[:, :3, 3]).max() < 1e-9
 
 
@@ -100,7 +101,7 @@ def test_downscaled_frames_and_per_frame_intrinsics(room):
     video = room.render_video(c2w, k, 240, 320)
     config = PoseEstimationConfig(backend="opencv", max_image_side=160)
     estimated = estimate_poses(video, np.tile(k, (12, 1)), config)
-    assert camera_errors(estimated, c2w).rot_err_deg.mean() <= 0.5
+    assert camera_errors(estimated, c2w).rot_err_deg.mean() <= 0.3  # measured 0.031
 
 
 @pytest.mark.skipif(not colmap_available(), reason="pycolmap is optional")
@@ -108,7 +109,8 @@ def test_colmap_backend_follows_a_rendered_walk(walk):
     c2w, video = walk
     estimated, backend = estimate_poses_with_backend(video, K, PoseEstimationConfig(backend="colmap"))
     assert backend == "colmap"
-    assert camera_errors(estimated, c2w).rot_err_deg.mean() <= 1.0
+    errors = camera_errors(estimated, c2w)
+    assert errors.rot_err_deg.mean() <= 0.3 and errors.rot_err_deg.max() <= 1.0  # measured 0.122 / 0.469
 
 
 def test_textureless_video_is_a_clear_error():
@@ -143,7 +145,7 @@ def test_a_camera_at_rest_before_walking(room):
     c2w = np.concatenate([np.repeat(walk[:1], 5, axis=0), walk])
     estimated = estimate_poses(room.render_video(c2w, K, HEIGHT, WIDTH), K, OPENCV)
     errors = camera_errors(estimated, c2w)
-    assert errors.rot_err_deg.mean() <= 0.5
+    assert errors.rot_err_deg.mean() <= 0.3  # measured 0.027
     assert np.abs(estimated[1:5] - estimated[0]).max() < 0.02  # the resting frames stay put
 
 
@@ -162,3 +164,90 @@ def test_auto_uses_opencv_without_pycolmap(walk, monkeypatch):
     assert backend == "opencv"
     with pytest.raises(UserInputError, match="needs pycolmap"):
         estimate_poses(walk[1][:6], K, PoseEstimationConfig(backend="colmap"))
+
+
+def test_colmap_failure_messages(walk, monkeypatch, caplog):
+    """'auto' falls back without suggesting the backend it already uses; an explicit 'colmap'
+    request fails with the suggestion."""
+    import sanawm.evaluation._pose_colmap as colmap_module
+    import sanawm.evaluation.pose_estimation as module
+
+    def fail(*args, **kwargs):
+        raise PoseEstimationError("COLMAP registered 3 of 6 frames; missing frames 3, 4, 5")
+
+    monkeypatch.setattr(module, "colmap_available", lambda: True)
+    monkeypatch.setattr(colmap_module, "colmap_poses", fail)
+    with caplog.at_level("WARNING", logger=module.__name__):
+        _, backend = estimate_poses_with_backend(walk[1][:6], K)
+    assert backend == "opencv"
+    (warning,) = caplog.messages
+    assert "falling back to the OpenCV pose backend" in warning and "--pose-backend" not in warning
+    with pytest.raises(PoseEstimationError, match=r"missing frames 3, 4, 5 \(the 'opencv' backend"):
+        estimate_poses(walk[1][:6], K, PoseEstimationConfig(backend="colmap"))
+
+
+def test_bundle_adjustment_schur_complement_ways_agree(monkeypatch):
+    """The reduced camera system built over observation pairs and with the dense
+    camera-by-point matrix (chunked) is the same system: equal steps, equal results."""
+    rng = np.random.default_rng(1)
+    cams, n = 6, 120
+    w2c = np.tile(np.eye(4), (cams, 1, 1))
+    for i in range(cams):
+        w2c[i, :3, :3] = axis_angle_to_matrix(rng.normal(size=3), 3.0 * i)
+        w2c[i, :3, 3] = [0.2 * i, 0.05 * i, -0.1 * i]
+    points = rng.uniform([-2, -2, 4], [2, 2, 8], size=(n, 3))
+    seen = rng.random((cams, n)) < 0.7  # tracks of different lengths
+    cam_idx, point_idx = np.nonzero(seen)
+    in_cam = np.einsum("mij,mj->mi", w2c[cam_idx, :3, :3], points[point_idx]) + w2c[cam_idx, :3, 3]
+    obs = in_cam[:, :2] / in_cam[:, 2:] + rng.normal(scale=2e-3, size=(len(cam_idx), 2))
+    results = []
+    for overhead, chunk in ((0, 64 << 20), (10**9, 4000)):  # pairs; dense in chunks of a few points
+        monkeypatch.setattr(_bundle_adjust, "_PAIR_OVERHEAD", overhead)
+        monkeypatch.setattr(_bundle_adjust, "_CHUNK_BYTES", chunk)
+        start = w2c.copy()
+        start[2:, :3, 3] += 0.05
+        problem = _bundle_adjust.Problem(
+            w2c=start, free=np.arange(cams) >= 2, points=points + 0.05,
+            obs_cam=cam_idx, obs_point=point_idx, obs_xy=obs,
+        )
+        term = _bundle_adjust._SchurTerm(point_idx[cam_idx >= 2], cam_idx[cam_idx >= 2] - 2, 4, n)
+        assert (term.pairs is None) == bool(overhead)
+        results.append((_bundle_adjust.solve(problem, delta=0.01, iterations=4), problem.w2c, problem.points))
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_same_poses_whatever_the_thread_counts(walk):
+    """OpenCV and numpy's BLAS run on one thread inside the estimator: the caller's thread
+    settings do not reach the result, bit for bit."""
+    cv2 = pytest.importorskip("cv2")
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    results = []
+    before = cv2.getNumThreads()
+    try:
+        for threads in (1, 2):
+            cv2.setNumThreads(threads)
+            with threadpoolctl.threadpool_limits(limits=threads, user_api="blas"):
+                results.append(estimate_poses(walk[1][:12], K, OPENCV))
+    finally:
+        cv2.setNumThreads(before)
+    assert np.array_equal(results[0], results[1])
+    assert cv2.getNumThreads() == before
+
+
+def test_a_frame_with_few_strong_corners_takes_fainter_ones():
+    """One bright block (4 strong corners) on faint texture: the faint corners are used when
+    the strong ones are too few, and only then (so the frame is tracked, not refused)."""
+    cv2 = pytest.importorskip("cv2")
+    from sanawm.evaluation import _pose_opencv
+
+    rng = np.random.default_rng(0)
+    image = np.full((HEIGHT, WIDTH), 100.0)
+    image[30:60, 40:80] = 250.0
+    image += cv2.GaussianBlur(rng.normal(0.0, 15.0, (HEIGHT, WIDTH)), (0, 0), 1.5)
+    gray = np.clip(image, 0, 255).astype(np.uint8)
+    none = np.zeros((0, 2))
+    assert len(_pose_opencv._corners(gray, 4000, 3.0, none)) == 4  # measured: the block's corners
+    assert len(_pose_opencv._corners(gray, 4000, 3.0, none, needed=20)) >= 40  # measured 285
+    frames = np.stack([gray, np.roll(gray, 2, axis=1)])[..., None].repeat(3, axis=-1)
+    assert estimate_poses(frames, K, OPENCV).shape == (2, 4, 4)  # refused before, as "only 4 corners"

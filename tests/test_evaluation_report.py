@@ -44,9 +44,42 @@ def _blurred(frames):
 def test_ground_truth_render_follows_the_commanded_path(clip, estimate):
     _, c2w, _ = clip
     errors = camera_errors(estimate, c2w)
-    assert errors.rot_err_deg.mean() <= 1.0
-    assert errors.rot_err_deg.max() <= 1.5
-    assert errors.trans_err.mean() <= 0.05  # metres, on a 0.5 m walk
+    assert errors.rot_err_deg.mean() <= 0.3  # measured 0.130
+    assert errors.rot_err_deg.max() <= 0.8  # measured 0.295
+    assert errors.trans_err.mean() <= 0.03  # metres, on a 0.5 m walk; measured 0.012
+
+
+def test_ground_truth_render_one_grey_level_off_scores_the_same(clip):
+    """Pixels one level off (another machine's rounding of the same render) leave the
+    estimate within the same bounds: nothing hinges on exact values."""
+    frames, c2w, k = clip
+    rng = np.random.default_rng(1)
+    shaken = np.clip(frames.astype(int) + rng.integers(-1, 2, frames.shape), 0, 255).astype(np.uint8)
+    errors = camera_errors(estimate_poses(shaken, k, OPENCV), c2w)
+    assert errors.rot_err_deg.mean() <= 0.3  # measured 0.104
+    assert errors.rot_err_deg.max() <= 0.8  # measured 0.298
+
+
+@pytest.mark.parametrize("action, kind", [("l-16", "room"), ("j-16", "street")])
+def test_pure_turn_recovered_on_sharp_and_soft_renders(action, kind):
+    """A camera turning on the spot, rendered sharp and blurred to the embedded model's
+    sharpness (Gaussian sigma 1.25 px at 128x128, the same `sharpness`): the whole turn is
+    read, not a part of it."""
+    import cv2
+
+    from sanawm.evaluation.geometry import rotation_angle_deg
+
+    size = (96, 128)
+    c2w = action_to_c2w(action, rotation_speed_deg=2.0).double().numpy()  # 32 degrees
+    k = default_intrinsics(size).double().numpy()
+    frames = render(make_world(3, kind), c2w, k, size).numpy()
+    for sigma in (0.0, 1.25):
+        video = np.stack([cv2.GaussianBlur(f, (0, 0), sigma) for f in frames]) if sigma else frames
+        estimated = estimate_poses(video, k, OPENCV)
+        read = rotation_angle_deg(estimated[-1:, :3, :3], estimated[:1, :3, :3])[0]
+        assert abs(read / 32.0 - 1.0) <= 0.05  # measured at most 0.7% off
+        errors = camera_errors(estimated, c2w)
+        assert errors.rot_err_deg.mean() <= 0.3 and errors.rot_err_deg.max() <= 0.8  # measured <= 0.10 / 0.25
 
 
 def test_a_deliberately_wrong_trajectory_scores_far_worse(clip, estimate):
@@ -156,3 +189,52 @@ def test_cli_rescales_intrinsics_stated_for_another_size(clip, tmp_path):
     ])
     assert code == 0
     assert json.loads(out.read_text())["rot_err_deg"] <= 1.0
+
+
+def _no_pose_estimation(monkeypatch):
+    """Make any pose estimation fail the test: input mistakes must be caught before it."""
+    import sanawm.evaluation.report as report_module
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("pose estimation ran before the inputs were checked")
+
+    monkeypatch.setattr(report_module, "estimate_poses_with_backend", refuse)
+
+
+def test_cli_length_mismatches_exit_2_before_pose_estimation(clip, tmp_path, capsys, monkeypatch):
+    frames, c2w, k = clip
+    _no_pose_estimation(monkeypatch)
+    write_video(tmp_path / "gen.mp4", frames[:17], FPS)
+    write_video(tmp_path / "gt.mp4", frames, FPS)
+    save_camera_npz(tmp_path / "gen.camera.npz", c2w[:17], k, SIZE)
+    save_camera_npz(tmp_path / "gt.camera.npz", c2w, k, SIZE)
+    base = ["eval", "--json", str(tmp_path / "x.json"), "--video", str(tmp_path / "gen.mp4")]
+
+    code = main([*base, "--trajectory", str(tmp_path / "gen.camera.npz"), "--reference", str(tmp_path / "gt.mp4")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "gt.mp4 has 27 frames" in err and "gen.mp4 has 17" in err
+
+    code = main([*base, "--trajectory", str(tmp_path / "gt.camera.npz")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "17 frames but the trajectory has 27 poses" in err
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_reference_of_another_size_is_refused_before_pose_estimation(clip, monkeypatch):
+    frames, c2w, k = clip
+    _no_pose_estimation(monkeypatch)
+    with pytest.raises(UserInputError, match="reference video is 80x96 pixels but the video is 160x96"):
+        evaluate_video(frames, c2w, k, FPS, reference=frames[:, :, :80])
+    with pytest.raises(UserInputError, match="reference video has 26 frames but the video has 27"):
+        evaluate_video(frames, c2w, k, FPS, reference=frames[1:])
+
+
+@pytest.mark.parametrize("content", [b"", b"not a video\n", bytes(range(256)) * 8])
+def test_cli_unreadable_video_is_one_clear_line(tmp_path, capsys, content):
+    (tmp_path / "bad.mp4").write_bytes(content)
+    video, out = str(tmp_path / "bad.mp4"), str(tmp_path / "x.json")
+    code = main(["eval", "--video", video, "--trajectory", "t.npz", "--json", out])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "cannot read video" in err and "bad.mp4" in err and "Errno" not in err

@@ -162,7 +162,10 @@ def read_video(path: str | os.PathLike) -> tuple[np.ndarray, float]:
             rate = stream.average_rate or stream.guessed_rate or stream.base_rate
             frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
     except av.FFmpegError as err:
-        raise UserInputError(f"cannot read video {path}: {err}") from None
+        # str(err) reads "[Errno 1094995529] Invalid data ...: 'path'"; the reason alone is the news
+        reason = (err.strerror or type(err).__name__).rstrip(".")
+        reason = reason[:1].lower() + reason[1:]
+        raise UserInputError(f"cannot read video {path}: {reason} (not a video file, or a damaged one)") from None
     if not frames:
         raise UserInputError(f"{path} contains no decodable frames")
     return np.stack(frames), float(rate) if rate else 0.0

@@ -60,6 +60,11 @@ def run(args: argparse.Namespace) -> int:
     reference = None
     if args.reference:
         reference, _ = read_video(args.reference)
+        if len(reference) != len(frames):  # before the pose estimation, which takes a while
+            raise UserInputError(
+                f"--reference {args.reference} has {len(reference)} frames but --video {args.video} has "
+                f"{len(frames)}; the reference must show the same camera path, frame for frame"
+            )
 
     report = evaluate_video(
         frames,

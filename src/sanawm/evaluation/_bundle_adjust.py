@@ -6,7 +6,9 @@ what holds the gauge and the scale in a sliding-window adjustment). The normal e
 are reduced to the cameras with the Schur complement, which stays small because only a few
 recent cameras are free.
 
-Pose update: w2c rotation R <- exp([d_theta]x) R, translation t <- t + d_t.
+Pose update: w2c rotation R <- exp([d_theta]x) R, translation t <- t + d_t. A camera that only
+turns (all translations zero) sees points as directions: `rotation_only` keeps t fixed, and a
+point's distance is then free (its damped step along the ray stays negligible).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class Problem:
     obs_cam: np.ndarray
     obs_point: np.ndarray
     obs_xy: np.ndarray
+    rotation_only: bool = False  # cameras only turn (translations stay as given)
 
 
 def _skew(v: np.ndarray) -> np.ndarray:
@@ -76,10 +79,9 @@ def _huber_cost(r: np.ndarray, delta: float) -> float:
     return float(np.where(s <= delta, 0.5 * s**2, delta * (s - 0.5 * delta)).sum())
 
 
-def _point_pairs(obs_point: np.ndarray, use: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """All ordered pairs (o1, o2) of observations in `use` that see the same point."""
-    idx = np.flatnonzero(use)
-    order = idx[np.argsort(obs_point[idx], kind="stable")]
+def _point_pairs(obs_point: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """All ordered pairs (o1, o2) of observations that see the same point."""
+    order = np.argsort(obs_point, kind="stable")
     pts = obs_point[order]
     starts = np.flatnonzero(np.r_[True, pts[1:] != pts[:-1]])
     counts = np.diff(np.r_[starts, len(order)])
@@ -93,12 +95,62 @@ def _point_pairs(obs_point: np.ndarray, use: np.ndarray) -> tuple[np.ndarray, np
     return np.concatenate(first), np.concatenate(second)
 
 
+_CHUNK_BYTES = 64 << 20  # working memory of one chunk of the Schur complement
+_PAIR_OVERHEAD = 10  # numpy cost of one observation pair (gathers, sort) in multiply-adds of the dense way
+
+
+class _SchurTerm:
+    """The sum over points of E_p C_p^-1 E_p^T, (6 F, 6 F) for F free cameras.
+
+    Two exact ways: over the pairs of observations of each point (cost grows with the sum of
+    squared track lengths) or with a dense camera-by-point matrix (cost grows with F^2 times
+    the point count). The cheaper one for the problem's structure is used, in chunks of
+    bounded memory: the result never depends on time or on a size budget.
+    """
+
+    def __init__(self, obs_point: np.ndarray, obs_cam_free: np.ndarray, num_free: int, num_points: int):
+        self.obs_point, self.obs_cam, self.num_free, self.num_points = obs_point, obs_cam_free, num_free, num_points
+        views = np.bincount(obs_point, minlength=num_points)
+        pair_cost = _PAIR_OVERHEAD * 108 * int((views**2).sum())
+        dense_cost = (6 * num_free) ** 2 * 3 * num_points
+        self.pairs = _point_pairs(obs_point) if pair_cost < dense_cost else None
+
+    def __call__(self, e_obs: np.ndarray, c_inv: np.ndarray) -> np.ndarray:
+        """`e_obs` (M, 6, 3) per observation of a free camera, `c_inv` (N, 3, 3) per point."""
+        f = self.num_free
+        if self.pairs is not None:
+            pair_a, pair_b = self.pairs
+            weighted = e_obs @ c_inv[self.obs_point]  # E_o C^-1 per observation, reused by every pair
+            out = np.zeros((f * f, 6, 6))
+            step = max(1, _CHUNK_BYTES // 400)
+            for start in range(0, len(pair_a), step):
+                a, b = pair_a[start : start + step], pair_b[start : start + step]
+                blocks = weighted[a] @ np.swapaxes(e_obs[b], 1, 2)
+                out += _scatter_sum(self.obs_cam[a] * f + self.obs_cam[b], blocks, f * f)
+            return out.reshape(f, f, 6, 6).transpose(0, 2, 1, 3).reshape(6 * f, 6 * f)
+        out = np.zeros((6 * f, 6 * f))
+        step = max(1, _CHUNK_BYTES // (f * 6 * 3 * 8 * 2))
+        order = np.argsort(self.obs_point, kind="stable")
+        bounds = np.searchsorted(self.obs_point[order], np.arange(0, self.num_points + step, step))
+        for chunk, start in enumerate(range(0, self.num_points, step)):
+            sel = order[bounds[chunk] : bounds[chunk + 1]]
+            count = min(step, self.num_points - start)
+            w = np.zeros((f, count, 6, 3))
+            np.add.at(w, (self.obs_cam[sel], self.obs_point[sel] - start), e_obs[sel])
+            wc = w @ c_inv[start : start + count]
+            left = wc.transpose(0, 2, 1, 3).reshape(6 * f, 3 * count)
+            out += left @ w.transpose(0, 2, 1, 3).reshape(6 * f, 3 * count).T
+        return out
+
+
 def solve(p: Problem, delta: float, iterations: int = 5) -> np.ndarray:
     """Run LM on `p` (in place) and return the final residual norm of every observation."""
     free_index = np.cumsum(p.free) - 1  # camera -> row block among the free cameras
     num_free, num_points = int(p.free.sum()), len(p.points)
     obs_free = p.free[p.obs_cam]
-    pair_a, pair_b = _point_pairs(p.obs_point, obs_free)
+    fo = np.flatnonzero(obs_free)  # observations by free cameras
+    fo_cam = free_index[p.obs_cam[fo]]
+    schur = _SchurTerm(p.obs_point[fo], fo_cam, num_free, num_points)
     lam = 1e-4
     _, _, r = _residuals(p.w2c, p.points, p)
     cost = _huber_cost(r, delta)
@@ -113,39 +165,34 @@ def solve(p: Problem, delta: float, iterations: int = 5) -> np.ndarray:
         jp[:, 1, 2] = -cam[:, 1] / z**2
         rotated = cam - p.w2c[p.obs_cam, :3, 3]
         jc = np.concatenate([jp @ -_skew(rotated), jp], axis=2)  # (M, 2, 6) wrt (d_theta, d_t)
+        if p.rotation_only:  # no gradient along d_t: its (damped) step is exactly zero
+            jc[:, :, 3:] = 0.0
         jx = jp @ p.w2c[p.obs_cam, :3, :3]  # (M, 2, 3)
 
         wjc, wjx = w[:, None, None] * jc, w[:, None, None] * jx
         c_blocks = _scatter_sum(p.obs_point, np.einsum("mki,mkj->mij", wjx, jx), num_points)
         g_x = _scatter_sum(p.obs_point, -np.einsum("mki,mk->mi", wjx, r), num_points)
-        fo = np.flatnonzero(obs_free)
-        fo_cam = free_index[p.obs_cam[fo]]
         b_blocks = _scatter_sum(fo_cam, np.einsum("mki,mkj->mij", wjc[fo], jc[fo]), num_free)
         g_c = _scatter_sum(fo_cam, -np.einsum("mki,mk->mi", wjc[fo], r[fo]), num_free)
-        e_obs = np.zeros((len(z), 6, 3))
-        e_obs[fo] = np.einsum("mki,mkj->mij", wjc[fo], jx[fo])
+        e_obs = np.einsum("mki,mkj->mij", wjc[fo], jx[fo])  # (free observations, 6, 3)
 
         for _attempt in range(6):
             c_damped = c_blocks + (lam * np.einsum("nii->ni", c_blocks) + 1e-12)[:, :, None] * np.eye(3)
             c_inv = np.linalg.inv(c_damped)
             # reduced camera system S d_cam = rhs, S = B - E C^-1 E^T, blocks (num_free, num_free, 6, 6)
             b_damped = b_blocks + (lam * np.einsum("nii->ni", b_blocks) + 1e-12)[:, :, None] * np.eye(6)
-            s = np.zeros((num_free, num_free, 6, 6))
-            s[np.arange(num_free), np.arange(num_free)] = b_damped
-            if len(pair_a):
-                weighted = e_obs @ c_inv[p.obs_point]  # E_o C^-1 per observation, reused by every pair
-                blocks = weighted[pair_a] @ np.swapaxes(e_obs[pair_b], 1, 2)
-                cell = free_index[p.obs_cam[pair_a]] * num_free + free_index[p.obs_cam[pair_b]]
-                s -= _scatter_sum(cell, blocks, num_free * num_free).reshape(num_free, num_free, 6, 6)
+            s = np.zeros((num_free, 6, num_free, 6))
+            s[np.arange(num_free), :, np.arange(num_free), :] = b_damped
+            s = s.reshape(num_free * 6, num_free * 6)
             rhs = g_c.copy()
             if len(fo):
-                ec = np.einsum("mij,mjk,mk->mi", e_obs[fo], c_inv[p.obs_point[fo]], g_x[p.obs_point[fo]])
+                s -= schur(e_obs, c_inv)
+                ec = np.einsum("mij,mjk,mk->mi", e_obs, c_inv[p.obs_point[fo]], g_x[p.obs_point[fo]])
                 rhs -= _scatter_sum(fo_cam, ec, num_free)
-            s = s.transpose(0, 2, 1, 3).reshape(num_free * 6, num_free * 6)
             d_cam = np.linalg.solve(s, rhs.reshape(-1)).reshape(num_free, 6) if num_free else np.zeros((0, 6))
             back = g_x.copy()
             if len(fo):
-                back -= _scatter_sum(p.obs_point[fo], np.einsum("mji,mj->mi", e_obs[fo], d_cam[fo_cam]), num_points)
+                back -= _scatter_sum(p.obs_point[fo], np.einsum("mji,mj->mi", e_obs, d_cam[fo_cam]), num_points)
             d_pts = np.einsum("nij,nj->ni", c_inv, back)
 
             new_w2c = p.w2c.copy()

@@ -27,7 +27,7 @@ def colmap_poses(frames: np.ndarray, intrinsics: np.ndarray, config: PoseEstimat
     """Camera-to-world poses (F, 4, 4) of `frames` sharing `intrinsics` (fx, fy, cx, cy)."""
     import pycolmap
 
-    pycolmap.logging.minloglevel = 2  # COLMAP narrates every step at INFO level
+    pycolmap.logging.minloglevel = 3  # COLMAP narrates every step, and its errors repeat what we raise
     names = [f"{i:06d}.png" for i in range(len(frames))]
     with tempfile.TemporaryDirectory(prefix="sanawm-colmap-") as tmp:
         root = Path(tmp)
@@ -84,8 +84,7 @@ def colmap_poses(frames: np.ndarray, intrinsics: np.ndarray, config: PoseEstimat
     if missing:
         shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
         raise PoseEstimationError(
-            f"COLMAP registered {len(w2c)} of {len(names)} frames; missing frames {shown} "
-            "(try --pose-backend opencv)"
+            f"COLMAP registered {len(w2c)} of {len(names)} frames; missing frames {shown}"
         )
     stack = np.zeros((len(names), 4, 4))
     stack[:, 3, 3] = 1.0

@@ -18,6 +18,7 @@ Two backends:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -155,6 +156,24 @@ def estimate_poses_with_backend(
         ) from None
 
     frames, k = _working_resolution(frames, k, config.max_image_side)
+    with _one_blas_thread():
+        return _run_backend(backend, frames, k, config)
+
+
+def _one_blas_thread():
+    """Numpy's BLAS on one thread while poses are estimated: a multi-threaded solve splits
+    its work by the thread count, which changes the last bits of the result (threadpoolctl,
+    part of sanawm[eval]; without it the estimate is the same up to rounding)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def _run_backend(
+    backend: str, frames: np.ndarray, k: np.ndarray, config: PoseEstimationConfig
+) -> tuple[np.ndarray, str]:
     if backend == "colmap":
         from sanawm.evaluation._pose_colmap import colmap_poses
 
@@ -162,7 +181,7 @@ def estimate_poses_with_backend(
             return colmap_poses(frames, k[0], config), "colmap"
         except PoseEstimationError as err:
             if config.backend != "auto":
-                raise
+                raise PoseEstimationError(f"{err} (the 'opencv' backend, --pose-backend opencv, may succeed)") from None
             # COLMAP cannot start without parallax (a camera turning on the spot); the
             # sequential backend handles that, so "auto" falls back to it
             log.warning("COLMAP failed (%s); falling back to the OpenCV pose backend", err)

@@ -94,6 +94,19 @@ def evaluate_video(
     if k.shape != (len(frames), 4):
         raise UserInputError(f"intrinsics: expected (4,) or ({len(frames)}, 4) values, got {np.shape(intrinsics)}")
 
+    if reference is not None:  # checked before the (slow) pose estimation
+        reference = _check_video(reference, "reference video")
+        if len(reference) != len(frames):
+            raise UserInputError(
+                f"the reference video has {len(reference)} frames but the video has {len(frames)}; "
+                "a reference shows the same camera path, frame for frame"
+            )
+        if reference.shape != frames.shape:
+            raise UserInputError(
+                f"the reference video is {reference.shape[2]}x{reference.shape[1]} pixels but the video is "
+                f"{frames.shape[2]}x{frames.shape[1]}"
+            )
+
     sampled = np.arange(0, len(frames), config.pose_stride)
     if len(sampled) < 2:
         raise UserInputError(
@@ -126,9 +139,6 @@ def evaluate_video(
     temporal: dict = {"window_frames": window, "window_sec": window / fps, "sharpness": window_trend(detail, window)}
 
     if reference is not None:
-        reference = _check_video(reference, "reference video")
-        if reference.shape != frames.shape:
-            raise UserInputError(f"reference video is {reference.shape} but the video is {frames.shape}")
         p_values, s_values = psnr(frames, reference), ssim(frames, reference)
         report["reference"] = {
             "psnr": float(p_values.mean()),

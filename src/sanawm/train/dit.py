@@ -26,6 +26,7 @@ from sanawm.train.distributed import DistContext
 from sanawm.train.export import ema_transformer, export_model_dir
 from sanawm.train.feed import ClipFeed, Encoded
 from sanawm.train.objective import flow_matching_loss, noise_latents, sample_noise_plan, text_inputs
+from sanawm.train.loop import StandardSteps
 
 MODEL_DIR = "model"
 
@@ -94,7 +95,7 @@ def freeze_unused_parameters(model: nn.Module, vae_strides: tuple[int, int, int]
     return unused
 
 
-class DiTTask:
+class DiTTask(StandardSteps):
     """The `Task` of the DiT stage (see `sanawm.train.loop`)."""
 
     name = "dit"

@@ -168,6 +168,8 @@ class _Window:
     loss: float = 0.0
     grad_norm: float = 0.0
     extras: dict[str, float] = field(default_factory=dict)
+    extra_counts: dict[str, int] = field(default_factory=dict)
+    """Steps that reported each extra (a stage may report some only on some steps)."""
     clips_at_start: int = 0
 
     def add(self, loss: float, grad_norm: float, extras: dict[str, float]) -> None:
@@ -176,6 +178,7 @@ class _Window:
         self.grad_norm += grad_norm
         for k, v in extras.items():
             self.extras[k] = self.extras.get(k, 0.0) + float(v)
+            self.extra_counts[k] = self.extra_counts.get(k, 0) + 1
 
 
 @dataclass
@@ -287,7 +290,7 @@ def run_task(task: Task, config: TrainConfig, run_dir: Path, ctx: DistContext, r
                 "stage": task.name, "step": step, "loss": last_loss, "lr": lr,
                 "grad_norm": window.grad_norm / window.steps, "samples_per_s": samples_per_s,
                 "clips_per_s": clips_per_s, "elapsed_s": time.monotonic() - t0,
-                **{k: v / window.steps for k, v in window.extras.items()},
+                **{k: v / window.extra_counts[k] for k, v in window.extras.items()},
             }  # fmt: skip
             metrics.write(record)
             if bar is not None:

@@ -1,12 +1,15 @@
-"""`sanawm train`: train the compact VAE or the DiT (one process, or every process under torchrun).
+"""`sanawm train`: train the compact VAE or the DiT, or distill a model into a few-step student
+(one process, or every process under torchrun).
 
     sanawm train --stage vae --out runs/vae --steps 4000
     sanawm train --stage dit --out runs/dit --vae runs/vae/vae --steps 20000 --resume
     torchrun --nproc-per-node 8 -m sanawm train --stage dit --strategy fsdp --config big.json --out runs/big
+    sanawm train --stage distill-ode --teacher runs/dit/model --out runs/ode --config ode.json
+    sanawm train --stage distill-dmd --teacher runs/dit/model --student runs/ode/model --out runs/dmd
 
 Settings come from the defaults (`sanawm.train.config`), then `--config FILE` (JSON), then the
 flags. The run folder gets config.json, metrics.jsonl, checkpoints/ and the result: `vae/`
-(VAE stage) or `model/` (DiT stage: a model folder for `sanawm generate --model`).
+(VAE stage) or `model/` (DiT and distillation stages: a model folder for `sanawm generate --model`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import sys
 from pathlib import Path
 
 from sanawm.errors import UserInputError
+from sanawm.train.config import DISTILL_STAGES, STAGES
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -29,12 +33,13 @@ def _size(text: str) -> tuple[int, int]:
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "train",
-        help="train the compact VAE or the DiT",
+        help="train the compact VAE or the DiT, or distill a model into a few-step student",
         description="Train the compact VAE (--stage vae) or the stage-1 DiT on a trained VAE's latents "
         "(--stage dit), on procedural worlds (default) or a folder of clips (NAME.mp4 + NAME.camera.npz "
-        "or RealEstate10K NAME.txt). Runs unchanged under torchrun on several GPUs.",
+        "or RealEstate10K NAME.txt); or distill a model folder into a few-step streaming student "
+        "(--stage distill-ode, then --stage distill-dmd). Runs unchanged under torchrun on several GPUs.",
     )
-    p.add_argument("--stage", choices=("vae", "dit"), help="what to train (default: the config's, else dit)")
+    p.add_argument("--stage", choices=STAGES, help="what to train (default: the config's, else dit)")
     p.add_argument("--out", required=True, help="run folder (checkpoints, metrics.jsonl, the result)")
     p.add_argument("--config", help="JSON file with settings (see sanawm.train.config)")
     p.add_argument("--resume", nargs="?", const="latest", metavar="CHECKPOINT",
@@ -52,6 +57,8 @@ def register(subparsers) -> None:
     p.add_argument("--vae", help="DiT stage: the trained VAE folder")
     p.add_argument("--preset", help="DiT stage: model preset (sanawm.model.PRESETS)")
     p.add_argument("--init-from", help="DiT stage: model folder whose weights start the run")
+    p.add_argument("--teacher", help="distill stages: the teacher's model folder")
+    p.add_argument("--student", help="distill stages: model folder that starts the student (default: the teacher)")
     p.add_argument("--strategy", choices=("ddp", "fsdp"), help="multi-GPU wrapping under torchrun")
     p.add_argument("--precision", choices=("bf16", "fp32"), help="bf16: bfloat16 autocast on CUDA")
     p.add_argument("--grad-checkpointing", action="store_true", default=None, help="recompute activations")
@@ -98,6 +105,11 @@ def build_config(args: argparse.Namespace):
     if dit and cfg.stage != "dit":
         raise UserInputError(f"--{next(iter(dit)).replace('_', '-')} only applies to --stage dit")
     cfg = replace(cfg, dit=replace(cfg.dit, **dit))
+    distill = {k: v for k, v in dict(teacher=args.teacher, student_init=args.student).items() if v is not None}
+    if distill and cfg.stage not in DISTILL_STAGES:
+        flag = {"teacher": "--teacher", "student_init": "--student"}[next(iter(distill))]
+        raise UserInputError(f"{flag} only applies to the distill stages")
+    cfg = replace(cfg, distill=replace(cfg.distill, **distill))
     return cfg.validate()
 
 
@@ -122,13 +134,13 @@ def run(args: argparse.Namespace) -> int:
 def format_summary(summaries) -> str:
     """A small table of `RunSummary` rows: stage, steps, last logged loss, samples/s (model),
     clips/s (new data), minutes, result."""
-    lines = [f"{'stage':<6} {'steps':>13} {'loss':>9} {'samples/s':>10} {'clips/s':>8} {'time':>8}  result"]
+    lines = [f"{'stage':<11} {'steps':>13} {'loss':>9} {'samples/s':>10} {'clips/s':>8} {'time':>8}  result"]
     for s in summaries:
         steps = f"{s.start_step}->{s.end_step}"
         note = " (time budget)" if s.stopped_by_budget else ""
         result = ", ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in s.result.items())
         lines.append(
-            f"{s.stage:<6} {steps:>13} {s.last_loss:>9.4f} {s.samples_per_s:>10.2f} {s.clips_per_s:>8.2f} "
+            f"{s.stage:<11} {steps:>13} {s.last_loss:>9.4f} {s.samples_per_s:>10.2f} {s.clips_per_s:>8.2f} "
             f"{s.seconds / 60:>7.1f}m  {result}{note}"
         )
     return "\n".join(lines)

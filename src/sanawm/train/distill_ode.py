@@ -5,10 +5,10 @@ Pairs: the teacher (any model folder) generates clips chunk-causally, exactly as
 of training clips and seeded noise. The Euler grid is the teacher's own schedule with the
 student's levels added, so every trajectory passes through them; the noisy latents at the
 student's levels and the clean result are kept: S + 1 snapshots (S = number of student
-timesteps). Pair i is a function of (teacher, settings, seed, i) only; each is written to
-`PAIRS/pair_NNNNNNN.safetensors` when done (ranks share the work), so an interrupted generation
-resumes where it stopped and later runs reuse the folder (`pairs.json` records the settings
-it was made with; a mismatch is an error).
+timesteps). Pair i is a function of (teacher, settings, seed, i) (and, to float rounding, of the
+batch it was made in); each is written to `PAIRS/pair_NNNNNNN.safetensors` when done (ranks
+share the work), so an interrupted generation resumes where it stopped and later runs reuse
+the folder (`pairs.json` records the settings it was made with; a mismatch is an error).
 
 Training: each step takes random pairs; every chunk gets one random snapshot (its noisy latents
 at that level, or the clean ones), latent frame 0 is always the clean image; the student runs
@@ -136,12 +136,16 @@ def generate_pairs(config: TrainConfig, teacher: Teacher, ctx: DistContext, fold
         path.write_text(json.dumps(manifest, indent=2) + "\n")
     ctx.barrier()
 
-    todo = [i for i in range(ctx.rank, d.pairs, ctx.world_size) if not _pair_path(folder, i).is_file()]
+    # Fixed groups of run.batch_size pairs per rank, redone whole when any pair is missing, so
+    # a resumed generation writes exactly what an uninterrupted one would have.
+    mine = list(range(ctx.rank, d.pairs, ctx.world_size))
+    groups = [mine[k : k + config.run.batch_size] for k in range(0, len(mine), config.run.batch_size)]
     source = make_source(config.data, config.run.seed)
     cfg, camera_cfg = teacher_guidance(config, teacher)
     text_len = teacher.model.config.max_text_len
-    for first in range(0, len(todo), config.run.batch_size):
-        indices = todo[first : first + config.run.batch_size]
+    for indices in groups:
+        if all(_pair_path(folder, i).is_file() for i in indices):
+            continue
         batch = encode_clips(source.finish([source.prepare(i) for i in indices], ctx.device),
                              teacher.vae, text_len, ctx.device)  # fmt: skip
         cond = condition_from_batch(batch, teacher.model)

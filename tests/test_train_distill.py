@@ -299,3 +299,48 @@ def test_cli_runs_the_distill_stages_and_checks_flags(teacher, tmp_path, capsys)
     assert "--teacher only applies" in capsys.readouterr().err
     assert main(["train", "--stage", "distill-dmd", "--out", str(tmp_path / "y")]) == 2
     assert "distill.teacher" in capsys.readouterr().err
+
+
+def test_ode_trajectories_are_the_teachers_guided_streaming_samples(student):
+    from sanawm.train.distill_ode import teacher_trajectories
+    from sanawm.train.teacher import GuidedScore
+
+    T, chunk = 6, 2
+    cond = _condition(student, 1, T, seed=5)
+    settings = SamplerSettings(steps=4, flow_shift=3.0, camera_cfg=2.0, seed=3)
+    levels = settings.sigmas()
+    student_levels = FlowMatchingSchedule.sigmas_from_timesteps([1000 * float(levels[0]), 1000 * float(levels[2])])
+    grid, keep = teacher_grid(levels, student_levels)
+    assert len(grid) == len(levels) and len(keep) == 3
+    g = torch.Generator().manual_seed(3)  # the sampler's draws: one per chunk, in order
+    noise = torch.cat([torch.randn(1, C, b - a, H, W, generator=g) for a, b in chunk_spans(chunk_starts_for(T, chunk), T)], 2)
+    guided = GuidedScore(student, cond, cfg=1.0, camera_cfg=2.0, streaming=True)
+    snaps = teacher_trajectories(guided, cond, noise, grid, keep, chunk)
+    text = student.null_text()
+    sampled = torch.cat(list(sample_streaming(
+        student, Conditioning(cond.first, text, cond.raymap, cond.plucker), settings, chunk_size=chunk,
+    )), dim=2)  # fmt: skip
+    assert snaps.shape == (1, 3, C, T, H, W)
+    torch.testing.assert_close(snaps[:, -1], sampled, rtol=1e-5, atol=1e-5)
+    assert torch.equal(snaps[:, 0, :, 1:], noise[:, :, 1:]) and torch.equal(snaps[:, 0, :, :1], cond.first)
+
+
+def test_guided_score_combines_text_and_camera_branches(student):
+    from sanawm.sampling import combine_guidance
+    from sanawm.train.teacher import GuidedScore
+
+    cond = _condition(student, 2, 3, seed=6)
+    g = torch.Generator().manual_seed(7)
+    cond.text = torch.randn(2, 4, 16, generator=g)
+    cond.text_mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])
+    cond.has_text = True
+    x = torch.randn(2, C, 3, H, W, generator=g)
+    t = torch.tensor([[0.0, 600.0, 600.0], [0.0, 300.0, 300.0]])
+    with torch.no_grad():
+        out = GuidedScore(student, cond, cfg=3.0, camera_cfg=2.0).velocity(x, t, 0, 3)
+        full = student(x, t, cond.text, cond.text_mask, cond.raymap, cond.plucker)
+        no_text = student(x, t, cond.null_text, cond.null_mask, cond.raymap, cond.plucker)
+        no_camera = student(x, t, cond.text, cond.text_mask)
+    torch.testing.assert_close(out, combine_guidance(full, no_text, no_camera, 3.0, 2.0), rtol=1e-5, atol=1e-5)
+    expected = no_text + 3.0 * (full - no_text) + (full - no_camera)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)

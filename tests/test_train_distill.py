@@ -344,3 +344,32 @@ def test_guided_score_combines_text_and_camera_branches(student):
     torch.testing.assert_close(out, combine_guidance(full, no_text, no_camera, 3.0, 2.0), rtol=1e-5, atol=1e-5)
     expected = no_text + 3.0 * (full - no_text) + (full - no_camera)
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_the_dmd_config_example_in_the_training_docs_is_valid(teacher):
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "training.md").read_text()
+    block = text.split("## Distillation", 1)[1].split("```json\n", 1)[1].split("```", 1)[0]
+    values = json.loads(block)
+    values["distill"]["teacher"] = str(teacher)
+    cfg = from_dict(values).validate()
+    assert cfg.stage == "distill-dmd" and cfg.optim.betas == (0.0, 0.999) and cfg.distill.generator_every == 5
+
+
+def test_the_embedded_distillation_script_runs_in_smoke_mode(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "distill_embedded.py"
+    spec = importlib.util.spec_from_file_location("distill_embedded", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "out"
+    assert module.main(["--smoke", "--run-dir", str(tmp_path / "run"), "--out", str(out), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert text.count("distill-dmd") == 2 and "distill-ode" in text and "the dmd stage's model folder" in text
+    from sanawm.pipeline import WorldModel
+
+    settings = WorldModel.load(out / "model", device="cpu").settings
+    assert settings.steps == 4 and settings.cfg == settings.camera_cfg == 1.0

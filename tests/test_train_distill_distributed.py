@@ -1,6 +1,7 @@
 """Two CPU processes (gloo) run the DMD stage with "ddp" (replicas, gradients averaged by an
 explicit all-reduce) and with "fsdp" (FSDP2-sharded generator and critic), each rank on its own
-clips: the replicas stay identical and both strategies end at the same weights."""
+clips: the replicas stay identical and both strategies end at the same weights. The ODE stage
+shares the pair generation between the ranks."""
 
 import os
 import socket
@@ -30,6 +31,14 @@ def _worker(rank: int, world: int, port: int, teacher, out) -> None:
     from sanawm.train.loop import run_task
 
     ctx = setup("cpu")
+    ode = from_dict({
+        "stage": "distill-ode", "data": {"num_frames": 9, "height": 16, "width": 16},
+        "run": {"steps": 1, "batch_size": 1, "progress": False},
+        "distill": {"teacher": str(teacher), "pairs": 2, "teacher_steps": 2},
+    })  # fmt: skip
+    from sanawm.train import train
+
+    train(ode, out / "ode")
     for strategy in ("ddp", "fsdp"):
         cfg = from_dict({
             "stage": "distill-dmd",
@@ -67,3 +76,6 @@ def test_dmd_with_ddp_and_fsdp_on_two_cpu_processes(tmp_path):
     # where gradients are tiny).
     assert float(differ.mean()) < 1e-3 * float(moved.mean()) and float(differ.max()) < 0.05 * float(moved.max())
     assert (tmp_path / "fsdp" / "model" / "model.json").is_file()
+    assert sorted(p.name for p in (tmp_path / "ode" / "ode_pairs").glob("pair_*")) == [
+        "pair_0000000.safetensors", "pair_0000001.safetensors"]  # fmt: skip
+    assert (tmp_path / "ode" / "model" / "model.json").is_file()

@@ -357,7 +357,7 @@ def test_the_dmd_config_example_in_the_training_docs_is_valid(teacher):
     assert cfg.stage == "distill-dmd" and cfg.optim.betas == (0.0, 0.999) and cfg.distill.generator_every == 5
 
 
-def test_the_embedded_distillation_script_runs_in_smoke_mode(tmp_path, capsys):
+def test_the_embedded_distillation_script_runs_in_smoke_mode(teacher, tmp_path, capsys):
     import importlib.util
     from pathlib import Path
 
@@ -366,7 +366,9 @@ def test_the_embedded_distillation_script_runs_in_smoke_mode(tmp_path, capsys):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     out = tmp_path / "out"
-    assert module.main(["--smoke", "--run-dir", str(tmp_path / "run"), "--out", str(out), "--no-progress"]) == 0
+    # A tiny teacher keeps the test fast (the script's default teacher is the embedded model).
+    args = ["--smoke", "--teacher", str(teacher), "--run-dir", str(tmp_path / "run"), "--out", str(out), "--no-progress"]
+    assert module.main(args) == 0
     text = capsys.readouterr().out
     assert text.count("distill-dmd") == 2 and "distill-ode" in text and "the dmd stage's model folder" in text
     from sanawm.pipeline import WorldModel

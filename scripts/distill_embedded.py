@@ -22,7 +22,6 @@ git-ignored) keeps the checkpoints between calls on a machine that stays up.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import inspect
 import os
 import shutil
@@ -81,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     notes = []
     if not _windowed_cache_available():
         # Until the bounded stream cache is in, the last stage keeps the full cache.
-        configs[-1] = dataclasses.replace(configs[-1], distill=dataclasses.replace(configs[-1].distill, cache_window=-1))
+        configs[-1].distill.cache_window = -1
         notes.append("the stream cache has no bounded window here: the last stage ran with the full cache")
 
     def done(stage: str, cfg) -> bool:

@@ -42,8 +42,11 @@ def test_dmd_gradient_is_the_kl_gradient_for_gaussians():
     g = torch.Generator().manual_seed(0)
     B, T = 3, 3
     shape = (B, C, T, H, W)
-    real = (torch.randn(C, 1, 1, 1, generator=g, dtype=torch.float64), 0.5 + torch.rand(C, 1, 1, 1, generator=g, dtype=torch.float64))
-    fake = (torch.randn(C, 1, 1, 1, generator=g, dtype=torch.float64), 0.5 + torch.rand(C, 1, 1, 1, generator=g, dtype=torch.float64))
+    def gaussian():  # per-channel mean and std
+        shape = (C, 1, 1, 1)
+        return torch.randn(shape, generator=g, dtype=torch.float64), 0.5 + torch.rand(shape, generator=g, dtype=torch.float64)
+
+    real, fake = gaussian(), gaussian()
     generated = (fake[0] + fake[1] * torch.randn(shape, generator=g, dtype=torch.float64)).requires_grad_()
     noise = torch.randn(shape, generator=g, dtype=torch.float64)
     sigma = score_sigmas(B, 10.0, (20.0, 980.0), g).double()
@@ -165,7 +168,8 @@ def test_rollout_caches_its_own_outputs_with_gradients_at_the_exit_step_only(stu
     assert out.shape == (2, C, 5, H, W) and out.requires_grad
     assert torch.equal(out[:, :, :1], cond.first)  # the image frame, untouched
     # Chunks [0, 3) and [3, 5): 2 steps each (the first without gradients), a commit between.
-    assert [(c[2], c[3]) for c in calls] == [(False, False), (False, True), (True, False), (False, False), (False, True)]
+    flags = [(c[2], c[3]) for c in calls]  # (update_cache, grad enabled)
+    assert flags == [(False, False), (False, True), (True, False), (False, False), (False, True)]
     committed, timestep = calls[2][0], calls[2][1]
     assert torch.equal(committed, out[:, :, :3].detach()) and torch.equal(timestep, torch.zeros(2, 3))
     assert torch.equal(calls[0][1][:, 0], torch.zeros(2)) and (calls[0][1][:, 1:] == 1000).all()
@@ -260,7 +264,8 @@ def test_dmd_resumes_exactly_and_exports_a_few_step_student(teacher, tmp_path, m
 
     start = load_transformer(read_model_dir(teacher).components["transformer"]).state_dict()
     key = "final_layer.linear.weight"
-    assert not torch.equal(final[f"generator.{key}"], start[key]) and not torch.equal(final[f"critic.{key}"], start[key])
+    assert not torch.equal(final[f"generator.{key}"], start[key])
+    assert not torch.equal(final[f"critic.{key}"], start[key])
     assert set(ema) == {k[len("generator.") :] for k in final if k.startswith("generator.")} & set(ema)
     assert all(k.startswith("generator.") or k.startswith("critic.") for k in final)
 
@@ -313,7 +318,8 @@ def test_ode_trajectories_are_the_teachers_guided_streaming_samples(student):
     grid, keep = teacher_grid(levels, student_levels)
     assert len(grid) == len(levels) and len(keep) == 3
     g = torch.Generator().manual_seed(3)  # the sampler's draws: one per chunk, in order
-    noise = torch.cat([torch.randn(1, C, b - a, H, W, generator=g) for a, b in chunk_spans(chunk_starts_for(T, chunk), T)], 2)
+    spans = chunk_spans(chunk_starts_for(T, chunk), T)
+    noise = torch.cat([torch.randn(1, C, b - a, H, W, generator=g) for a, b in spans], dim=2)
     guided = GuidedScore(student, cond, cfg=1.0, camera_cfg=2.0, streaming=True)
     snaps = teacher_trajectories(guided, cond, noise, grid, keep, chunk)
     text = student.null_text()
@@ -367,8 +373,8 @@ def test_the_embedded_distillation_script_runs_in_smoke_mode(teacher, tmp_path, 
     spec.loader.exec_module(module)
     out = tmp_path / "out"
     # A tiny teacher keeps the test fast (the script's default teacher is the embedded model).
-    args = ["--smoke", "--teacher", str(teacher), "--run-dir", str(tmp_path / "run"), "--out", str(out), "--no-progress"]
-    assert module.main(args) == 0
+    args = ["--smoke", "--teacher", str(teacher), "--run-dir", str(tmp_path / "run"), "--out", str(out)]
+    assert module.main([*args, "--no-progress"]) == 0
     text = capsys.readouterr().out
     assert text.count("distill-dmd") == 2 and "distill-ode" in text and "the dmd stage's model folder" in text
     from sanawm.pipeline import WorldModel

@@ -86,9 +86,9 @@ class GenerationSettings:
         self.timesteps = tuple(float(t) for t in self.timesteps)
         t = self.timesteps
         if t and not (t[0] == 1000 and all(a > b for a, b in zip(t, t[1:])) and t[-1] > 0):
-            raise UserInputError(f"generation settings: timesteps must start at 1000 and decrease above 0, got {list(t)}")
+            raise UserInputError(f"generation settings: timesteps must start at 1000 and decrease above 0: {list(t)}")
         if t and self.steps != len(t):
-            raise UserInputError(f"generation settings: steps ({self.steps}) must equal the number of timesteps ({len(t)})")
+            raise UserInputError(f"generation settings: steps ({self.steps}) must equal the timestep count ({len(t)})")
         positive = {
             "height": self.height,
             "width": self.width,

@@ -124,8 +124,9 @@ class DMDTask:
         self.find_unused_parameters = False
         self.strategy = "none"
         text_len = self.teacher.model.config.max_text_len
+        vae = self.teacher.vae
         self.feed = ClipFeed(
-            make_source(config.data, config.run.seed), lambda b: encode_clips(b, self.teacher.vae, text_len, ctx.device),
+            make_source(config.data, config.run.seed), lambda clips: encode_clips(clips, vae, text_len, ctx.device),
             batch_size=config.run.batch_size, device=ctx.device, pool_size=config.data.pool_size,
             fresh_per_step=config.data.fresh_per_step, workers=config.data.workers, rank=ctx.rank,
             world_size=ctx.world_size,

@@ -34,7 +34,7 @@ from sanawm.sampling.schedule import FlowMatchingSchedule
 from sanawm.train.config import TrainConfig, to_dict
 from sanawm.train.distributed import DistContext
 from sanawm.train.feed import Encoded
-from sanawm.train.loop import StandardSteps, _seed
+from sanawm.train.loop import StandardSteps
 from sanawm.train.objective import flow_matching_loss
 from sanawm.train.teacher import (
     Condition,
@@ -100,6 +100,12 @@ def teacher_trajectories(
     return torch.cat(out, dim=3)
 
 
+def _pair_noise(shape: tuple[int, ...], seed: int, index: int) -> Tensor:
+    """The start noise of pair `index` (CPU, from (seed, index) only)."""
+    state = np.random.SeedSequence([seed, 2, index]).generate_state(1, dtype=np.uint64)[0] >> 1
+    return torch.randn(shape, generator=torch.Generator().manual_seed(int(state)))
+
+
 def _pair_path(folder: Path, index: int) -> Path:
     return folder / f"pair_{index:07d}.safetensors"
 
@@ -149,10 +155,8 @@ def generate_pairs(config: TrainConfig, teacher: Teacher, ctx: DistContext, fold
         batch = encode_clips(source.finish([source.prepare(i) for i in indices], ctx.device),
                              teacher.vae, text_len, ctx.device)  # fmt: skip
         cond = condition_from_batch(batch, teacher.model)
-        noise = torch.stack([
-            torch.randn(batch["latents"].shape[1:], generator=torch.Generator().manual_seed(_seed(config.run.seed, 2, i)))
-            for i in indices
-        ]).to(ctx.device)  # fmt: skip
+        noise = torch.stack([_pair_noise(batch["latents"].shape[1:], config.run.seed, i) for i in indices])
+        noise = noise.to(ctx.device)
         guided = GuidedScore(teacher.model, cond, cfg, camera_cfg, streaming=True)
         snaps = teacher_trajectories(guided, cond, noise, grid, keep, s.chunk_size)
         for row, index in enumerate(indices):
@@ -190,7 +194,9 @@ class PairFeed:
         pass
 
 
-def pick_snapshots(snapshots: Tensor, sigmas: Tensor, chunk_size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+def pick_snapshots(
+    snapshots: Tensor, sigmas: Tensor, chunk_size: int, generator: torch.Generator
+) -> tuple[Tensor, Tensor]:
     """One random snapshot per chunk (clean for frame 0): the latents (B, C, T, h, w) and their
     levels (B, T). `snapshots` (B, K, C, T, h, w) are at `sigmas` (K,), the last clean."""
     B, K, C, T, h, w = snapshots.shape

@@ -227,8 +227,7 @@ def run_task(task: Task, config: TrainConfig, run_dir: Path, ctx: DistContext, r
         enable_gradient_checkpointing(task.shard_units())
     model = task.wrap_module(ctx, run.strategy)
     optimizer = task.make_optimizer(cfg)
-    for group in optimizer.param_groups:  # each group warms up to its own learning rate
-        group["base_lr"] = group["lr"]
+    base_lrs = [group["lr"] for group in optimizer.param_groups]  # each group warms up to its own
     ema = EMA(task.ema_target(), cfg.optim.ema_decay, cfg.optim.ema_warmup)
 
     start = 0
@@ -268,8 +267,8 @@ def run_task(task: Task, config: TrainConfig, run_dir: Path, ctx: DistContext, r
             break
         tic = time.perf_counter()
         lr = learning_rate(step, cfg.optim.lr, cfg.optim.warmup_steps)
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, group["base_lr"], cfg.optim.warmup_steps)
+        for group, base in zip(optimizer.param_groups, base_lrs):
+            group["lr"] = learning_rate(step, base, cfg.optim.warmup_steps)
         shared, local = step_generators(run.seed, ctx.rank, step, ctx.device)
         batch = task.feed.batch(step, local)
         result = task.train_step(model, optimizer, batch, shared, local, step, autocast, cfg.optim.grad_clip)

@@ -232,8 +232,9 @@ def export_student(
         paths = {name: str(Path(spec.components[name]).resolve()) for name in ("text_encoder", "tokenizer")}
         text = (paths, spec.text)
     return export_model_dir(
-        directory, transformer, teacher.vae, settings, vae_source=spec.components["vae"], dtype=config.export.dtype, text=text
-    )
+        directory, transformer, teacher.vae, settings,
+        vae_source=spec.components["vae"], dtype=config.export.dtype, text=text,
+    )  # fmt: skip
 
 
 __all__ = [

@@ -381,3 +381,48 @@ def test_the_embedded_distillation_script_runs_in_smoke_mode(teacher, tmp_path, 
 
     settings = WorldModel.load(out / "model", device="cpu").settings
     assert settings.steps == 4 and settings.cfg == settings.camera_cfg == 1.0
+
+
+def test_a_teacher_with_text_encoder_and_ltx2_vae_gives_a_student_that_references_them(tmp_path):
+    from _tiny_models import make_official_layout_dir
+
+    from sanawm.modeldir import read_model_dir
+    from sanawm.pipeline import WorldModel
+
+    teacher = make_official_layout_dir(tmp_path / "teacher")
+    cfg = from_dict({
+        "stage": "distill-ode",
+        "data": {"num_frames": 17, "height": 64, "width": 64},
+        "run": {"batch_size": 1, "progress": False, "steps": 1},
+        "distill": {"teacher": str(teacher), "pairs": 1, "teacher_steps": 2},
+    })  # fmt: skip
+    summary = train(cfg, tmp_path / "ode")
+    spec = read_model_dir(summary.result["model_dir"])
+    for name in ("vae", "text_encoder", "tokenizer"):
+        assert spec.components[name] == (teacher / name).resolve()
+    assert spec.text == read_model_dir(teacher).text
+    wm = WorldModel.load(spec.root, device="cpu")
+    result = wm.generate(action="w-16", frames=17, mode="streaming", prompt="a red car")
+    assert result.frames.shape == (17, 64, 64, 3) and wm.settings.flow_shift == 8.0
+
+
+def test_rollout_takes_its_cache_window_from_the_models_api(student, monkeypatch):
+    import inspect
+
+    cond = _condition(student, 1, 5)
+    sigmas = FlowMatchingSchedule.sigmas_from_timesteps([1000, 500])
+    windowed = "window" in inspect.signature(student.new_stream_cache).parameters
+    if not windowed:  # this sanawm's stream cache keeps every chunk: asking for a window is a user error
+        with pytest.raises(UserInputError, match="window"):
+            rollout(student, cond, sigmas, 0, 2, torch.Generator().manual_seed(0), grad=False, window=2, sink=3)
+    seen = []
+    original = student.new_stream_cache
+
+    def with_window(window=None, sink=0):
+        seen.append((window, sink))
+        return original(window=window, sink=sink) if windowed else original()
+
+    monkeypatch.setattr(student, "new_stream_cache", with_window)
+    rollout(student, cond, sigmas, 0, 2, torch.Generator().manual_seed(0), grad=False, window=2, sink=3)
+    rollout(student, cond, sigmas, 0, 2, torch.Generator().manual_seed(0), grad=False)
+    assert seen == [(2, 3), (None, 0)]

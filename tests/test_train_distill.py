@@ -426,3 +426,18 @@ def test_rollout_takes_its_cache_window_from_the_models_api(student, monkeypatch
     rollout(student, cond, sigmas, 0, 2, torch.Generator().manual_seed(0), grad=False, window=2, sink=3)
     rollout(student, cond, sigmas, 0, 2, torch.Generator().manual_seed(0), grad=False)
     assert seen == [(2, 3), (None, 0)]
+
+
+def test_the_dmd_benchmark_script_runs_on_the_tiny_preset(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "bench_dmd.py"
+    spec = importlib.util.spec_from_file_location("bench_dmd", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--tiny", "--json", str(tmp_path / "dmd.json")]) == 0
+    table = capsys.readouterr().out.strip().splitlines()
+    assert table[0].split()[:2] == ["preset", "latent"] and table[-1].split()[:3] == ["tiny", "7x2x3", "2"]
+    result = json.loads((tmp_path / "dmd.json").read_text())
+    assert result["iteration_s"] == pytest.approx(result["generator_update_s"] + result["critic_update_s"])

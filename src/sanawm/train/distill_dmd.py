@@ -30,6 +30,7 @@ one backward, which DDP's reducer does not allow).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -92,6 +93,70 @@ def dmd_loss(generated: Tensor, gradient: Tensor, mask: Tensor) -> Tensor:
     return 0.5 * ((x - target).square() * weight).sum() / weight.sum()
 
 
+@dataclass
+class DMDObjective:
+    """The two losses of a DMD step over three transformers (see module doc); also what
+    `scripts/bench_dmd.py` times. `sigmas`: the student's levels (ending at 0); `guidance`:
+    (text, camera) scales of the real score; window / sink: the student's stream cache."""
+
+    generator: nn.Module
+    critic: nn.Module
+    real: nn.Module
+    guidance: tuple[float, float]
+    sigmas: Tensor
+    chunk_size: int
+    score_shift: float = 10.0
+    score_timesteps: tuple[float, float] = (20.0, 980.0)
+    window: int | None = None
+    sink: int | None = None
+    exit_index: int | None = None
+    """A fixed exit step (benchmarks time the longest rollout); None: random per rollout."""
+
+    def rollout(self, cond: Condition, shared: torch.Generator, local: torch.Generator, grad: bool) -> Tensor:
+        """A rollout of the generator with a random exit step (drawn from `shared`: the same on
+        every rank) and noise from `local`."""
+        exit_index = int(torch.randint(0, len(self.sigmas) - 1, (), generator=shared))
+        if self.exit_index is not None:
+            exit_index = self.exit_index
+        return rollout(self.generator, cond, self.sigmas, exit_index, self.chunk_size, local, grad=grad,
+                       window=self.window, sink=self.sink)  # fmt: skip
+
+    def _noised(self, latents: Tensor, local: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+        sigma = score_sigmas(latents.shape[0], self.score_shift, self.score_timesteps, local).to(latents.device)
+        noise = torch.randn(latents.shape, generator=local, device=local.device).to(latents.device)
+        noisy, levels = noised(latents, noise, sigma)
+        return noisy, levels, noise
+
+    def generator_loss(
+        self, cond: Condition, shared: torch.Generator, local: torch.Generator
+    ) -> tuple[Tensor, dict[str, float]]:
+        """The DMD loss of one rollout (gradients reach the generator through its exit steps)."""
+        generated = self.rollout(cond, shared, local, grad=True)
+        with torch.no_grad():
+            noisy, levels, _ = self._noised(generated.detach(), local)
+            timestep = FlowMatchingSchedule.timestep(levels)
+            sigma = levels[:, None, :, None, None]
+            fake_v = self.critic(noisy, timestep, cond.text, cond.text_mask, cond.raymap, cond.plucker)
+            real_v = GuidedScore(self.real, cond, *self.guidance).velocity(noisy, timestep, 0, cond.num_frames)
+            fake_x0 = FlowMatchingSchedule.x0_from_velocity(noisy, fake_v, sigma)
+            real_x0 = FlowMatchingSchedule.x0_from_velocity(noisy, real_v, sigma)
+            mask = levels > 0
+            gradient = dmd_gradient(generated.detach(), fake_x0, real_x0, mask)
+        loss = dmd_loss(generated, gradient, mask)
+        return loss, {"dmd_gradient_abs": float(gradient.abs().mean()), "score_timestep": float(timestep[:, -1].mean())}
+
+    def critic_loss(self, cond: Condition, shared: torch.Generator, local: torch.Generator) -> Tensor:
+        """Flow matching of the critic on the generator's samples."""
+        with torch.no_grad():
+            generated = self.rollout(cond, shared, local, grad=False)
+            noisy, levels, noise = self._noised(generated, local)
+        velocity = self.critic(
+            noisy, FlowMatchingSchedule.timestep(levels), cond.text, cond.text_mask, cond.raymap, cond.plucker
+        )
+        target = FlowMatchingSchedule.velocity_target(generated, noise)
+        return flow_matching_loss(velocity, target, (levels > 0).float())
+
+
 class DMDModules(nn.Module):
     """The two trained transformers, in one module for checkpoints and the optimizer."""
 
@@ -113,14 +178,17 @@ class DMDTask:
         self.ctx = ctx
         d = config.distill
         self.teacher = load_teacher(d.teacher, ctx.device)
-        self.chunk_size = self.teacher.settings.chunk_size
-        self.guidance = teacher_guidance(config, self.teacher)
-        self.window, self.sink = cache_bounds(config, self.chunk_size)
-        self.sigmas = FlowMatchingSchedule.sigmas_from_timesteps(d.timesteps)
+        chunk_size = self.teacher.settings.chunk_size
+        window, sink = cache_bounds(config, chunk_size)
         torch.manual_seed(config.run.seed)
         generator = trainable_copy(self.teacher, d.student_init, "distill.student_init", ctx.device)
         critic = trainable_copy(self.teacher, d.critic_init, "distill.critic_init", ctx.device)
         self.module = DMDModules(generator, critic)
+        self.objective = DMDObjective(
+            generator, critic, self.teacher.model, teacher_guidance(config, self.teacher),
+            FlowMatchingSchedule.sigmas_from_timesteps(d.timesteps), chunk_size, d.score_shift, d.score_timesteps,
+            window, sink,
+        )  # fmt: skip
         self.find_unused_parameters = False
         self.strategy = "none"
         text_len = self.teacher.model.config.max_text_len
@@ -168,12 +236,12 @@ class DMDTask:
         update_generator = step % self.config.distill.generator_every == 0
         if update_generator:
             with self._autocast(autocast):
-                loss, stats = self.generator_loss(cond, shared, local)
+                loss, stats = self.objective.generator_loss(cond, shared, local)
             loss.backward()
             norm, generator_finite = self._update(self.module.generator, optimizer, grad_clip)
             extras.update(generator_loss=float(loss.detach()), generator_grad_norm=norm, **stats)
         with self._autocast(autocast):
-            critic_loss = self.critic_loss(cond, shared, local)
+            critic_loss = self.objective.critic_loss(cond, shared, local)
         critic_loss.backward()
         norm, critic_finite = self._update(self.module.critic, optimizer, grad_clip)
         finite = critic_finite and generator_finite
@@ -193,48 +261,6 @@ class DMDTask:
         save_transformer(critic, Path(run_dir) / CRITIC_DIR)
         return {"model_dir": str(out), "steps": len(self.config.distill.timesteps)}
 
-    # ---- losses ------------------------------------------------------------------------------
-
-    def _rollout(self, cond: Condition, shared: torch.Generator, local: torch.Generator, grad: bool) -> Tensor:
-        exit_index = int(torch.randint(0, len(self.sigmas) - 1, (), generator=shared))
-        return rollout(self.module.generator, cond, self.sigmas, exit_index, self.chunk_size, local, grad=grad,
-                       window=self.window, sink=self.sink)  # fmt: skip
-
-    def _noised(self, latents: Tensor, local: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
-        d = self.config.distill
-        sigma = score_sigmas(latents.shape[0], d.score_shift, d.score_timesteps, local).to(latents.device)
-        noise = torch.randn(latents.shape, generator=local, device=local.device).to(latents.device)
-        noisy, levels = noised(latents, noise, sigma)
-        return noisy, levels, noise
-
-    def generator_loss(self, cond: Condition, shared: torch.Generator, local: torch.Generator):
-        """The DMD loss of one rollout (gradients reach the generator through its exit steps)."""
-        generated = self._rollout(cond, shared, local, grad=True)
-        with torch.no_grad():
-            noisy, levels, _ = self._noised(generated.detach(), local)
-            timestep = FlowMatchingSchedule.timestep(levels)
-            sigma = levels[:, None, :, None, None]
-            fake_v = self.module.critic(noisy, timestep, cond.text, cond.text_mask, cond.raymap, cond.plucker)
-            real = GuidedScore(self.teacher.model, cond, *self.guidance)
-            real_v = real.velocity(noisy, timestep, 0, cond.num_frames)
-            fake_x0 = FlowMatchingSchedule.x0_from_velocity(noisy, fake_v, sigma)
-            real_x0 = FlowMatchingSchedule.x0_from_velocity(noisy, real_v, sigma)
-            mask = levels > 0
-            gradient = dmd_gradient(generated.detach(), fake_x0, real_x0, mask)
-        loss = dmd_loss(generated, gradient, mask)
-        return loss, {"dmd_gradient_abs": float(gradient.abs().mean()), "score_timestep": float(timestep[:, -1].mean())}
-
-    def critic_loss(self, cond: Condition, shared: torch.Generator, local: torch.Generator) -> Tensor:
-        """Flow matching of the critic on the generator's samples."""
-        with torch.no_grad():
-            generated = self._rollout(cond, shared, local, grad=False)
-            noisy, levels, noise = self._noised(generated, local)
-        velocity = self.module.critic(
-            noisy, FlowMatchingSchedule.timestep(levels), cond.text, cond.text_mask, cond.raymap, cond.plucker
-        )
-        target = FlowMatchingSchedule.velocity_target(generated, noise)
-        return flow_matching_loss(velocity, target, (levels > 0).float())
-
     # ---- helpers -----------------------------------------------------------------------------
 
     def _autocast(self, enabled: bool):
@@ -251,4 +277,4 @@ class DMDTask:
         return norm, finite
 
 
-__all__ = ["DMDModules", "DMDTask", "dmd_gradient", "dmd_loss", "noised", "score_sigmas"]
+__all__ = ["DMDModules", "DMDObjective", "DMDTask", "dmd_gradient", "dmd_loss", "noised", "score_sigmas"]

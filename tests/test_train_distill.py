@@ -441,3 +441,20 @@ def test_the_dmd_benchmark_script_runs_on_the_tiny_preset(tmp_path, capsys):
     assert table[0].split()[:2] == ["preset", "latent"] and table[-1].split()[:3] == ["tiny", "7x2x3", "2"]
     result = json.loads((tmp_path / "dmd.json").read_text())
     assert result["iteration_s"] == pytest.approx(result["generator_update_s"] + result["critic_update_s"])
+
+
+def test_the_distill_stages_default_to_the_published_optimizer_settings(teacher, tmp_path):
+    from sanawm.cli import build_parser
+    from sanawm.cli.train import build_config
+
+    def config(*extra):
+        return build_config(build_parser().parse_args(["train", "--out", str(tmp_path), *extra]))
+
+    dmd = config("--stage", "distill-dmd", "--teacher", str(teacher))
+    assert (dmd.optim.lr, dmd.optim.betas, dmd.optim.warmup_steps) == (1e-5, (0.0, 0.999), 0)
+    assert config("--stage", "distill-ode", "--teacher", str(teacher)).optim.lr == 2e-5
+    path = tmp_path / "dmd.json"
+    path.write_text(json.dumps({"stage": "distill-dmd", "distill": {"teacher": str(teacher)}, "optim": {"lr": 3e-6}}))
+    from_file = config("--config", str(path))
+    assert (from_file.optim.lr, from_file.optim.betas) == (3e-6, (0.0, 0.999))
+    assert config("--stage", "dit", "--vae", str(teacher / "vae")).optim.lr == 3e-4  # other stages unchanged

@@ -7,9 +7,10 @@
     sanawm train --stage distill-ode --teacher runs/dit/model --out runs/ode --config ode.json
     sanawm train --stage distill-dmd --teacher runs/dit/model --student runs/ode/model --out runs/dmd
 
-Settings come from the defaults (`sanawm.train.config`), then `--config FILE` (JSON), then the
-flags. The run folder gets config.json, metrics.jsonl, checkpoints/ and the result: `vae/`
-(VAE stage) or `model/` (DiT and distillation stages: a model folder for `sanawm generate --model`).
+Settings come from the stage's defaults (`sanawm.train.config.stage_defaults`), then
+`--config FILE` (JSON), then the flags. The run folder gets config.json, metrics.jsonl,
+checkpoints/ and the result: `vae/` (VAE stage) or `model/` (DiT and distillation stages: a
+model folder for `sanawm generate --model`).
 """
 
 from __future__ import annotations
@@ -68,10 +69,13 @@ def register(subparsers) -> None:
 
 
 def build_config(args: argparse.Namespace):
-    """Defaults <- --config file <- flags."""
-    from sanawm.train.config import TrainConfig, load_config
+    """Defaults of the stage (`stage_defaults`) <- --config file <- flags."""
+    from sanawm.jsonfile import read_json_object
+    from sanawm.train.config import load_config, stage_defaults
 
-    cfg = load_config(args.config) if args.config else TrainConfig()
+    stage = args.stage or (read_json_object(Path(args.config), "config file").get("stage") if args.config else None)
+    base = stage_defaults(stage if stage in STAGES else "dit")
+    cfg = load_config(args.config, base) if args.config else base
     replace = dataclasses.replace
     if args.stage:
         cfg = replace(cfg, stage=args.stage)

@@ -340,6 +340,22 @@ def from_dict(values: dict[str, Any], base: TrainConfig | None = None) -> TrainC
     return _merge(base or TrainConfig(), values, "config")
 
 
+# Optimizer settings of SANA-WM's distillation recipe (NVlabs/Sana longsana configs).
+_DISTILL_OPTIM = {
+    "distill-ode": {"lr": 2e-5, "warmup_steps": 0, "ema_decay": 0.99},
+    "distill-dmd": {"lr": 1e-5, "betas": (0.0, 0.999), "warmup_steps": 0, "ema_decay": 0.99},
+}
+
+
+def stage_defaults(stage: str) -> TrainConfig:
+    """The defaults of a stage (what `sanawm train --stage STAGE` starts from): the dataclass
+    defaults, with the published optimizer settings for the distillation stages."""
+    config = TrainConfig(stage=stage)
+    if stage in _DISTILL_OPTIM:
+        config = dataclasses.replace(config, optim=dataclasses.replace(config.optim, **_DISTILL_OPTIM[stage]))
+    return config
+
+
 def load_config(path: str | Path, base: TrainConfig | None = None) -> TrainConfig:
     """Read a JSON config file on top of `base`."""
     path = Path(path)
@@ -417,5 +433,6 @@ __all__ = [
     "VAEModelConfig",
     "from_dict",
     "load_config",
+    "stage_defaults",
     "to_dict",
 ]

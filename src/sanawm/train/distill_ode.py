@@ -118,7 +118,8 @@ def _pairs_manifest(config: TrainConfig, teacher: Teacher, grid: Tensor) -> dict
         "grid": [float(s) for s in grid],
         "guidance": list(teacher_guidance(config, teacher)),
         "chunk_size": teacher.settings.chunk_size,
-        "data": to_dict(config)["data"],
+        # What the clips are; not how they are loaded (workers, pool).
+        "data": {k: v for k, v in to_dict(config)["data"].items() if k not in ("workers", "pool_size", "fresh_per_step")},
         "seed": config.run.seed,
     }
 

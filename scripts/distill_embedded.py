@@ -9,11 +9,12 @@ checkpoint and starting from the previous stage's result otherwise:
 
 1. `ode`: teacher ODE trajectories (cached in RUN/ode/ode_pairs), x0 regression;
 2. `dmd_warmup`: self-forcing DMD with the full stream cache, from the ODE student;
-3. `dmd`: self-forcing DMD on longer clips with a sink + 2 cached chunks, from the warm-up's
-   generator and critic.
+3. `dmd`: self-forcing DMD on longer clips with the bounded cache (the first chunk as a sink
+   plus the last chunk: SANA-WM's `num_cached_blocks=2`), from the warm-up's generator and
+   critic.
 
 `--budget` is split over the stages that are not finished yet in proportion to their step
-counts (`--shares` changes that); a stage stopped by its budget resumes on the next call.
+counts; a stage stopped by its budget resumes on the next call.
 The last finished stage's model folder is copied to `--out/model` with `train_log.jsonl` and
 `summary.txt` (the table is printed last). RUN (`--run-dir`, default `out/distill`,
 git-ignored) keeps the checkpoints between calls on a machine that stays up.

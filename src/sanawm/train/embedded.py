@@ -66,7 +66,9 @@ def embedded_dit_config(
 
 # The distilled student (issue 14): SANA-WM's published recipe (NVlabs/Sana longsana configs)
 # at the embedded model's size. Stages: ODE regression -> self-forcing DMD warm-up with the full
-# cache -> self-forcing DMD on longer clips with a sink + 2 cached chunks. The official clips
+# cache -> self-forcing DMD on longer clips with a bounded cache: `num_cached_blocks=2` with the
+# sink token, which keeps the first chunk (the sink) and the last chunk (their training pipeline
+# caches chunk 0 plus chunks i - num_cached_blocks + 1 .. i - 1; window 1 here). The official clips
 # are 43 / 43 / 121 latent frames; ours 13 / 13 / 25 (49 and 97 video frames), chunks of 3.
 DISTILL_TIMESTEPS = (1000.0, 967.0, 908.0, 764.0)
 DISTILL_FRAMES = (49, 49, 97)
@@ -105,7 +107,7 @@ def embedded_distill_configs(
     final = {
         **warmup,
         "data": {**common["data"], "num_frames": DISTILL_FRAMES[2]},
-        "distill": {**distill, **dmd, "cache_window": 2, "cache_sink": -1},
+        "distill": {**distill, **dmd, "cache_window": 1, "cache_sink": -1},
         "run": {**run, "steps": DISTILL_STEPS[2]},
     }  # fmt: skip
     return [from_dict(c) for c in (ode, warmup, final)]

@@ -175,7 +175,12 @@ def test_rollout_caches_its_own_outputs_with_gradients_at_the_exit_step_only(stu
     assert torch.equal(calls[0][1][:, 0], torch.zeros(2)) and (calls[0][1][:, 1:] == 1000).all()
     assert (calls[4][1] == 900).all()
 
-    # The second chunk reads what the student made: changing the first chunk's output changes it.
+    # Gradients only for the chunks in the last 2 latent frames: the first chunk only fills the cache.
+    calls.clear()
+    late = rollout(student, cond, sigmas, 1, 2, torch.Generator().manual_seed(0), grad_from=3)
+    assert [c[3] for c in calls] == [False, False, False, False, True]
+    torch.testing.assert_close(late, out.detach(), rtol=0, atol=0)
+
     out.square().mean().backward()
     assert all(p.grad is not None for n, p in student.named_parameters() if n.startswith("final_layer"))
     student.zero_grad(set_to_none=True)

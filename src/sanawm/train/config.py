@@ -182,6 +182,10 @@ class DistillConfig:
     the sink (the bounded streaming window); -1: every chunk (full cache)."""
     cache_sink: int = -1
     """DMD rollout: latent frames from the start kept for ever with a window; -1: the first chunk."""
+    grad_frames: int = 0
+    """DMD rollout: only chunks that reach into the last `grad_frames` latent frames get gradients
+    (earlier chunks only fill the cache, so long clips fit in memory; Self-Forcing uses 21);
+    0: every chunk."""
 
 
 @dataclass
@@ -320,6 +324,7 @@ def _distill_checks(d: DistillConfig) -> dict[str, bool]:
         "distill.score_shift must be > 0": d.score_shift > 0,
         "distill.score_timesteps must be an increasing pair in [0, 1000]": 0 <= low < high <= 1000,
         "distill.cache_window and distill.cache_sink must be >= -1": min(d.cache_window, d.cache_sink) >= -1,
+        "distill.grad_frames must be >= 0": d.grad_frames >= 0,
     }
 
 

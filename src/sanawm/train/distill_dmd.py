@@ -109,6 +109,8 @@ class DMDObjective:
     score_timesteps: tuple[float, float] = (20.0, 980.0)
     window: int | None = None
     sink: int | None = None
+    grad_frames: int = 0
+    """Only the chunks that reach into the last `grad_frames` latent frames get gradients; 0: all."""
     exit_index: int | None = None
     """A fixed exit step (benchmarks time the longest rollout); None: random per rollout."""
 
@@ -118,8 +120,9 @@ class DMDObjective:
         exit_index = int(torch.randint(0, len(self.sigmas) - 1, (), generator=shared))
         if self.exit_index is not None:
             exit_index = self.exit_index
+        grad_from = max(0, cond.num_frames - self.grad_frames) if self.grad_frames else 0
         return rollout(self.generator, cond, self.sigmas, exit_index, self.chunk_size, local, grad=grad,
-                       window=self.window, sink=self.sink)  # fmt: skip
+                       window=self.window, sink=self.sink, grad_from=grad_from)  # fmt: skip
 
     def _noised(self, latents: Tensor, local: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
         sigma = score_sigmas(latents.shape[0], self.score_shift, self.score_timesteps, local).to(latents.device)
@@ -187,7 +190,7 @@ class DMDTask:
         self.objective = DMDObjective(
             generator, critic, self.teacher.model, teacher_guidance(config, self.teacher),
             FlowMatchingSchedule.sigmas_from_timesteps(d.timesteps), chunk_size, d.score_shift, d.score_timesteps,
-            window, sink,
+            window, sink, d.grad_frames,
         )  # fmt: skip
         self.find_unused_parameters = False
         self.strategy = "none"

@@ -33,13 +33,16 @@ def rollout(
     grad: bool = True,
     window: int | None = None,
     sink: int | None = None,
+    grad_from: int = 0,
 ) -> Tensor:
     """Clean latents (B, C, T, h, w) of the student's clip (float32).
 
     sigmas: the student's levels, float32, ending at 0 (`FlowMatchingSchedule.sigmas_from_timesteps`).
     exit_index: the step (0 .. len(sigmas) - 2) whose clean estimate every chunk returns.
     generator: draws the noise (per chunk: the start noise, then one draw per re-noising).
-    grad: whether the exit steps record gradients. window / sink: see `teacher.new_cache`.
+    grad: whether the exit steps record gradients; grad_from: only chunks that reach past this
+    latent frame do (earlier ones only fill the cache: long clips in bounded memory).
+    window / sink: see `teacher.new_cache`.
     """
     assert 0 <= exit_index < len(sigmas) - 1, f"exit step {exit_index} outside the {len(sigmas) - 1} steps"
     B, C, _, h, w = cond.first.shape
@@ -60,7 +63,7 @@ def rollout(
         for i in range(exit_index + 1):
             sigma = torch.where(pinned, torch.zeros_like(levels[i]), levels[i])  # (n,)
             timestep = FlowMatchingSchedule.timestep(sigma).expand(B, n)
-            with torch.set_grad_enabled(grad and i == exit_index):
+            with torch.set_grad_enabled(grad and i == exit_index and stop > grad_from):
                 velocity = student(x, timestep, cond.text, cond.text_mask, raymap, plucker, cache=cache)
                 clean = FlowMatchingSchedule.x0_from_velocity(x, velocity, sigma.view(1, 1, n, 1, 1))
                 clean = torch.where(keep, x, clean)

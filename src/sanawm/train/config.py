@@ -345,7 +345,8 @@ def from_dict(values: dict[str, Any], base: TrainConfig | None = None) -> TrainC
     return _merge(base or TrainConfig(), values, "config")
 
 
-# Optimizer settings of SANA-WM's distillation recipe (NVlabs/Sana longsana configs).
+# Optimizer settings of SANA-WM's distillation recipe (NVlabs/Sana longsana configs: lr, betas);
+# no warm-up and EMA decay 0.99 (Self-Forcing's EMA weight) are ours.
 _DISTILL_OPTIM = {
     "distill-ode": {"lr": 2e-5, "warmup_steps": 0, "ema_decay": 0.99},
     "distill-dmd": {"lr": 1e-5, "betas": (0.0, 0.999), "warmup_steps": 0, "ema_decay": 0.99},

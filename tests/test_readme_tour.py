@@ -34,6 +34,7 @@ SKIPPED = {  # command (as printed, without comment) -> why it cannot run on a C
     "generate --action w-4800": "a 5-minute stream takes hours on a CPU (tests/test_streaming_session.py holds the cache bounded)",
     "generate --model models/sana-wm": "the official 2.6B weights are downloaded separately",
     "bench --frames 81 321 961": "the 2.6B preset needs a GPU",
+    "train --stage distill-ode": "distillation needs a trained teacher and a GPU (tests/test_train_distill.py runs it small)",
     "train --stage dit": "a real training run needs a GPU and hours (tests/test_train_loop.py runs the command small)",
 }
 

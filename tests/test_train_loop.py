@@ -13,7 +13,7 @@ from sanawm.cli import main
 from sanawm.model import build_preset
 from sanawm.train import from_dict, train
 from sanawm.train.data import make_source
-from sanawm.train.loop import enable_gradient_checkpointing
+from sanawm.train.loop import StandardSteps, enable_gradient_checkpointing
 from sanawm.vae import load_vae
 
 
@@ -211,7 +211,7 @@ class _ScalarFeed:
         pass
 
 
-class _NaNOnSecondStep:
+class _NaNOnSecondStep(StandardSteps):
     """A minimal Task: a linear layer whose second step has a NaN loss."""
 
     name = "toy"

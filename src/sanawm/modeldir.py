@@ -85,8 +85,19 @@ class GenerationSettings:
     """Default camera guidance scale (1: off)."""
     chunk_size: int = 3
     """Latent frames per chunk in streaming mode (the first chunk also holds the image's frame)."""
+    timesteps: tuple[float, ...] = ()
+    """Few-step students (`sanawm train --stage distill-*`): the timesteps (0..1000, decreasing
+    from 1000) the model denoises at, predicting the clean latents at each and re-noising them
+    with fresh noise to the next; `steps` equals their count. Another step count samples the
+    same way at `shift(1 - i / steps)` with `flow_shift`. Empty: flow-matching Euler."""
 
     def __post_init__(self) -> None:
+        self.timesteps = tuple(float(t) for t in self.timesteps)
+        t = self.timesteps
+        if t and not (t[0] == 1000 and all(a > b for a, b in zip(t, t[1:])) and t[-1] > 0):
+            raise UserInputError(f"generation settings: timesteps must start at 1000 and decrease above 0: {list(t)}")
+        if t and self.steps != len(t):
+            raise UserInputError(f"generation settings: steps ({self.steps}) must equal the timestep count ({len(t)})")
         positive = {
             "height": self.height,
             "width": self.width,

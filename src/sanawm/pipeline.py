@@ -294,12 +294,17 @@ class WorldModel:
         text_cfg = s.cfg if cfg is None else float(cfg)
         if cfg is not None and self.text_encoder is None and text_cfg != 1.0:
             notes.append("this model has no text encoder: text guidance (--cfg) is skipped")
+        steps = s.steps if steps is None else steps
         sampler = SamplerSettings(
-            steps=s.steps if steps is None else steps,
+            steps=steps,
             flow_shift=s.flow_shift,
             cfg=text_cfg,
             camera_cfg=s.camera_cfg if camera_cfg is None else float(camera_cfg),
             seed=seed,
+            # A few-step student samples at its own timesteps, or at shifted uniform ones for
+            # another step count (GenerationSettings.timesteps).
+            timesteps=s.timesteps if steps == len(s.timesteps) else (),
+            few_step=bool(s.timesteps),
         )
         _check_sampler(sampler)
         return Request(picture, traj, prompt or "", sampler, notes)

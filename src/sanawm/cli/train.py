@@ -1,12 +1,16 @@
-"""`sanawm train`: train the compact VAE or the DiT (one process, or every process under torchrun).
+"""`sanawm train`: train the compact VAE or the DiT, or distill a model into a few-step student
+(one process, or every process under torchrun).
 
     sanawm train --stage vae --out runs/vae --steps 4000
     sanawm train --stage dit --out runs/dit --vae runs/vae/vae --steps 20000 --resume
     torchrun --nproc-per-node 8 -m sanawm train --stage dit --strategy fsdp --config big.json --out runs/big
+    sanawm train --stage distill-ode --teacher runs/dit/model --out runs/ode --config ode.json
+    sanawm train --stage distill-dmd --teacher runs/dit/model --student runs/ode/model --out runs/dmd
 
-Settings come from the defaults (`sanawm.train.config`), then `--config FILE` (JSON), then the
-flags. The run folder gets config.json, metrics.jsonl, checkpoints/ and the result: `vae/`
-(VAE stage) or `model/` (DiT stage: a model folder for `sanawm generate --model`).
+Settings come from the stage's defaults (`sanawm.train.config.stage_defaults`), then
+`--config FILE` (JSON), then the flags. The run folder gets config.json, metrics.jsonl,
+checkpoints/ and the result: `vae/` (VAE stage) or `model/` (DiT and distillation stages: a
+model folder for `sanawm generate --model`).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import sys
 from pathlib import Path
 
 from sanawm.errors import UserInputError
+from sanawm.train.config import DISTILL_STAGES, STAGES
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -29,12 +34,13 @@ def _size(text: str) -> tuple[int, int]:
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "train",
-        help="train the compact VAE or the DiT",
+        help="train the compact VAE or the DiT, or distill a model into a few-step student",
         description="Train the compact VAE (--stage vae) or the stage-1 DiT on a trained VAE's latents "
         "(--stage dit), on procedural worlds (default) or a folder of clips (NAME.mp4 + NAME.camera.npz "
-        "or RealEstate10K NAME.txt). Runs unchanged under torchrun on several GPUs.",
+        "or RealEstate10K NAME.txt); or distill a model folder into a few-step streaming student "
+        "(--stage distill-ode, then --stage distill-dmd). Runs unchanged under torchrun on several GPUs.",
     )
-    p.add_argument("--stage", choices=("vae", "dit"), help="what to train (default: the config's, else dit)")
+    p.add_argument("--stage", choices=STAGES, help="what to train (default: the config's, else dit)")
     p.add_argument("--out", required=True, help="run folder (checkpoints, metrics.jsonl, the result)")
     p.add_argument("--config", help="JSON file with settings (see sanawm.train.config)")
     p.add_argument("--resume", nargs="?", const="latest", metavar="CHECKPOINT",
@@ -52,6 +58,8 @@ def register(subparsers) -> None:
     p.add_argument("--vae", help="DiT stage: the trained VAE folder")
     p.add_argument("--preset", help="DiT stage: model preset (sanawm.model.PRESETS)")
     p.add_argument("--init-from", help="DiT stage: model folder whose weights start the run")
+    p.add_argument("--teacher", help="distill stages: the teacher's model folder")
+    p.add_argument("--student", help="distill stages: model folder that starts the student (default: the teacher)")
     p.add_argument("--strategy", choices=("ddp", "fsdp"), help="multi-GPU wrapping under torchrun")
     p.add_argument("--precision", choices=("bf16", "fp32"), help="bf16: bfloat16 autocast on CUDA")
     p.add_argument("--grad-checkpointing", action="store_true", default=None, help="recompute activations")
@@ -61,10 +69,13 @@ def register(subparsers) -> None:
 
 
 def build_config(args: argparse.Namespace):
-    """Defaults <- --config file <- flags."""
-    from sanawm.train.config import TrainConfig, load_config
+    """Defaults of the stage (`stage_defaults`) <- --config file <- flags."""
+    from sanawm.jsonfile import read_json_object
+    from sanawm.train.config import load_config, stage_defaults
 
-    cfg = load_config(args.config) if args.config else TrainConfig()
+    stage = args.stage or (read_json_object(Path(args.config), "config file").get("stage") if args.config else None)
+    base = stage_defaults(stage if stage in STAGES else "dit")
+    cfg = load_config(args.config, base) if args.config else base
     replace = dataclasses.replace
     if args.stage:
         cfg = replace(cfg, stage=args.stage)
@@ -98,6 +109,11 @@ def build_config(args: argparse.Namespace):
     if dit and cfg.stage != "dit":
         raise UserInputError(f"--{next(iter(dit)).replace('_', '-')} only applies to --stage dit")
     cfg = replace(cfg, dit=replace(cfg.dit, **dit))
+    distill = {k: v for k, v in dict(teacher=args.teacher, student_init=args.student).items() if v is not None}
+    if distill and cfg.stage not in DISTILL_STAGES:
+        flag = {"teacher": "--teacher", "student_init": "--student"}[next(iter(distill))]
+        raise UserInputError(f"{flag} only applies to the distill stages")
+    cfg = replace(cfg, distill=replace(cfg.distill, **distill))
     return cfg.validate()
 
 

@@ -18,9 +18,13 @@ each only when its scale differs from 1 (and, for text, when a negative text is 
 "v_no_text" uses the negative text with the camera; "v_no_camera" the prompt without the
 camera branches and Plücker rays. Conditional and negative text share one batched call.
 
+Few-step students (`SamplerSettings.few_step`): instead of Euler steps, each step predicts the
+clean latents `x - sigma v` and re-noises them with fresh noise to the next level (the rule the
+student was distilled with); the last step returns the clean prediction.
+
 Noise comes from a CPU generator seeded with `seed` (the same seed gives the same video on any
 device): one draw for the whole clip in bidirectional mode, one per chunk, in order, when
-streaming.
+streaming; few-step sampling draws again after every step but the last.
 """
 
 from __future__ import annotations
@@ -71,6 +75,17 @@ class SamplerSettings:
     cfg: float = 1.0
     camera_cfg: float = 1.0
     seed: int = 0
+    timesteps: tuple[float, ...] = ()
+    """Explicit timesteps (0..1000, from 1000 down) of a few-step student; `steps` equals their count."""
+    few_step: bool = False
+    """Sample with the few-step rule (see module doc), at `timesteps`, else at `shift(1 - i / steps)`."""
+
+    def sigmas(self) -> Tensor:
+        """The levels of the run, ending at 0."""
+        if self.timesteps:
+            return FlowMatchingSchedule.sigmas_from_timesteps(self.timesteps)
+        schedule = FlowMatchingSchedule(self.flow_shift)
+        return schedule.few_step_sigmas(self.steps) if self.few_step else schedule.sampling_sigmas(self.steps)
 
 
 def combine_guidance(
@@ -180,19 +195,28 @@ def _denoise(
     camera: Camera,
     sigmas: Tensor,
     on_step: Callable[[], None],
+    renoise: torch.Generator | None = None,
 ) -> Tensor:
     """Run the whole schedule on latents (1, C, t, h, w) seen with `camera`.
 
-    `pinned` (t,) bool marks clean condition frames: timestep 0, never updated.
+    `pinned` (t,) bool marks clean condition frames: timestep 0, never updated. With `renoise`
+    (the few-step rule) fresh noise is drawn from it after every step but the last.
     """
     schedule = FlowMatchingSchedule(guided.settings.flow_shift)
     timesteps = schedule.timestep(sigmas[:-1])  # float32, as the reference scheduler's
     zero = torch.zeros((), device=latents.device)
-    for t in timesteps.to(latents.device):
+    for i, t in enumerate(timesteps.to(latents.device)):
         frame_t = torch.where(pinned, zero, t).unsqueeze(0)  # (1, t)
         velocity = guided.velocity(latents, frame_t, camera)
         sigma = (frame_t / NUM_TRAIN_TIMESTEPS).view(1, 1, -1, 1, 1)
-        stepped = schedule.euler_step(latents, velocity, sigma, schedule.next_sigma(sigmas, sigma))
+        sigma_next = schedule.next_sigma(sigmas, sigma)
+        if renoise is None:
+            stepped = schedule.euler_step(latents, velocity, sigma, sigma_next)
+        else:
+            clean = schedule.x0_from_velocity(latents, velocity, sigma)
+            last = i == len(timesteps) - 1  # steps to 0: no new noise
+            fresh = clean if last else _noise(renoise, latents, latents.shape[2])
+            stepped = schedule.add_noise(clean, fresh, sigma_next)
         latents = torch.where(pinned.view(1, 1, -1, 1, 1), latents, stepped)
         on_step()
     return latents
@@ -201,7 +225,8 @@ def _denoise(
 def _check(cond: Conditioning, settings: SamplerSettings) -> Tensor:
     """The schedule's levels, after asserting the conditioning's shapes. `WorldModel.prepare`
     (and the model folder reader) validate what the user gave; a failure here is a bug."""
-    sigmas = FlowMatchingSchedule(settings.flow_shift).sampling_sigmas(settings.steps)
+    assert not settings.timesteps or len(settings.timesteps) == settings.steps, settings
+    sigmas = settings.sigmas()
     first, plucker = cond.first_latent, cond.chunk_plucker
     assert first.dim() == 5 and first.shape[0] == 1 and first.shape[2] == 1, (
         f"first_latent must be (1, C, 1, h, w), got {tuple(first.shape)}")  # fmt: skip
@@ -245,7 +270,8 @@ def sample_bidirectional(
     device = cond.first_latent.device
     guided = _GuidedModel(model, cond.text, cond.negative_text, settings, device, window=None)
     camera = (cond.raymap, cond.chunk_plucker)
-    return _denoise(guided, latents, pinned, camera, sigmas, _counter(progress, settings.steps))
+    renoise = generator if settings.few_step else None
+    return _denoise(guided, latents, pinned, camera, sigmas, _counter(progress, settings.steps), renoise)
 
 
 class ChunkSampler:
@@ -269,7 +295,8 @@ class ChunkSampler:
         progress: Progress | None = None,
         total_chunks: int | None = None,
     ) -> None:
-        self.sigmas = FlowMatchingSchedule(settings.flow_shift).sampling_sigmas(settings.steps)
+        self.sigmas = settings.sigmas()
+        self.few_step = settings.few_step
         self.first_latent = first_latent
         self.generator = torch.Generator().manual_seed(settings.seed)
         self.guided = _GuidedModel(
@@ -291,7 +318,8 @@ class ChunkSampler:
             latents[:, :, :1] = self.first_latent.float()
             pinned[0] = True
         self.next_start = stop
-        return _denoise(self.guided, latents, pinned, camera, self.sigmas, self.step)
+        renoise = self.generator if self.few_step else None
+        return _denoise(self.guided, latents, pinned, camera, self.sigmas, self.step, renoise)
 
     def commit(self, latents: Tensor, camera: Camera) -> None:
         self.guided.commit(latents, camera)

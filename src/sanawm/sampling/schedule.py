@@ -65,6 +65,26 @@ class FlowMatchingSchedule:
         sigmas = self.shift_sigma(timesteps / NUM_TRAIN_TIMESTEPS).astype(np.float32)
         return torch.cat([torch.from_numpy(sigmas), torch.zeros(1)])
 
+    def few_step_sigmas(self, steps: int) -> Tensor:
+        """Levels of a few-step student run: `shift(1 - i / steps)` for i = 0 .. steps (float32,
+        ending at 0). With shift 8 and 4 steps: timesteps 1000, 960, 889, 727 (SANA-WM's
+        distilled default)."""
+        assert not isinstance(steps, bool) and int(steps) == steps >= 1, f"bad step count {steps!r}"
+        u = np.linspace(1.0, 0.0, int(steps) + 1)
+        return torch.from_numpy(self.shift_sigma(u).astype(np.float32))
+
+    @staticmethod
+    def sigmas_from_timesteps(timesteps) -> Tensor:
+        """Levels (float32, a final 0 appended) of explicit timesteps on the 0..1000 scale."""
+        levels = np.asarray([float(t) for t in timesteps], dtype=np.float64) / NUM_TRAIN_TIMESTEPS
+        return torch.cat([torch.from_numpy(levels.astype(np.float32)), torch.zeros(1)])
+
+    @staticmethod
+    def x0_from_velocity(latents: Tensor, velocity: Tensor, sigma: Tensor) -> Tensor:
+        """The clean estimate `x - sigma * v` of latents at level sigma (float32 at least)."""
+        work = _work(latents)
+        return latents.to(work) - sigma.to(work) * velocity.to(work)
+
     @staticmethod
     def next_sigma(sigmas: Tensor, current: Tensor) -> Tensor:
         """For each token noise level in `current`, the next lower level of the schedule `sigmas`.

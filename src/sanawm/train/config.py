@@ -20,7 +20,8 @@ from typing import Any, get_args, get_origin, get_type_hints
 from sanawm.errors import UserInputError
 from sanawm.jsonfile import read_json_object
 
-STAGES = ("vae", "dit")
+STAGES = ("vae", "dit", "distill-ode", "distill-dmd")
+DISTILL_STAGES = ("distill-ode", "distill-dmd")
 STRATEGIES = ("ddp", "fsdp")
 PRECISIONS = ("bf16", "fp32")
 TRAJECTORY_FAMILIES = ("walk", "spline", "loop")
@@ -140,6 +141,54 @@ class VAELossConfig:
 
 
 @dataclass
+class DistillConfig:
+    """Few-step distillation of a model folder into a streaming student (see `sanawm.train.distill_ode`,
+    `sanawm.train.distill_dmd`). The optimizer section sets the student's (generator's) lr and betas."""
+
+    teacher: str = ""
+    """Model folder of the teacher (required): ODE trajectories, the real score, the critic's
+    initial weights and the VAE whose latents the student works in."""
+    student_init: str = ""
+    """Model folder whose transformer starts the student (typically the ODE stage's `RUN/model`);
+    empty: the teacher's weights. Ignored when resuming."""
+    critic_init: str = ""
+    """DMD: transformer folder that starts the critic (a previous DMD run's `RUN/critic`);
+    empty: the teacher's weights."""
+    timesteps: tuple[float, ...] = (1000.0, 967.0, 908.0, 764.0)
+    """The student's denoising timesteps (0..1000 scale, decreasing from 1000); it is trained on
+    them and the exported model folder samples with them (predict clean, re-noise to the next)."""
+    teacher_steps: int = 0
+    """Euler steps of the teacher's trajectories (the student's levels are added to its grid);
+    0: the teacher folder's default."""
+    teacher_cfg: float = 0.0
+    """Text guidance of the teacher (ODE trajectories and real score); 0: the teacher's default.
+    Applied only to clips with captions."""
+    teacher_camera_cfg: float = 0.0
+    """Camera guidance of the teacher; 0: the teacher's default (1 is off)."""
+    pairs: int = 256
+    """ODE stage: teacher trajectories generated (once; cached on disk and reused)."""
+    pairs_dir: str = ""
+    """ODE stage: where the trajectories are cached (empty: RUN/ode_pairs)."""
+    generator_every: int = 5
+    """DMD: the generator is updated on every k-th step; the critic on every step."""
+    critic_lr: float = 2e-6
+    """DMD: learning rate of the critic (the generator's is optim.lr)."""
+    score_shift: float = 10.0
+    """DMD: noise levels of the real / fake scores are shift(u), u ~ U(0, 1), with this shift."""
+    score_timesteps: tuple[float, float] = (20.0, 980.0)
+    """DMD: the range the scores' timesteps are clamped to."""
+    cache_window: int = -1
+    """DMD rollout: chunks of softmax keys / values the student's stream cache keeps besides
+    the sink (the bounded streaming window); -1: every chunk (full cache)."""
+    cache_sink: int = -1
+    """DMD rollout: latent frames from the start kept for ever with a window; -1: the first chunk."""
+    grad_frames: int = 0
+    """DMD rollout: only chunks that reach into the last `grad_frames` latent frames get gradients
+    (earlier chunks only fill the cache, so long clips fit in memory; Self-Forcing uses 21);
+    0: every chunk."""
+
+
+@dataclass
 class OptimConfig:
     lr: float = 3e-4
     weight_decay: float = 0.01
@@ -203,6 +252,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
     def validate(self) -> TrainConfig:
         """Raise `UserInputError` naming every impossible setting; returns self."""
@@ -250,10 +300,32 @@ class TrainConfig:
             in ("float16", "bfloat16", "float32"),
             "export.steps must be >= 1": self.export.steps >= 1,
         }
+        if self.stage in DISTILL_STAGES:
+            checks.update(_distill_checks(self.distill))
         bad = [message for message, ok in checks.items() if not ok]
         if bad:
             raise UserInputError("invalid training config: " + "; ".join(bad))
         return self
+
+
+def _distill_checks(d: DistillConfig) -> dict[str, bool]:
+    t = d.timesteps
+    low, high = d.score_timesteps
+    return {
+        "distill.teacher (a model folder) is required": bool(d.teacher),
+        "distill.timesteps must start at 1000 and decrease strictly, staying > 0": len(t) >= 1
+        and t[0] == 1000 and all(a > b for a, b in zip(t, t[1:])) and t[-1] > 0,
+        "distill.teacher_steps must be >= 0": d.teacher_steps >= 0,
+        "distill.teacher_cfg and distill.teacher_camera_cfg must be >= 0": min(d.teacher_cfg, d.teacher_camera_cfg)
+        >= 0,
+        "distill.pairs must be >= 1": d.pairs >= 1,
+        "distill.generator_every must be >= 1": d.generator_every >= 1,
+        "distill.critic_lr must be > 0": d.critic_lr > 0,
+        "distill.score_shift must be > 0": d.score_shift > 0,
+        "distill.score_timesteps must be an increasing pair in [0, 1000]": 0 <= low < high <= 1000,
+        "distill.cache_window and distill.cache_sink must be >= -1": min(d.cache_window, d.cache_sink) >= -1,
+        "distill.grad_frames must be >= 0": d.grad_frames >= 0,
+    }
 
 
 def _pair(values: tuple[float, ...], low: float, high: float) -> bool:
@@ -271,6 +343,23 @@ def to_dict(config: TrainConfig) -> dict[str, Any]:
 def from_dict(values: dict[str, Any], base: TrainConfig | None = None) -> TrainConfig:
     """A copy of `base` (default: the defaults) with the fields in `values` replaced, recursively."""
     return _merge(base or TrainConfig(), values, "config")
+
+
+# Optimizer settings of SANA-WM's distillation recipe (NVlabs/Sana longsana configs: lr, betas);
+# no warm-up and EMA decay 0.99 (Self-Forcing's EMA weight) are ours.
+_DISTILL_OPTIM = {
+    "distill-ode": {"lr": 2e-5, "warmup_steps": 0, "ema_decay": 0.99},
+    "distill-dmd": {"lr": 1e-5, "betas": (0.0, 0.999), "warmup_steps": 0, "ema_decay": 0.99},
+}
+
+
+def stage_defaults(stage: str) -> TrainConfig:
+    """The defaults of a stage (what `sanawm train --stage STAGE` starts from): the dataclass
+    defaults, with the published optimizer settings for the distillation stages."""
+    config = TrainConfig(stage=stage)
+    if stage in _DISTILL_OPTIM:
+        config = dataclasses.replace(config, optim=dataclasses.replace(config.optim, **_DISTILL_OPTIM[stage]))
+    return config
 
 
 def load_config(path: str | Path, base: TrainConfig | None = None) -> TrainConfig:
@@ -338,6 +427,7 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
 __all__ = [
     "DataConfig",
     "DiTModelConfig",
+    "DistillConfig",
     "ExportConfig",
     "FlowMatchingConfig",
     "FolderConfig",
@@ -349,5 +439,6 @@ __all__ = [
     "VAEModelConfig",
     "from_dict",
     "load_config",
+    "stage_defaults",
     "to_dict",
 ]

@@ -107,9 +107,26 @@ def wrap(model: nn.Module, ctx: DistContext, strategy: str, blocks: list[nn.Modu
     raise UserInputError(f"unknown distributed strategy {strategy!r}; use 'ddp' or 'fsdp'")
 
 
+def average_gradients(module: nn.Module, ctx: DistContext) -> None:
+    """Replace the gradients of `module` by their mean over the ranks (for replicas trained
+    without a DDP wrapper; every rank must hold gradients for the same parameters)."""
+    if not ctx.distributed:
+        return
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    for dtype in sorted({g.dtype for g in grads}, key=str):
+        group = [g for g in grads if g.dtype == dtype]
+        flat = torch.cat([g.reshape(-1) for g in group])
+        dist.all_reduce(flat)
+        flat /= ctx.world_size
+        offset = 0
+        for g in group:
+            g.copy_(flat[offset : offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+
 def unwrap(model: nn.Module) -> nn.Module:
     """The user module inside a DDP wrapper (FSDP2 modifies modules in place)."""
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
-__all__ = ["DistContext", "setup", "teardown", "unwrap", "wrap"]
+__all__ = ["DistContext", "average_gradients", "setup", "teardown", "unwrap", "wrap"]

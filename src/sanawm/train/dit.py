@@ -26,6 +26,7 @@ from sanawm.train.distributed import DistContext
 from sanawm.train.export import ema_transformer, export_model_dir
 from sanawm.train.feed import ClipFeed, Encoded
 from sanawm.train.objective import flow_matching_loss, noise_latents, sample_noise_plan, text_inputs
+from sanawm.train.loop import StandardSteps
 
 MODEL_DIR = "model"
 
@@ -94,7 +95,26 @@ def freeze_unused_parameters(model: nn.Module, vae_strides: tuple[int, int, int]
     return unused
 
 
-class DiTTask:
+@torch.no_grad()
+def encode_clips(batch: ClipBatch, vae, text_len: int, device: torch.device) -> Encoded:
+    """Clips -> normalised latents, raymap and chunk-Plücker rays (and text, if any), as the
+    sampler packs them; texts are padded to `text_len` so every batch (and pool slot) agrees."""
+    latents = vae.encode(batch.pixels().to(vae.dtype)).float()
+    raymap, plucker = pack_camera(batch.c2w.cpu(), batch.intrinsics.cpu(), batch.image_size, vae.strides)
+    out = {"latents": latents, "raymap": raymap.to(device), "plucker": plucker.to(device)}
+    if batch.text_states is not None:
+        pad = text_len - batch.text_states.shape[1]
+        if pad < 0:
+            raise UserInputError(f"captions have {batch.text_states.shape[1]} tokens, the model takes {text_len}")
+        out.update(
+            text_states=torch.nn.functional.pad(batch.text_states, (0, 0, 0, pad)),
+            text_mask=torch.nn.functional.pad(batch.text_mask, (0, pad)),
+            text_present=batch.text_present,
+        )
+    return out
+
+
+class DiTTask(StandardSteps):
     """The `Task` of the DiT stage (see `sanawm.train.loop`)."""
 
     name = "dit"
@@ -129,24 +149,8 @@ class DiTTask:
     def shard_units(self) -> list[nn.Module]:
         return list(self.module.blocks)
 
-    @torch.no_grad()
     def encode(self, batch: ClipBatch) -> Encoded:
-        """Clips -> normalised latents, raymap and chunk-Plücker rays (and text, if any)."""
-        latents = self.vae.encode(batch.pixels().to(self.vae.dtype)).float()
-        raymap, plucker = pack_camera(batch.c2w.cpu(), batch.intrinsics.cpu(), batch.image_size, self.vae.strides)
-        out = {"latents": latents, "raymap": raymap.to(self.ctx.device), "plucker": plucker.to(self.ctx.device)}
-        if batch.text_states is not None:
-            # Padded to the model's text length here, so every batch (and pool slot) agrees.
-            length = self.module.config.max_text_len
-            pad = length - batch.text_states.shape[1]
-            if pad < 0:
-                raise UserInputError(f"captions have {batch.text_states.shape[1]} tokens, the model takes {length}")
-            out.update(
-                text_states=torch.nn.functional.pad(batch.text_states, (0, 0, 0, pad)),
-                text_mask=torch.nn.functional.pad(batch.text_mask, (0, pad)),
-                text_present=batch.text_present,
-            )
-        return out
+        return encode_clips(batch, self.vae, self.module.config.max_text_len, self.ctx.device)
 
     def loss(
         self, model: nn.Module, batch: Encoded, shared: torch.Generator, local: torch.Generator
@@ -213,4 +217,4 @@ def describe(model_config) -> str:
             f"softmax blocks {list(cfg['softmax_blocks'])}, {n / 1e6:.2f} M parameters")  # fmt: skip
 
 
-__all__ = ["DiTTask", "describe", "dit_config"]
+__all__ = ["DiTTask", "describe", "dit_config", "encode_clips", "freeze_unused_parameters"]

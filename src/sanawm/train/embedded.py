@@ -64,4 +64,63 @@ def embedded_dit_config(
     })  # fmt: skip
 
 
-__all__ = ["EMBEDDED_DIT", "EMBEDDED_FRAMES", "EMBEDDED_SIZE", "embedded_dit_config", "embedded_vae_config"]
+# The distilled student (issue 14): SANA-WM's published recipe (NVlabs/Sana longsana configs)
+# at the embedded model's size. Stages: ODE regression -> self-forcing DMD warm-up with the full
+# cache -> self-forcing DMD on longer clips with a bounded cache: `num_cached_blocks=2` with the
+# sink token, which keeps the first chunk (the sink) and the last chunk (their training pipeline
+# caches chunk 0 plus chunks i - num_cached_blocks + 1 .. i - 1; window 1 here). The official clips
+# are 43 / 43 / 121 latent frames; ours 13 / 13 / 25 (49 and 97 video frames), chunks of 3.
+DISTILL_TIMESTEPS = (1000.0, 967.0, 908.0, 764.0)
+DISTILL_FRAMES = (49, 49, 97)
+DISTILL_STEPS = (3000, 700, 3000)
+
+
+def embedded_distill_configs(
+    teacher: str, batch_size: int = 8, workers: int = 0, pool_size: int = 64, pairs: int = 2048
+) -> list[TrainConfig]:
+    """The three distillation stages of the embedded student, in order. Each later stage starts
+    from the previous one's result: set `distill.student_init` (and, for the last, `critic_init`)."""
+    height, width = EMBEDDED_SIZE
+    common = {
+        "data": {"height": height, "width": width, "workers": workers, "pool_size": pool_size, "fresh_per_step": 2},
+        "export": {"fps": 16.0, "dtype": "float16"},
+    }
+    distill = {"teacher": teacher, "timesteps": list(DISTILL_TIMESTEPS), "pairs": pairs}
+    run = {"batch_size": batch_size, "log_every": 25, "checkpoint_every": 250}
+    ode = {
+        **common, "stage": "distill-ode",
+        "data": {**common["data"], "num_frames": DISTILL_FRAMES[0]},
+        "distill": distill,
+        "optim": {"lr": 2e-5, "warmup_steps": 0, "ema_decay": 0.99},
+        "run": {**run, "steps": DISTILL_STEPS[0]},
+    }  # fmt: skip
+    dmd = {
+        "generator_every": 5, "critic_lr": 2e-6, "score_shift": 10.0, "score_timesteps": [20.0, 980.0],
+    }  # fmt: skip
+    dmd_optim = {"lr": 1e-5, "betas": [0.0, 0.999], "warmup_steps": 0, "ema_decay": 0.99}
+    warmup = {
+        **common, "stage": "distill-dmd",
+        "data": {**common["data"], "num_frames": DISTILL_FRAMES[1]},
+        "distill": {**distill, **dmd, "cache_window": -1},
+        "optim": dmd_optim, "run": {**run, "steps": DISTILL_STEPS[1]},
+    }  # fmt: skip
+    final = {
+        **warmup,
+        "data": {**common["data"], "num_frames": DISTILL_FRAMES[2]},
+        "distill": {**distill, **dmd, "cache_window": 1, "cache_sink": -1},
+        "run": {**run, "steps": DISTILL_STEPS[2]},
+    }  # fmt: skip
+    return [from_dict(c) for c in (ode, warmup, final)]
+
+
+__all__ = [
+    "DISTILL_FRAMES",
+    "DISTILL_STEPS",
+    "DISTILL_TIMESTEPS",
+    "EMBEDDED_DIT",
+    "EMBEDDED_FRAMES",
+    "EMBEDDED_SIZE",
+    "embedded_dit_config",
+    "embedded_distill_configs",
+    "embedded_vae_config",
+]

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from sanawm.modeldir import GenerationSettings, save_transformer, write_model_json
+from sanawm.text import TextEncoderConfig
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
@@ -36,11 +37,14 @@ def export_model_dir(
     settings: GenerationSettings,
     vae_source: str | Path,
     dtype: str = "float16",
+    text: tuple[dict[str, str], TextEncoderConfig] | None = None,
 ) -> Path:
     """Write `directory` = transformer/ + vae/ + model.json.
 
     A compact VAE (anything with `save`) is written with its parameters in `dtype`; another
     VAE (the LTX-2 adapter) is referenced by the absolute path of `vae_source` instead of copied.
+    `text`: (absolute "text_encoder" / "tokenizer" paths, their config) of a model with a text
+    encoder, referenced as they are.
     """
     directory = Path(directory)
     save_transformer(transformer.to(DTYPES[dtype]), directory / "transformer")
@@ -52,7 +56,9 @@ def export_model_dir(
         stored.save(directory / "vae")
     else:
         components["vae"] = str(Path(vae_source).resolve())
-    write_model_json(directory, settings, components)
+    if text is not None:
+        components.update(text[0])
+    write_model_json(directory, settings, components, text[1] if text is not None else None)
     return directory
 
 

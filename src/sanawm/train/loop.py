@@ -37,8 +37,20 @@ METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.json"
 
 
+@dataclass
+class StepResult:
+    """What one training step did: its loss (detached), gradient norm, whether the update was
+    applied (False: non-finite gradients, skipped) and whether the EMA should follow."""
+
+    loss: torch.Tensor
+    grad_norm: float
+    finite: bool
+    update_ema: bool
+    extras: dict[str, float]
+
+
 class Task(Protocol):
-    """One training stage (see module doc)."""
+    """One training stage (see module doc). `StandardSteps` gives the usual one-module pieces."""
 
     name: str
     module: nn.Module
@@ -47,13 +59,61 @@ class Task(Protocol):
 
     def shard_units(self) -> list[nn.Module]: ...
 
-    def loss(
-        self, model: nn.Module, batch: Encoded, shared: torch.Generator, local: torch.Generator
-    ) -> tuple[torch.Tensor, dict[str, float]]: ...
+    def wrap_module(self, ctx: DistContext, strategy: str) -> nn.Module: ...
+
+    def make_optimizer(self, config: TrainConfig) -> torch.optim.Optimizer: ...
+
+    def ema_target(self) -> nn.Module:
+        """The module whose parameters the EMA follows (and the exported weights come from)."""
+        ...
+
+    def train_step(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, batch: Encoded, shared: torch.Generator,
+        local: torch.Generator, step: int, autocast: bool, grad_clip: float,
+    ) -> StepResult: ...  # fmt: skip
 
     def finish(self, run_dir: Path, model_state: dict[str, torch.Tensor], ema_state: dict[str, torch.Tensor]) -> dict:
         """Write the stage's result (rank 0 only); returns numbers for the summary."""
         ...
+
+
+def clip_gradients(parameters: Iterable[nn.Parameter], max_norm: float) -> tuple[float, bool]:
+    """Clip the gradients to `max_norm`; returns (total norm, whether it is finite). The answer
+    is the same on every rank once the gradients are reduced."""
+    grad_norm = torch.nn.utils.clip_grad_norm_(list(parameters), max_norm)
+    if hasattr(grad_norm, "full_tensor"):
+        grad_norm = grad_norm.full_tensor()
+    finite = bool(torch.isfinite(grad_norm))
+    return (float(grad_norm) if finite else 0.0), finite
+
+
+class StandardSteps:
+    """The usual Task pieces: `self.module` wrapped by `distributed.wrap`, AdamW on it, and a
+    step of `self.loss(...)` -> backward -> clip -> update (skipped on non-finite gradients)."""
+
+    def wrap_module(self, ctx: DistContext, strategy: str) -> nn.Module:
+        return wrap(self.module, ctx, strategy, self.shard_units(), self.find_unused_parameters)
+
+    def make_optimizer(self, config: TrainConfig) -> torch.optim.Optimizer:
+        o = config.optim
+        return torch.optim.AdamW(param_groups(self.module, o.weight_decay), lr=o.lr, betas=o.betas, foreach=True)
+
+    def ema_target(self) -> nn.Module:
+        return self.module
+
+    def train_step(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, batch: Encoded, shared: torch.Generator,
+        local: torch.Generator, step: int, autocast: bool, grad_clip: float,
+    ) -> StepResult:  # fmt: skip
+        device_type = next(self.module.parameters()).device.type
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=autocast):
+            loss, extras = self.loss(model, batch, shared, local)
+        loss.backward()
+        grad_norm, finite = clip_gradients(self.module.parameters(), grad_clip)
+        if finite:
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)  # a step with inf / nan gradients is skipped
+        return StepResult(loss.detach(), grad_norm, finite, finite, extras)
 
 
 def _seed(*parts: int) -> int:
@@ -108,6 +168,8 @@ class _Window:
     loss: float = 0.0
     grad_norm: float = 0.0
     extras: dict[str, float] = field(default_factory=dict)
+    extra_counts: dict[str, int] = field(default_factory=dict)
+    """Steps that reported each extra (a stage may report some only on some steps)."""
     clips_at_start: int = 0
 
     def add(self, loss: float, grad_norm: float, extras: dict[str, float]) -> None:
@@ -116,6 +178,7 @@ class _Window:
         self.grad_norm += grad_norm
         for k, v in extras.items():
             self.extras[k] = self.extras.get(k, 0.0) + float(v)
+            self.extra_counts[k] = self.extra_counts.get(k, 0) + 1
 
 
 @dataclass
@@ -177,12 +240,10 @@ def run_task(task: Task, config: TrainConfig, run_dir: Path, ctx: DistContext, r
     module = task.module
     if run.grad_checkpointing:
         enable_gradient_checkpointing(task.shard_units())
-    model = wrap(module, ctx, run.strategy, task.shard_units(), task.find_unused_parameters)
-    optimizer = torch.optim.AdamW(
-        param_groups(module, cfg.optim.weight_decay), lr=cfg.optim.lr, betas=cfg.optim.betas,
-        foreach=True,
-    )  # fmt: skip
-    ema = EMA(module, cfg.optim.ema_decay, cfg.optim.ema_warmup)
+    model = task.wrap_module(ctx, run.strategy)
+    optimizer = task.make_optimizer(cfg)
+    base_lrs = [group["lr"] for group in optimizer.param_groups]  # each group warms up to its own
+    ema = EMA(task.ema_target(), cfg.optim.ema_decay, cfg.optim.ema_warmup)
 
     start = 0
     ckpt = find_checkpoint(run_dir, resume) if resume else None
@@ -221,23 +282,15 @@ def run_task(task: Task, config: TrainConfig, run_dir: Path, ctx: DistContext, r
             break
         tic = time.perf_counter()
         lr = learning_rate(step, cfg.optim.lr, cfg.optim.warmup_steps)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        for group, base in zip(optimizer.param_groups, base_lrs):
+            group["lr"] = learning_rate(step, base, cfg.optim.warmup_steps)
         shared, local = step_generators(run.seed, ctx.rank, step, ctx.device)
         batch = task.feed.batch(step, local)
-        with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=autocast):
-            loss, extras = task.loss(model, batch, shared, local)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.optim.grad_clip)
-        if hasattr(grad_norm, "full_tensor"):
-            grad_norm = grad_norm.full_tensor()
-        finite = bool(torch.isfinite(grad_norm))  # the same on every rank (reduced gradients)
-        if finite:
-            optimizer.step()
+        result = task.train_step(model, optimizer, batch, shared, local, step, autocast, cfg.optim.grad_clip)
+        if result.update_ema:
             ema.update()
-        optimizer.zero_grad(set_to_none=True)  # a step with inf / nan gradients is skipped
         step += 1
-        window.add(float(loss.detach()), float(grad_norm) if finite else 0.0, {**extras, "skipped_fraction": not finite})
+        window.add(float(result.loss), result.grad_norm, {**result.extras, "skipped_fraction": not result.finite})
         # The budget check assumes the next step takes as long as this one; the first step
         # of a run also fills the replay pool, so it does not count.
         step_seconds = time.perf_counter() - tic if step > start + 1 else 0.0
@@ -251,7 +304,7 @@ def run_task(task: Task, config: TrainConfig, run_dir: Path, ctx: DistContext, r
                 "stage": task.name, "step": step, "loss": last_loss, "lr": lr,
                 "grad_norm": window.grad_norm / window.steps, "samples_per_s": samples_per_s,
                 "clips_per_s": clips_per_s, "elapsed_s": time.monotonic() - t0,
-                **{k: v / window.steps for k, v in window.extras.items()},
+                **{k: v / window.extra_counts[k] for k, v in window.extras.items()},
             }  # fmt: skip
             metrics.write(record)
             if bar is not None:
@@ -292,7 +345,10 @@ def run_task(task: Task, config: TrainConfig, run_dir: Path, ctx: DistContext, r
 __all__ = [
     "MetricsLog",
     "RunSummary",
+    "StandardSteps",
+    "StepResult",
     "Task",
+    "clip_gradients",
     "enable_gradient_checkpointing",
     "learning_rate",
     "param_groups",

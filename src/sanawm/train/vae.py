@@ -26,6 +26,7 @@ from sanawm.train.config import TrainConfig, VAELossConfig
 from sanawm.train.data import make_source
 from sanawm.train.distributed import DistContext
 from sanawm.train.feed import ClipFeed, Encoded
+from sanawm.train.loop import StandardSteps
 from sanawm.vae.base import VideoVAE
 
 VAE_DIR = "vae"
@@ -107,7 +108,7 @@ def reconstruction_psnr(vae, source, draws: range, device: torch.device, batch_s
     return {"psnr_db": sum(values) / len(values), "clips": len(values), "per_clip_db": values}
 
 
-class VAETask:
+class VAETask(StandardSteps):
     """The `Task` of the VAE stage (see `sanawm.train.loop`)."""
 
     name = "vae"

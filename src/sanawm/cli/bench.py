@@ -104,7 +104,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, sp) -> int:
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    from sanawm.device import choose_device
+
+    device = str(choose_device(args.device))
     dtype = args.dtype or ("bfloat16" if device.startswith("cuda") else "float32")
     config = BenchConfig(
         preset=args.preset,

@@ -16,7 +16,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
 from PIL import Image
 
 from sanawm.camera import (
@@ -29,6 +28,7 @@ from sanawm.camera import (
     save_trajectory,
 )
 from sanawm.cli.traj import image_size_arg
+from sanawm.device import choose_device
 from sanawm.errors import UserInputError
 from sanawm.outputs import check_outputs
 from sanawm.video import VideoWriter
@@ -102,9 +102,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserInputError(f"--batch must be positive, got {args.batch}")
     if args.random is None and args.trajectory_seed != 0:
         raise UserInputError("--trajectory-seed only applies to --random")
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserInputError("--device cuda was requested but CUDA is not available")
+    device = choose_device(args.device)
     if args.first_frame is not None and Path(args.first_frame).suffix.lower() != ".png":
         raise UserInputError(f"--first-frame must name a .png file, got {args.first_frame}")
     camera_file = camera_path_for(out)

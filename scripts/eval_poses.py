@@ -11,6 +11,7 @@ same `sanawm.evaluation.sharpness` as its generated clips). Nothing is written.
     python scripts/eval_poses.py                        # sharp renders, OpenCV backend
     python scripts/eval_poses.py --blur 1.25            # as soft as the embedded model
     python scripts/eval_poses.py --backend colmap --limit 4
+    python scripts/eval_poses.py --clips 06 27            # clips whose names start so
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--backend", choices=("opencv", "colmap", "auto"), default="opencv")
     p.add_argument("--blur", type=float, default=0.0, metavar="SIGMA", help="Gaussian blur in pixels (default none)")
     p.add_argument("--limit", type=int, help="only the first N of the 32 clips")
+    p.add_argument("--clips", nargs="+", metavar="PREFIX", help="only the clips whose names start with one of these")
     args = p.parse_args(argv)
     if args.blur < 0 or (args.limit is not None and args.limit < 1):
         print("error: --blur must be >= 0 and --limit >= 1", file=sys.stderr)
@@ -65,7 +67,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     k = default_intrinsics(size, settings.fov_deg)
     config = PoseEstimationConfig(backend=args.backend)
     rows = []
-    for spec in default_clips()[: args.limit]:
+    specs = default_clips()[: args.limit]
+    if args.clips:
+        specs = [spec for spec in specs if spec.name.startswith(tuple(args.clips))]
+        if not specs:
+            print("error: --clips matches none of the clips", file=sys.stderr)
+            return 2
+    for spec in specs:
         clip = resolve_clip(spec, settings.translation_speed, settings.rotation_speed_deg)
         with torch.no_grad():
             frames = render(clip.world, clip.c2w, k.expand(len(clip.c2w), 4), size).numpy()

@@ -72,7 +72,7 @@ def test_opencv_backend_follows_a_rendered_walk(walk, walk_estimate):
     assert estimated.shape == (24, 4, 4)
     assert np.allclose(estimated[0], np.eye(4))
     errors = camera_errors(estimated, c2w)
-    # measured 0.038 / 0.067 deg (the bounds: mean 0.3, max 0.8)
+    # measured 0.040 / 0.067 deg (the bounds: mean 0.3, max 0.8)
     assert errors.rot_err_deg.mean() <= 0.3 and errors.rot_err_deg.max() <= 0.8
     path_length = np.linalg.norm(np.diff(c2w[:, :3, 3], axis=0), axis=1).sum()
     assert errors.trans_err.mean() <= 0.05 * path_length
@@ -145,7 +145,7 @@ def test_a_camera_at_rest_before_walking(room):
     c2w = np.concatenate([np.repeat(walk[:1], 5, axis=0), walk])
     estimated = estimate_poses(room.render_video(c2w, K, HEIGHT, WIDTH), K, OPENCV)
     errors = camera_errors(estimated, c2w)
-    assert errors.rot_err_deg.mean() <= 0.3  # measured 0.027
+    assert errors.rot_err_deg.mean() <= 0.3  # measured 0.028
     assert np.abs(estimated[1:5] - estimated[0]).max() < 0.02  # the resting frames stay put
 
 

@@ -47,7 +47,7 @@ class PoseEstimationConfig:
         features are found; 640 px is accurate enough and several times faster than 1280.
     max_features: corners tracked (opencv) or SIFT keypoints kept (colmap) per frame.
     ransac_threshold_px: inlier threshold for the essential matrix, PnP, triangulation
-        checks and bundle adjustment (Huber scale).
+        checks and bundle adjustment (Cauchy scale).
     min_matches: fewest verified correspondences accepted between consecutive frames.
     """
 

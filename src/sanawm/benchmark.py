@@ -240,21 +240,6 @@ def make_inputs(
     )
 
 
-def slice_frames(inputs: dict[str, Tensor], start: int, stop: int) -> dict[str, Tensor]:
-    """The inputs of latent frames [start, stop) (text unchanged)."""
-    out = dict(inputs)
-    out["latents"] = inputs["latents"][:, :, start:stop]
-    out["timestep"] = inputs["timestep"][:, start:stop]
-    out["raymap"] = inputs["raymap"][:, start:stop]
-    out["chunk_plucker"] = inputs["chunk_plucker"][:, :, start:stop]
-    return out
-
-
-# ----------------------------------------------------------------------------------------
-# Timing
-# ----------------------------------------------------------------------------------------
-
-
 def time_call(fn: Callable[[], object], device: torch.device, warmup: int = 0, iters: int = 1) -> float:
     """Median seconds of `iters` calls of `fn` after `warmup` untimed ones (CUDA events on
     CUDA, so the time is the GPU's, not the launch overhead's)."""

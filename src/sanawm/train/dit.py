@@ -56,8 +56,9 @@ def dit_config(config: TrainConfig, vae):
     return preset_config(config.dit.preset, **overrides)
 
 
-def _init_weights_from(model: nn.Module, path: str) -> None:
-    """Copy the weights of a model folder or transformer folder into `model` (same config)."""
+def copy_transformer_weights(model: nn.Module, path: str, mismatch: str) -> None:
+    """Copy the weights of a model folder or transformer folder into `model`; a folder whose
+    transformer config differs is a `UserInputError` reading `mismatch`."""
     from sanawm.modeldir import load_transformer, read_model_dir
 
     source = Path(path)
@@ -65,7 +66,7 @@ def _init_weights_from(model: nn.Module, path: str) -> None:
         source = read_model_dir(source).components["transformer"]
     other = load_transformer(source)
     if other.config != model.config:
-        raise UserInputError(f"dit.init_from {path}: its transformer config differs from the one being trained")
+        raise UserInputError(mismatch)
     model.load_state_dict(other.state_dict())
 
 
@@ -134,7 +135,9 @@ class DiTTask(StandardSteps):
         model = SanaWMTransformer(self.model_config, device=ctx.device)
         model.init_weights()
         if config.dit.init_from:
-            _init_weights_from(model, config.dit.init_from)
+            path = config.dit.init_from
+            mismatch = f"dit.init_from {path}: its transformer config differs from the one being trained"
+            copy_transformer_weights(model, path, mismatch)
         self.frozen = freeze_unused_parameters(model, self.vae.strides)
         self.module = model
         self.find_unused_parameters = config.objective.camera_dropout > 0

@@ -22,7 +22,6 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from sanawm.errors import UserInputError
 from sanawm.modeldir import GenerationSettings, ModelDirSpec, load_transformer, read_model_dir
 from sanawm.sampling import combine_guidance
 from sanawm.train.config import TrainConfig
@@ -54,27 +53,17 @@ def load_teacher(folder: str, device: torch.device) -> Teacher:
     return Teacher(model, vae, spec)
 
 
-def load_weights(model: nn.Module, folder: str, what: str) -> None:
-    """Copy the transformer weights of a model folder or transformer folder into `model`."""
-    path = Path(folder)
-    if (path / "model.json").is_file():
-        path = read_model_dir(path).components["transformer"]
-    other = load_transformer(path)
-    if other.config != model.config:
-        raise UserInputError(f"{what} {folder}: its transformer config differs from the teacher's")
-    model.load_state_dict(other.state_dict())
-
-
 def trainable_copy(teacher: Teacher, init_from: str, what: str, device: torch.device) -> nn.Module:
     """A trainable transformer of the teacher's architecture, holding the weights of `init_from`
     (a model or transformer folder), else the teacher's. Parameters no forward reads are frozen."""
     from sanawm.model import SanaWMTransformer
-    from sanawm.train.dit import freeze_unused_parameters
+    from sanawm.train.dit import copy_transformer_weights, freeze_unused_parameters
 
     model = SanaWMTransformer(teacher.model.config, device=device)
     model.load_state_dict(teacher.model.state_dict())
     if init_from:
-        load_weights(model, init_from, what)
+        mismatch = f"{what} {init_from}: its transformer config differs from the teacher's"
+        copy_transformer_weights(model, init_from, mismatch)
     model.requires_grad_(True)
     freeze_unused_parameters(model, teacher.vae.strides)
     return model.train()
@@ -240,7 +229,6 @@ __all__ = [
     "condition_from_batch",
     "export_student",
     "load_teacher",
-    "load_weights",
     "new_cache",
     "teacher_guidance",
     "trainable_copy",

@@ -292,30 +292,48 @@ def camera_error_over_time(directory: Path) -> dict:
     meta = json.loads((directory / "report.json").read_text())["meta"]
     size = tuple(meta["image_size"])
     k = default_intrinsics(size, meta["fov_deg"]).numpy()
+    world = make_world(WORLD_SEED, WORLD_KIND)
+
+    def score(frames: np.ndarray, c2w: np.ndarray, s: int) -> dict:
+        row = {"start_frame": s, "minute": s / meta["fps"] / 60}
+        try:
+            est, _ = estimate_poses_with_backend(frames, np.broadcast_to(k, (len(frames), 4)),
+                                                 PoseEstimationConfig(backend="opencv"))  # fmt: skip
+            err = camera_errors(est, c2w)
+        except Exception as exc:  # a failed estimate is reported, not hidden
+            return {**row, "error": str(exc)}
+        return {**row, "rot_err_deg": float(err.rot_err_deg.mean()), "trans_err": float(err.trans_err.mean()),
+                "cam_mc": float(err.cammc.mean())}  # fmt: skip
+
     out = {}
     for path in sorted(directory.glob("*.frames.npz")):
         name = path.name.removesuffix(".frames.npz")
-        trajectory = name.split("_")[0]
-        c2w = np.load(directory / f"{trajectory}.c2w.npy")
-        rows = []
+        c2w = np.load(directory / f"{name.split('_')[0]}.c2w.npy")
         with np.load(path) as windows:
-            for start in sorted(windows.files, key=int):
-                frames = windows[start]
-                s = int(start)
-                try:
-                    est, _ = estimate_poses_with_backend(frames, np.broadcast_to(k, (len(frames), 4)),
-                                                         PoseEstimationConfig(backend="opencv"))  # fmt: skip
-                    err = camera_errors(est, c2w[s : s + len(frames)])
-                    rows.append({"start_frame": s, "minute": s / meta["fps"] / 60,
-                                 "rot_err_deg": float(err.rot_err_deg.mean()), "trans_err": float(err.trans_err.mean()),
-                                 "cam_mc": float(err.cammc.mean())})  # fmt: skip
-                except Exception as exc:  # a failed estimate is reported, not hidden
-                    rows.append({"start_frame": s, "minute": s / meta["fps"] / 60, "error": str(exc)})
-        out[name] = rows
+            out[name] = [score(windows[s], c2w[int(s) : int(s) + len(windows[s])], int(s))
+                         for s in sorted(windows.files, key=int)]  # fmt: skip
+    # The estimator's own error: the same windows rendered from the ground truth.
+    minute = int(round(60 * meta["fps"]))
+    for path in sorted(directory.glob("*.c2w.npy")):
+        c2w = np.load(path)
+        rows = []
+        for s in range(0, len(c2w) - CAMERA_WINDOW + 1, minute):
+            pose = torch.from_numpy(c2w[s : s + CAMERA_WINDOW])
+            with torch.no_grad():
+                gt = render(world, pose, torch.from_numpy(k).expand(CAMERA_WINDOW, 4), size)
+            rows.append(score(gt.numpy(), c2w[s : s + CAMERA_WINDOW], s))
+        out[f"{path.name.removesuffix('.c2w.npy')}_truth"] = rows
     return out
 
 
 # ---------------------------------------------------------------------------------------------
+
+
+def print_camera_errors(result: dict) -> None:
+    for name, rows in result.items():
+        cells = ["%.1f min: %s" % (r["minute"], "failed" if "error" in r else f"RotErr {r['rot_err_deg']:.2f}, "
+                 f"TransErr {r['trans_err']:.3f}") for r in rows]  # fmt: skip
+        print(f"camera error {name}: " + "; ".join(cells), flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -328,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--deadline-s", type=float, default=1e9, help="stop each run after this long (reported)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads per run")
+    p.add_argument("--no-camera", action="store_true", help="skip scoring camera error after the runs")
     p.add_argument("--camera-from", type=Path, help="only score camera error from an earlier --out folder")
     p.add_argument("--plot-from-log", type=Path, help="only plot the report table of a log into --out")
     args = p.parse_args(argv)
@@ -339,10 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.camera_from is not None:
         result = camera_error_over_time(args.camera_from)
         (args.camera_from / "camera_error.json").write_text(json.dumps(result, indent=1))
-        for name, rows in result.items():
-            cells = ["%.1f min: %s" % (r["minute"], "failed" if "error" in r else f"RotErr {r['rot_err_deg']:.2f}, "
-                     f"TransErr {r['trans_err']:.3f}") for r in rows]  # fmt: skip
-            print(f"{name}: " + "; ".join(cells))
+        print_camera_errors(result)
         return 0
 
     out = args.out
@@ -395,7 +411,11 @@ def main(argv: list[str] | None = None) -> int:
     (out / "report.json").write_text(json.dumps({"meta": meta, "summaries": summaries}, indent=1))
     (out / "report.md").write_text(report_md(summaries, meta))
     plot(runs, fps, out)
-    print(report_md(summaries, meta))
+    print(report_md(summaries, meta), flush=True)
+    if not args.no_camera:
+        camera = camera_error_over_time(out)
+        (out / "camera_error.json").write_text(json.dumps(camera, indent=1))
+        print_camera_errors(camera)
     return 0
 
 

@@ -235,17 +235,18 @@ def report_md(summaries: list[dict], meta: dict) -> str:
         f"{meta['steps']} sampling steps, camera guidance {meta['camera_cfg']}, world {meta['world']}, "
         f"device {meta['device']}. Window = recent chunks of softmax K/V kept besides the first-chunk sink "
         "('full' = every chunk).", "",
-        "| trajectory | window | PSNR | SSIM | PSNR per minute | revisit PSNR (truth) | pairs | "
+        "| trajectory | window | PSNR | SSIM | PSNR per minute | SSIM per minute | revisit PSNR (truth) | pairs | "
         "ΔPSNR first-last 10 s | Δsharpness first-last 10 s | peak GB | gen fps |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for s in summaries:
         minutes = " / ".join(f"{m['psnr']:.1f}" for m in s["per_minute"])
+        minutes_ssim = " / ".join(f"{m['ssim']:.3f}" for m in s["per_minute"])
         rev = "n/a" if s["revisit_psnr"] is None else f"{s['revisit_psnr']:.2f} ({s['revisit_psnr_truth']:.2f})"
         peak = "n/a" if s["peak_memory_gb"] is None else f"{s['peak_memory_gb']:.2f}"
         cut = " (stopped early)" if s["timed_out"] else ""
         lines.append(
-            f"| {s['trajectory']} | {s['window']}{cut} | {s['psnr_mean']:.2f} | {s['ssim_mean']:.3f} | {minutes} "
+            f"| {s['trajectory']} | {s['window']}{cut} | {s['psnr_mean']:.2f} | {s['ssim_mean']:.3f} | {minutes} | {minutes_ssim} "
             f"| {rev} | {s['revisit_pairs']} | {s['delta_psnr']['degradation']:.2f} "
             f"| {s['delta_sharpness']['degradation']:.1f} | "
             f"{peak} | {s['frames'] / s['seconds']:.1f} |"
@@ -261,19 +262,21 @@ def plot_from_table(log: Path, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [line.split("|")[1:-1] for line in log.read_text().splitlines()
-            if line.startswith("| ") and not line.startswith("| trajectory")]  # fmt: skip
+    lines = log.read_text().splitlines()
+    header = [c.strip() for c in next(line for line in lines if line.startswith("| trajectory")).split("|")[1:-1]]
+    col_minutes, col_revisit = header.index("PSNR per minute"), header.index("revisit PSNR (truth)")
+    rows = [line.split("|")[1:-1] for line in lines if line.startswith("| ") and not line.startswith("| trajectory")]
     trajectories = sorted({r[0].strip() for r in rows})
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
     for n, name in enumerate(trajectories):
         for r in (r for r in rows if r[0].strip() == name):
-            minutes = [float(v) for v in r[4].split("/")]
+            minutes = [float(v) for v in r[col_minutes].split("/")]
             axes[0].plot(np.arange(len(minutes)) + 0.5, minutes, "o-" if n == 0 else "s--",
                          label=f"{name}, window {r[1].split('(')[0].strip()}")  # fmt: skip
     axes[0].set(title="PSNR to ground truth, per minute", xlabel="minute", ylabel="PSNR (dB)")
     axes[0].legend(fontsize=8)
     labels = [f"{r[0].strip()}\n{r[1].split('(')[0].strip()}" for r in rows]
-    axes[1].bar(range(len(rows)), [float(r[5].split("(")[0]) for r in rows])
+    axes[1].bar(range(len(rows)), [float(r[col_revisit].split("(")[0]) for r in rows])
     axes[1].set_xticks(range(len(rows)), labels, fontsize=8)
     axes[1].set(title="revisit PSNR (later vs first visit of the same pose)", ylabel="PSNR (dB)")
     fig.tight_layout()

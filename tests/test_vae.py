@@ -206,3 +206,22 @@ def test_pixel_conversion_round_trips_every_uint8_level():
 def test_dtype_and_device_are_the_weights():
     vae = _tiny_vae(dtype=torch.float64)
     assert vae.dtype == torch.float64 and vae.device == torch.device("cpu")
+
+
+@torch.no_grad()
+def test_ltx2_tiled_decode_at_the_release_size(tmp_path):
+    # The release's 704x1280 frames are 22x40 latents, beyond one 512-pixel tile: diffusers' own
+    # compression ratios (64x16 for this layout when the config leaves them out) would cut them
+    # into tiles one latent row high, which its convs refuse.
+    save_tiny_ltx2(tmp_path / "vae")
+    vae = load_vae(tmp_path / "vae")
+    assert (vae.autoencoder.spatial_compression_ratio, vae.autoencoder.temporal_compression_ratio) == (32, 8)
+    torch.manual_seed(0)
+    z = torch.randn(1, 8, 2, 22, 40)
+    tiled = vae.decode(z)
+    assert tiled.shape == (1, 3, 9, 704, 1280)
+    vae.autoencoder.disable_tiling()
+    whole = vae.decode(z)
+    # Far from every seam (the first tile ends at 448-512 px) the tiles hold the same pixels.
+    torch.testing.assert_close(tiled[..., 100:300, 100:300], whole[..., 100:300, 100:300])
+    assert not torch.allclose(tiled, whole)  # and the decode was tiled

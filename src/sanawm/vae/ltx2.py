@@ -53,6 +53,11 @@ class LTX2VAE(VideoVAE):
         super().__init__()
         self.autoencoder = autoencoder.eval()
         self.temporal_stride, self.spatial_stride = _compression(autoencoder.config)
+        # diffusers derives these ratios the same miscounting way when the config leaves them out
+        # (64x16 for the release's 32x8 layout) and sizes its latent tiles from them: the tiled
+        # decode then cuts 704x1280 latents into tiles one row high, which its convs refuse.
+        autoencoder.spatial_compression_ratio = self.spatial_stride
+        autoencoder.temporal_compression_ratio = self.temporal_stride
         self.latent_channels = int(autoencoder.config.latent_channels)
         self.scaling_factor = float(autoencoder.config.scaling_factor)
         # The first latent of a decode is special: it must be context, never output.

@@ -32,3 +32,30 @@ def test_complex_rope_gradient_matches_pairwise():
     (fast,) = torch.autograd.grad((apply_rope(x, rot) * w).sum(), x)
     (plain,) = torch.autograd.grad((apply_rope_pairs(x, rot) * w).sum(), x)
     torch.testing.assert_close(fast, plain, rtol=1e-12, atol=1e-14)
+
+
+def test_vae_conv3d_fast_path_matches_float64():
+    from sanawm.vae.compact import conv3d
+
+    torch.manual_seed(0)
+    # The decoder's shapes that PyTorch sends to its plain kernel: one clip, few channels x frames x rows.
+    for cin, cout, kernel, padding, frames, size in [(64, 64, 3, (0, 1, 1), 8, 32), (128, 512, 1, 0, 3, 16)]:
+        conv = torch.nn.Conv3d(cin, cout, kernel, padding=padding)
+        x = torch.randn(1, cin, frames, size, size)
+        with torch.no_grad():
+            fast = conv3d(conv, x)
+            exact = torch.nn.functional.conv3d(x.double(), conv.weight.double(), conv.bias.double(), padding=padding)
+        torch.testing.assert_close(fast.double(), exact, rtol=1e-5, atol=1e-5)
+
+
+def test_chunked_vae_decode_with_fast_convs_matches_float64_decode():
+    from sanawm.vae.compact import CompactVAE, CompactVAEConfig
+
+    torch.manual_seed(0)
+    vae = CompactVAE(CompactVAEConfig(channels=(16, 32, 64))).eval()
+    latents = torch.randn(1, 16, 7, 4, 4)
+    with torch.no_grad():
+        decoder = vae.chunk_decoder()
+        chunks = torch.cat([decoder.decode(latents[:, :, :4]), decoder.decode(latents[:, :, 4:])], dim=2)
+        exact = vae.double().decode(latents.double())
+    torch.testing.assert_close(chunks.double(), exact, rtol=1e-5, atol=1e-5)

@@ -59,3 +59,18 @@ def test_chunked_vae_decode_with_fast_convs_matches_float64_decode():
         chunks = torch.cat([decoder.decode(latents[:, :, :4]), decoder.decode(latents[:, :, 4:])], dim=2)
         exact = vae.double().decode(latents.double())
     torch.testing.assert_close(chunks.double(), exact, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kernel", [1, 2, 4])
+@pytest.mark.parametrize("past", [0, 1, 3, 5])
+def test_one_chunk_key_conv_matches_taps_in_float64(kernel, past):
+    from sanawm.ops.temporal import key_conv, key_conv_taps
+
+    g = torch.Generator().manual_seed(kernel * 10 + past)
+    x = torch.randn(2, 3, 6, 16, generator=g)
+    w = torch.randn(16, kernel, generator=g)
+    context = torch.randn(2, past, 6, 16, generator=g) if past else None
+    fast = key_conv(x, w, context=context)  # one chunk, float32 on the CPU: the depthwise conv
+    exact = key_conv_taps(x.double(), w.double(), context=None if context is None else context.double())
+    assert fast.dtype == torch.float32 and fast.shape == x.shape
+    torch.testing.assert_close(fast.double(), exact, rtol=1e-6, atol=1e-6)

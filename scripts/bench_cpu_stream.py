@@ -8,7 +8,8 @@ first-chunk latency, decode and MP4 writing included (model loading excluded).
 Each run calls `WorldModel.stream(image, action=..., frames=N, steps=S, camera_cfg=1)` and writes
 every chunk to an MP4 as it arrives. "first" is the time from the `stream` call to the first
 chunk's frames being written; "chunk" the median seconds per later chunk; "fps" the frames of the
-later chunks over their time. With `--compare-ref SRC` the same measurement runs in a fresh
+later chunks over their time; "CPU s/chunk" the median process CPU time of a later chunk (all
+threads together; with --threads 1 the measure least moved by other load). With `--compare-ref SRC` the same measurement runs in a fresh
 process whose `sanawm` comes from SRC (e.g. `git worktree add /tmp/base <commit>`, then
 /tmp/base/src), alternating with this checkout, so both see the same machine load; the minimum
 over `--repeat` runs is reported. On a shared machine, time when `uptime` shows a low load.
@@ -41,15 +42,16 @@ def measure(frames: int, steps: int, threads: int, action: str) -> dict:
         pass
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "clip.mp4"
-        times, counts = [], []
-        t0 = time.perf_counter()
+        times, cpu_times, counts = [], [], []
+        t0, c0 = time.perf_counter(), time.process_time()
         with VideoWriter(out, wm.settings.fps) as writer:
             for chunk in wm.stream(action=action, frames=frames, steps=steps, camera_cfg=1.0):
                 writer.write(chunk.frames)
-                now = time.perf_counter()
+                now, cpu = time.perf_counter(), time.process_time()
                 times.append(now - t0)
+                cpu_times.append(cpu - c0)
                 counts.append(chunk.frames.shape[0])
-                t0 = now
+                t0, c0 = now, cpu
     later = times[1:]
     return {
         "steps": steps,
@@ -58,6 +60,7 @@ def measure(frames: int, steps: int, threads: int, action: str) -> dict:
         "first_frames": counts[0],
         "chunk_s": statistics.median(later) if later else None,
         "chunks_s": times,
+        "cpu_chunk_s": statistics.median(cpu_times[1:]) if later else None,
         "fps": sum(counts[1:]) / sum(later) if later else None,
         "torch": torch.__version__,
     }
@@ -97,13 +100,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         rows = [{"source": n, **r} for (n, _), rs in runs.items() for r in rs]
         args.json.write_text(json.dumps(rows, indent=1) + "\n")
-    print(f"{'source':>6} {'steps':>5} {'first chunk s':>13} {'chunk s':>8} {'fps':>6}  (best of {args.repeat}, "
-          f"{args.frames} frames, {args.threads} threads)")  # fmt: skip
+    print(f"{'source':>6} {'steps':>5} {'first chunk s':>13} {'chunk s':>8} {'fps':>6} {'CPU s/chunk':>11}  "
+          f"(best of {args.repeat}, {args.frames} frames, {args.threads} threads)")  # fmt: skip
     for (name, steps), rs in runs.items():
         first = min(r["first_s"] for r in rs)
         chunk = min(r["chunk_s"] for r in rs)
         fps = max(r["fps"] for r in rs)
-        print(f"{name:>6} {steps:>5} {first:>13.3f} {chunk:>8.3f} {fps:>6.1f}")
+        cpu = min(r["cpu_chunk_s"] for r in rs)
+        print(f"{name:>6} {steps:>5} {first:>13.3f} {chunk:>8.3f} {fps:>6.1f} {cpu:>11.3f}")
     return 0
 
 

@@ -74,3 +74,37 @@ def test_one_chunk_key_conv_matches_taps_in_float64(kernel, past):
     exact = key_conv_taps(x.double(), w.double(), context=None if context is None else context.double())
     assert fast.dtype == torch.float32 and fast.shape == x.shape
     torch.testing.assert_close(fast.double(), exact, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("past", [0, 1, 2])
+def test_one_chunk_frame_conv_matches_by_chunk_in_float64(past):
+    from sanawm.ops.temporal import frame_conv_by_chunk, frame_conv_channels_first
+
+    g = torch.Generator().manual_seed(past)
+    tokens = torch.randn(2, 4, 6, 8, generator=g)  # (B, T, S, C), seen channels-first below
+    x = tokens.permute(0, 3, 1, 2)
+    w = torch.randn(8, 8, 3, 1, generator=g)
+    context = torch.randn(2, 8, past, 6, generator=g) if past else None
+    fast = frame_conv_channels_first(x, w, context=context)
+    exact = frame_conv_by_chunk(x.double(), w.double(), context=None if context is None else context.double())
+    torch.testing.assert_close(fast.double(), exact, rtol=1e-6, atol=1e-6)
+
+
+def test_ffn_token_layout_matches_nchw_convs_in_float64():
+    from sanawm.model.layers import GLUFeedForward
+
+    torch.manual_seed(0)
+    ffn = GLUFeedForward(16, 24, 3)
+    for p in ffn.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    x = torch.randn(2, 3, 5 * 4, 16)
+    context = torch.randn(2, 16, 1, 5 * 4)
+    with torch.no_grad():
+        fast = ffn.temporal(ffn.spatial(x, 5, 4), None, context)  # the CPU token-layout path
+        ffn64 = ffn.double()
+        frames = x.double().reshape(6, 5, 4, 16).permute(0, 3, 1, 2)
+        y = ffn64._spatial(frames).reshape(2, 3, 16, 20).transpose(1, 2)  # the NCHW convs
+        from sanawm.ops.temporal import frame_conv_by_chunk
+
+        exact = (y + frame_conv_by_chunk(y, ffn64.t_conv.weight, context=context.double())).permute(0, 2, 3, 1)
+    torch.testing.assert_close(fast.double(), exact, rtol=1e-5, atol=1e-5)

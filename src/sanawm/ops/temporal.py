@@ -112,7 +112,23 @@ def frame_conv_channels_first(
 
     x: (B, C, T, S); weight: (C_out, C_in, K, 1) with odd K; context: (B, C_in, P, S) frames
     preceding x (zeros if None). Returns (B, C_out, T, S).
+
+    Frames of one chunk on the CPU (every streaming call) take one conv over [context, x,
+    zeros] in x's memory layout (`_frame_conv_one_chunk`); otherwise chunk by chunk.
     """
+    if (chunk_starts is None or len(chunk_starts) == 1) and x.is_cpu:
+        return _frame_conv_one_chunk(x, weight, context)
+    return frame_conv_by_chunk(x, weight, chunk_starts=chunk_starts, context=context)
+
+
+def frame_conv_by_chunk(
+    x: Tensor,
+    weight: Tensor,
+    *,
+    chunk_starts: Sequence[int] | None = None,
+    context: Tensor | None = None,
+) -> Tensor:
+    """`frame_conv_channels_first` one chunk at a time (the reference form)."""
     half = weight.shape[2] // 2
     T = x.shape[2]
     full = torch.cat([context, x], dim=2) if context is not None else x
@@ -128,4 +144,20 @@ def frame_conv_channels_first(
     return torch.cat(outs, dim=2)
 
 
-__all__ = ["key_conv", "key_conv_taps", "frame_conv_channels_first"]
+def _frame_conv_one_chunk(x: Tensor, weight: Tensor, context: Tensor | None) -> Tensor:
+    """`frame_conv_channels_first` of frames that form one chunk. The padding frames take x's
+    layout, so a channels-last x (the FFN's token layout seen as (B, C, T, S)) stays
+    channels-last through the cat and the conv, with no transposing copy."""
+    B, C, T, S = x.shape
+    half = weight.shape[2] // 2
+    layout = torch.channels_last if x.dim() == 4 and x.stride(1) == 1 and C > 1 else torch.contiguous_format
+    past = context[:, :, max(0, context.shape[2] - half) :] if context is not None else x[:, :, :0]
+
+    def zeros(frames: int) -> Tensor:
+        return torch.empty(B, C, frames, S, dtype=x.dtype, device=x.device, memory_format=layout).zero_()
+
+    parts = [zeros(half - past.shape[2]), past.to(x.dtype), x, zeros(half)]
+    return F.conv2d(torch.cat([p for p in parts if p.shape[2]], dim=2), weight)
+
+
+__all__ = ["key_conv", "key_conv_taps", "frame_conv_channels_first", "frame_conv_by_chunk"]

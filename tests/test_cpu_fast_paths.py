@@ -108,3 +108,18 @@ def test_ffn_token_layout_matches_nchw_convs_in_float64():
 
         exact = (y + frame_conv_by_chunk(y, ffn64.t_conv.weight, context=context.double())).permute(0, 2, 3, 1)
     torch.testing.assert_close(fast.double(), exact, rtol=1e-5, atol=1e-5)
+
+
+def test_fused_rms_norm_equals_written_out_form():
+    from sanawm.model.layers import RMSNorm
+
+    torch.manual_seed(0)
+    norm = RMSNorm(48, 1e-5)
+    torch.nn.init.normal_(norm.weight)
+    x = torch.randn(2, 3, 7, 144)[..., 48:96]  # a strided slice, as q / k / v of a fused projection
+    with torch.no_grad():
+        x32 = x.float()
+        written = norm.weight * (x32 * torch.rsqrt(x32.square().mean(dim=-1, keepdim=True) + norm.eps))
+        torch.testing.assert_close(norm(x), written, rtol=1e-6, atol=1e-6)
+        exact = norm.double()(x.double())
+    torch.testing.assert_close(norm.float()(x).double(), exact, rtol=1e-5, atol=1e-6)

@@ -123,3 +123,37 @@ def test_fused_rms_norm_equals_written_out_form():
         torch.testing.assert_close(norm(x), written, rtol=1e-6, atol=1e-6)
         exact = norm.double()(x.double())
     torch.testing.assert_close(norm.float()(x).double(), exact, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("frames", [1, 3, 4])
+@pytest.mark.parametrize("normalizer", [True, False])
+@pytest.mark.parametrize("with_state", [True, False])
+def test_one_chunk_scan_matches_general_scan_and_float64_recurrence(frames, normalizer, with_state):
+    import sanawm.ops.gdn.scan as scan
+    from sanawm.ops.gdn import GDNState, gdn_reference
+
+    g = torch.Generator().manual_seed(frames * 4 + normalizer * 2 + with_state)
+    B, H, S, D = 2, 3, 5, 8
+    q, k, v, q_rot, k_rot = (torch.rand(B, H, frames, S, D, generator=g) for _ in range(5))
+    beta = torch.rand(B, H, frames, S, generator=g)
+    gamma = 0.5 + 0.5 * torch.rand(B, H, frames, generator=g)
+    state = None
+    if with_state:
+        state = GDNState(torch.randn(B, H, D, D, generator=g), torch.rand(B, H, D, generator=g) if normalizer else None)
+    eps = 1e-3 if normalizer else None
+    if not normalizer:
+        q, k = q_rot, k_rot  # the delta rule's convention
+    fast, fast_state = scan._one_chunk_scan(q, k, v, q_rot, k_rot, beta, gamma, eps, state)
+    tr = scan._transitions(k, v, k_rot, beta, gamma, normalizer)
+    zero = GDNState(torch.zeros(B, H, D, D), torch.zeros(B, H, D) if normalizer else None)
+    kv_hist, z_hist, general_state = scan._history(tr, [(0, frames)], state or zero)
+    general = scan._read_out(q, q_rot, kv_hist, z_hist, eps)
+    torch.testing.assert_close(fast, general, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(fast_state.kv, general_state.kv, rtol=1e-5, atol=1e-6)
+    if normalizer:
+        torch.testing.assert_close(fast_state.z, general_state.z, rtol=1e-5, atol=1e-6)
+    d64 = [t.double() for t in (q, k, v, q_rot, k_rot, beta, gamma)]
+    s64 = None if state is None else GDNState(*(None if t is None else t.double() for t in state))
+    exact, exact_state = gdn_reference(*d64, eps=eps, initial_state=s64)
+    torch.testing.assert_close(fast.double(), exact, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(fast_state.kv.double(), exact_state.kv, rtol=1e-4, atol=1e-5)

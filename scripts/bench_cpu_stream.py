@@ -7,12 +7,16 @@ first-chunk latency, decode and MP4 writing included (model loading excluded).
 
 Each run calls `WorldModel.stream(image, action=..., frames=N, steps=S, camera_cfg=1)` and writes
 every chunk to an MP4 as it arrives. "first" is the time from the `stream` call to the first
-chunk's frames being written; "chunk" the median seconds per later chunk; "fps" the frames of the
-later chunks over their time; "CPU s/chunk" the median process CPU time of a later chunk (all
-threads together; with --threads 1 the measure least moved by other load). With `--compare-ref SRC` the same measurement runs in a fresh
-process whose `sanawm` comes from SRC (e.g. `git worktree add /tmp/base <commit>`, then
-/tmp/base/src), alternating with this checkout, so both see the same machine load; the minimum
-over `--repeat` runs is reported. On a shared machine, time when `uptime` shows a low load.
+chunk's frames being written; "chunk" the median seconds of the chunks between the first and the
+last (the last is never committed to the cache; an open-ended stream commits every chunk); "fps"
+their frames over their time; "CPU s/chunk" the median process CPU time of those chunks (all
+threads together; with --threads 1 the measure least moved by other load).
+
+With `--compare-ref SRC` the same measurement also runs in a fresh process whose `sanawm` comes
+from SRC (e.g. `mkdir /tmp/base && git archive <commit> src | tar -x -C /tmp/base`, then
+/tmp/base/src), alternating with this checkout so that both see the same machine load; the
+minimum over `--repeat` runs is reported. On a shared machine, time when `uptime` shows a low
+load: two threads that share their cores with other work lose far more than half their speed.
 """
 
 from __future__ import annotations
@@ -52,16 +56,18 @@ def measure(frames: int, steps: int, threads: int, action: str) -> dict:
                 cpu_times.append(cpu - c0)
                 counts.append(chunk.frames.shape[0])
                 t0, c0 = now, cpu
-    later = times[1:]
+    # Sustained streaming: the chunks after the first, but not the last, which is never
+    # committed to the cache (an open-ended stream commits every chunk).
+    later = slice(1, -1) if len(times) > 2 else slice(1, None)
     return {
         "steps": steps,
         "frames": sum(counts),
         "first_s": times[0],
         "first_frames": counts[0],
-        "chunk_s": statistics.median(later) if later else None,
+        "chunk_s": statistics.median(times[later]) if len(times) > 1 else None,
         "chunks_s": times,
-        "cpu_chunk_s": statistics.median(cpu_times[1:]) if later else None,
-        "fps": sum(counts[1:]) / sum(later) if later else None,
+        "cpu_chunk_s": statistics.median(cpu_times[later]) if len(times) > 1 else None,
+        "fps": sum(counts[later]) / sum(times[later]) if len(times) > 1 else None,
         "torch": torch.__version__,
     }
 

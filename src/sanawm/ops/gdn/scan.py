@@ -133,7 +133,8 @@ def torch_scan(
     output (B, H, T, S, D) in q's dtype and the final forward state in the work dtype."""
     normalizer = eps is not None
     spans = chunk_spans(chunk_starts, q.shape[2])
-    if len(spans) == 1 and q.numel() <= _BLOCK_ELEMENTS:
+    # One chunk in the work dtype already (nothing to convert block by block): the lean path.
+    if len(spans) == 1 and q.dtype == _work_dtype(q) and q.numel() <= _BLOCK_ELEMENTS:
         return _one_chunk_scan(q, k, v, q_rot, k_rot, beta, gamma, eps, initial_state)
     tr = _transitions(k, v, k_rot, beta, gamma, normalizer)
     if initial_state is None:

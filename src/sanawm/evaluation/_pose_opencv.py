@@ -70,11 +70,7 @@ _START_OVERLAP = 0.5  # a start pair shares at least this fraction of the later 
 _START_ANCHORS = 16  # anchors tried for the start pair, spread over the clip
 _START_REACH = 30  # frames after an anchor tried as its partner
 _TURN_HYPOTHESES = 64  # RANSAC hypotheses for a pure rotation (2 points each: few are needed)
-_OUTLIER_FACTOR = 4.0  # tracks whose reprojection error exceeds this x threshold are dropped
-# (rotation-only adjustment of a camera turning on the spot)
-_MAP_OUTLIER_FACTOR = 2.0  # the same for the mapped points after each adjustment of a moving
-# camera: tracks that slide along outlines stay a few pixels off (4x kept them; 2x took the
-# ground-truth clips within 0.3 / 0.8 deg from 27 to 28 sharp and 28 to 29 blurred)
+_OUTLIER_FACTOR = 4.0  # points whose reprojection error exceeds this x threshold are dropped
 
 
 @dataclass
@@ -445,7 +441,7 @@ class _SequentialSfM:
         worst = np.zeros(len(tracks))
         np.maximum.at(worst, problem.obs_point, errors)
         for t, point, err in zip(tracks, problem.points, worst):
-            if err > _MAP_OUTLIER_FACTOR * self.threshold:
+            if err > _OUTLIER_FACTOR * self.threshold:
                 del s.points[t]
             else:
                 s.points[t] = point

@@ -23,8 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "eval",
         help="score a video: camera following, revisit consistency, degradation",
-        description="Estimate the camera poses of a video (COLMAP through pycolmap when installed, "
-        "else an OpenCV structure-from-motion), align them to the commanded trajectory and report "
+        description="Estimate the camera poses of a video (an OpenCV structure-from-motion, or "
+        "COLMAP's global one through pycolmap), align them to the commanded trajectory and report "
         "SANA-WM's RotErr / TransErr / CamMC; with --reference also PSNR / SSIM per frame.",
     )
     p.add_argument("--video", required=True, help="the generated video")
@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--stride", type=int, default=4, help="estimate poses on every N-th frame (default 4, as SANA-WM)")
     p.add_argument(
         "--pose-backend", choices=("auto", "colmap", "opencv"), default="auto",
-        help="auto: COLMAP if pycolmap is installed (falling back to OpenCV), else OpenCV",
+        help="auto: OpenCV, the more accurate on rendered clips, and COLMAP if OpenCV fails and pycolmap is installed",
     )
     p.add_argument("--fps", type=float, help="frame rate (default: read from the video)")
     p.add_argument("--window", type=float, default=10.0, metavar="SEC", help="degradation window (default 10 s)")

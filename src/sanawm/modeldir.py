@@ -90,12 +90,17 @@ class GenerationSettings:
     from 1000) the model denoises at, predicting the clean latents at each and re-noising them
     with fresh noise to the next; `steps` equals their count. Another step count samples the
     same way at `shift(1 - i / steps)` with `flow_shift`. Empty: flow-matching Euler."""
+    mode: str = "bidirectional"
+    """How `generate` runs when not told: "bidirectional" (the whole clip at once) or
+    "streaming" (chunk by chunk; what a chunk-causal few-step student is made for)."""
 
     def __post_init__(self) -> None:
         self.timesteps = tuple(float(t) for t in self.timesteps)
         t = self.timesteps
         if t and not (t[0] == 1000 and all(a > b for a, b in zip(t, t[1:])) and t[-1] > 0):
             raise UserInputError(f"generation settings: timesteps must start at 1000 and decrease above 0: {list(t)}")
+        if self.mode not in ("bidirectional", "streaming"):
+            raise UserInputError(f"generation settings: mode must be bidirectional or streaming, got {self.mode!r}")
         if t and self.steps != len(t):
             raise UserInputError(f"generation settings: steps ({self.steps}) must equal the timestep count ({len(t)})")
         positive = {

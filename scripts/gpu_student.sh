@@ -19,13 +19,14 @@ mkdir -p "$OUT"
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 export PYTHONPATH=$HERE/src${PYTHONPATH:+:$PYTHONPATH}
 RUN=${RUN:-/tmp/student_run}
+TEACHER=${TEACHER:-$HERE/src/sanawm/assets/embedded}  # any copy of the embedded model folder
 WORK=$(mktemp -d)
 LOG=$WORK/logs
 mkdir -p "$LOG"
 { nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
   python3 -c "import torch; print('torch', torch.__version__)"; date -u; } > "$LOG/train.log"
 
-python3 -u "$HERE/scripts/distill_embedded.py" --out "$WORK/export" --run-dir "$RUN" --budget "$BUDGET" \
+python3 -u "$HERE/scripts/distill_embedded.py" --out "$WORK/export" --run-dir "$RUN" --teacher "$TEACHER" --budget "$BUDGET" \
     --pairs "$PAIRS" --batch-size "$BATCH" --ode-lr "$ODE_LR" --move-on --no-progress $SMOKE >> "$LOG/train.log" 2>&1
 echo "distill exit $? at $(date -u)" >> "$LOG/train.log"
 
@@ -49,7 +50,7 @@ clips() {  # label, then eval_student.py generate options
     echo "$label exit $?" >> "$LOG/clips.log"
     [ -f "$WORK/clips/$label.npz" ] && cp "$WORK/clips/$label.npz" "$OUT/" && cp "$WORK/clips/$label.json" "$LOG/"
 }
-clips teacher
+clips teacher --model "$TEACHER"
 [ -d "$RUN/dmd/model" ] && clips dmd4 --model "$RUN/dmd/model"
 [ -d "$RUN/ode/model" ] && clips ode4 --model "$RUN/ode/model"
 [ -d "$RUN/dmd/model" ] && clips dmd2 --model "$RUN/dmd/model" --timesteps 1000 764

@@ -42,19 +42,8 @@ from sanawm.evaluation import PoseEstimationConfig, psnr, ssim  # noqa: E402
 from sanawm.pipeline import WorldModel  # noqa: E402
 from sanawm.worlds import render  # noqa: E402
 
-BUNDLED = ("embedded", "embedded-fast")
 TURNING_DEG = 5.0
 MODES = ("default", "bidirectional", "streaming")
-
-
-def _model_dir(name: str | None) -> str | None:
-    if name in (None, "embedded"):
-        return None
-    if name == "embedded-fast":
-        from sanawm.cli.serve import resolve_model
-
-        return resolve_model(name)[0]
-    return name
 
 
 def ground_truth(clip: ee.Clip, size: tuple[int, int], fov_deg: float, frames: int | None = None) -> np.ndarray:
@@ -66,7 +55,7 @@ def ground_truth(clip: ee.Clip, size: tuple[int, int], fov_deg: float, frames: i
 
 
 def generate(args: argparse.Namespace) -> int:
-    model = WorldModel.load(_model_dir(args.model), device=args.device, dtype=torch.float32)
+    model = WorldModel.load(args.model, device=args.device, dtype=torch.float32)  # folder or bundled name
     s = model.settings
     timesteps = tuple(args.timesteps) if args.timesteps else None
     if timesteps is not None:  # a subset of a student's timesteps (or any few-step list)

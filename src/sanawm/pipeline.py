@@ -190,12 +190,10 @@ class WorldModel:
         The heads must divide evenly over the processes.
         """
         if directory is None or (str(directory) in BUNDLED_MODELS and not Path(directory).is_dir()):
-            name = EMBEDDED_MODEL if directory is None else str(directory)
-            directory = _asset(name)
+            what = "the embedded default model" if directory is None else f"the bundled model {directory!r}"
+            directory = _asset(EMBEDDED_MODEL if directory is None else str(directory))
             if not (directory / "model.json").is_file():
-                raise UserInputError(
-                    f"the bundled model {name!r} is not part of this installation; pass a model folder (--model DIR)"
-                )
+                raise UserInputError(f"{what} is not part of this installation; pass a model folder (--model DIR)")
         sp = None
         if sequence_parallel:
             device = choose_device(device)

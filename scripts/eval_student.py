@@ -109,7 +109,7 @@ def score(args: argparse.Namespace) -> int:
     config = PoseEstimationConfig(backend=args.backend)
     jobs = ee._PoseJobs(args.workers, config)
     rows, waits, examples = [], [], {}
-    strips = set(names[:: max(1, len(names) // args.strips)][: args.strips]) if args.strips else set()
+    strips = set(args.strip_clips or (names[:: max(1, len(names) // args.strips)][: args.strips] if args.strips else []))
     finished = False
     try:
         for spec in specs:
@@ -227,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--backend", default="opencv", help="pose estimator backend (default opencv)")
     s.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="pose estimation processes")
     s.add_argument("--strips", type=int, default=4, help="clips that get a PNG strip")
+    s.add_argument("--strip-clips", nargs="+", metavar="NAME", help="these clips get the strips (default: --strips spread out)")
     s.add_argument("--out", required=True)
     args = p.parse_args(argv)
     try:

@@ -14,7 +14,8 @@ checkpoint and starting from the previous stage's result otherwise:
    critic.
 
 `--budget` is split over the stages that are not finished yet in proportion to their step
-counts; a stage stopped by its budget resumes on the next call.
+counts; a stage stopped by its budget resumes on the next call, or, with `--move-on` (one call
+on a machine that will not come back), counts as done: the next stage starts from its result.
 The last finished stage's model folder is copied to `--out/model` with `train_log.jsonl` and
 `summary.txt` (the table is printed last). RUN (`--run-dir`, default `out/distill`,
 git-ignored) keeps the checkpoints between calls on a machine that stays up.
@@ -60,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--pairs", type=int, default=2048, help="ODE trajectories to generate")
     parser.add_argument("--workers", type=int, default=max(0, min(8, (os.cpu_count() or 1) - 2)))
+    parser.add_argument("--ode-lr", type=float, help="learning rate of the ODE stage (default: the recipe's)")
+    parser.add_argument("--pool-size", type=int, default=64, help="clips in each DMD stage's replay pool")
+    parser.add_argument("--move-on", action="store_true",
+                        help="a stage stopped by its budget counts as done (its model starts the next stage)")
     parser.add_argument("--smoke", action="store_true", help="tiny CPU run (checks the script)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
@@ -68,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     run_dir, out = Path(args.run_dir), Path(args.out)
     ctx = setup("cpu" if args.smoke else "")
     configs = embedded_distill_configs(str(Path(args.teacher).resolve()), args.batch_size, args.workers,
-                                       pairs=args.pairs)  # fmt: skip
+                                       pool_size=args.pool_size, pairs=args.pairs)  # fmt: skip
+    if args.ode_lr is not None:
+        configs[0].optim.lr = args.ode_lr
     if args.smoke:
         configs = [_smoke(c) for c in configs]
     notes = []
@@ -92,9 +99,11 @@ def main(argv: list[str] | None = None) -> int:
         remaining = args.budget - (time.monotonic() - t0) - FINAL_COPY_S
         cfg.run.time_budget_s = max(remaining * cfg.run.steps / sum(left), 1.0)
         cfg.run.progress = not args.no_progress
+        if args.move_on:  # saving an 8 M-parameter model takes a second, not the default 30 s reserve
+            cfg.run.budget_reserve_s = min(cfg.run.budget_reserve_s, 5.0)
         summary = train(cfg, run_dir / stage, resume="latest")
         summaries.append(summary)
-        if summary.stopped_by_budget:
+        if summary.stopped_by_budget and not args.move_on:
             break
         last = stage
     teardown()

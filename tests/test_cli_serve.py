@@ -25,7 +25,6 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 @pytest.mark.parametrize(
     "argv, expected",
     [
-        (["--model", "embedded-fast"], "not part of this installation yet"),
         (["--model", "/no/such/folder"], "no such model folder"),
         (["--token", "short"], "--token must be 8 to 256"),
         (["--token", "has spaces in it"], "--token must be"),

@@ -55,3 +55,35 @@ def test_shipped_settings_are_what_the_recipe_exports(embedded):
     assert shipped.fps == recipe.export.fps
     assert shipped.flow_shift == recipe.objective.sigma_shift
     assert shipped.chunk_size == recipe.objective.chunk_size
+
+
+def test_embedded_fast_is_a_few_step_streaming_student_of_the_embedded_model(embedded):
+    """The distilled student ships as `embedded-fast`: at most 4 steps, no guidance pass,
+    streaming by default, the teacher's VAE shared (not a second copy) and int8 weights."""
+    from sanawm.modeldir import INT8_SCALE, WEIGHTS, read_model_dir
+    from sanawm.pipeline import _asset
+
+    fast = WorldModel.load("embedded-fast", device="cpu")
+    s = fast.settings
+    assert s.steps <= 4 and len(s.timesteps) == s.steps
+    assert s.camera_cfg == 1.0 and s.cfg == 1.0 and s.mode == "streaming"
+    assert (s.height, s.width, s.fps, s.chunk_size) == (128, 128, 16.0, embedded.settings.chunk_size)
+    spec = read_model_dir(_asset("embedded-fast"))
+    assert spec.components["vae"].resolve() == (_asset("embedded") / "vae").resolve()
+    from safetensors import safe_open
+
+    with safe_open(str(spec.components["transformer"] / WEIGHTS), "pt") as f:
+        assert any(k.endswith(INT8_SCALE) for k in f.keys())
+    assert fast.transformer.config == embedded.transformer.config
+    # Its default mode streams: the same frames as an explicit stream.
+    clip = fast.generate(action="w-4,l-4", seed=3).frames
+    streamed = np.concatenate([c.frames for c in fast.stream(action="w-4,l-4", frames=9, seed=3)])
+    assert clip.shape == (9, 128, 128, 3)
+    np.testing.assert_array_equal(clip, streamed)
+
+
+def test_cli_takes_the_bundled_student_by_name(tmp_path):
+    out = tmp_path / "fast.mp4"
+    assert main(["generate", "--model", "embedded-fast", "--action", "w-4", "--out", str(out)]) == 0
+    frames, fps = read_video(out)
+    assert frames.shape == (5, 128, 128, 3) and fps == 16

@@ -2,8 +2,9 @@
 
     MODEL_DIR/
       model.json          which components exist + generation settings (`ModelDirSpec`)
-      transformer/        config.json (SanaWMConfig fields) + model.safetensors,
-                          or a single official checkpoint file (config inferred from shapes)
+      transformer/        config.json (SanaWMConfig fields) + model.safetensors (float, or weight
+                          matrices as int8 + per-row scales: `quantize_int8`), or a single
+                          official checkpoint file (config inferred from shapes)
       vae/                compact VAE (config.json with "kind": "compact" + model.safetensors)
                           or a diffusers AutoencoderKLLTX2Video folder
       text_encoder/       optional: a transformers Gemma-2 folder (config.json + safetensors)
@@ -90,12 +91,17 @@ class GenerationSettings:
     from 1000) the model denoises at, predicting the clean latents at each and re-noising them
     with fresh noise to the next; `steps` equals their count. Another step count samples the
     same way at `shift(1 - i / steps)` with `flow_shift`. Empty: flow-matching Euler."""
+    mode: str = "bidirectional"
+    """How `generate` runs when not told: "bidirectional" (the whole clip at once) or
+    "streaming" (chunk by chunk; what a chunk-causal few-step student is made for)."""
 
     def __post_init__(self) -> None:
         self.timesteps = tuple(float(t) for t in self.timesteps)
         t = self.timesteps
         if t and not (t[0] == 1000 and all(a > b for a, b in zip(t, t[1:])) and t[-1] > 0):
             raise UserInputError(f"generation settings: timesteps must start at 1000 and decrease above 0: {list(t)}")
+        if self.mode not in ("bidirectional", "streaming"):
+            raise UserInputError(f"generation settings: mode must be bidirectional or streaming, got {self.mode!r}")
         if t and self.steps != len(t):
             raise UserInputError(f"generation settings: steps ({self.steps}) must equal the timestep count ({len(t)})")
         positive = {
@@ -291,12 +297,57 @@ def _dataclass_from(cls, values: Any, where: str):
 # ---- the transformer component --------------------------------------------------------------
 
 
-def save_transformer(model, directory: str | Path) -> Path:
-    """Write a `SanaWMTransformer` as `config.json` (its `SanaWMConfig`) + `model.safetensors`."""
+#: Suffix of the per-row scales of an int8-stored weight (`quantize_int8`).
+INT8_SCALE = ".int8_row_scale"
+
+
+def quantize_int8(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Weights of 2+ dimensions as int8 with one float32 scale per output row (the first
+    dimension): w ~= q * scale, q = round(w / scale) in [-127, 127], scale = max|row| / 127,
+    so every weight is within scale / 2 of its original; other floating tensors (biases,
+    norms: small, often sensitive) as float16. Loading (`dequantize_int8`) restores floats."""
+    out: dict[str, torch.Tensor] = {}
+    for name, value in state.items():
+        if not value.is_floating_point():
+            out[name] = value
+        elif value.dim() >= 2:
+            rows = value.detach().float().reshape(value.shape[0], -1)
+            scale = rows.abs().amax(dim=1).clamp_min(1e-12) / 127.0
+            out[name] = (rows / scale[:, None]).round().clamp(-127, 127).to(torch.int8).reshape(value.shape)
+            out[name + INT8_SCALE] = scale
+        else:
+            out[name] = value.to(torch.float16)
+    return out
+
+
+def dequantize_int8(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The float32 weights of a `quantize_int8` state (a state without int8 entries is returned as is)."""
+    scales = {name[: -len(INT8_SCALE)]: value for name, value in state.items() if name.endswith(INT8_SCALE)}
+    if not scales:
+        return state
+    out = {}
+    for name, value in state.items():
+        if name.endswith(INT8_SCALE):
+            continue
+        if name in scales:
+            if value.dtype != torch.int8 or scales[name].shape != (value.shape[0],):
+                raise UserInputError(f"{name}: an int8 weight needs int8 values and one scale per row")
+            shape = (-1,) + (1,) * (value.dim() - 1)
+            value = value.float() * scales[name].float().view(shape)
+        out[name] = value
+    return out
+
+
+def save_transformer(model, directory: str | Path, int8: bool = False) -> Path:
+    """Write a `SanaWMTransformer` as `config.json` (its `SanaWMConfig`) + `model.safetensors`
+    (with `int8`: weight matrices as int8 + per-row scales, see `quantize_int8`; about half the
+    size of float16, dequantised when loaded)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / CONFIG_JSON).write_text(json.dumps(dataclasses.asdict(model.config), indent=2) + "\n")
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    if int8:
+        state = quantize_int8(state)
     save_file(state, str(directory / WEIGHTS))
     return directory
 
@@ -329,7 +380,7 @@ def load_transformer(
     weights = path / WEIGHTS
     if not weights.is_file():
         raise UserInputError(f"transformer weights not found: {weights}")
-    state = load_file(str(weights))
+    state = dequantize_int8(load_file(str(weights)))
     model = SanaWMTransformer(config, device="meta")
     try:
         check_state_dict(model, state)

@@ -77,6 +77,9 @@ if TYPE_CHECKING:  # the refiner needs diffusers, an optional dependency
 MODES = ("bidirectional", "streaming")
 EXAMPLE_IMAGE = "example.png"
 EMBEDDED_MODEL = "embedded"
+#: Models that ship in the package, loaded by name (unless a folder of that name exists): the
+#: embedded default and its distilled few-step streaming student.
+BUNDLED_MODELS = (EMBEDDED_MODEL, "embedded-fast")
 
 
 def _asset(name: str) -> Path:
@@ -169,7 +172,7 @@ class WorldModel:
         sequence_parallel: bool = False,
     ) -> WorldModel:
         """Load a model folder (see `sanawm.modeldir`; a diffusers `SanaWMPipeline` folder
-        also works), or the embedded default model.
+        also works), or a bundled model by name (`BUNDLED_MODELS`; None: the embedded default).
 
         `device` defaults to CUDA when available, `dtype` (of the DiT and text encoder) to
         float32 on CPU and bfloat16 on CUDA. `null_caption` (see `sanawm.load_official`) is
@@ -186,12 +189,11 @@ class WorldModel:
         model (on its own GPU, LOCAL_RANK, unless `device` names one) and makes the same calls.
         The heads must divide evenly over the processes.
         """
-        if directory is None:
-            directory = _asset(EMBEDDED_MODEL)
+        if directory is None or (str(directory) in BUNDLED_MODELS and not Path(directory).is_dir()):
+            what = "the embedded default model" if directory is None else f"the bundled model {directory!r}"
+            directory = _asset(EMBEDDED_MODEL if directory is None else str(directory))
             if not (directory / "model.json").is_file():
-                raise UserInputError(
-                    "the embedded default model is not part of this installation; pass a model folder (--model DIR)"
-                )
+                raise UserInputError(f"{what} is not part of this installation; pass a model folder (--model DIR)")
         sp = None
         if sequence_parallel:
             device = choose_device(device)
@@ -472,7 +474,7 @@ class WorldModel:
         image: Image.Image | np.ndarray | str | os.PathLike | None = None,
         *,
         request: Request | None = None,
-        mode: str = "bidirectional",
+        mode: str | None = None,
         window: int | str | None = None,
         sink: int | None = None,
         progress: Progress | None = None,
@@ -489,10 +491,11 @@ class WorldModel:
         `sanawm.camera.actions`), `frames_rounding` ("down": the largest count the VAE can make
         within `frames`; "nearest": the nearest one within the trajectory, as diffusers does).
         `mode` is "bidirectional" (whole clip at once) or "streaming" (chunk-causal; `window` /
-        `sink` bound its attention, see `stream`). `progress(done, total)` is called after every
+        `sink` bound its attention, see `stream`); None: the model's default (`settings.mode`). `progress(done, total)` is called after every
         model step. `refine` runs stage 2 (the loaded refiner) on the stage-1 latents before
         decoding.
         """
+        mode = self.settings.mode if mode is None else mode
         if mode not in MODES:
             raise UserInputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
         if mode != "streaming" and (window is not None or sink is not None):

@@ -47,9 +47,11 @@ def register(subparsers) -> None:
     p.add_argument("--cfg", type=float, help="text guidance scale (default: the model's)")
     p.add_argument("--camera-cfg", type=float, help="camera guidance scale (default: the model's; 1 = off)")
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
-    p.add_argument("--mode", choices=("bidirectional", "streaming"), default="bidirectional",
-                   help="bidirectional: whole clip at once; streaming: chunk by chunk")  # fmt: skip
-    p.add_argument("--model", help="model folder or diffusers SanaWMPipeline folder (default: the embedded model)")
+    p.add_argument("--mode", choices=("bidirectional", "streaming"),
+                   help="bidirectional: whole clip at once; streaming: chunk by chunk (default: the model's; "
+                        "bidirectional except for few-step students such as embedded-fast)")  # fmt: skip
+    p.add_argument("--model", help="model folder, diffusers SanaWMPipeline folder, or a bundled model: embedded "
+                                   "(the default) or embedded-fast (its distilled 4-step streaming student)")  # fmt: skip
     p.add_argument("--camera-rms-clamp", action="store_true",
                    help="run the camera branch as diffusers / sglang do (RMS-clamped UCPE q/k/v in the GDN "
                         "blocks) instead of the reference GPU path; see docs/interop.md")  # fmt: skip
@@ -113,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     video_path, camera_path = _check_output(args.out, args.overwrite)
     if args.keys != "v1" and args.action is None:
         raise UserInputError("--keys only applies to --action")
-    if args.mode != "streaming" and (args.window is not None or args.sink is not None):
+    if args.mode == "bidirectional" and (args.window is not None or args.sink is not None):
         raise UserInputError("--window and --sink apply to --mode streaming only")
     resolve_window(args.window, args.sink, chunk_size=1)  # checked before the model loads
     refine = args.refine or args.refine_offload
@@ -121,6 +123,10 @@ def run(args: argparse.Namespace) -> int:
         model = WorldModel.load(args.model, device=args.device, camera_rms_clamp=args.camera_rms_clamp or None,
                                 refiner=refine, refiner_offload=args.refine_offload,
                                 sequence_parallel=args.sequence_parallel)  # fmt: skip
+        if args.mode is None:
+            args.mode = model.settings.mode
+            if args.mode != "streaming" and (args.window is not None or args.sink is not None):
+                raise UserInputError("--window and --sink apply to --mode streaming only")
         return _generate(args, model, video_path, camera_path, refine)
     finally:
         if args.sequence_parallel:

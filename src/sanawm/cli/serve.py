@@ -17,7 +17,7 @@ from pathlib import Path
 from sanawm.errors import UserInputError
 
 EMBEDDED = "embedded"
-EMBEDDED_FAST = "embedded-fast"  # the distilled streaming student, once it ships
+EMBEDDED_FAST = "embedded-fast"  # the distilled few-step streaming student
 
 
 def register(subparsers) -> None:
@@ -44,7 +44,7 @@ def resolve_model(name: str) -> tuple[str | None, str]:
     if name == EMBEDDED_FAST:
         folder = Path(str(resources.files("sanawm") / "assets" / EMBEDDED_FAST))
         if not (folder / "model.json").is_file():
-            raise UserInputError(f"the distilled model {EMBEDDED_FAST!r} is not part of this installation yet; "
+            raise UserInputError(f"the distilled model {EMBEDDED_FAST!r} is not part of this installation; "
                                  f"use --model {EMBEDDED} or a model folder")  # fmt: skip
         return str(folder), EMBEDDED_FAST
     folder = Path(name)

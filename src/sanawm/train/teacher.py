@@ -200,13 +200,14 @@ def export_student(
     directory: Path, config: TrainConfig, teacher: Teacher, model_state: dict[str, Tensor], ema_state: dict[str, Tensor]
 ) -> Path:
     """Write the student's EMA weights as a model folder with the teacher's VAE (and text
-    encoder), sampling with the student's timesteps, no guidance (`GenerationSettings`)."""
+    encoder), sampling with the student's timesteps, no guidance, streaming by default
+    (`GenerationSettings`)."""
     from sanawm.train.export import ema_transformer, export_model_dir
 
     timesteps = tuple(float(t) for t in config.distill.timesteps)
     settings = dataclasses.replace(
         teacher.settings, height=config.data.height, width=config.data.width,
-        steps=len(timesteps), timesteps=timesteps, cfg=1.0, camera_cfg=1.0,
+        steps=len(timesteps), timesteps=timesteps, cfg=1.0, camera_cfg=1.0, mode="streaming",
     )  # fmt: skip
     transformer = ema_transformer(teacher.model.config, model_state, ema_state, torch.float32)
     spec = teacher.spec

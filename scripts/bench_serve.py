@@ -26,7 +26,7 @@ from websockets.sync.client import connect
 from sanawm.pipeline import WorldModel
 from sanawm.serve.app import create_app
 from sanawm.serve.config import ServeConfig
-from sanawm.serve.server import listening_socket, uvicorn_server
+from sanawm.serve.server import listening_socket, load_off_main_thread, uvicorn_server
 
 
 def run_session(host: str, steps: int | None, frames: int, first_chunk: int) -> dict:
@@ -58,7 +58,7 @@ def main() -> None:
     p.add_argument("--device", help="torch device (default: cuda if available)")
     args = p.parse_args()
 
-    model = WorldModel.load(args.model, device=args.device)
+    model = load_off_main_thread(lambda: WorldModel.load(args.model, device=args.device))
     with tempfile.TemporaryDirectory() as data:
         config = ServeConfig(data_dir=Path(data))
         server = uvicorn_server(create_app(model, args.model or "embedded", config), config)

@@ -110,7 +110,7 @@ def run_config(job: dict) -> dict:
     truth = np.load(job["truth"], mmap_mode="r")
     c2w = torch.from_numpy(np.load(job["c2w"]))
     frames_total = len(c2w)
-    model = WorldModel.load(device=job["device"])
+    model = WorldModel.load(job["model"], device=job["device"])
     size = model.image_size
     k = default_intrinsics(size, model.settings.fov_deg).expand(frames_total, 4)
     window = job["window"]
@@ -230,7 +230,7 @@ def plot(runs: list[dict], fps: float, out: Path) -> None:
 
 def report_md(summaries: list[dict], meta: dict) -> str:
     lines = [
-        "# Long-horizon streaming quality (embedded model)", "",
+        f"# Long-horizon streaming quality ({meta.get('model', 'embedded')} model)", "",
         f"{meta['frames']} frames ({meta['frames'] / meta['fps'] / 60:.1f} min at {meta['fps']:g} fps), "
         f"{meta['steps']} sampling steps, camera guidance {meta['camera_cfg']}, world {meta['world']}, "
         f"device {meta['device']}. Window = recent chunks of softmax K/V kept besides the first-chunk sink "
@@ -342,6 +342,7 @@ def print_camera_errors(result: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--model", help="model folder or bundled name (default: the embedded model)")
     p.add_argument("--frames", type=int, default=4801, help="frames per clip (default 4801: 5 min at 16 fps)")
     p.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
     p.add_argument("--configs", default="full,1,4", help="comma-separated windows ('full' or chunks)")
@@ -366,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
 
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
-    model = WorldModel.load(device="cpu")
+    model = WorldModel.load(args.model, device="cpu")
     s = model.settings
     size = model.image_size
     fps = s.fps
@@ -393,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
         for window in configs:
             jobs.append({
                 "trajectory": name, "window": window, "truth": str(truth_path), "c2w": str(out / f"{name}.c2w.npy"),
-                "device": args.device, "steps": args.steps, "seed": 0, "deadline_s": args.deadline_s,
+                "model": args.model, "device": args.device, "steps": args.steps, "seed": 0, "deadline_s": args.deadline_s,
                 "threads": args.threads, "keep_frames": keep, "pairs": pairs, "camera_starts": camera_starts,
                 "frames_out": str(out / f"{name}_{window}.frames.npz"),
                 "result_out": str(out / f"run_{name}_{window}.json"),
@@ -406,7 +407,8 @@ def main(argv: list[str] | None = None) -> int:
         Path(job["truth"]).unlink(missing_ok=True)
     summaries = [summarise(r, fps) for r in runs]
     meta = {
-        "frames": args.frames, "fps": fps, "steps": args.steps or s.steps, "camera_cfg": s.camera_cfg,
+        "model": args.model or "embedded", "frames": args.frames, "fps": fps, "steps": args.steps or s.steps,
+        "camera_cfg": s.camera_cfg,
         "world": f"{WORLD_KIND} seed {WORLD_SEED}", "device": args.device, "image_size": list(size),
         "fov_deg": s.fov_deg, "configs": configs, "torch": torch.__version__,
         "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,

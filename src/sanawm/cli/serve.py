@@ -73,7 +73,7 @@ def _check_args(args: argparse.Namespace) -> Path:
 def run(args: argparse.Namespace) -> int:
     try:
         from sanawm.serve.app import create_app
-        from sanawm.serve.server import listening_socket, uvicorn_server
+        from sanawm.serve.server import listening_socket, load_off_main_thread, uvicorn_server
     except ImportError as err:
         raise UserInputError(f"serving needs the 'serve' extra: pip install 'sanawm[serve]' ({err.name} is missing)") from None
     from sanawm.pipeline import WorldModel
@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     except OSError as err:
         raise UserInputError(f"cannot listen on {args.host}:{args.port}: {err.strerror or err}") from None
     with sock:
-        model = WorldModel.load(folder, device=args.device)
+        model = load_off_main_thread(lambda: WorldModel.load(folder, device=args.device))
         app = create_app(model, name, config, loopback_only=loopback)
         port = sock.getsockname()[1]
         shown = f"[{args.host}]" if ":" in args.host else args.host

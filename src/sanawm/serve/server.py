@@ -10,12 +10,15 @@ uvicorn's 64 kB write buffer and this buffer, and the model waits for the client
 from __future__ import annotations
 
 import socket
+import threading
+from typing import Callable, TypeVar
 
 import uvicorn
 
 from sanawm.serve.config import ServeConfig
 
 SEND_BUFFER_BYTES = 256 * 1024
+T = TypeVar("T")
 
 
 def listening_socket(host: str, port: int, send_buffer: int = SEND_BUFFER_BYTES) -> socket.socket:
@@ -37,3 +40,28 @@ def uvicorn_server(app, config: ServeConfig) -> uvicorn.Server:
         uvicorn.Config(app, ws="websockets-sansio", ws_max_size=config.max_init_bytes + 1024, log_level="warning",
                        lifespan="on")  # fmt: skip
     )
+
+
+def load_off_main_thread(load: Callable[[], T]) -> T:
+    """`load()` in a short-lived thread, its result or its exception handed back.
+
+    The model runs in per-session producer threads. Any parallel torch work on the main thread
+    (loading the weights is some) leaves the main thread its own OpenMP team for good, and GNU
+    OpenMP, seeing more of its threads than CPUs, then stops its workers from spinning between
+    parallel regions: on 2 cores every session chunk took ~1.7x as long. A thread's team goes
+    away with the thread.
+    """
+    box: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = load()
+        except BaseException as err:  # re-raised on the calling thread
+            box["error"] = err
+
+    worker = threading.Thread(target=run, name="sanawm-load")
+    worker.start()
+    worker.join()
+    if "error" in box:
+        raise box["error"]  # type: ignore[misc]
+    return box["value"]  # type: ignore[return-value]

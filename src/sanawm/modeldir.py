@@ -60,6 +60,10 @@ COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "refiner")
 REQUIRED_COMPONENTS = ("transformer", "vae")
 
 
+#: How a clip is generated: the whole clip at once, or chunk by chunk.
+MODES = ("bidirectional", "streaming")
+
+
 @dataclass
 class GenerationSettings:
     """What a model was trained for, and its default sampling settings."""
@@ -100,8 +104,8 @@ class GenerationSettings:
         t = self.timesteps
         if t and not (t[0] == 1000 and all(a > b for a, b in zip(t, t[1:])) and t[-1] > 0):
             raise UserInputError(f"generation settings: timesteps must start at 1000 and decrease above 0: {list(t)}")
-        if self.mode not in ("bidirectional", "streaming"):
-            raise UserInputError(f"generation settings: mode must be bidirectional or streaming, got {self.mode!r}")
+        if self.mode not in MODES:
+            raise UserInputError(f"generation settings: mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if t and self.steps != len(t):
             raise UserInputError(f"generation settings: steps ({self.steps}) must equal the timestep count ({len(t)})")
         positive = {

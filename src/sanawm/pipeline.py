@@ -49,7 +49,7 @@ from sanawm.camera import (
 from sanawm.camera.packing import pack_camera
 from sanawm.device import choose_device
 from sanawm.errors import UserInputError
-from sanawm.modeldir import GenerationSettings, load_transformer, read_model_dir
+from sanawm.modeldir import MODES, GenerationSettings, load_transformer, read_model_dir
 from sanawm.parallel.sequence import SequenceParallel, local_device
 from sanawm.resources import (
     MEMORY_HEADROOM,
@@ -74,7 +74,6 @@ from sanawm.vae import VideoVAE, load_vae
 if TYPE_CHECKING:  # the refiner needs diffusers, an optional dependency
     from sanawm.refiner.component import Refiner
 
-MODES = ("bidirectional", "streaming")
 EXAMPLE_IMAGE = "example.png"
 EMBEDDED_MODEL = "embedded"
 #: Models that ship in the package, loaded by name (unless a folder of that name exists): the

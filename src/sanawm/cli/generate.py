@@ -115,8 +115,7 @@ def run(args: argparse.Namespace) -> int:
     video_path, camera_path = _check_output(args.out, args.overwrite)
     if args.keys != "v1" and args.action is None:
         raise UserInputError("--keys only applies to --action")
-    if args.mode == "bidirectional" and (args.window is not None or args.sink is not None):
-        raise UserInputError("--window and --sink apply to --mode streaming only")
+    _check_window_mode(args)  # an explicit --mode: before the model loads
     resolve_window(args.window, args.sink, chunk_size=1)  # checked before the model loads
     refine = args.refine or args.refine_offload
     try:
@@ -125,8 +124,7 @@ def run(args: argparse.Namespace) -> int:
                                 sequence_parallel=args.sequence_parallel)  # fmt: skip
         if args.mode is None:
             args.mode = model.settings.mode
-            if args.mode != "streaming" and (args.window is not None or args.sink is not None):
-                raise UserInputError("--window and --sink apply to --mode streaming only")
+            _check_window_mode(args)
         return _generate(args, model, video_path, camera_path, refine)
     finally:
         if args.sequence_parallel:
@@ -134,6 +132,11 @@ def run(args: argparse.Namespace) -> int:
 
             if dist.is_initialized():
                 dist.destroy_process_group()
+
+
+def _check_window_mode(args: argparse.Namespace) -> None:
+    if args.mode == "bidirectional" and (args.window is not None or args.sink is not None):
+        raise UserInputError("--window and --sink apply to --mode streaming only")
 
 
 def _generate(args: argparse.Namespace, model, video_path: Path, camera_path: Path, refine: bool) -> int:

@@ -11,13 +11,11 @@ import argparse
 import os
 import re
 import sys
-from importlib import resources
 from pathlib import Path
 
 from sanawm.errors import UserInputError
 
 EMBEDDED = "embedded"
-EMBEDDED_FAST = "embedded-fast"  # the distilled few-step streaming student
 
 
 def register(subparsers) -> None:
@@ -27,7 +25,7 @@ def register(subparsers) -> None:
         description="Serve the model: a page at / for live control, /v1/realtime (WebSocket), /v1/videos (jobs).",
     )
     p.add_argument("--model", default=EMBEDDED,
-                   help=f"model folder, or {EMBEDDED!r} (default) / {EMBEDDED_FAST!r} for a bundled model")  # fmt: skip
+                   help=f"model folder, or {EMBEDDED!r} (default) / 'embedded-fast' for a bundled model")  # fmt: skip
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free port)")
     p.add_argument("--token", help="require this bearer token on /v1 (letters, digits and ._~- only)")
@@ -37,16 +35,12 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def resolve_model(name: str) -> tuple[str | None, str]:
-    """(folder to load or None for the embedded model, name shown to clients)."""
-    if name == EMBEDDED:
-        return None, EMBEDDED
-    if name == EMBEDDED_FAST:
-        folder = Path(str(resources.files("sanawm") / "assets" / EMBEDDED_FAST))
-        if not (folder / "model.json").is_file():
-            raise UserInputError(f"the distilled model {EMBEDDED_FAST!r} is not part of this installation; "
-                                 f"use --model {EMBEDDED} or a model folder")  # fmt: skip
-        return str(folder), EMBEDDED_FAST
+def resolve_model(name: str) -> tuple[str, str]:
+    """(what `WorldModel.load` takes: a bundled model's name or a folder; the name shown to clients)."""
+    from sanawm.pipeline import BUNDLED_MODELS
+
+    if name in BUNDLED_MODELS:
+        return name, name
     folder = Path(name)
     if not folder.is_dir():
         raise UserInputError(f"--model: no such model folder: {name}")

@@ -18,12 +18,16 @@ Implementations:
 - sanawm-fp8: `sanawm.ops.fp8.convert_to_fp8` (FP8 linears, per-row scales) + compile;
   it also measures its accuracy at `--accuracy-frames` (81): relative L2 and cosine of the
   velocity vs the eager bf16 model and vs float32, next to bf16's own error vs float32;
+- sanawm-flash4 / sanawm-fp8-flash4: sanawm-compile / sanawm-fp8 with the softmax blocks'
+  attention on FlashAttention-4 (`sanawm.ops.flash`, head dim 112 unpadded; needs the
+  flash-attn-4 package and an sm90 GPU; on --tiny the op's CPU implementation);
+  sanawm-flash4 also measures its velocity vs the eager SDPA model at `--accuracy-frames`;
 - diffusers: diffusers' `SanaWMTransformer3DModel` with its default (2.6B release) config
   (needs diffusers 0.42.1 importable).
 
 Writes a JSON list of records {"impl", "precision", "mode", "frames", "s_per_forward",
 "peak_gb", "gpu", ...} (`--json`, default benchmarks/hopper.json) and prints a table of
-ratios last.
+ratios last. Records already in `--json` for other implementations or frame counts are kept.
 """
 
 from __future__ import annotations
@@ -40,8 +44,10 @@ from pathlib import Path
 
 import torch
 
-IMPLS = ("sanawm-eager", "diffusers", "sanawm-compile", "sanawm-fp8")
-PRECISION = {"sanawm-eager": "bf16", "diffusers": "bf16", "sanawm-compile": "bf16", "sanawm-fp8": "fp8"}
+IMPLS = ("sanawm-eager", "diffusers", "sanawm-compile", "sanawm-fp8", "sanawm-flash4", "sanawm-fp8-flash4")
+PRECISION = {"sanawm-eager": "bf16", "diffusers": "bf16", "sanawm-compile": "bf16", "sanawm-fp8": "fp8",
+             "sanawm-flash4": "bf16", "sanawm-fp8-flash4": "fp8"}  # fmt: skip
+FLASH4 = ("sanawm-flash4", "sanawm-fp8-flash4")
 HEIGHT, WIDTH = 704, 1280
 
 
@@ -90,6 +96,7 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
 def sanawm_worker(impl: str, args, device: torch.device, dtype: torch.dtype) -> list[dict]:
     from sanawm.benchmark import make_inputs, random_model
     from sanawm.model.compile import compile_blocks
+    from sanawm.ops.flash import use_attention_kernel
     from sanawm.ops.fp8 import convert_to_fp8
 
     preset = "tiny" if args.tiny else "sanawm-2.6b"
@@ -97,16 +104,18 @@ def sanawm_worker(impl: str, args, device: torch.device, dtype: torch.dtype) -> 
     model = random_model(preset, device, dtype)
     text_len = min(args.text_len, model.config.max_text_len)
     extra: dict = {}
-    if impl == "sanawm-fp8":
-        extra = fp8_accuracy(model, preset, args, device, dtype, text_len)
+    if impl in ("sanawm-fp8", "sanawm-fp8-flash4"):
+        extra = fp8_accuracy(model, preset, args, device, dtype, text_len) if impl == "sanawm-fp8" else {}
         extra["fp8_modules"] = convert_to_fp8(model)
     check = None
-    if impl == "sanawm-compile":  # compiled vs eager on the same weights and inputs, after timing
+    if impl in ("sanawm-compile", "sanawm-flash4"):  # vs eager on the same weights and inputs, after timing
         check = make_inputs(model, latent_size(args.accuracy_frames, args.tiny), device, dtype, text_len,
                             torch.Generator().manual_seed(1234))  # fmt: skip
         with torch.inference_mode():
             v_eager = model(**check).float()
-    if impl in ("sanawm-compile", "sanawm-fp8"):
+    if impl in FLASH4:
+        use_attention_kernel(model, "flash4")
+    if impl != "sanawm-eager":
         compile_blocks(model, backend="aot_eager" if args.tiny else "inductor")
     records = []
     for frames in args.frames:
@@ -221,7 +230,7 @@ def save(args, records: list[dict]) -> None:
 
 def precision_of(impl: str, device: torch.device) -> str:
     """The record's precision: --tiny runs on the CPU in float32 (FP8 modules emulated)."""
-    return PRECISION[impl] if device.type == "cuda" or impl == "sanawm-fp8" else "fp32"
+    return PRECISION[impl] if device.type == "cuda" or PRECISION[impl] == "fp8" else "fp32"
 
 
 def record(impl: str, frames: int, rec: dict, device: torch.device) -> dict:
@@ -255,6 +264,16 @@ def run_worker(impl: str, args, timeout: float) -> list[dict]:
         if not ok:
             print(f"[{impl}] FAILED: {reason} (keeping the sizes it finished)", flush=True)
         return json.loads(out.read_text()) if out.exists() else []
+
+
+def record_key(r: dict) -> tuple:
+    return r["impl"], r["precision"], r["mode"], r["frames"]
+
+
+def merge_records(old: list[dict], new: list[dict]) -> list[dict]:
+    """`old` without the records `new` replaces (same impl, precision, mode, frames), then `new`."""
+    replaced = {record_key(r) for r in new}
+    return [r for r in old if record_key(r) not in replaced] + new
 
 
 def ratio_table(records: list[dict], frames: list[int]) -> str:
@@ -317,18 +336,20 @@ def main() -> None:
     records: list[dict] = []
     deadline = time.monotonic() + args.budget
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    kept = json.loads(Path(args.json).read_text()) if Path(args.json).exists() else []
     for impl in args.impls:
         left = deadline - time.monotonic()
         if left < 20:
             print(f"[{impl}] skipped: the --budget of {args.budget} s is spent", flush=True)
             continue
         records += run_worker(impl, args, min(args.timeout, left))
-        Path(args.json).write_text(json.dumps(records, indent=1) + "\n")  # after each, in case a later one hangs
+        # after each, in case a later one hangs; this run's records replace older ones of the same key
+        Path(args.json).write_text(json.dumps(merge_records(kept, records), indent=1) + "\n")
     print(f"\nwrote {len(records)} records to {args.json}")
     print(ratio_table(records, args.frames))
     for r in records:
         if "compiled_vs_eager_rel_l2" in r:
-            print(f"compiled vs eager bf16 at {args.accuracy_frames} frames: "
+            print(f"{r['impl']} vs eager bf16 at {args.accuracy_frames} frames: "
                   f"rel L2 {r['compiled_vs_eager_rel_l2']:.2e} cos {r['compiled_vs_eager_cos']:.5f}")  # fmt: skip
 
 

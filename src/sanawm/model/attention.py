@@ -32,6 +32,7 @@ from sanawm.model.camera import CameraTransforms, rms_clamp, transform_keys, tra
 from sanawm.model.config import SanaWMConfig
 from sanawm.model.layers import RMSNorm, at_least_f32
 from sanawm.model.rope import Rotation, apply_rope
+from sanawm.ops.flash import attention
 from sanawm.ops.gdn import GDNState, delta_rule, gdn
 from sanawm.ops.temporal import key_conv
 
@@ -274,20 +275,20 @@ class GDNAttention(_AttentionBase):
 
 def _chunk_causal_sdpa(
     q: Tensor, k: Tensor, v: Tensor, *, tokens_per_frame: int, chunk_starts: Sequence[int] | None,
-    past_tokens: int, scale: float | None,
+    past_tokens: int, scale: float | None, kernel: str = "sdpa",
 ) -> Tensor:  # fmt: skip
-    """SDPA where the queries of chunk c see all past keys and the keys of chunks <= c.
+    """Attention where the queries of chunk c see all past keys and the keys of chunks <= c.
 
-    One SDPA call per chunk (no N x N mask is ever built)."""
+    One unmasked attention call per chunk (no N x N mask is ever built)."""
     T = q.shape[2] // tokens_per_frame
     bounds = chunk_spans(chunk_starts, T)
     if len(bounds) == 1:
-        return F.scaled_dot_product_attention(q, k, v, scale=scale)
+        return attention(q, k, v, scale, kernel)
     outs = []
     for start, end in bounds:
         rows = slice(start * tokens_per_frame, end * tokens_per_frame)
         visible = past_tokens + end * tokens_per_frame
-        outs.append(F.scaled_dot_product_attention(q[:, :, rows], k[:, :, :visible], v[:, :, :visible], scale=scale))
+        outs.append(attention(q[:, :, rows], k[:, :, :visible], v[:, :, :visible], scale, kernel))
     return torch.cat(outs, dim=2)
 
 
@@ -306,6 +307,8 @@ class SoftmaxAttention(_AttentionBase):
         super().__init__(cfg, device=device)
         self.attn_dtype = None if cfg.softmax_attn_dtype is None else getattr(torch, cfg.softmax_attn_dtype)
         self.cam_scale = padded_head_scale(cfg.head_dim)
+        # Which kernel runs the two attentions ("sdpa" or "flash4", `sanawm.ops.flash`).
+        self.attention_kernel = "sdpa"
 
     def _attn_cast(self, *ts: Tensor) -> list[Tensor]:
         if self.attn_dtype is None or ts[0].dtype != torch.float32:
@@ -324,8 +327,9 @@ class SoftmaxAttention(_AttentionBase):
         values = v if past is None else torch.cat([past.v, v], dim=2)
         past_tokens = 0 if past is None else past.k.shape[2]
         out = _chunk_causal_sdpa(
-            q, keys, values, tokens_per_frame=S, chunk_starts=ctx.chunk_starts, past_tokens=past_tokens, scale=None
-        )
+            q, keys, values, tokens_per_frame=S, chunk_starts=ctx.chunk_starts, past_tokens=past_tokens, scale=None,
+            kernel=self.attention_kernel,
+        )  # fmt: skip
         main = out.to(x.dtype)
 
         cam = cam_keys = cam_values = None
@@ -340,7 +344,7 @@ class SoftmaxAttention(_AttentionBase):
             cam_values = vc if past is None or past.cam_v is None else torch.cat([past.cam_v, vc], dim=2)
             out = _chunk_causal_sdpa(
                 qc, cam_keys, cam_values, tokens_per_frame=S, chunk_starts=ctx.chunk_starts,
-                past_tokens=cam_keys.shape[2] - qc.shape[2], scale=self.cam_scale,
+                past_tokens=cam_keys.shape[2] - qc.shape[2], scale=self.cam_scale, kernel=self.attention_kernel,
             )  # fmt: skip
             cam = transform_outputs(out.to(x.dtype), ctx.camera)
         main, cam = self.merge_branches(ctx, T, main, cam)

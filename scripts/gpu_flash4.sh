@@ -1,0 +1,26 @@
+#!/bin/bash
+# FlashAttention-4 on the device machine (no network): unpack the carried wheels' files, then
+# the attention micro-benchmark and the stage-1 forward with and without FA4.
+#   run: carry [".gpu_fa4"], command: bash .gpu_fa4/scripts/gpu_flash4.sh
+# .gpu_fa4/ holds src/ and scripts/ of this checkout, rest.tar.xz (flash-attn-4 4.0.0b36,
+# nvidia-cutlass-dsl 4.8.1 + libs-base + libs-cu13 without its MLIR library, quack-kernels,
+# apache-tvm-ffi, torch-c-dlpack-ext, einops, installed with pip --target) and ir.xz (that MLIR
+# library, xz-compressed: the libs-cu13 wheel alone is over the device tool's carry limit).
+set -u
+HERE=.gpu_fa4
+SITE=/tmp/site
+OUT=${OUT:-out}
+mkdir -p "$SITE" "$OUT"
+t0=$(date +%s)
+tar -C "$SITE" -xJf $HERE/rest.tar.xz
+xz -dc $HERE/ir.xz > "$SITE/nvidia_cutlass_dsl/dsl_packages/cutlass/_mlir/_mlir_libs/_cutlass_ir.cu13.cpython-312-x86_64-linux-gnu.so"
+export PYTHONPATH=$SITE:$SITE/nvidia_cutlass_dsl/dsl_packages:$HERE/src
+echo "unpacked in $(( $(date +%s) - t0 )) s"
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
+python3 -c "import flash_attn.cute.interface as f; print('flash-attn-4 imported')" 2>&1 | tail -5
+FRAMES=${FRAMES:-81 321 961}
+python3 $HERE/scripts/bench_attention.py --frames $FRAMES --json "$OUT/attention_h200.json" 2>&1 | tee "$OUT/bench_attention.log"
+python3 $HERE/scripts/bench_hopper.py --impls ${IMPLS:-sanawm-compile sanawm-flash4} --frames $FRAMES \
+  --budget ${BUDGET:-330} --timeout 200 --json "$OUT/hopper.json" 2>&1 | grep -v "^W1\|UserWarning" | tee "$OUT/bench_hopper.log"
+echo "total $(( $(date +%s) - t0 )) s"

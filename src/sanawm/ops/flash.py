@@ -1,0 +1,91 @@
+"""Softmax attention kernels for the softmax blocks: PyTorch SDPA, or FlashAttention-4 on Hopper.
+
+    attention(q, k, v, scale, kernel)      # q (B, H, Nq, D), k / v (B, H, Nk, D) -> (B, H, Nq, D)
+
+- "sdpa": `F.scaled_dot_product_attention` (cuDNN / flash / memory-efficient / math, as
+  PyTorch picks). It is the reference path and what training uses.
+- "flash4": the forward kernel of FlashAttention-4 (`flash-attn-4` on PyPI, CuTe DSL, JIT
+  compiled on first use) for sm90. It runs head dim 112 as 112: cuDNN and PyTorch's flash
+  kernel pad it to 128 and pay for the padding (issue 12 measured 209 ms per 106,480-token
+  attention with cuDNN at 112 and at 128). Inference only: no backward.
+
+The FA4 call is wrapped in a torch custom op (`sanawm::flash4_attention`) so that
+`torch.compile` (`sanawm.model.compile`) keeps it as one opaque kernel between its fused
+regions instead of tracing into FA4's Python. The op's CPU implementation is the plain float32
+attention of the same signature and layout; the CPU tests run the model's "flash4" path through
+it (layouts, scale, chunk-causal splits, compile tracing), and `scripts/bench_attention.py`
+holds the CUDA kernel equal to SDPA on the GPU.
+
+Choose the kernel for a model with `use_attention_kernel(model, "flash4")` (in place, like
+`compile_blocks`); `flash4_unavailable()` says why it cannot run here, or None.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+ATTENTION_KERNELS = ("sdpa", "flash4")
+
+
+def flash4_unavailable(device: torch.device | str) -> str | None:
+    """Why the "flash4" kernel cannot run on `device`, or None if it can."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return f"the flash4 attention kernel needs a CUDA GPU (got device {device.type})"
+    major, _ = torch.cuda.get_device_capability(device)
+    if major != 9:
+        return f"the flash4 attention kernel is built here for Hopper (sm90); this GPU is sm{major}x"
+    if importlib.util.find_spec("flash_attn") is None or importlib.util.find_spec("flash_attn.cute") is None:
+        return "the flash4 attention kernel needs the flash-attn-4 package (pip install 'sanawm[hopper]')"
+    return None
+
+
+@torch.library.custom_op("sanawm::flash4_attention", mutates_args=(), device_types="cuda")
+def flash4_attention(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
+    """q (B, Nq, H, D), k / v (B, Nk, H, D), last dim contiguous -> (B, Nq, H, D), q's dtype."""
+    from flash_attn.cute.interface import _flash_attn_fwd
+
+    return _flash_attn_fwd(q, k, v, softmax_scale=scale, causal=False)[0]
+
+
+@flash4_attention.register_kernel("cpu")
+def _flash4_attention_cpu(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
+    # The same function in plain float32 math: what the CPU tests run the "flash4" path through.
+    scores = torch.einsum("bqhd,bkhd->bhqk", q.float(), k.float()) * scale
+    out = torch.einsum("bhqk,bkhd->bqhd", scores.softmax(dim=-1), v.float())
+    return out.to(q.dtype).contiguous()  # contiguous (B, Nq, H, D), like FA4's output and the fake
+
+
+@flash4_attention.register_fake
+def _flash4_attention_fake(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
+    return q.new_empty(q.shape)
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, scale: float | None, kernel: str) -> Tensor:
+    """Softmax attention of q (B, H, Nq, D) over k / v (B, H, Nk, D), no mask -> (B, H, Nq, D)."""
+    if kernel == "sdpa":
+        return F.scaled_dot_product_attention(q, k, v, scale=scale)
+    assert kernel == "flash4", kernel
+    assert not (torch.is_grad_enabled() and q.requires_grad), "the flash4 kernel is inference only"
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    # (B, H, N, D) views of token-major tensors are (B, N, H, D) tensors transposed: FA4's
+    # layout needs no copy for them.
+    out = flash4_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), scale)
+    return out.transpose(1, 2)
+
+
+def use_attention_kernel(model: nn.Module, kernel: str) -> nn.Module:
+    """Run every softmax attention of `model` (the layers with an `attention_kernel`
+    attribute) with `kernel`, in place; returns `model`."""
+    assert kernel in ATTENTION_KERNELS, kernel
+    for module in model.modules():
+        if hasattr(module, "attention_kernel"):
+            module.attention_kernel = kernel
+    return model
+
+
+__all__ = ["ATTENTION_KERNELS", "attention", "flash4_attention", "flash4_unavailable", "use_attention_kernel"]

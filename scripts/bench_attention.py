@@ -14,6 +14,10 @@ Time: median of `--iters` calls after two warm-up calls (the first compiles FA4'
 CUDA events. Accuracy: relative L2 of each kernel's output vs float32 math attention on the
 first `--check-tokens` queries (all keys), same inputs. TFLOP/s count 4 * Nq * Nk * H * 112.
 
+`--sweep-flash4` also times FA4's sm90 forward at head dim 112 with other tile shapes and
+pipelining flags than the ones it picks itself (128x128, P@V from registers, intra-warpgroup
+overlap), to see whether 112 has a better configuration than 128's.
+
 Writes `--json` (records {"impl", "precision", "mode": "attention", "frames", "tokens",
 "s_per_call", "tflops", "rel_l2_vs_f32", "gpu"}) and prints a table last.
 """
@@ -69,6 +73,31 @@ def kernels() -> dict:
     }
 
 
+# (tile_m, tile_n, P@V from registers, intra-warpgroup overlap); the first is FA4's own choice.
+FLASH4_SWEEP = [(128, 128, True, True), (128, 128, False, True), (128, 112, True, True), (128, 144, True, True),
+                (128, 160, True, True), (128, 176, True, True), (192, 128, False, True), (192, 112, False, True),
+                (192, 144, False, True), (128, 192, True, True)]  # fmt: skip
+
+
+def sweep_flash4(q, k, v, iters: int) -> list[tuple]:
+    from flash_attn.cute.interface import _flash_attn_fwd
+
+    rows = []
+    qt, kt, vt = (t.transpose(1, 2) for t in (q, k, v))
+    for tile_m, tile_n, rs, overlap in FLASH4_SWEEP:
+        run = lambda: _flash_attn_fwd(qt, kt, vt, softmax_scale=HEAD_DIM**-0.5, tile_mn=(tile_m, tile_n),  # noqa: E731
+                                      mma_pv_is_rs=rs, intra_wg_overlap=overlap)[0]  # fmt: skip
+        try:
+            with torch.inference_mode():
+                seconds = cuda_time(run, iters)
+        except Exception as exc:
+            print(f"[flash4 sweep] {tile_m}x{tile_n} rs={rs} overlap={overlap}: FAILED {type(exc).__name__}: {str(exc)[:200]}")
+            continue
+        print(f"[flash4 sweep] {tile_m}x{tile_n} rs={rs} overlap={overlap}: {seconds * 1e3:.1f} ms", flush=True)
+        rows.append((tile_m, tile_n, rs, overlap, seconds))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", nargs="+", type=int, default=[81, 321, 961])
@@ -76,6 +105,7 @@ def main() -> None:
     parser.add_argument("--check-tokens", type=int, default=2048)
     parser.add_argument("--impls", nargs="+", default=["sdpa-cudnn", "sdpa-flash", "flash4", "flash4-d128"])
     parser.add_argument("--json", default="benchmarks/attention_h200.json")
+    parser.add_argument("--sweep-flash4", action="store_true", help="FA4 tile shapes at the largest frame count")
     args = parser.parse_args()
     device = torch.device("cuda")
     from sanawm.ops.flash import flash4_unavailable
@@ -111,8 +141,11 @@ def main() -> None:
             print(f"[{impl}] {frames} frames: {seconds * 1e3:.1f} ms, {rec['tflops']:.0f} TFLOP/s, rel L2 {err:.2e}",
                   flush=True)  # fmt: skip
             records.append(rec)
+        sweep = sweep_flash4(q, k, v, args.iters) if args.sweep_flash4 and not reason and frames == max(args.frames) else []
         del q, k, v, ref
         torch.cuda.empty_cache()
+    for tile_m, tile_n, rs, overlap, seconds in sweep:
+        print(f"flash4 {tile_m}x{tile_n} rs={rs} overlap={overlap} at {max(args.frames)} frames: {seconds * 1e3:.1f} ms")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(records, indent=1) + "\n")
     print(f"\n{'impl':>12} {'frames':>6} {'tokens':>7} {'ms':>8} {'TFLOP/s':>8} {'rel L2 vs f32':>14}")

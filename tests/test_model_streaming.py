@@ -155,7 +155,8 @@ def _naive_windowed_attention(window, sink):
     query of chunk c sees its own chunk, and of earlier chunks only the first `sink` frames and
     the chunks c - window .. c - 1."""
 
-    def attend(q, k, v, *, tokens_per_frame, chunk_starts, past_tokens, scale):
+    def attend(q, k, v, *, tokens_per_frame, chunk_starts, past_tokens, scale, kernel):
+        assert kernel == "sdpa"
         assert past_tokens == 0  # one call over the whole clip
         frames = q.shape[2] // tokens_per_frame
         chunk_of = [sum(s <= f for s in chunk_starts) - 1 for f in range(frames)]

@@ -31,6 +31,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sanawm.errors import UserInputError
+
 
 def compile_blocks(
     model: nn.Module, *, backend: str = "inductor", mode: str | None = None, dynamic: bool = False
@@ -50,4 +52,36 @@ def is_compiled(model: nn.Module) -> bool:
     return all(getattr(block, "_compiled_call_impl", None) is not None for block in model.blocks)
 
 
-__all__ = ["compile_blocks", "is_compiled"]
+def fp8_unsupported(device: torch.device | str, dtype: torch.dtype) -> str | None:
+    """Why FP8 matmuls (`sanawm.ops.fp8`, `torch._scaled_mm`) cannot run for a model in `dtype`
+    on `device`, or None when they can: a CUDA GPU of compute capability 8.9+ (Ada, Hopper and
+    later) and a bf16 model."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return f"--fp8 needs a CUDA GPU of compute capability 8.9+ (Ada / Hopper), not device {device}"
+    major, minor = torch.cuda.get_device_capability(device)
+    if (major, minor) < (8, 9):
+        return f"--fp8 needs a GPU of compute capability 8.9+ (Ada / Hopper); this one is {major}.{minor}"
+    if dtype != torch.bfloat16:
+        return f"--fp8 needs a bfloat16 model, got {dtype}"
+    return None
+
+
+def apply_fast_paths(model: nn.Module, *, compile: bool = False, fp8: bool = False) -> nn.Module:
+    """The opt-in inference fast paths, in place: FP8 block matmuls (`sanawm.ops.fp8`, after any
+    dtype change) then regional compile (`compile_blocks`, inductor). Raises UserInputError
+    where FP8 cannot run (see `fp8_unsupported`)."""
+    if fp8:
+        from sanawm.ops.fp8 import convert_to_fp8
+
+        weight = next(model.parameters())
+        reason = fp8_unsupported(weight.device, weight.dtype)
+        if reason is not None:
+            raise UserInputError(reason)
+        convert_to_fp8(model)
+    if compile:
+        compile_blocks(model)
+    return model
+
+
+__all__ = ["compile_blocks", "is_compiled", "fp8_unsupported", "apply_fast_paths"]

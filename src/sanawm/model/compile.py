@@ -18,8 +18,13 @@ specialises it there (their kernels run outside the graphs; not yet measured on 
 the CPU's PyTorch GDN path loops over frames in Python and recompiles per count. Clips whose
 FFN runs in slices (over 90 latent frames at 22x40) always specialise. Recompiles per block code object are
 capped by `torch._dynamo.config.recompile_limit` (8: four frame counts x two block kinds);
-past that dynamo runs the block eagerly. Streaming is therefore not a use for it today: the
-softmax blocks' K/V cache grows with every chunk, so every chunk is a new shape. The fused GDN kernels stay outside the graphs (they are launched eagerly:
+past that dynamo runs the block eagerly. Streaming with an unbounded cache is therefore not a
+use for it: the softmax blocks' K/V cache grows with every chunk, so every chunk is a new
+shape. With a bounded window (`StreamCache.window`) a stream has three chunk shapes (first,
+second, steady) times read / commit calls; raise the limit for those, or replay the steady
+shape from CUDA graphs (`sanawm.model.graphs`; compiled blocks inside a captured graph are
+not measured yet: `scripts/bench_stream_graphs.py --variants compile compile+graphs`).
+The fused GDN kernels stay outside the graphs (they are launched eagerly:
 `sanawm.ops.gdn.fused` is marked with `torch.compiler.disable`).
 
 The eager model is the reference path; tests hold the compiled blocks equal to it on the CPU

@@ -22,8 +22,8 @@ Implementations:
   (needs diffusers 0.42.1 importable).
 
 Writes a JSON list of records {"impl", "precision", "mode", "frames", "s_per_forward",
-"peak_gb", "gpu", ...} (`--json`, default benchmarks/hopper.json) and prints a table of
-ratios last.
+"peak_gb", "gpu", ...} (`--json`, default benchmarks/hopper.json; records already there with
+another (impl, precision, mode, frames) are kept) and prints a table of ratios last.
 """
 
 from __future__ import annotations
@@ -237,6 +237,18 @@ def record(impl: str, frames: int, rec: dict, device: torch.device) -> dict:
 # ----------------------------------------------------------------------------------------
 
 
+def merge_records(path: Path, new: list[dict]) -> list[dict]:
+    """The records in `path` with `new` added, replacing those of the same (impl, precision,
+    mode, frames)."""
+
+    def key(r: dict) -> tuple:
+        return (r.get("impl"), r.get("precision"), r.get("mode"), r.get("frames"))
+
+    old = json.loads(path.read_text()) if path.exists() else []
+    keys = {key(r) for r in new}
+    return [r for r in old if key(r) not in keys] + new
+
+
 def run_worker(impl: str, args, timeout: float) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "records.json"
@@ -323,7 +335,8 @@ def main() -> None:
             print(f"[{impl}] skipped: the --budget of {args.budget} s is spent", flush=True)
             continue
         records += run_worker(impl, args, min(args.timeout, left))
-        Path(args.json).write_text(json.dumps(records, indent=1) + "\n")  # after each, in case a later one hangs
+        # after each, in case a later one hangs; records of other keys (e.g. the clip benchmark's) stay
+        Path(args.json).write_text(json.dumps(merge_records(Path(args.json), records), indent=1) + "\n")
     print(f"\nwrote {len(records)} records to {args.json}")
     print(ratio_table(records, args.frames))
     for r in records:

@@ -59,8 +59,11 @@ def check_replay(model, config, device, dtype, chunks: int) -> list[dict]:
                 got = graphs(cache, **part).float()
             diff = (got - eager).abs().max().item()
             rel = ((got - eager).norm() / eager.norm()).item()
-            rows.append({"chunk": i + 1, "max_abs_diff": diff, "rel_l2": rel, "captures": graphs.captures})
-            print(f"[check] chunk {i + 1}: graph vs eager max |diff| {diff:.2e}, rel L2 {rel:.2e}", flush=True)
+            rows.append({"chunk": i + 1, "max_abs_diff": diff, "rel_l2": rel, "captures": graphs.captures,
+                         "replays": graphs.replays, "capture_failed": graphs.failed})  # fmt: skip
+            print(f"[check] chunk {i + 1}: graph vs eager max |diff| {diff:.2e}, rel L2 {rel:.2e} "
+                  f"({graphs.captures} captures, {graphs.replays} replays so far"
+                  + (f"; CAPTURE FAILED, eager: {graphs.failed})" if graphs.failed else ")"), flush=True)  # fmt: skip
             model.commit_to_cache(cache, **part)
     return rows
 

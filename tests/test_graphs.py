@@ -134,3 +134,23 @@ def test_tree_helpers_copy_and_key_by_shape():
     assert torch.equal(c[1].attn.k, 2 * torch.ones(1, 2, 3, 4)) and c[1].attn.cam_k is None
     longer = tree_map(lambda t: torch.cat([t, t], dim=-1), a)
     assert tree_signature(longer) != tree_signature(a)
+
+
+def test_a_failed_capture_warns_and_falls_back_to_the_forward(model, monkeypatch):
+    g = torch.Generator().manual_seed(2)
+    cache = model.new_stream_cache(window=1, sink=1)
+    graphs = ChunkGraphs(model, capture=True)
+    monkeypatch.setattr(graphs, "_capturing", lambda device: True)  # as on CUDA
+
+    def fail(entry):
+        raise RuntimeError("operation not permitted when stream is capturing\nmore detail")
+
+    monkeypatch.setattr(graphs, "_capture", fail)
+    monkeypatch.setattr(graphs, "supported", lambda cache, device: graphs.failed is None)
+    inputs = _chunk_inputs(model, 1, g)
+    graphs(cache, **inputs)  # first call of the shape: eager
+    with pytest.warns(UserWarning, match="runs eagerly: RuntimeError: operation not permitted"):
+        got = graphs(cache, **inputs)
+    torch.testing.assert_close(got, model(**inputs, cache=cache), rtol=0, atol=0)
+    assert graphs.failed.endswith("capturing") and not graphs._entries
+    assert torch.equal(graphs(cache, **inputs), got)  # and stays eager, without warning again

@@ -19,8 +19,8 @@ The output is cloned out of the graph's buffer. The first call of a new shape ru
 second captures and replays. Only the newest shape keeps its graph (`max_graphs`): a stream
 has one steady shape, and a graph holds its own activation memory.
 
-When it runs eagerly instead: off CUDA, under sequence parallelism, for commit calls, and for
-a cache without a window (every chunk then has new shapes, so a graph would be captured per
+When it runs eagerly instead: off CUDA, under sequence parallelism, for commit calls, after a
+capture failed (a warning says why; `failed` keeps it), and for a cache without a window (every chunk then has new shapes, so a graph would be captured per
 chunk and its static copy would double the growing key / value cache). `capture=False` runs
 the same static-buffer bookkeeping without capturing; the CPU tests hold that equal to the
 plain forward.
@@ -32,6 +32,7 @@ shapes (cuDNN / cuBLAS / Triton pick per shape, not per call).
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -109,10 +110,12 @@ class ChunkGraphs:
         self.replays = 0
         """Calls served from static buffers (replayed, or run on them when not capturing)."""
         self.captures = 0
+        self.failed: str | None = None
+        """Why a capture failed (then every later call runs eagerly), or None."""
 
     def supported(self, cache: StreamCache, device: torch.device) -> bool:
         """Whether calls on this cache and device take the static-buffer path at all."""
-        if cache.window is None or self.model.sequence_parallel is not None:
+        if cache.window is None or self.model.sequence_parallel is not None or self.failed is not None:
             return False
         return self.capture is False or device.type == "cuda"
 
@@ -148,7 +151,13 @@ class ChunkGraphs:
             tree_copy_(entry.pasts, pasts)
             entry.cache_version = version
         if entry.graph is None and self._capturing(latents.device):
-            self._capture(entry)
+            try:
+                self._capture(entry)
+            except RuntimeError as err:  # a kernel that cannot be captured: stay correct, go eager
+                self.failed = f"{type(err).__name__}: {str(err).splitlines()[0]}"
+                warnings.warn(f"CUDA graph capture failed, the stream runs eagerly: {self.failed}", stacklevel=2)
+                self._entries.clear()
+                return model(latents, timestep, text, text_mask, raymap, chunk_plucker, cache=cache)
         if entry.graph is not None:
             entry.graph.replay()
             out = entry.output

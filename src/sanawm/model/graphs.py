@@ -191,7 +191,9 @@ class ChunkGraphs:
             self._run(entry)
         torch.cuda.current_stream().wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        # thread_local: CUDA work of other threads (a server's sessions, a decoder thread) may go
+        # on while this thread captures.
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             entry.output = self._run(entry)
         entry.graph = graph
         self.captures += 1

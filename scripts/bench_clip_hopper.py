@@ -49,7 +49,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import types
 from pathlib import Path
 
 import torch
@@ -190,35 +189,10 @@ def sanawm_worker(impl: str, args, device: torch.device, dtype: torch.dtype) -> 
     return summarize(impl, args, device, warm, timed)
 
 
-def import_pipeline() -> tuple[type, bool]:
-    """diffusers' SanaWMPipeline class, and whether transformers had to be stood in for.
-
-    The pipeline module imports Gemma-2 classes for its text encoder, which this benchmark
-    never runs (it passes prompt embeddings). Where transformers is not installed (the GPU
-    machine may lack it), inert stand-ins for those three names let the module import; they
-    are set after diffusers has checked which packages exist, so nothing else sees them."""
-    import diffusers  # noqa: F401  (first: its availability checks must see the real packages)
-
-    try:
-        import transformers  # noqa: F401
-        stubbed = False
-    except ImportError:
-        stub = types.ModuleType("transformers")
-        for name in ("Gemma2PreTrainedModel", "GemmaTokenizer", "GemmaTokenizerFast"):
-            setattr(stub, name, type(name, (), {}))
-        sys.modules["transformers"] = stub
-        stubbed = True
-    from diffusers.pipelines.sana_wm.pipeline_sana_wm import SanaWMPipeline
-
-    return SanaWMPipeline, stubbed
-
-
 def diffusers_worker(args, device: torch.device, dtype: torch.dtype) -> dict:
     import diffusers
-    from diffusers import FlowMatchEulerDiscreteScheduler, SanaWMTransformer3DModel
+    from diffusers import FlowMatchEulerDiscreteScheduler, SanaWMPipeline, SanaWMTransformer3DModel
     from PIL import Image
-
-    SanaWMPipeline, transformers_stubbed = import_pipeline()
 
     torch.manual_seed(0)
     with torch.device(device):
@@ -268,8 +242,7 @@ def diffusers_worker(args, device: torch.device, dtype: torch.dtype) -> dict:
         prepare = first - step if step is not None else 0.0
         return dict(prepare_s=prepare, step_s=[first - prepare, *deltas], sampling_s=step_ends[-1] - t0 - prepare,
                     decode_s=t3 - step_ends[-1], total_s=t3 - t0, peak_sampling_gb=peaks[0] if peaks else None,
-                    peak_decode_gb=peak_gb(device), diffusers_version=diffusers.__version__,
-                    transformers_stubbed=transformers_stubbed)  # fmt: skip
+                    peak_decode_gb=peak_gb(device), diffusers_version=diffusers.__version__)  # fmt: skip
 
     warm = clip(1, frames=min(args.frames, 17))
     print(f"[diffusers] warm-up clip (1 step, {min(args.frames, 17)} frames): {warm['total_s']:.1f} s", flush=True)

@@ -119,7 +119,6 @@ def format_duration(seconds: float) -> str:
 
 def run(args: argparse.Namespace) -> int:
     # Imports here keep `sanawm --help` fast.
-    from sanawm.model.compile import apply_fast_paths
     from sanawm.pipeline import WorldModel
     from sanawm.streaming import resolve_window
 
@@ -137,7 +136,6 @@ def run(args: argparse.Namespace) -> int:
         if args.mode is None:
             args.mode = model.settings.mode
             _check_window_mode(args)
-        apply_fast_paths(model.transformer, compile=args.compile, fp8=args.fp8)
         return _generate(args, model, video_path, camera_path, refine)
     finally:
         if args.sequence_parallel:
@@ -171,6 +169,7 @@ def _check_fast_paths(args: argparse.Namespace) -> None:
 
 def _generate(args: argparse.Namespace, model, video_path: Path, camera_path: Path, refine: bool) -> int:
     from sanawm.camera import Trajectory, save_trajectory
+    from sanawm.model.compile import apply_fast_paths
     from sanawm.video import VideoWriter
 
     request = model.prepare(
@@ -189,6 +188,9 @@ def _generate(args: argparse.Namespace, model, video_path: Path, camera_path: Pa
     # Every rank of a sequence-parallel group runs the check: its time estimate runs a forward,
     # whose collectives need all ranks.
     estimate = model.check_resources(request, args.mode, window=args.window, sink=args.sink)
+    # After the check: its timing forward (streaming) would compile a shape the run never uses;
+    # the estimate is then that of the eager model.
+    apply_fast_paths(model.transformer, compile=args.compile, fp8=args.fp8)
     if not model.is_main:  # another rank of a sequence-parallel group: compute, write nothing
         if args.mode == "streaming":
             for _ in model.stream(request=request, window=args.window, sink=args.sink, refine=refine,

@@ -1,27 +1,36 @@
-"""Real-time streaming of the embedded model on the CPU: seconds per chunk, steady frames/s and
+"""Does a model stream in real time on this CPU? Seconds per chunk, steady frames/s and
 first-chunk latency, decode and MP4 writing included (model loading excluded).
 
-    python scripts/bench_cpu_stream.py                         # 61 frames, steps 4 and 1, 2 threads
-    python scripts/bench_cpu_stream.py --steps 4 --repeat 3    # best of 3 runs
-    python scripts/bench_cpu_stream.py --compare-ref /tmp/base/src   # also an older checkout's src
+    python scripts/bench_cpu_stream.py --steps 4 1                     # embedded model, 4 and 1 steps
+    python scripts/bench_cpu_stream.py --steps 4 --repeat 3 --compare-ref /tmp/base/src   # vs an older src
+    python scripts/bench_cpu_stream.py --model embedded-fast           # a few-step student, its own steps
+    python scripts/bench_cpu_stream.py --model embedded-fast --timesteps default --timesteps 1000 764
 
-Each run calls `WorldModel.stream(image, action=..., frames=N, steps=S, camera_cfg=1)` and writes
-every chunk to an MP4 as it arrives. "first" is the time from the `stream` call to the first
-chunk's frames being written; "chunk" the median seconds of the chunks between the first and the
-last (the last is never committed to the cache; an open-ended stream commits every chunk); "fps"
-their frames over their time; "CPU s/chunk" the median process CPU time of those chunks (all
-threads together; with --threads 1 the measure least moved by other load).
+Each run (a row setting) happens in a fresh process: it loads the model (`--model`, default the
+bundled embedded one), streams a short untimed clip with the same settings, then calls
+`WorldModel.stream(image, action=..., frames=N)` and writes every chunk to an MP4 as it
+arrives. Camera guidance is off (camera_cfg=1) unless --keep-guidance. Rows: every `--steps`
+value (none given: the model's own), or every `--timesteps` list of a few-step student
+("default": the model's own timesteps).
 
-With `--compare-ref SRC` the same measurement also runs in a fresh process whose `sanawm` comes
-from SRC (e.g. `mkdir /tmp/base && git archive <commit> src | tar -x -C /tmp/base`, then
-/tmp/base/src), alternating with this checkout so that both see the same machine load; the
-minimum over `--repeat` runs is reported. On a shared machine, time when `uptime` shows a low
-load: two threads that share their cores with other work lose far more than half their speed.
+"first s" is the time from the `stream` call to the first chunk's frames being written; "chunk
+s" the median seconds of the chunks between the first and the last (the last is never
+committed to the cache; an open-ended stream commits every chunk); "fps" their frames over their
+time, "real time" whether that reaches the model's frame rate; "CPU s/chunk" the median process
+CPU time of those chunks (all threads together; with --threads 1 the measure least moved by
+other load). The best of `--repeat` runs is reported.
+
+With `--compare-ref SRC` every setting also runs in a process whose `sanawm` comes from SRC (e.g.
+`mkdir /tmp/base && git archive <commit> src | tar -x -C /tmp/base`, then /tmp/base/src),
+alternating with this checkout so that both see the same machine load. On a shared machine,
+time when `uptime` shows a low load: two threads that share their cores with other work lose
+far more than half their speed.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -32,7 +41,8 @@ import time
 from pathlib import Path
 
 
-def measure(frames: int, steps: int, threads: int, action: str) -> dict:
+def measure(model: str, frames: int, steps: int | None, timesteps: list[float] | None, threads: int, action: str,
+            keep_guidance: bool) -> dict:  # fmt: skip
     """One streamed clip in this process; seconds of the first chunk and of each later one."""
     import torch
 
@@ -40,80 +50,95 @@ def measure(frames: int, steps: int, threads: int, action: str) -> dict:
     from sanawm.video import VideoWriter
 
     torch.set_num_threads(threads)
-    wm = WorldModel.load()
+    wm = WorldModel.load(model, device="cpu")
+    if timesteps:
+        wm.settings = dataclasses.replace(wm.settings, timesteps=tuple(timesteps), steps=len(timesteps))
+    camera_cfg = None if keep_guidance else 1.0
     # Warm-up: a short stream, so one-time costs (allocator, kernels' first calls) are not timed.
-    for _ in wm.stream(action=action, frames=min(frames, 25), steps=1, camera_cfg=1.0):
+    for _ in wm.stream(action=action, frames=min(frames, 25), steps=steps, camera_cfg=camera_cfg):
         pass
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "clip.mp4"
         times, cpu_times, counts = [], [], []
         t0, c0 = time.perf_counter(), time.process_time()
-        with VideoWriter(out, wm.settings.fps) as writer:
-            for chunk in wm.stream(action=action, frames=frames, steps=steps, camera_cfg=1.0):
+        with VideoWriter(Path(tmp) / "clip.mp4", wm.settings.fps) as writer:
+            for chunk in wm.stream(action=action, frames=frames, steps=steps, camera_cfg=camera_cfg):
                 writer.write(chunk.frames)
                 now, cpu = time.perf_counter(), time.process_time()
                 times.append(now - t0)
                 cpu_times.append(cpu - c0)
                 counts.append(chunk.frames.shape[0])
                 t0, c0 = now, cpu
-    # Sustained streaming: the chunks after the first, but not the last, which is never
-    # committed to the cache (an open-ended stream commits every chunk).
     later = slice(1, -1) if len(times) > 2 else slice(1, None)
+    sustained = len(times) > 1
     return {
-        "steps": steps,
-        "frames": sum(counts),
-        "first_s": times[0],
-        "first_frames": counts[0],
-        "chunk_s": statistics.median(times[later]) if len(times) > 1 else None,
-        "chunks_s": times,
-        "cpu_chunk_s": statistics.median(cpu_times[later]) if len(times) > 1 else None,
-        "fps": sum(counts[later]) / sum(times[later]) if len(times) > 1 else None,
-        "torch": torch.__version__,
-    }
+        "model": model, "steps": steps or wm.settings.steps, "timesteps": list(wm.settings.timesteps),
+        "threads": threads, "video_fps": wm.settings.fps, "frames": sum(counts), "first_s": times[0],
+        "first_frames": counts[0], "chunk_s": statistics.median(times[later]) if sustained else None,
+        "chunks_s": times, "cpu_chunk_s": statistics.median(cpu_times[later]) if sustained else None,
+        "fps": sum(counts[later]) / sum(times[later]) if sustained else None, "torch": torch.__version__,
+    }  # fmt: skip
 
 
-def _run_child(src: str, args: argparse.Namespace, steps: int) -> dict:
+def _run_child(src: str, args: argparse.Namespace, steps: int | None, timesteps: list[str] | None) -> dict:
     """`measure` in a fresh process that imports sanawm from `src`."""
     env = dict(os.environ, PYTHONPATH=src, OMP_NUM_THREADS=str(args.threads))
-    cmd = [sys.executable, __file__, "--child", "--frames", str(args.frames), "--steps", str(steps),
+    cmd = [sys.executable, __file__, "--child", "--model", args.model, "--frames", str(args.frames),
            "--threads", str(args.threads), "--action", args.action]  # fmt: skip
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    cmd += ["--steps", str(steps)] if steps is not None else []
+    cmd += ["--timesteps", *timesteps] if timesteps else []
+    cmd += ["--keep-guidance"] if args.keep_guidance else []
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"run failed ({' '.join(cmd[2:])}):\n{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--frames", type=int, default=61)
-    p.add_argument("--steps", type=int, nargs="+", default=[4, 1])
-    p.add_argument("--threads", type=int, default=2)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="embedded", help="model folder or bundled name (default embedded)")
+    p.add_argument("--steps", type=int, nargs="+", help="sampling steps, one row each (default: the model's)")
+    p.add_argument("--timesteps", action="append", nargs="+", metavar="T",
+                   help="few-step timesteps of a student ('default': the model's); repeat for several rows")  # fmt: skip
+    p.add_argument("--keep-guidance", action="store_true", help="keep the model's camera guidance")
+    p.add_argument("--frames", type=int, default=61, help="frames per run (default 61: 5 chunks)")
     p.add_argument("--action", default="w-48")
-    p.add_argument("--repeat", type=int, default=1, help="runs per setting; the fastest is reported")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeat", type=int, default=1, help="runs per setting; the best is reported")
     p.add_argument("--compare-ref", metavar="SRC", help="also time the sanawm package found under SRC")
     p.add_argument("--json", type=Path, help="also write all runs here")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.steps and args.timesteps:
+        p.error("give --steps or --timesteps, not both")
     if args.child:
-        print(json.dumps(measure(args.frames, args.steps[0], args.threads, args.action)))
+        ts = [float(t) for t in args.timesteps[0]] if args.timesteps and args.timesteps[0] != ["default"] else None
+        steps = args.steps[0] if args.steps else None
+        print(json.dumps(measure(args.model, args.frames, steps, ts, args.threads, args.action, args.keep_guidance)))
         return 0
 
     here = str(Path(__file__).resolve().parents[1] / "src")
     sources = {"this": here} if args.compare_ref is None else {"ref": args.compare_ref, "this": here}
+    settings = [(None, spec) for spec in args.timesteps] if args.timesteps else [(s, None) for s in args.steps or [None]]
     runs: dict[tuple[str, int], list[dict]] = {}
     for _ in range(args.repeat):
-        for steps in args.steps:
+        for i, (steps, timesteps) in enumerate(settings):
             for name, src in sources.items():  # alternate, so both see the same load
-                runs.setdefault((name, steps), []).append(_run_child(src, args, steps))
+                runs.setdefault((name, i), []).append(_run_child(src, args, steps, timesteps))
     if args.json:
         rows = [{"source": n, **r} for (n, _), rs in runs.items() for r in rs]
         args.json.write_text(json.dumps(rows, indent=1) + "\n")
-    print(f"{'source':>6} {'steps':>5} {'first chunk s':>13} {'chunk s':>8} {'fps':>6} {'CPU s/chunk':>11}  "
-          f"(best of {args.repeat}, {args.frames} frames, {args.threads} threads)")  # fmt: skip
-    for (name, steps), rs in runs.items():
-        first = min(r["first_s"] for r in rs)
-        chunk = min(r["chunk_s"] for r in rs)
-        fps = max(r["fps"] for r in rs)
-        cpu = min(r["cpu_chunk_s"] for r in rs)
-        print(f"{name:>6} {steps:>5} {first:>13.3f} {chunk:>8.3f} {fps:>6.1f} {cpu:>11.3f}")
+    print(f"\n{'source':>6} {'model':<14} {'steps':>5} {'timesteps':<22} {'first s':>8} {'chunk s':>8} {'fps':>6} "
+          f"{'real time':>9} {'CPU s/chunk':>11}  (best of {args.repeat}, {args.frames} frames, "
+          f"{args.threads} threads)")  # fmt: skip
+    for (name, _), rs in runs.items():
+        r = rs[0]
+        first = min(x["first_s"] for x in rs)
+        chunk = min(x["chunk_s"] for x in rs)
+        fps = max(x["fps"] for x in rs)
+        cpu = min(x["cpu_chunk_s"] for x in rs)
+        ts = " ".join(f"{t:g}" for t in r["timesteps"]) or "-"
+        print(f"{name:>6} {r['model']:<14} {r['steps']:>5} {ts:<22} {first:>8.3f} {chunk:>8.3f} {fps:>6.1f} "
+              f"{'yes' if fps >= r['video_fps'] else 'no':>9} {cpu:>11.3f}")  # fmt: skip
     return 0
 
 

@@ -26,8 +26,8 @@ Implementations:
   (needs diffusers 0.42.1 importable).
 
 Writes a JSON list of records {"impl", "precision", "mode", "frames", "s_per_forward",
-"peak_gb", "gpu", ...} (`--json`, default benchmarks/hopper.json) and prints a table of
-ratios last. Records already in `--json` for other implementations or frame counts are kept.
+"peak_gb", "gpu", ...} (`--json`, default benchmarks/hopper.json; records already there with
+another (impl, precision, mode, frames) are kept) and prints a table of ratios last.
 """
 
 from __future__ import annotations
@@ -246,6 +246,18 @@ def record(impl: str, frames: int, rec: dict, device: torch.device) -> dict:
 # ----------------------------------------------------------------------------------------
 
 
+def merge_records(path: Path, new: list[dict]) -> list[dict]:
+    """The records in `path` with `new` added, replacing those of the same (impl, precision,
+    mode, frames)."""
+
+    def key(r: dict) -> tuple:
+        return (r.get("impl"), r.get("precision"), r.get("mode"), r.get("frames"))
+
+    old = json.loads(path.read_text()) if path.exists() else []
+    keys = {key(r) for r in new}
+    return [r for r in old if key(r) not in keys] + new
+
+
 def run_worker(impl: str, args, timeout: float) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "records.json"
@@ -264,16 +276,6 @@ def run_worker(impl: str, args, timeout: float) -> list[dict]:
         if not ok:
             print(f"[{impl}] FAILED: {reason} (keeping the sizes it finished)", flush=True)
         return json.loads(out.read_text()) if out.exists() else []
-
-
-def record_key(r: dict) -> tuple:
-    return r["impl"], r["precision"], r["mode"], r["frames"]
-
-
-def merge_records(old: list[dict], new: list[dict]) -> list[dict]:
-    """`old` without the records `new` replaces (same impl, precision, mode, frames), then `new`."""
-    replaced = {record_key(r) for r in new}
-    return [r for r in old if record_key(r) not in replaced] + new
 
 
 def ratio_table(records: list[dict], frames: list[int]) -> str:
@@ -336,15 +338,14 @@ def main() -> None:
     records: list[dict] = []
     deadline = time.monotonic() + args.budget
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    kept = json.loads(Path(args.json).read_text()) if Path(args.json).exists() else []
     for impl in args.impls:
         left = deadline - time.monotonic()
         if left < 20:
             print(f"[{impl}] skipped: the --budget of {args.budget} s is spent", flush=True)
             continue
         records += run_worker(impl, args, min(args.timeout, left))
-        # after each, in case a later one hangs; this run's records replace older ones of the same key
-        Path(args.json).write_text(json.dumps(merge_records(kept, records), indent=1) + "\n")
+        # after each, in case a later one hangs; records of other keys (e.g. the clip benchmark's) stay
+        Path(args.json).write_text(json.dumps(merge_records(Path(args.json), records), indent=1) + "\n")
     print(f"\nwrote {len(records)} records to {args.json}")
     print(ratio_table(records, args.frames))
     for r in records:

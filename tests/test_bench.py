@@ -95,11 +95,13 @@ def test_streaming_mode_reports_every_chunk_and_a_constant_gdn_cache(tmp_path, c
     assert long["kv_cache_bytes"] == long["chunks"][-1]["kv_cache_bytes"]
 
 
-def test_streaming_window_keeps_the_key_value_cache_constant(tmp_path):
+# --cuda-graphs on the CPU streams eagerly; --warmup 1 also runs the streaming warm-up pass.
+@pytest.mark.parametrize("extra", [[], ["--cuda-graphs", "--warmup", "1"]])
+def test_streaming_window_keeps_the_key_value_cache_constant(tmp_path, extra):
     out_json = tmp_path / "w.json"
     # 16x1x1 latents, chunks of 3: [0, 4), [4, 7), [7, 10), [10, 13), [13, 16); window 1 + sink 2.
     code = main(["bench", *FAST, "--mode", "streaming", "--latents", "16x1x1", "--window", "1", "--sink", "2",
-                 "--json", str(out_json)])  # fmt: skip
+                 "--json", str(out_json), *extra])  # fmt: skip
     assert code == 0
     kv = [c["kv_cache_bytes"] for c in json.loads(out_json.read_text())["rows"][0]["chunks"]]
     # Held frames after each commit: 0-3 (4), 0-1 + 4-6 (5), then 0-1 + the last chunk (5) for ever.
@@ -117,6 +119,9 @@ BAD = [
     (["--window", "-1", "--mode", "streaming", "--latents", "2x2x2"], "window"),
     (["--latents", "2x2x2", "--json", "/no/such/folder/b.json"], "cannot write"),
     (["--device", "nonsense", "--latents", "2x2x2"], "device"),
+    (["--fp8", "--latents", "2x2x2"], "--fp8 needs a CUDA GPU"),
+    (["--cuda-graphs", "--latents", "2x2x2"], "streaming mode only"),
+    (["--attention", "flash4", "--latents", "2x2x2"], "--attention flash4: the flash4 attention kernel needs a CUDA GPU"),
 ]
 
 

@@ -34,6 +34,16 @@ def test_generate_writes_the_video_and_its_cameras(model_dir, tmp_path, capsys, 
     assert str(out) in printed.out and str(tmp_path / "clip.camera.npz") in printed.out
 
 
+def test_cuda_graphs_on_the_cpu_stream_eagerly_with_a_note(model_dir, tmp_path, capsys):
+    argv = ["generate", "--model", str(model_dir), "--action", "w-4,j-4", "--mode", "streaming", "--steps", "2",
+            "--device", "cpu"]  # fmt: skip
+    assert main([*argv, "--out", str(tmp_path / "eager.mp4")]) == 0
+    capsys.readouterr()
+    assert main([*argv, "--cuda-graphs", "--out", str(tmp_path / "graphs.mp4")]) == 0
+    assert "--cuda-graphs needs CUDA" in capsys.readouterr().err
+    np.testing.assert_array_equal(read_video(tmp_path / "graphs.mp4")[0], read_video(tmp_path / "eager.mp4")[0])
+
+
 def test_generate_from_a_trajectory_file_and_an_image(model_dir, tmp_path, capsys):
     from PIL import Image
 
@@ -104,6 +114,9 @@ BAD_INPUTS = {
     "keys without an action": (["--trajectory", "{tmp}/short.npy", "--keys", "v2"], "--keys only applies"),
     "unknown key layout": (["--action", "w-8", "--keys", "v3"], "invalid choice"),
     "unknown frame rounding": (["--action", "w-8", "--frames-rounding", "up"], "invalid choice"),
+    "fp8 on the cpu": (["--action", "w-8", "--device", "cpu", "--fp8"], "--fp8 needs a CUDA GPU"),
+    "flash4 on the cpu": (["--action", "w-8", "--device", "cpu", "--attention", "flash4"], "needs a CUDA GPU"),
+    "cuda graphs bidirectional": (["--action", "w-8", "--mode", "bidirectional", "--cuda-graphs"], "streaming only"),
 }
 
 

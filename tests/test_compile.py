@@ -82,3 +82,21 @@ def test_dynamic_compile_keeps_one_graph_across_frame_counts_without_gdn():
             torch.testing.assert_close(compiled(**inputs), eager(**inputs), rtol=1e-5, atol=1e-6)
             traced.append(len(graphs))
     assert traced[0] >= 1 and traced[1:] == [traced[0], traced[0]]  # no new graph for 9 or 7 frames
+
+
+def test_apply_fast_paths_compiles_and_refuses_fp8_where_it_cannot_run():
+    import pytest
+
+    from sanawm.errors import UserInputError
+    from sanawm.model.compile import apply_fast_paths, fp8_unsupported
+    from sanawm.ops.fp8 import FP8Linear
+
+    model = tiny()
+    assert fp8_unsupported("cpu", torch.bfloat16).startswith("--fp8 needs a CUDA GPU")
+    with pytest.raises(UserInputError, match="CUDA GPU"):
+        apply_fast_paths(model, compile=True, fp8=True)
+    assert not is_compiled(model) and not any(isinstance(m, FP8Linear) for m in model.modules())
+    with pytest.raises(UserInputError, match="flash4 attention kernel needs a CUDA GPU"):
+        apply_fast_paths(model, compile=True, attention="flash4")
+    assert {m.attention_kernel for m in model.modules() if hasattr(m, "attention_kernel")} == {"sdpa"}
+    assert apply_fast_paths(model, compile=True) is model and is_compiled(model)

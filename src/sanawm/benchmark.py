@@ -44,6 +44,7 @@ from sanawm.device import choose_device
 from sanawm.errors import UserInputError
 from sanawm.model import SanaWMTransformer, StreamCache, build_preset, preset_config
 from sanawm.model.attention import GDNPast, SoftmaxPast
+from sanawm.model.compile import apply_fast_paths
 
 #: The video VAE of the public release: 8 video frames per latent frame after the first,
 #: 32 pixels per latent pixel.
@@ -110,6 +111,16 @@ class BenchConfig:
     """Streaming: recent chunks of softmax keys / values kept besides the sink (None: all)."""
     sink: int | None = None
     """Streaming with a window: latent frames from the start kept (None: the first chunk)."""
+    cuda_graphs: bool = False
+    """Streaming: replay each chunk's forward from a CUDA graph (`sanawm.model.graphs`; needs a
+    window and CUDA, eager otherwise). Every chunk then gets at least 2 untimed calls: the first
+    call of a new shape runs eagerly, the second captures."""
+    compile: bool = False
+    """Regional torch.compile of the blocks (`sanawm.model.compile.compile_blocks`)."""
+    fp8: bool = False
+    """FP8 block matmuls (`sanawm.ops.fp8`; CUDA sm89+, bfloat16)."""
+    attention: str = "sdpa"
+    """Kernel of the softmax blocks' attention (`sanawm.ops.flash`: "sdpa" or "flash4")."""
 
     def __post_init__(self) -> None:
         preset_config(self.preset)  # unknown preset -> UserInputError
@@ -125,6 +136,8 @@ class BenchConfig:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
                 raise UserInputError(f"{name} must be an integer >= 0, got {value!r}")
+        if self.cuda_graphs and self.mode != "streaming":
+            raise UserInputError("cuda_graphs applies to streaming mode only")
         if not self.latents and not self.frames:
             raise UserInputError("give at least one video frame count or latent size")
         for t, h, w in self.latents:
@@ -338,9 +351,13 @@ def _row(config: BenchConfig, device: torch.device, size: LatentSize, seconds: f
 def _stream(model, size: LatentSize, config: BenchConfig, device, dtype, text_len, generator) -> list[ChunkTiming]:
     """Time every chunk's forward (reading the cache), then commit it; as the sampler does.
     Each chunk's random inputs are made when it is reached (the text once)."""
+    from sanawm.model.graphs import ChunkGraphs
+
     T, h, w = size
     sink = config.sink if config.sink is not None else config.chunk_size + 1
     cache = model.new_stream_cache(config.window, sink if config.window is not None else 0)
+    graphs = ChunkGraphs(model) if config.cuda_graphs else None
+    warmup = max(config.warmup, 2) if graphs is not None and graphs.supported(cache, device) else config.warmup
     text = make_inputs(model, (1, 1, 1), device, dtype, text_len, generator)
     raymap, _ = camera_inputs(1, T, h, w, device, dtype)  # (1, T, 20): small
     chunks = []
@@ -350,7 +367,10 @@ def _stream(model, size: LatentSize, config: BenchConfig, device, dtype, text_le
             part.update(text=text["text"], text_mask=text["text_mask"], raymap=raymap[:, start:stop])
             if start > 0:
                 part["timestep"][:, 0] = part["timestep"][:, 1]  # only frame 0 of the clip is clean
-            seconds = time_call(lambda: model(**part, cache=cache), device, config.warmup, config.iters)
+            if graphs is not None:
+                seconds = time_call(lambda: graphs(cache, **part), device, warmup, config.iters)
+            else:
+                seconds = time_call(lambda: model(**part, cache=cache), device, warmup, config.iters)
             commit = time_call(lambda: model.commit_to_cache(cache, **part), device, 0, 1)
             gdn, kv = cache_bytes(cache)
             chunks.append(ChunkTiming(start, stop, (stop - start) * h * w, seconds, commit, gdn, kv))
@@ -368,7 +388,7 @@ def _warm_up(model, config: BenchConfig, device: torch.device, dtype: torch.dtyp
         if config.mode == "forward":
             time_forward(model, inputs, device, 0, config.warmup)
         else:
-            _stream(model, inputs, untimed, device)
+            _stream(model, size, untimed, device, dtype, text_len, generator)
         del inputs
 
 
@@ -381,6 +401,7 @@ def run_benchmark(
     dtype = getattr(torch, config.dtype)
     if model is None:
         model = random_model(config.preset, device, dtype)
+        apply_fast_paths(model, compile=config.compile, fp8=config.fp8, attention=config.attention)
     text_len = min(config.text_len, model.config.max_text_len)
     if config.warmup:
         _warm_up(model, config, device, dtype, text_len)

@@ -478,6 +478,7 @@ class WorldModel:
         sink: int | None = None,
         progress: Progress | None = None,
         refine: bool = False,
+        cuda_graphs: bool = False,
         **inputs: Any,
     ) -> GenerationResult:
         """Generate a clip.
@@ -492,17 +493,18 @@ class WorldModel:
         `mode` is "bidirectional" (whole clip at once) or "streaming" (chunk-causal; `window` /
         `sink` bound its attention, see `stream`); None: the model's default (`settings.mode`). `progress(done, total)` is called after every
         model step. `refine` runs stage 2 (the loaded refiner) on the stage-1 latents before
-        decoding.
+        decoding. `cuda_graphs`: streaming only, see `stream`.
         """
         mode = self.settings.mode if mode is None else mode
         if mode not in MODES:
             raise UserInputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-        if mode != "streaming" and (window is not None or sink is not None):
-            raise UserInputError("window and sink apply to streaming mode only")
+        if mode != "streaming" and (window is not None or sink is not None or cuda_graphs):
+            raise UserInputError("window, sink and cuda_graphs apply to streaming mode only")
         self._check_refine(refine)
         request = self._request(image, request, inputs)
         if mode == "streaming":
-            chunks = self.stream(request=request, window=window, sink=sink, progress=progress, refine=refine)
+            chunks = self.stream(request=request, window=window, sink=sink, progress=progress, refine=refine,
+                                 cuda_graphs=cuda_graphs)  # fmt: skip
             frames = np.concatenate([chunk.frames for chunk in chunks], axis=0)
         else:
             self.check_resources(request, mode)
@@ -523,6 +525,7 @@ class WorldModel:
         sink: int | None = None,
         progress: Progress | None = None,
         refine: bool = False,
+        cuda_graphs: bool = False,
         **inputs: Any,
     ) -> StreamSession:
         """Chunk-causal generation as a `StreamSession`: iterate it for `StreamChunk`s (frames
@@ -538,20 +541,25 @@ class WorldModel:
         total)`: total is None when open-ended. With `refine`, each stage-1 chunk goes to the
         refiner as soon as it is done, and frames are handed out as soon as their refiner block
         is (memory stays bounded: only the refiner's window and one unfinished block are held).
+        `cuda_graphs`: replay each denoising call of a chunk from a CUDA graph once the window
+        has filled (`sanawm.model.graphs`): same results, less launch overhead; on CUDA with a
+        bounded window only, silently eager elsewhere (the CPU, `window="full"`, sequence
+        parallelism). Off by default: it holds a copy of the window's keys / values and the
+        graph's own activations.
         """
         self._check_refine(refine)
         window_spec = resolve_window(window, sink, self.settings.chunk_size)
         if request is not None:
             if image is not None or inputs:
                 raise UserInputError("pass either a prepared request or generation inputs, not both")
-            return self._session(request, request.num_frames, window_spec, progress, refine, "v1")
+            return self._session(request, request.num_frames, window_spec, progress, refine, "v1", cuda_graphs)
         keys = inputs.get("keys", "v1")
         frames, action, trajectory = inputs.get("frames"), inputs.get("action"), inputs.get("trajectory")
         if trajectory is not None or frames is not None:
             if trajectory is None:  # hold still after the action if more frames are asked for
                 inputs["action"] = _pad_action("none-1" if action is None else action, frames, self.settings, keys)
             request = self.prepare(image, **inputs)
-            return self._session(request, request.num_frames, window_spec, progress, refine, keys)
+            return self._session(request, request.num_frames, window_spec, progress, refine, keys, cuda_graphs)
         # Open-ended: check everything else with a still camera, then queue the action's poses.
         request = self.prepare(image, **{**inputs, "action": f"none-{self.vae.temporal_stride}"})
         c2w = torch.eye(4, dtype=torch.float64)[None]
@@ -559,14 +567,15 @@ class WorldModel:
             c2w = action_to_c2w(action, translation_speed=self.settings.translation_speed,
                                 rotation_speed_deg=self.settings.rotation_speed_deg, keys=keys)  # fmt: skip
         k = request.trajectory.intrinsics[:1].expand(c2w.shape[0], 4)
-        return StreamSession(self, request, plan_queue(c2w, k), None, window_spec, progress, refine, keys)
+        return StreamSession(self, request, plan_queue(c2w, k), None, window_spec, progress, refine, keys, cuda_graphs)
 
     def _session(
-        self, request: Request, frames: int, window: StreamWindow, progress, refine: bool, keys: str
-    ) -> StreamSession:
+        self, request: Request, frames: int, window: StreamWindow, progress, refine: bool, keys: str,
+        cuda_graphs: bool = False,
+    ) -> StreamSession:  # fmt: skip
         traj = request.trajectory
         queue = plan_queue(traj.c2w, traj.intrinsics)
-        return StreamSession(self, request, queue, frames, window, progress, refine, keys)
+        return StreamSession(self, request, queue, frames, window, progress, refine, keys, cuda_graphs)
 
     def _check_refine(self, refine: bool) -> None:
         if refine and self.refiner is None:

@@ -149,6 +149,7 @@ class StreamSession:
         progress: Progress | None = None,
         refine: bool = False,
         keys: str = "v1",
+        cuda_graphs: bool = False,
     ) -> None:
         self.wm = wm
         self.keys = keys
@@ -167,7 +168,7 @@ class StreamSession:
         total_chunks = None if frames is None else len(list(_chunk_bounds(frames, stride, chunk_size)))
         first_latent, text, negative = wm._encode_inputs(request.image, request.prompt)
         self._sampler: ChunkSampler | None = ChunkSampler(
-            wm.transformer, first_latent, text, negative, request.sampler, window, progress, total_chunks
+            wm.transformer, first_latent, text, negative, request.sampler, window, progress, total_chunks, cuda_graphs
         )
         self._decoder = wm.vae.chunk_decoder()
         # Stage 2: refined latents come out in refiner blocks, not in stage-1 chunks, so the

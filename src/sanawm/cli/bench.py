@@ -3,6 +3,8 @@
     sanawm bench                                             # 2.6B, bf16, 81/321/961 frames, CUDA
     sanawm bench --mode streaming --chunk-size 3 --json stream.json
     sanawm bench --preset tiny --device cpu --latents 5x4x6 9x4x6 --csv tiny.csv
+    sanawm bench --mode streaming --frames 961 --window 1 --cuda-graphs   # graph-replayed chunks
+    sanawm bench --compile --fp8 --frames 961                 # the Hopper fast paths
     torchrun --nproc_per_node 2 -m sanawm bench --sequence-parallel --frames 961
 
 Random weights; see `sanawm.benchmark` for what is timed.
@@ -32,6 +34,7 @@ from sanawm.benchmark import (
 from sanawm.cli.traj import image_size_arg
 from sanawm.errors import UserInputError
 from sanawm.model import PRESETS
+from sanawm.model.compile import apply_fast_paths, attention_unsupported, fp8_unsupported
 
 
 def _latent_arg(text: str) -> tuple[int, int, int]:
@@ -66,6 +69,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(default: keep all)")  # fmt: skip
     p.add_argument("--sink", type=int, metavar="FRAMES",
                    help="streaming with --window: latent frames from the start always kept (default: the first chunk)")
+    p.add_argument("--cuda-graphs", action="store_true",
+                   help="streaming with --window: replay each chunk's forward from a CUDA graph (CUDA only)")
+    p.add_argument("--compile", action="store_true", help="regional torch.compile of the blocks (inductor)")
+    p.add_argument("--attention", choices=("sdpa", "flash4"), default="sdpa",
+                   help="softmax attention kernel: sdpa (PyTorch) or flash4 (FlashAttention-4, Hopper)")
+    p.add_argument("--fp8", action="store_true",
+                   help="FP8 block matmuls (CUDA GPU of compute capability 8.9+, bfloat16)")
     p.add_argument("--dtype", choices=DTYPES, help="default bfloat16 on CUDA, float32 on the CPU")
     p.add_argument("--device", help="default cuda when available, else cpu")
     p.add_argument("--warmup", type=int, default=1, help="untimed calls first (default 1)")
@@ -122,8 +132,19 @@ def _run(args: argparse.Namespace, sp) -> int:
         text_len=args.text_len,
         window=args.window,
         sink=args.sink,
+        cuda_graphs=args.cuda_graphs,
+        compile=args.compile,
+        fp8=args.fp8,
+        attention=args.attention,
     )
     resolve_device(config)  # a missing GPU or a too-large CPU preset fails before the header
+    if config.fp8:
+        reason = fp8_unsupported(resolve_device(config), getattr(torch, config.dtype))
+        if reason is not None:
+            raise UserInputError(reason)
+    reason = attention_unsupported(config.attention, resolve_device(config))
+    if reason is not None:
+        raise UserInputError(reason)
     for path in (args.json, args.csv):  # fail before minutes of measuring, not after
         if path is not None and (Path(path).is_dir() or not Path(path).parent.is_dir()):
             raise UserInputError(f"cannot write {path!r}: its folder does not exist or it is a folder")
@@ -133,6 +154,7 @@ def _run(args: argparse.Namespace, sp) -> int:
         sp.check(params, latent_height=min(h for _, h, _ in config.latent_sizes()))
         torch.manual_seed(config.seed)  # the same random weights on every rank
         model = random_model(config.preset, resolve_device(config), getattr(torch, config.dtype))
+        apply_fast_paths(model, compile=config.compile, fp8=config.fp8, attention=config.attention)
         model.sequence_parallel = sp
         if not sp.is_main:  # the other ranks compute their share and print nothing
             run_benchmark(config, model=model)
@@ -142,6 +164,8 @@ def _run(args: argparse.Namespace, sp) -> int:
         f"{config.dtype}, {device}, mode {config.mode}"
         + (f" (chunks of {config.chunk_size} latent frames" if config.mode == "streaming" else "")
         + (_window_text(config) + ")" if config.mode == "streaming" else "")
+        + "".join(f", {name}" for name in ("compile", "fp8", "cuda_graphs") if getattr(config, name))
+        + (f", attention {config.attention}" if config.attention != "sdpa" else "")
         + f", median of {config.iters} after {config.warmup} warm-up"
         + f", {min(config.text_len, params.max_text_len)} text tokens"
         + (f", sequence-parallel over {sp.world_size} processes" if sp is not None else ""),

@@ -67,6 +67,19 @@ def register(subparsers) -> None:
     p.add_argument("--sink", type=int, metavar="FRAMES",
                    help="streaming: latent frames from the start always attended to (default: the first chunk)")
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--compile", action="store_true",
+                   help="regional torch.compile of the DiT's blocks (inductor; CUDA inference is what it is for; "
+                        "the first step of each clip length pays the compile)")  # fmt: skip
+    p.add_argument("--fp8", action="store_true",
+                   help="FP8 matmuls in the DiT's blocks (CUDA GPU of compute capability 8.9+, e.g. H100 / "
+                        "H200 / L40; changes results slightly, see benchmarks/README.md)")  # fmt: skip
+    p.add_argument("--attention", choices=("sdpa", "flash4"), default="sdpa",
+                   help="kernel of the softmax blocks' attention: sdpa (PyTorch, default) or flash4 "
+                        "(FlashAttention-4 at head dim 112: Hopper GPU and pip install 'sanawm[hopper]')")  # fmt: skip
+    p.add_argument("--cuda-graphs", action="store_true",
+                   help="streaming: replay each chunk's denoising steps from a CUDA graph once the attention "
+                        "window has filled (same frames, less launch overhead; CUDA with a bounded --window "
+                        "only, ignored elsewhere)")  # fmt: skip
     p.add_argument("--sequence-parallel", action="store_true",
                    help="spread every forward over the processes started by torchrun (one GPU each, NCCL; gloo "
                         "on the CPU); the model's heads must divide evenly over them")  # fmt: skip
@@ -116,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
     if args.keys != "v1" and args.action is None:
         raise UserInputError("--keys only applies to --action")
     _check_window_mode(args)  # an explicit --mode: before the model loads
+    _check_fast_paths(args)
     resolve_window(args.window, args.sink, chunk_size=1)  # checked before the model loads
     refine = args.refine or args.refine_offload
     try:
@@ -135,12 +149,33 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check_window_mode(args: argparse.Namespace) -> None:
-    if args.mode == "bidirectional" and (args.window is not None or args.sink is not None):
-        raise UserInputError("--window and --sink apply to --mode streaming only")
+    if args.mode == "bidirectional" and (args.window is not None or args.sink is not None or args.cuda_graphs):
+        raise UserInputError("--window, --sink and --cuda-graphs apply to --mode streaming only")
+
+
+def _check_fast_paths(args: argparse.Namespace) -> None:
+    """--fp8 on a device that cannot run it fails before the model loads; --cuda-graphs off
+    CUDA is only noted (the stream runs eagerly)."""
+    import torch
+
+    from sanawm.device import choose_device
+    from sanawm.model.compile import attention_unsupported, fp8_unsupported
+
+    device = choose_device(args.device)
+    reason = attention_unsupported(args.attention, device)
+    if reason is not None:
+        raise UserInputError(reason)
+    if args.fp8:
+        reason = fp8_unsupported(device, torch.bfloat16)  # models load in bfloat16 on CUDA
+        if reason is not None:
+            raise UserInputError(reason)
+    if args.cuda_graphs and device.type != "cuda":
+        print(f"sanawm generate: note: --cuda-graphs needs CUDA; streaming eagerly on {device}", file=sys.stderr)
 
 
 def _generate(args: argparse.Namespace, model, video_path: Path, camera_path: Path, refine: bool) -> int:
     from sanawm.camera import Trajectory, save_trajectory
+    from sanawm.model.compile import apply_fast_paths
     from sanawm.video import VideoWriter
 
     request = model.prepare(
@@ -159,9 +194,13 @@ def _generate(args: argparse.Namespace, model, video_path: Path, camera_path: Pa
     # Every rank of a sequence-parallel group runs the check: its time estimate runs a forward,
     # whose collectives need all ranks.
     estimate = model.check_resources(request, args.mode, window=args.window, sink=args.sink)
+    # After the check: its timing forward (streaming) would compile a shape the run never uses;
+    # the estimate is then that of the eager model.
+    apply_fast_paths(model.transformer, compile=args.compile, fp8=args.fp8, attention=args.attention)
     if not model.is_main:  # another rank of a sequence-parallel group: compute, write nothing
         if args.mode == "streaming":
-            for _ in model.stream(request=request, window=args.window, sink=args.sink, refine=refine):
+            for _ in model.stream(request=request, window=args.window, sink=args.sink, refine=refine,
+                                  cuda_graphs=args.cuda_graphs):  # fmt: skip
                 pass
         else:
             model.generate(request=request, refine=refine)
@@ -186,7 +225,7 @@ def _generate(args: argparse.Namespace, model, video_path: Path, camera_path: Pa
         with writer:
             if args.mode == "streaming":
                 session = model.stream(request=request, window=args.window, sink=args.sink, progress=bar.update,
-                                       refine=refine)  # fmt: skip
+                                       refine=refine, cuda_graphs=args.cuda_graphs)  # fmt: skip
                 chunks = (chunk.frames for chunk in session)
             else:
                 chunks = iter([model.generate(request=request, progress=bar.update, refine=refine).frames])

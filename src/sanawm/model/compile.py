@@ -18,8 +18,13 @@ specialises it there (their kernels run outside the graphs; not yet measured on 
 the CPU's PyTorch GDN path loops over frames in Python and recompiles per count. Clips whose
 FFN runs in slices (over 90 latent frames at 22x40) always specialise. Recompiles per block code object are
 capped by `torch._dynamo.config.recompile_limit` (8: four frame counts x two block kinds);
-past that dynamo runs the block eagerly. Streaming is therefore not a use for it today: the
-softmax blocks' K/V cache grows with every chunk, so every chunk is a new shape. The fused GDN kernels stay outside the graphs (they are launched eagerly:
+past that dynamo runs the block eagerly. Streaming with an unbounded cache is therefore not a
+use for it: the softmax blocks' K/V cache grows with every chunk, so every chunk is a new
+shape. With a bounded window (`StreamCache.window`) a stream has three chunk shapes (first,
+second, steady) times read / commit calls; raise the limit for those, or replay the steady
+shape from CUDA graphs (`sanawm.model.graphs`; compiled blocks inside a captured graph are
+not measured yet: `scripts/bench_stream_graphs.py --variants compile compile+graphs`).
+The fused GDN kernels stay outside the graphs (they are launched eagerly:
 `sanawm.ops.gdn.fused` is marked with `torch.compiler.disable`).
 
 The eager model is the reference path; tests hold the compiled blocks equal to it on the CPU
@@ -30,6 +35,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+
+from sanawm.errors import UserInputError
 
 
 def compile_blocks(
@@ -50,4 +57,58 @@ def is_compiled(model: nn.Module) -> bool:
     return all(getattr(block, "_compiled_call_impl", None) is not None for block in model.blocks)
 
 
-__all__ = ["compile_blocks", "is_compiled"]
+def fp8_unsupported(device: torch.device | str, dtype: torch.dtype) -> str | None:
+    """Why FP8 matmuls (`sanawm.ops.fp8`, `torch._scaled_mm`) cannot run for a model in `dtype`
+    on `device`, or None when they can: a CUDA GPU of compute capability 8.9+ (Ada, Hopper and
+    later) and a bf16 model."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return f"--fp8 needs a CUDA GPU of compute capability 8.9+ (Ada / Hopper), not device {device}"
+    major, minor = torch.cuda.get_device_capability(device)
+    if (major, minor) < (8, 9):
+        return f"--fp8 needs a GPU of compute capability 8.9+ (Ada / Hopper); this one is {major}.{minor}"
+    if dtype != torch.bfloat16:
+        return f"--fp8 needs a bfloat16 model, got {dtype}"
+    return None
+
+
+def attention_unsupported(kernel: str, device: torch.device | str) -> str | None:
+    """Why attention kernel `kernel` ("sdpa" or "flash4") cannot run on `device`, or None."""
+    from sanawm.ops.flash import ATTENTION_KERNELS, flash4_unavailable
+
+    if kernel not in ATTENTION_KERNELS:
+        return f"--attention must be one of {', '.join(ATTENTION_KERNELS)}, got {kernel!r}"
+    if kernel == "flash4":
+        reason = flash4_unavailable(device)
+        return None if reason is None else f"--attention flash4: {reason}"
+    return None
+
+
+def apply_fast_paths(
+    model: nn.Module, *, compile: bool = False, fp8: bool = False, attention: str = "sdpa"
+) -> nn.Module:
+    """The opt-in inference fast paths, in place: FP8 block matmuls (`sanawm.ops.fp8`, after any
+    dtype change), the softmax attention kernel (`sanawm.ops.flash`), then regional compile
+    (`compile_blocks`, inductor). Raises UserInputError where FP8 or the kernel cannot run
+    (see `fp8_unsupported`, `flash4_unavailable`)."""
+    weight = next(model.parameters())
+    if attention != "sdpa":
+        from sanawm.ops.flash import use_attention_kernel
+
+        reason = attention_unsupported(attention, weight.device)
+        if reason is not None:
+            raise UserInputError(reason)
+        use_attention_kernel(model, attention)
+    if fp8:
+        from sanawm.ops.fp8 import convert_to_fp8
+
+        reason = fp8_unsupported(weight.device, weight.dtype)
+        if reason is not None:
+            raise UserInputError(reason)
+        convert_to_fp8(model)
+    if compile:
+        compile_blocks(model)
+    return model
+
+
+__all__ = ["compile_blocks", "is_compiled", "fp8_unsupported", "attention_unsupported", "apply_fast_paths"]

@@ -221,15 +221,48 @@ class SanaWMTransformer(nn.Module):
         B, T, H, W = self._validate(latents, timestep, text, text_mask, raymap, chunk_plucker)
         starts = self._resolve_chunks(T, chunk_size, chunk_starts)
         offset = self._resolve_offset(cache, frame_offset, update_cache, (B, H, W))
+        angles = self.rope_angles(T, H, W, offset, latents.device)
+        pasts = cache.blocks if cache is not None else [None] * len(self.blocks)
+        out, new_past = self.forward_core(
+            latents, timestep, text, text_mask, raymap, chunk_plucker, angles, pasts, starts, update_cache
+        )
+        if update_cache:
+            cache.shape = (B, H, W)
+            cache.commit(new_past, T)
+        return out
 
+    def rope_angles(self, frames: int, height: int, width: int, frame_offset: int, device) -> Tensor:
+        """RoPE angles (N, head_dim / 2), float64, of the tokens of frames frame_offset, ...
+        (the only input of a forward that depends on the frame index)."""
+        cfg = self.config
+        return rope_angles(cfg.head_dim, frames, height, width, frame_offset=frame_offset, theta=cfg.rope_theta,
+                           device=device)  # fmt: skip
+
+    def forward_core(
+        self,
+        latents: Tensor,
+        timestep: Tensor,
+        text: Tensor,
+        text_mask: Tensor | None,
+        raymap: Tensor | None,
+        chunk_plucker: Tensor | None,
+        angles: Tensor,
+        pasts: Sequence[BlockPast | None],
+        chunk_starts: list[int] | None,
+        commit: bool,
+    ) -> tuple[Tensor, list[BlockPast | None]]:
+        """`forward` after its checks: the velocity and every block's state after the call
+        (None unless `commit`). Every input is a tensor (or None) whose shape alone fixes the
+        work, so `sanawm.model.graphs` can capture this as a CUDA graph; `angles` is
+        `rope_angles` of the call's frames, `pasts` the stream cache's blocks."""
+        cfg = self.config
+        B, _, T, H, W = latents.shape
         dtype = self.x_embedder.proj.weight.dtype
-        device = latents.device
         shard = self.sequence_parallel.plan(H, W) if self.sequence_parallel is not None else None
         if shard is not None:  # this rank's rows; RoPE and cameras stay whole (see CallContext)
             latents = shard.local_rows(latents)
             chunk_plucker = shard.local_rows(chunk_plucker) if chunk_plucker is not None else None
         x = self.x_embedder(latents.to(dtype))
-        angles = rope_angles(cfg.head_dim, T, H, W, frame_offset=offset, theta=cfg.rope_theta, device=device)
         camera = None
         if raymap is not None:
             cam_dtype = torch.float64 if dtype == torch.float64 else torch.float32
@@ -248,20 +281,16 @@ class SanaWMTransformer(nn.Module):
         y = self.attention_y_norm(self.y_embedder(text.to(dtype)))
         text_bias = text_logit_bias(text_mask) if text_mask is not None else None
 
-        ctx = CallContext(H, W, rotation(angles), camera, starts, shard)
+        ctx = CallContext(H, W, rotation(angles), camera, chunk_starts, shard)
         new_past: list[BlockPast | None] = []
-        for i, block in enumerate(self.blocks):
-            past = cache.blocks[i] if cache is not None else None
-            x, block_past = block(x, t_mod, y, text_bias, plucker, ctx, past, update_cache)
+        for block, past in zip(self.blocks, pasts, strict=True):
+            x, block_past = block(x, t_mod, y, text_bias, plucker, ctx, past, commit)
             new_past.append(block_past)
 
         out = self.final_layer(x, t)  # (B, T, S, C_out)
         if shard is not None:
             out = shard.gather_tokens(out)
-        if update_cache:
-            cache.shape = (B, H, W)
-            cache.commit(new_past, T)
-        return out.reshape(B, T, H, W, -1).permute(0, 4, 1, 2, 3)
+        return out.reshape(B, T, H, W, -1).permute(0, 4, 1, 2, 3), new_past
 
     def new_stream_cache(self, window: int | None = None, sink: int = 0) -> StreamCache:
         """An empty cache for chunk-by-chunk generation; `window` / `sink`: see `StreamCache`."""

@@ -37,6 +37,7 @@ from torch import Tensor
 
 from sanawm.chunks import chunk_spans, chunk_starts_for
 from sanawm.model import SanaWMTransformer, StreamCache
+from sanawm.model.graphs import ChunkGraphs
 from sanawm.sampling.schedule import NUM_TRAIN_TIMESTEPS, FlowMatchingSchedule
 from sanawm.text import TextEmbedding
 
@@ -112,6 +113,8 @@ class _Branch:
     text_mask: Tensor
     camera: bool
     cache: StreamCache | None
+    graphs: ChunkGraphs | None = None
+    """Replays the cache-reading call from CUDA graphs (streaming with `cuda_graphs`)."""
 
     def _inputs(self, x: Tensor, timestep: Tensor, camera: Camera) -> tuple:
         batch = self.text_states.shape[0]
@@ -124,6 +127,8 @@ class _Branch:
 
     def predict(self, x: Tensor, timestep: Tensor, camera: Camera) -> Tensor:
         """Velocity (batch, C, t, h, w) for latents x (1, C, t, h, w) seen with `camera`."""
+        if self.graphs is not None:
+            return self.graphs(self.cache, *self._inputs(x, timestep, camera)).float()
         return self.model(*self._inputs(x, timestep, camera), cache=self.cache).float()
 
     def commit(self, clean: Tensor, camera: Camera) -> None:
@@ -153,8 +158,11 @@ class _GuidedModel:
         settings: SamplerSettings,
         device: torch.device,
         window: StreamWindow | None,
+        cuda_graphs: bool = False,
     ) -> None:
-        """`window`: stream with caches bounded that way (None: one call for the whole clip)."""
+        """`window`: stream with caches bounded that way (None: one call for the whole clip);
+        `cuda_graphs`: replay the streaming calls from CUDA graphs where they apply
+        (`sanawm.model.graphs`; eager elsewhere, e.g. on the CPU)."""
         self.settings = settings
         self.text_guidance = negative_text is not None and settings.cfg != 1.0
         texts = [negative_text, text] if self.text_guidance else [text]
@@ -163,7 +171,8 @@ class _GuidedModel:
 
         def branch(rows: slice, camera: bool) -> _Branch:
             cache = None if window is None else model.new_stream_cache(window.chunks, window.sink)
-            return _Branch(model, states[rows], mask[rows], camera, cache)
+            graphs = ChunkGraphs(model) if cuda_graphs and cache is not None else None
+            return _Branch(model, states[rows], mask[rows], camera, cache, graphs)
 
         self.main = branch(slice(None), camera=True)
         self.no_camera = branch(slice(-1, None), camera=False) if settings.camera_cfg != 1.0 else None
@@ -294,13 +303,16 @@ class ChunkSampler:
         window: StreamWindow | None = None,
         progress: Progress | None = None,
         total_chunks: int | None = None,
+        cuda_graphs: bool = False,
     ) -> None:
+        """`cuda_graphs`: see `_GuidedModel` (off by default: the graphs hold a copy of the
+        window's keys / values and their own activations, and are only measured on an H200)."""
         self.sigmas = settings.sigmas()
         self.few_step = settings.few_step
         self.first_latent = first_latent
         self.generator = torch.Generator().manual_seed(settings.seed)
         self.guided = _GuidedModel(
-            model, text, negative_text, settings, first_latent.device, window or StreamWindow()
+            model, text, negative_text, settings, first_latent.device, window or StreamWindow(), cuda_graphs
         )
         total = None if total_chunks is None else settings.steps * total_chunks
         self.step = _counter(progress, total)
@@ -332,13 +344,15 @@ def sample_streaming(
     chunk_size: int,
     progress: Progress | None = None,
     window: StreamWindow | None = None,
+    cuda_graphs: bool = False,
 ) -> Iterator[Tensor]:
-    """Yield the clean latents (1, C, t, h, w) of each chunk, in order, as soon as it is done."""
+    """Yield the clean latents (1, C, t, h, w) of each chunk, in order, as soon as it is done
+    (`cuda_graphs`: see `ChunkSampler`)."""
     _check(cond, settings)
     assert isinstance(chunk_size, int) and chunk_size >= 1, f"chunk_size must be a positive integer, got {chunk_size!r}"
     bounds = chunk_spans(chunk_starts_for(cond.num_latent_frames, chunk_size), cond.num_latent_frames)
     sampler = ChunkSampler(
-        model, cond.first_latent, cond.text, cond.negative_text, settings, window, progress, len(bounds)
+        model, cond.first_latent, cond.text, cond.negative_text, settings, window, progress, len(bounds), cuda_graphs
     )
     for start, stop in bounds:
         # Copies, as a session packs them chunk by chunk: a chunk holds only its own cameras.

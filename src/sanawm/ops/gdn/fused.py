@@ -433,9 +433,11 @@ def _fused(
     init = _pack_state(initial_state, B, H, D, P, R, normalizer, device) if has_init else None
     reason = unsupported_reason(q, beta, gamma, (q, k, v, q_rot, k_rot))
     assert reason is None, f"fused GDN: {reason}"
-    keep = torch.ones(T, dtype=torch.float32)
-    keep[[start for start, _ in spans]] = 0.0
-    keep = keep.to(device, non_blocking=True)
+    # Made on the device, one fill per chunk start: a host-to-device copy here would make the
+    # call impossible to capture in a CUDA graph (`sanawm.model.graphs`).
+    keep = torch.ones(T, dtype=torch.float32, device=device)
+    for start, _ in spans:
+        keep[start] = 0.0
 
     (q, sq), (k, sk), (v, sv), (q_rot, sqr), (k_rot, skr) = (_strides5(x) for x in (q, k, v, q_rot, k_rot))
     beta_strides = tuple(beta.stride())

@@ -1,7 +1,8 @@
 #!/bin/bash
 # FlashAttention-4 on the device machine (no network): unpack the carried wheels' files, then
 # the attention micro-benchmark and the stage-1 forward with and without FA4.
-#   run: carry [".gpu_fa4"], command: bash .gpu_fa4/scripts/gpu_flash4.sh
+#   run: carry [".gpu_fa4"], command: bash .gpu_fa4/scripts/gpu_flash4.sh [COMMAND ...]
+# With a COMMAND, that runs instead of the two benchmarks (PYTHONPATH set up for FA4 and src/).
 # .gpu_fa4/ holds src/ and scripts/ of this checkout and rest.tar.xz (flash-attn-4 4.0.0b36,
 # nvidia-cutlass-dsl 4.8.1 + libs-base + libs-cu13 without its 193 MB MLIR library,
 # quack-kernels, apache-tvm-ffi, torch-c-dlpack-ext, einops, installed with pip --target).
@@ -22,6 +23,11 @@ echo "unpacked in $(( $(date +%s) - t0 )) s"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
 python3 -c "import flash_attn.cute.interface as f; print('flash-attn-4 imported')" 2>&1 | tail -5
+if [ $# -gt 0 ]; then  # another command in the same environment, e.g. the clip benchmark
+  "$@"
+  echo "total $(( $(date +%s) - t0 )) s"
+  exit
+fi
 FRAMES=${FRAMES:-81 321 961}
 python3 $HERE/scripts/bench_attention.py --frames $FRAMES --json "$OUT/attention_h200.json" 2>&1 | tee "$OUT/bench_attention.log"
 python3 $HERE/scripts/bench_hopper.py --impls ${IMPLS:-sanawm-compile sanawm-flash4} --frames $FRAMES \

@@ -433,11 +433,12 @@ def _fused(
     init = _pack_state(initial_state, B, H, D, P, R, normalizer, device) if has_init else None
     reason = unsupported_reason(q, beta, gamma, (q, k, v, q_rot, k_rot))
     assert reason is None, f"fused GDN: {reason}"
-    # Made on the device, one fill per chunk start: a host-to-device copy here would make the
-    # call impossible to capture in a CUDA graph (`sanawm.model.graphs`).
+    # Made on the device, one fill kernel per chunk start: a host-to-device copy here would make
+    # the call impossible to capture in a CUDA graph (`sanawm.model.graphs`). Not `keep[start] =
+    # 0.0`: assigning a number to one element of a CUDA tensor copies a CPU scalar tensor.
     keep = torch.ones(T, dtype=torch.float32, device=device)
     for start, _ in spans:
-        keep[start] = 0.0
+        keep[start : start + 1].fill_(0.0)
 
     (q, sq), (k, sk), (v, sv), (q_rot, sqr), (k_rot, skr) = (_strides5(x) for x in (q, k, v, q_rot, k_rot))
     beta_strides = tuple(beta.stride())

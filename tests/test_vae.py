@@ -225,3 +225,30 @@ def test_ltx2_tiled_decode_at_the_release_size(tmp_path):
     # Far from every seam (the first tile ends at 448-512 px) the tiles hold the same pixels.
     torch.testing.assert_close(tiled[..., 100:300, 100:300], whole[..., 100:300, 100:300])
     assert not torch.allclose(tiled, whole)  # and the decode was tiled
+
+
+def test_first_frame_term_is_frame_0_s_l1_plus_l2():
+    g = torch.Generator().manual_seed(3)
+    video, recon = (torch.rand(2, 3, 5, 8, 8, generator=g) for _ in range(2))
+    mean = torch.randn(2, 4, 2, 1, 1, generator=g)
+    logvar = torch.zeros_like(mean)
+    cfg = VAELossConfig(l1_weight=0.0, l2_weight=0.0, kl_weight=0.0, gradient_weight=0.0, first_frame_weight=0.5)
+    parts = vae_loss_terms(recon, video, mean, logvar, cfg)
+    diffs = [float(r) - float(v) for r, v in zip(recon[:, :, 0].flatten().tolist(), video[:, :, 0].flatten().tolist())]
+    expected = sum(abs(d) for d in diffs) / len(diffs) + sum(d * d for d in diffs) / len(diffs)
+    assert float(parts["first_frame"]) == pytest.approx(expected, rel=1e-5)
+    assert float(parts["loss"]) == pytest.approx(0.5 * expected, rel=1e-5)
+
+
+@torch.no_grad()
+def test_compact_v2_layout_keeps_tokens_and_chunk_decoding():
+    # The v2 recipe's VAE (64 latent channels) at tiny widths: same strides, chunked = one-shot.
+    from sanawm.train.embedded import VAE2_LATENT_CHANNELS
+
+    torch.manual_seed(0)
+    vae = CompactVAE(CompactVAEConfig(latent_channels=VAE2_LATENT_CHANNELS, channels=(8, 12, 16))).double().eval()
+    z = vae.encode(_video(9))
+    assert z.shape == (1, VAE2_LATENT_CHANNELS, 3, 4, 6)
+    decoder = vae.chunk_decoder()
+    parts = [decoder.decode(z[:, :, a:b]) for a, b in [(0, 1), (1, 3)]]
+    torch.testing.assert_close(torch.cat(parts, dim=2), vae.decode(z), rtol=0, atol=1e-10)

@@ -134,6 +134,12 @@ class VAELossConfig:
     gradient_weight: float = 0.5
     """Weight of the L1 loss between finite differences (x, y, time) of output and input:
     keeps edges sharp without a perceptual network."""
+    first_frame_weight: float = 0.0
+    """Extra weight of frame 0's L1 + L2 terms: frame 0 is the image a world model starts from
+    (and the only frame of a one-image round trip)."""
+    synthetic_clips: int = 0
+    """Synthetic natural-looking clips (`sanawm.train.synthetic`) drawn on the device and added
+    to every batch of world clips."""
     stats_clips: int = 64
     """Clips encoded to measure the per-channel latent mean / std after training."""
     eval_clips: int = 32

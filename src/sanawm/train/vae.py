@@ -4,9 +4,12 @@ Objective per batch of videos x in [-1, 1] (posterior N(mu, sigma^2) from the en
 reparameterised sample z, reconstruction y = decode(z)):
 
     l1 |y - x| + l2 (y - x)^2 + kl KL(q || N(0, I)) + gradient sum_axis |D_axis y - D_axis x|
+    + first_frame (|y_0 - x_0| + (y_0 - x_0)^2)
 
 all as per-element means; D_axis are forward differences along time, height and width (an
-edge-preserving term that needs no perceptual network). When training ends the EMA weights
+edge-preserving term that needs no perceptual network), y_0 / x_0 the first frames. Batches
+are world clips plus `synthetic_clips` synthetic ones drawn on the device
+(`sanawm.train.synthetic`: natural-image statistics the worlds lack). When training ends the EMA weights
 encode `stats_clips` clips, the per-channel mean / std of the posterior means become the
 VAE's latent normalisation (`set_latent_stats`), the VAE is saved to `RUN/vae`, and its
 reconstruction PSNR on `eval_clips` clips of held-out worlds goes to `RUN/vae_eval.json`.
@@ -27,6 +30,7 @@ from sanawm.train.data import make_source
 from sanawm.train.distributed import DistContext
 from sanawm.train.feed import ClipFeed, Encoded
 from sanawm.train.loop import StandardSteps
+from sanawm.train.synthetic import synthetic_clips
 from sanawm.vae.base import VideoVAE
 
 VAE_DIR = "vae"
@@ -45,10 +49,12 @@ def vae_loss_terms(
         "l2": diff.square().mean(),
         "kl": 0.5 * (mean.square() + logvar.exp() - 1.0 - logvar).mean(),
         "gradient": sum((recon.diff(dim=d) - target.diff(dim=d)).abs().mean() for d in (2, 3, 4)),
+        "first_frame": diff[:, :, 0].abs().mean() + diff[:, :, 0].square().mean(),
     }
     terms["loss"] = (
         cfg.l1_weight * terms["l1"] + cfg.l2_weight * terms["l2"]
         + cfg.kl_weight * terms["kl"] + cfg.gradient_weight * terms["gradient"]
+        + cfg.first_frame_weight * terms["first_frame"]
     )  # fmt: skip
     return terms
 
@@ -142,7 +148,13 @@ class VAETask(StandardSteps):
         return {"video": batch.video}  # uint8 keeps a replay pool small
 
     def loss(self, model: nn.Module, batch: Encoded, shared: torch.Generator, local: torch.Generator):
-        video = VideoVAE.preprocess(batch["video"])
+        video = batch["video"]
+        if self.config.vae_loss.synthetic_clips:
+            _, frames, height, width, _ = video.shape
+            with torch.autocast(video.device.type, enabled=False):  # drawn in float32
+                extra = synthetic_clips(self.config.vae_loss.synthetic_clips, frames, height, width, local)
+            video = torch.cat([video, extra.to(video.device)])
+        video = VideoVAE.preprocess(video)
         recon, mean, logvar = model(video, local)
         terms = vae_loss_terms(recon, video, mean, logvar, self.config.vae_loss)
         return terms["loss"], {k: float(v.detach()) for k, v in terms.items() if k != "loss"}

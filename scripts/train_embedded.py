@@ -90,7 +90,8 @@ def _export_vae(vae_run: Path, out: Path, cfg, summary, seconds: float) -> None:
     report = json.loads((vae_run / "vae_eval.json").read_text())
     report.update(steps=summary.end_step, seconds=round(seconds, 1), config=to_dict(cfg))
     (out / "vae_report.json").write_text(json.dumps(report, indent=2) + "\n")
-    shutil.copyfile(vae_run / "metrics.jsonl", out / "train_log.jsonl")
+    if (vae_run / "metrics.jsonl").is_file():  # a budget too small for a step logs nothing
+        shutil.copyfile(vae_run / "metrics.jsonl", out / "train_log.jsonl")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--assets", default=str(ASSETS), help="committed embedded model to start from")
     parser.add_argument("--vae-only", action="store_true", help="train a new VAE for the whole budget, no DiT")
     parser.add_argument("--vae-channels", type=int, default=VAE2_LATENT_CHANNELS, help="latent channels of a new VAE")
+    parser.add_argument("--linear-shortcut", action="store_true", help="a new VAE starts as a linear code (PCA)")
     parser.add_argument("--smoke", action="store_true", help="tiny CPU run (checks the script)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
@@ -124,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     # 1. The VAE.
     vae_run = run_dir / "vae_stage"
     if args.vae_only:
-        cfg = embedded_vae_config(args.vae_batch_size, args.workers, latent_channels=args.vae_channels)
+        cfg = embedded_vae_config(
+            args.vae_batch_size, args.workers, latent_channels=args.vae_channels, linear_shortcut=args.linear_shortcut
+        )
         if args.smoke:
             cfg = _smoke(cfg, vae=True)
         cfg.run.time_budget_s = remaining()

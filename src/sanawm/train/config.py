@@ -100,6 +100,9 @@ class VAEModelConfig:
     temporal_downsample: tuple[bool, ...] = (True, True)
     patch_size: int = 2
     blocks_per_level: int = 1
+    linear_shortcut: bool = False
+    """A linear code beside the convolutions, started as principal components of training
+    frames (`sanawm.vae.compact` module doc)."""
 
 
 @dataclass

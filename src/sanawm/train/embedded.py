@@ -39,15 +39,17 @@ VAE2_LATENT_CHANNELS = 64
 
 
 def embedded_vae_config(
-    batch_size: int = 8, workers: int = 0, pool_size: int = 512, latent_channels: int = VAE2_LATENT_CHANNELS
+    batch_size: int = 8, workers: int = 0, pool_size: int = 512, latent_channels: int = VAE2_LATENT_CHANNELS,
+    linear_shortcut: bool = False,
 ) -> TrainConfig:
-    """The compact VAE v2 on procedural renders + synthetic clips (`batch_size` of each per step)."""
+    """The compact VAE v2 on procedural renders + synthetic clips (`batch_size` of each per step);
+    `linear_shortcut`: started as a linear code (`sanawm.vae.compact`)."""
     height, width = EMBEDDED_SIZE
     return from_dict({
         "stage": "vae",
         "data": {"num_frames": VAE_FRAMES, "height": height, "width": width, "workers": workers,
                  "pool_size": pool_size, "fresh_per_step": 1},
-        "vae": {"latent_channels": latent_channels},
+        "vae": {"latent_channels": latent_channels, "linear_shortcut": linear_shortcut},
         "optim": {"lr": 5e-4, "warmup_steps": 200, "ema_decay": 0.999, "weight_decay": 0.0},
         "vae_loss": {"stats_clips": 64, "eval_clips": 32, "first_frame_weight": 0.5,
                      "synthetic_clips": batch_size},

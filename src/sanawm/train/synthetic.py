@@ -68,7 +68,8 @@ def _colour(n: int, generator, device) -> torch.Tensor:
     """(n, 3, 1, 1) colours: a grey level plus a chroma of random strength (photographs are mostly
     far less saturated than uniform RGB draws)."""
     grey = _uniform((n, 1, 1, 1), 0.03, 0.97, generator, device)
-    chroma = torch.randn(n, 3, 1, 1, generator=generator, device=device) * _uniform((n, 1, 1, 1), 0, 0.25, generator, device)
+    chroma = torch.randn(n, 3, 1, 1, generator=generator, device=device)
+    chroma = chroma * _uniform((n, 1, 1, 1), 0, 0.25, generator, device)
     return (grey + chroma).clamp(0, 1)
 
 

@@ -35,6 +35,33 @@ from sanawm.vae.base import VideoVAE
 
 VAE_DIR = "vae"
 EVAL_FILE = "vae_eval.json"
+SHORTCUT_FIT_CLIPS = 32  # world clips (and as many synthetic ones) the linear code is fitted on
+LOGVAR_START = -8.0  # posterior log-variance of a VAE that starts as its linear code
+
+
+@torch.no_grad()
+def fit_linear_shortcut(vae, video: torch.Tensor) -> None:
+    """Start a `linear_shortcut` VAE as the best linear code of its size on `video` (B, 3, F, H, W)
+    in [-1, 1]: each linear map becomes the top `latent_channels` principal components (float64
+    covariance) of what it reads (first frames; later frame groups) and its transpose, and the
+    convolutional paths' outputs start at zero (posterior log-variance `LOGVAR_START`)."""
+    encode, decode = vae.encoder.linear, vae.decoder.linear
+    for enc, dec, x in zip((encode.first, encode.rest), (decode.first, decode.rest), encode.fold(video)):
+        samples = x.transpose(0, 1).reshape(x.shape[1], -1).double()  # (D, N)
+        mean = samples.mean(dim=1)
+        centred = samples - mean[:, None]
+        _, vectors = torch.linalg.eigh(centred @ centred.T / samples.shape[1])
+        basis = vectors[:, -vae.latent_channels :].flip(1).T  # (C, D), largest variance first
+        enc.weight.copy_(basis.view(enc.weight.shape))
+        enc.bias.copy_(-(basis @ mean))
+        dec.weight.copy_(basis.T.reshape(dec.weight.shape))
+        dec.bias.copy_(mean)
+    c = vae.latent_channels
+    vae.encoder.conv_out.conv.weight.zero_()
+    vae.encoder.conv_out.conv.bias[:c].zero_()
+    vae.encoder.conv_out.conv.bias[c:].fill_(LOGVAR_START)
+    vae.decoder.conv_out.conv.weight.zero_()
+    vae.decoder.conv_out.conv.bias.zero_()
 
 
 def vae_loss_terms(
@@ -130,6 +157,13 @@ class VAETask(StandardSteps):
         vae = CompactVAE(self.vae_config).to(ctx.device)
         vae.check_num_frames(config.data.num_frames)
         vae.check_image_size(config.data.height, config.data.width)
+        if self.vae_config.linear_shortcut:  # (a resumed run loads its checkpoint over this)
+            fit_source = make_source(config.data, config.run.seed + 2)
+            clips = fit_source.finish([fit_source.prepare(d) for d in range(SHORTCUT_FIT_CLIPS)], ctx.device).video
+            d = config.data
+            g = torch.Generator(device=ctx.device).manual_seed(config.run.seed + 2)
+            clips = torch.cat([clips, synthetic_clips(SHORTCUT_FIT_CLIPS, d.num_frames, d.height, d.width, g)])
+            fit_linear_shortcut(vae, VideoVAE.preprocess(clips))
         self.module = AutoencoderPass(vae)
         source = make_source(config.data, config.run.seed)
         d = config.data
@@ -186,4 +220,4 @@ class VAETask(StandardSteps):
         return {"vae_dir": str(out), "psnr_db": evaluation["psnr_db"]}
 
 
-__all__ = ["AutoencoderPass", "VAETask", "clip_psnr", "latent_stats", "reconstruction_psnr", "vae_loss_terms"]
+__all__ = ["AutoencoderPass", "VAETask", "clip_psnr", "fit_linear_shortcut", "latent_stats", "reconstruction_psnr", "vae_loss_terms"]

@@ -2,6 +2,11 @@
 
     python scripts/train_embedded.py --out "$OUT" --budget 540     # one H100, one device command
     python scripts/train_embedded.py --out /tmp/smoke --smoke        # tiny CPU run of the same steps
+    python scripts/train_embedded.py --out "$OUT" --budget 400 --vae-only --vae-channels 64
+
+With `--vae-only` it trains a new VAE (the recipe's v2, `--vae-channels` latent channels) for
+the whole budget and stops: `--out` gets `vae/` (config + bfloat16 weights), `vae_report.json`
+(held-out PSNR, steps, time, the config) and `train_log.jsonl`.
 
 What it does, in order, never running past `--budget` seconds (checkpoints are saved first):
 
@@ -29,11 +34,13 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 from sanawm.train import format_summary, from_dict, to_dict, train
 from sanawm.train.checkpoint import find_checkpoint
 from sanawm.train.dit import describe
 from sanawm.train.distributed import setup, teardown
-from sanawm.train.embedded import embedded_dit_config, embedded_vae_config
+from sanawm.train.embedded import VAE2_LATENT_CHANNELS, embedded_dit_config, embedded_vae_config
 
 REPO = Path(__file__).resolve().parent.parent
 ASSETS = REPO / "src" / "sanawm" / "assets" / "embedded"
@@ -48,7 +55,7 @@ def _smoke(cfg, vae: bool):
     values["run"].update(batch_size=2, log_every=1, checkpoint_every=2, steps=4)
     if vae:
         values["vae"].update(latent_channels=4, channels=[8, 8, 8])
-        values["vae_loss"].update(stats_clips=2, eval_clips=2)
+        values["vae_loss"].update(stats_clips=2, eval_clips=2, synthetic_clips=1)
     else:
         values["dit"]["overrides"] = {"depth": 2, "hidden_size": 64, "head_dim": 32, "softmax_blocks": [1],
                                       "caption_channels": 8, "max_text_len": 2}  # fmt: skip
@@ -68,6 +75,25 @@ def _same_dit(cfg, assets: Path) -> bool:
     return json.loads(path.read_text()) == wanted
 
 
+def _export_vae(vae_run: Path, out: Path, cfg, summary, seconds: float) -> None:
+    """`--vae-only` results: the VAE with bfloat16 weights (latent statistics stay float32),
+    its report and the training log."""
+    from safetensors.torch import load_file, save_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(out / "vae", ignore_errors=True)
+    shutil.copytree(vae_run / "vae", out / "vae")
+    weights = out / "vae" / "model.safetensors"
+    state = load_file(str(weights))
+    state = {k: v if k.startswith("latents_") else v.to(torch.bfloat16) for k, v in state.items()}
+    save_file(state, str(weights))
+    report = json.loads((vae_run / "vae_eval.json").read_text())
+    report.update(steps=summary.end_step, seconds=round(seconds, 1), config=to_dict(cfg))
+    (out / "vae_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    if (vae_run / "metrics.jsonl").is_file():  # a budget too small for a step logs nothing
+        shutil.copyfile(vae_run / "metrics.jsonl", out / "train_log.jsonl")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=os.environ.get("OUT", "out/embedded_export"), help="where results go")
@@ -80,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fresh", type=int, default=4, help="new clips per DiT step")
     parser.add_argument("--workers", type=int, default=max(0, min(8, (os.cpu_count() or 1) - 2)))
     parser.add_argument("--assets", default=str(ASSETS), help="committed embedded model to start from")
+    parser.add_argument("--vae-only", action="store_true", help="train a new VAE for the whole budget, no DiT")
+    parser.add_argument("--vae-channels", type=int, default=VAE2_LATENT_CHANNELS, help="latent channels of a new VAE")
+    parser.add_argument("--linear-shortcut", action="store_true", help="a new VAE starts as a linear code (PCA)")
     parser.add_argument("--smoke", action="store_true", help="tiny CPU run (checks the script)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
@@ -96,6 +125,20 @@ def main(argv: list[str] | None = None) -> int:
 
     # 1. The VAE.
     vae_run = run_dir / "vae_stage"
+    if args.vae_only:
+        cfg = embedded_vae_config(
+            args.vae_batch_size, args.workers, latent_channels=args.vae_channels, linear_shortcut=args.linear_shortcut
+        )
+        if args.smoke:
+            cfg = _smoke(cfg, vae=True)
+        cfg.run.time_budget_s = remaining()
+        cfg.run.progress = not args.no_progress
+        summary = train(cfg, vae_run, resume="latest")
+        teardown()
+        if ctx.is_main:
+            _export_vae(vae_run, out, cfg, summary, time.monotonic() - t0)
+            print(format_summary([summary]))
+        return 0
     if (vae_run / "vae" / "config.json").is_file():
         vae_dir, vae_note = vae_run / "vae", "reused from an earlier call"
     elif committed:

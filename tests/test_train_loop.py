@@ -182,6 +182,28 @@ def test_embedded_training_script_runs_end_to_end_in_smoke_mode(tmp_path, capsys
     assert WorldModel.load(out / "model", device="cpu").settings.height == 16
 
 
+def test_embedded_training_script_trains_only_a_vae_with_vae_only(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "train_embedded.py"
+    spec = importlib.util.spec_from_file_location("train_embedded", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "out"
+    args = ["--smoke", "--vae-only", "--linear-shortcut", "--run-dir", str(tmp_path / "run"), "--out", str(out)]
+    assert module.main(args + ["--no-progress"]) == 0
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert files == ["train_log.jsonl", "vae/config.json", "vae/model.safetensors", "vae_report.json"]
+    weights = load_file(str(out / "vae" / "model.safetensors"))
+    assert weights["decoder.linear.rest.weight"].dtype == torch.bfloat16
+    assert weights["latents_std"].dtype == torch.float32
+    report = json.loads((out / "vae_report.json").read_text())
+    assert report["steps"] == 4 and report["config"]["vae"]["linear_shortcut"] is True
+    vae = load_vae(out / "vae")
+    assert vae.config.linear_shortcut and "dit" not in capsys.readouterr().out
+
+
 def test_a_finished_run_is_not_overwritten_without_resume(clips, tmp_path, capsys):
     args = ["train", "--stage", "vae", "--data", str(clips), "--frames", "5", "--size", "16x16", "--steps", "1",
             "--batch-size", "1", "--out", str(tmp_path / "run"), "--no-progress"]  # fmt: skip

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from _tiny_models import save_tiny_ltx2
@@ -225,3 +226,93 @@ def test_ltx2_tiled_decode_at_the_release_size(tmp_path):
     # Far from every seam (the first tile ends at 448-512 px) the tiles hold the same pixels.
     torch.testing.assert_close(tiled[..., 100:300, 100:300], whole[..., 100:300, 100:300])
     assert not torch.allclose(tiled, whole)  # and the decode was tiled
+
+
+def test_first_frame_term_is_frame_0_s_l1_plus_l2():
+    g = torch.Generator().manual_seed(3)
+    video, recon = (torch.rand(2, 3, 5, 8, 8, generator=g) for _ in range(2))
+    mean = torch.randn(2, 4, 2, 1, 1, generator=g)
+    logvar = torch.zeros_like(mean)
+    cfg = VAELossConfig(l1_weight=0.0, l2_weight=0.0, kl_weight=0.0, gradient_weight=0.0, first_frame_weight=0.5)
+    parts = vae_loss_terms(recon, video, mean, logvar, cfg)
+    diffs = [float(r) - float(v) for r, v in zip(recon[:, :, 0].flatten().tolist(), video[:, :, 0].flatten().tolist())]
+    expected = sum(abs(d) for d in diffs) / len(diffs) + sum(d * d for d in diffs) / len(diffs)
+    assert float(parts["first_frame"]) == pytest.approx(expected, rel=1e-5)
+    assert float(parts["loss"]) == pytest.approx(0.5 * expected, rel=1e-5)
+
+
+@torch.no_grad()
+def test_compact_v2_layout_keeps_tokens_and_chunk_decoding():
+    # The v2 recipe's VAE (64 latent channels) at tiny widths: same strides, chunked = one-shot.
+    from sanawm.train.embedded import VAE2_LATENT_CHANNELS
+
+    torch.manual_seed(0)
+    vae = CompactVAE(CompactVAEConfig(latent_channels=VAE2_LATENT_CHANNELS, channels=(8, 12, 16))).double().eval()
+    z = vae.encode(_video(9))
+    assert z.shape == (1, VAE2_LATENT_CHANNELS, 3, 4, 6)
+    decoder = vae.chunk_decoder()
+    parts = [decoder.decode(z[:, :, a:b]) for a, b in [(0, 1), (1, 3)]]
+    torch.testing.assert_close(torch.cat(parts, dim=2), vae.decode(z), rtol=0, atol=1e-10)
+
+
+SHORTCUT = CompactVAEConfig(latent_channels=6, channels=(8, 12, 16), linear_shortcut=True)
+
+
+def _shortcut_vae(seed=0):
+    torch.manual_seed(seed)
+    vae = CompactVAE(SHORTCUT).double().eval()
+    for p in vae.encoder.linear.parameters():  # random linear maps: their paths must be visible
+        p.data.normal_()
+    for p in vae.decoder.linear.parameters():
+        p.data.normal_()
+    return vae
+
+
+@torch.no_grad()
+def test_linear_shortcut_keeps_causality_and_chunk_decoding():
+    vae = _shortcut_vae()
+    video = _video(13)
+    z = vae.encode(video)
+    changed = video.clone()
+    changed[:, :, 5:] = -changed[:, :, 5:]
+    z2 = vae.encode(changed)
+    torch.testing.assert_close(z2[:, :, :2], z[:, :, :2], rtol=0, atol=1e-12)
+    assert (z2[:, :, 2:] - z[:, :, 2:]).abs().max() > 1e-3
+    torch.testing.assert_close(vae.encode(video[:, :, :1]), z[:, :, :1], rtol=0, atol=1e-12)
+    full = vae.decode(z)
+    decoder = vae.chunk_decoder()
+    parts = [decoder.decode(z[:, :, a:b]) for a, b in [(0, 1), (1, 2), (2, 4)]]
+    assert [p.shape[2] for p in parts] == [1, 4, 8]
+    torch.testing.assert_close(torch.cat(parts, dim=2), full, rtol=0, atol=1e-10)
+
+
+@torch.no_grad()
+def test_fitted_linear_shortcut_is_the_pca_code():
+    # After fitting, the VAE's round trip is the projection onto the top principal components
+    # (numpy SVD in float64) of 8x8 patches: frame 0 alone, later frames in groups of 4.
+    from sanawm.train.vae import fit_linear_shortcut
+
+    vae = _shortcut_vae()
+    g = torch.Generator().manual_seed(4)
+    base = torch.randn(6, 3, 1, 32, 32, generator=g, dtype=torch.float64)
+    video = (base + 0.3 * torch.randn(6, 3, 9, 32, 32, generator=g, dtype=torch.float64)).tanh()
+    fit_linear_shortcut(vae, video)
+    recon = vae.decode_raw(vae.encode_distribution(video)[0])
+
+    def pca_round_trip(vectors):  # (N, D) -> projection on the top 6 components
+        x = vectors.numpy()
+        mean = x.mean(0)
+        _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
+        p = vt[:6]
+        return (x - mean) @ p.T @ p + mean
+
+    v = video.numpy()
+    first = v[:, :, 0].reshape(6, 3, 4, 8, 4, 8).transpose(0, 2, 4, 1, 3, 5).reshape(-1, 192)
+    expected_first = pca_round_trip(torch.from_numpy(first)).reshape(6, 4, 4, 3, 8, 8).transpose(0, 3, 1, 4, 2, 5)
+    np.testing.assert_allclose(recon[:, :, 0].numpy(), expected_first.reshape(6, 3, 32, 32), atol=1e-8)
+    later = v[:, :, 1:].reshape(6, 3, 2, 4, 4, 8, 4, 8).transpose(0, 2, 4, 6, 1, 3, 5, 7).reshape(-1, 768)
+    expected_later = pca_round_trip(torch.from_numpy(later)).reshape(6, 2, 4, 4, 3, 4, 8, 8)
+    expected_later = expected_later.transpose(0, 4, 1, 5, 2, 6, 3, 7).reshape(6, 3, 8, 32, 32)
+    np.testing.assert_allclose(recon[:, :, 1:].numpy(), expected_later, atol=1e-8)
+    # The convolutional paths start silent; the posterior starts narrow.
+    assert float(vae.encode_distribution(video)[1].max()) == pytest.approx(-8.0)

@@ -100,6 +100,9 @@ class VAEModelConfig:
     temporal_downsample: tuple[bool, ...] = (True, True)
     patch_size: int = 2
     blocks_per_level: int = 1
+    linear_shortcut: bool = False
+    """A linear code beside the convolutions, started as principal components of training
+    frames (`sanawm.vae.compact` module doc)."""
 
 
 @dataclass
@@ -134,6 +137,12 @@ class VAELossConfig:
     gradient_weight: float = 0.5
     """Weight of the L1 loss between finite differences (x, y, time) of output and input:
     keeps edges sharp without a perceptual network."""
+    first_frame_weight: float = 0.0
+    """Extra weight of frame 0's L1 + L2 terms: frame 0 is the image a world model starts from
+    (and the only frame of a one-image round trip)."""
+    synthetic_clips: int = 0
+    """Synthetic natural-looking clips (`sanawm.train.synthetic`) drawn on the device and added
+    to every batch of world clips."""
     stats_clips: int = 64
     """Clips encoded to measure the per-channel latent mean / std after training."""
     eval_clips: int = 32

@@ -31,15 +31,28 @@ EMBEDDED_DIT = {
 }
 
 
-def embedded_vae_config(batch_size: int = 8, workers: int = 0, pool_size: int = 256) -> TrainConfig:
-    """The compact VAE on procedural renders (default `CompactVAEConfig` shape)."""
+# VAE v2 (issue 16): the v1 layout (strides 4 x 8 x 8, so the DiT's token count is unchanged)
+# with more latent channels, trained on world clips plus as many synthetic natural-looking
+# clips, frame 0 weighted up. Only the decoder runs per streamed chunk on the CPU, and its cost
+# hardly depends on the latent channels (its first conv alone reads them).
+VAE2_LATENT_CHANNELS = 64
+
+
+def embedded_vae_config(
+    batch_size: int = 8, workers: int = 0, pool_size: int = 512, latent_channels: int = VAE2_LATENT_CHANNELS,
+    linear_shortcut: bool = False,
+) -> TrainConfig:
+    """The compact VAE v2 on procedural renders + synthetic clips (`batch_size` of each per step);
+    `linear_shortcut`: started as a linear code (`sanawm.vae.compact`)."""
     height, width = EMBEDDED_SIZE
     return from_dict({
         "stage": "vae",
         "data": {"num_frames": VAE_FRAMES, "height": height, "width": width, "workers": workers,
-                 "pool_size": pool_size, "fresh_per_step": 2},
+                 "pool_size": pool_size, "fresh_per_step": 1},
+        "vae": {"latent_channels": latent_channels, "linear_shortcut": linear_shortcut},
         "optim": {"lr": 5e-4, "warmup_steps": 200, "ema_decay": 0.999, "weight_decay": 0.0},
-        "vae_loss": {"stats_clips": 64, "eval_clips": 32},
+        "vae_loss": {"stats_clips": 64, "eval_clips": 32, "first_frame_weight": 0.5,
+                     "synthetic_clips": batch_size},
         "run": {"steps": 100_000, "batch_size": batch_size, "log_every": 25, "checkpoint_every": 1000},
     })  # fmt: skip
 
@@ -120,6 +133,7 @@ __all__ = [
     "EMBEDDED_DIT",
     "EMBEDDED_FRAMES",
     "EMBEDDED_SIZE",
+    "VAE2_LATENT_CHANNELS",
     "embedded_dit_config",
     "embedded_distill_configs",
     "embedded_vae_config",

@@ -4,9 +4,12 @@ Objective per batch of videos x in [-1, 1] (posterior N(mu, sigma^2) from the en
 reparameterised sample z, reconstruction y = decode(z)):
 
     l1 |y - x| + l2 (y - x)^2 + kl KL(q || N(0, I)) + gradient sum_axis |D_axis y - D_axis x|
+    + first_frame (|y_0 - x_0| + (y_0 - x_0)^2)
 
 all as per-element means; D_axis are forward differences along time, height and width (an
-edge-preserving term that needs no perceptual network). When training ends the EMA weights
+edge-preserving term that needs no perceptual network), y_0 / x_0 the first frames. Batches
+are world clips plus `synthetic_clips` synthetic ones drawn on the device
+(`sanawm.train.synthetic`: natural-image statistics the worlds lack). When training ends the EMA weights
 encode `stats_clips` clips, the per-channel mean / std of the posterior means become the
 VAE's latent normalisation (`set_latent_stats`), the VAE is saved to `RUN/vae`, and its
 reconstruction PSNR on `eval_clips` clips of held-out worlds goes to `RUN/vae_eval.json`.
@@ -27,10 +30,38 @@ from sanawm.train.data import make_source
 from sanawm.train.distributed import DistContext
 from sanawm.train.feed import ClipFeed, Encoded
 from sanawm.train.loop import StandardSteps
+from sanawm.train.synthetic import synthetic_clips
 from sanawm.vae.base import VideoVAE
 
 VAE_DIR = "vae"
 EVAL_FILE = "vae_eval.json"
+SHORTCUT_FIT_CLIPS = 32  # world clips (and as many synthetic ones) the linear code is fitted on
+LOGVAR_START = -8.0  # posterior log-variance of a VAE that starts as its linear code
+
+
+@torch.no_grad()
+def fit_linear_shortcut(vae, video: torch.Tensor) -> None:
+    """Start a `linear_shortcut` VAE as the best linear code of its size on `video` (B, 3, F, H, W)
+    in [-1, 1]: each linear map becomes the top `latent_channels` principal components (float64
+    covariance) of what it reads (first frames; later frame groups) and its transpose, and the
+    convolutional paths' outputs start at zero (posterior log-variance `LOGVAR_START`)."""
+    encode, decode = vae.encoder.linear, vae.decoder.linear
+    for enc, dec, x in zip((encode.first, encode.rest), (decode.first, decode.rest), encode.fold(video)):
+        samples = x.transpose(0, 1).reshape(x.shape[1], -1).double()  # (D, N)
+        mean = samples.mean(dim=1)
+        centred = samples - mean[:, None]
+        _, vectors = torch.linalg.eigh(centred @ centred.T / samples.shape[1])
+        basis = vectors[:, -vae.latent_channels :].flip(1).T  # (C, D), largest variance first
+        enc.weight.copy_(basis.view(enc.weight.shape))
+        enc.bias.copy_(-(basis @ mean))
+        dec.weight.copy_(basis.T.reshape(dec.weight.shape))
+        dec.bias.copy_(mean)
+    c = vae.latent_channels
+    vae.encoder.conv_out.conv.weight.zero_()
+    vae.encoder.conv_out.conv.bias[:c].zero_()
+    vae.encoder.conv_out.conv.bias[c:].fill_(LOGVAR_START)
+    vae.decoder.conv_out.conv.weight.zero_()
+    vae.decoder.conv_out.conv.bias.zero_()
 
 
 def vae_loss_terms(
@@ -45,10 +76,12 @@ def vae_loss_terms(
         "l2": diff.square().mean(),
         "kl": 0.5 * (mean.square() + logvar.exp() - 1.0 - logvar).mean(),
         "gradient": sum((recon.diff(dim=d) - target.diff(dim=d)).abs().mean() for d in (2, 3, 4)),
+        "first_frame": diff[:, :, 0].abs().mean() + diff[:, :, 0].square().mean(),
     }
     terms["loss"] = (
         cfg.l1_weight * terms["l1"] + cfg.l2_weight * terms["l2"]
         + cfg.kl_weight * terms["kl"] + cfg.gradient_weight * terms["gradient"]
+        + cfg.first_frame_weight * terms["first_frame"]
     )  # fmt: skip
     return terms
 
@@ -124,6 +157,13 @@ class VAETask(StandardSteps):
         vae = CompactVAE(self.vae_config).to(ctx.device)
         vae.check_num_frames(config.data.num_frames)
         vae.check_image_size(config.data.height, config.data.width)
+        if self.vae_config.linear_shortcut:  # (a resumed run loads its checkpoint over this)
+            fit_source = make_source(config.data, config.run.seed + 2)
+            clips = fit_source.finish([fit_source.prepare(d) for d in range(SHORTCUT_FIT_CLIPS)], ctx.device).video
+            d = config.data
+            g = torch.Generator(device=ctx.device).manual_seed(config.run.seed + 2)
+            clips = torch.cat([clips, synthetic_clips(SHORTCUT_FIT_CLIPS, d.num_frames, d.height, d.width, g)])
+            fit_linear_shortcut(vae, VideoVAE.preprocess(clips))
         self.module = AutoencoderPass(vae)
         source = make_source(config.data, config.run.seed)
         d = config.data
@@ -142,7 +182,13 @@ class VAETask(StandardSteps):
         return {"video": batch.video}  # uint8 keeps a replay pool small
 
     def loss(self, model: nn.Module, batch: Encoded, shared: torch.Generator, local: torch.Generator):
-        video = VideoVAE.preprocess(batch["video"])
+        video = batch["video"]
+        if self.config.vae_loss.synthetic_clips:
+            _, frames, height, width, _ = video.shape
+            with torch.autocast(video.device.type, enabled=False):  # drawn in float32
+                extra = synthetic_clips(self.config.vae_loss.synthetic_clips, frames, height, width, local)
+            video = torch.cat([video, extra.to(video.device)])
+        video = VideoVAE.preprocess(video)
         recon, mean, logvar = model(video, local)
         terms = vae_loss_terms(recon, video, mean, logvar, self.config.vae_loss)
         return terms["loss"], {k: float(v.detach()) for k, v in terms.items() if k != "loss"}
@@ -174,4 +220,4 @@ class VAETask(StandardSteps):
         return {"vae_dir": str(out), "psnr_db": evaluation["psnr_db"]}
 
 
-__all__ = ["AutoencoderPass", "VAETask", "clip_psnr", "latent_stats", "reconstruction_psnr", "vae_loss_terms"]
+__all__ = ["AutoencoderPass", "VAETask", "clip_psnr", "fit_linear_shortcut", "latent_stats", "reconstruction_psnr", "vae_loss_terms"]

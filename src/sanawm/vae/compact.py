@@ -15,6 +15,14 @@ few past frames per layer in a `_ConvState`):
 - Normalisation is an RMS norm over channels of each pixel of each frame: no statistics
   over time, so nothing leaks backwards.
 
+Optionally (`linear_shortcut`) a linear code runs beside the convolutions: each latent frame's
+pixels (the first frame alone, later ones in groups of stride_t frames), folded spatially into
+channels, map linearly onto the latent mean, and the latent maps linearly back onto its
+pixels; the convolutional paths add to both. Initialised as the principal components of
+training frames (`sanawm.train.vae.fit_linear_shortcut`) with the convolutional outputs at
+zero, the VAE starts as the best linear code of its size (the residual idea of DC-AE's
+space-to-channel shortcuts) and training only has to learn what a linear code misses.
+
 Latents leave `encode` normalised per channel with `latents_mean` / `latents_std` (buffers
 saved with the weights; the trainer measures them on data and calls `set_latent_stats`).
 """
@@ -54,6 +62,7 @@ class CompactVAEConfig:
     patch_size: int = 2
     blocks_per_level: int = 1
     norm_eps: float = 1e-6
+    linear_shortcut: bool = False
 
     def __post_init__(self) -> None:
         self.channels = tuple(int(c) for c in self.channels)
@@ -198,6 +207,64 @@ class Upsample(nn.Module):
         return _depth_to_space(x, 2)
 
 
+def _fold_groups(x: torch.Tensor, group: int) -> torch.Tensor:
+    """(B, C, g * group, h, w) -> (B, C * group, g, h, w): each run of `group` frames into channels."""
+    b, c, f, h, w = x.shape
+    return x.reshape(b, c, f // group, group, h, w).permute(0, 1, 3, 2, 4, 5).reshape(b, c * group, f // group, h, w)
+
+
+def _unfold_groups(x: torch.Tensor, group: int) -> torch.Tensor:
+    """Inverse of `_fold_groups`."""
+    b, c, g, h, w = x.shape
+    return x.reshape(b, c // group, group, g, h, w).permute(0, 1, 3, 2, 4, 5).reshape(b, c // group, g * group, h, w)
+
+
+class LinearEncode(nn.Module):
+    """The linear code's encoder: pixels -> latent means, one matrix for the first frame (alone)
+    and one for each later group of `temporal_stride` frames (module doc)."""
+
+    def __init__(self, cfg: CompactVAEConfig) -> None:
+        super().__init__()
+        self.stride, self.group = cfg.spatial_stride, cfg.temporal_stride
+        pixels = 3 * self.stride**2
+        self.first = nn.Conv3d(pixels, cfg.latent_channels, 1)
+        self.rest = nn.Conv3d(pixels * self.group, cfg.latent_channels, 1)
+
+    def fold(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pixels (B, 3, F, H, W) -> the first frame (B, 3 s^2, 1, h, w) and the later groups
+        (B, 3 s^2 stride_t, T - 1, h, w): what the two matrices read."""
+        x = _space_to_depth(video, self.stride)
+        return x[:, :, :1], _fold_groups(x[:, :, 1:], self.group)
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        first, rest = self.fold(video)
+        if rest.shape[2] == 0:
+            return conv3d(self.first, first)
+        return torch.cat([conv3d(self.first, first), conv3d(self.rest, rest)], dim=2)
+
+
+class LinearDecode(nn.Module):
+    """The linear code's decoder: latents -> pixels, the transposed layout of `LinearEncode`."""
+
+    def __init__(self, cfg: CompactVAEConfig) -> None:
+        super().__init__()
+        self.stride, self.group = cfg.spatial_stride, cfg.temporal_stride
+        pixels = 3 * self.stride**2
+        self.first = nn.Conv3d(cfg.latent_channels, pixels, 1)
+        self.rest = nn.Conv3d(cfg.latent_channels, pixels * self.group, 1)
+
+    def forward(self, z: torch.Tensor, state: _ConvState | None = None) -> torch.Tensor:
+        parts = []
+        if state is None or self not in state.started:  # z starts the video: latent 0 is frame 0
+            parts.append(conv3d(self.first, z[:, :, :1]))
+            z = z[:, :, 1:]
+            if state is not None:
+                state.started.add(self)
+        if z.shape[2]:
+            parts.append(_unfold_groups(conv3d(self.rest, z), self.group))
+        return _depth_to_space(torch.cat(parts, dim=2), self.stride)
+
+
 class Encoder(nn.Module):
     def __init__(self, cfg: CompactVAEConfig) -> None:
         super().__init__()
@@ -214,16 +281,21 @@ class Encoder(nn.Module):
         self.mid = ResBlock(ch[-1], ch[-1], eps)
         self.norm_out = ChannelRMSNorm(ch[-1], eps)
         self.conv_out = CausalConv3d(ch[-1], 2 * cfg.latent_channels)
+        self.linear = LinearEncode(cfg) if cfg.linear_shortcut else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv_in(_space_to_depth(x, self.patch_size))
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        x = self.conv_in(_space_to_depth(video, self.patch_size))
         for level in self.levels:
             for block in level.blocks:
                 x = block(x)
             if hasattr(level, "down"):
                 x = level.down(x)
         x = self.mid(x)
-        return self.conv_out(F.silu(self.norm_out(x)))
+        out = self.conv_out(F.silu(self.norm_out(x)))
+        if self.linear is None:
+            return out
+        mean, logvar = out.chunk(2, dim=1)
+        return torch.cat([mean + self.linear(video), logvar], dim=1)
 
 
 class Decoder(nn.Module):
@@ -243,6 +315,7 @@ class Decoder(nn.Module):
             self.levels.append(level)
         self.norm_out = ChannelRMSNorm(ch[0], eps)
         self.conv_out = CausalConv3d(ch[0], 3 * cfg.patch_size**2)
+        self.linear = LinearDecode(cfg) if cfg.linear_shortcut else None
 
     def forward(self, z: torch.Tensor, state: _ConvState | None = None) -> torch.Tensor:
         x = self.mid(self.conv_in(z, state), state)
@@ -251,8 +324,8 @@ class Decoder(nn.Module):
                 x = block(x, state)
             if hasattr(level, "up"):
                 x = level.up(x, state)
-        x = self.conv_out(F.silu(self.norm_out(x)), state)
-        return _depth_to_space(x, self.patch_size)
+        x = _depth_to_space(self.conv_out(F.silu(self.norm_out(x)), state), self.patch_size)
+        return x if self.linear is None else x + self.linear(z, state)
 
 
 class CompactVAE(VideoVAE):

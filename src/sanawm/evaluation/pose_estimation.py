@@ -13,7 +13,7 @@ Two backends:
 * "colmap": COLMAP's global structure-from-motion through `pycolmap` (optional dependency,
   `_pose_colmap.py`), with the intrinsics held fixed.
 "auto" uses the OpenCV backend, the more accurate of the two on ground-truth renders of the
-procedural worlds at the embedded model's 128x128 (27 of 32 clips within 0.3 / 0.8 degrees
+procedural worlds at the embedded model's 128x128 (30 of 32 clips within 0.3 / 0.8 degrees
 mean / max RotErr against COLMAP's 19, benchmarks/README.md), and falls back to COLMAP when
 OpenCV cannot estimate the clip and pycolmap is installed (one set of intrinsics only).
 """

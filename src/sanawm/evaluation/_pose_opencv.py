@@ -458,32 +458,10 @@ class _SequentialSfM:
                 s.points[t] = point
 
     def _adjust_turns(self) -> None:
-        """Bundle adjustment of a camera that only turns: every track is a direction seen by
-        all its frames. Frame-to-frame rotations, chained, add up their small errors (and
-        the bias of tracks that lag behind the motion); long tracks hold the whole turn."""
+        """Bundle adjustment of a camera that only turns (see `adjust_turns`)."""
         s = self.state
-        tracks = [t for t, obs in enumerate(s.track_obs) if len(obs) >= 2]
-        for _ in range(2):  # solve, drop tracks that do not fit, solve again
-            if not tracks:
-                return
-            obs = [(n, j, k) for n, t in enumerate(tracks) for j, k in s.track_obs[t]]
-            obs_point, obs_cam, keys = (np.array(v) for v in zip(*obs))
-            obs_xy = np.stack([s.frames[j].normalized[k] for _, j, k in obs])
-            rotations = np.stack([s.w2c[j][:3, :3] for j in range(len(s.w2c))])
-            world = np.einsum("mji,mj->mi", rotations[obs_cam], _bearings(obs_xy))  # R^T b
-            directions = np.zeros((len(tracks), 3))
-            np.add.at(directions, obs_point, world)
-            directions /= np.linalg.norm(directions, axis=1, keepdims=True)
-            problem = _bundle_adjust.Problem(
-                w2c=np.stack(s.w2c), free=np.arange(len(s.w2c)) != 0, points=directions,
-                obs_cam=obs_cam, obs_point=obs_point, obs_xy=obs_xy, rotation_only=True,
-            )
-            errors = _bundle_adjust.solve(problem, self.threshold, _FINAL_ITERATIONS)
-            for j, pose in enumerate(problem.w2c):
-                s.w2c[j] = pose
-            worst = np.zeros(len(tracks))
-            np.maximum.at(worst, obs_point, errors)
-            tracks = [t for t, err in zip(tracks, worst) if err <= _OUTLIER_FACTOR * self.threshold]
+        normalized = [frame.normalized for frame in s.frames]
+        s.w2c = list(adjust_turns(np.stack(s.w2c), s.track_obs, normalized, self.threshold)[0])
 
     def _start_candidate(self, anchor: int, i: int) -> tuple[float, np.ndarray, np.ndarray] | None:
         """(uncertainty in degrees, R, t) of the pair (anchor, i) as a start, or None when it
@@ -570,6 +548,42 @@ class _SequentialSfM:
             self._adjust(range(max(0, i - _WINDOW + 1), i + 1))
         self._adjust(range(count), _FINAL_ITERATIONS, _FINAL_LOSS_SCALE)  # a global pass reduces drift
         return invert_rigid(np.stack(s.w2c))
+
+
+def adjust_turns(
+    w2c: np.ndarray, track_obs: list[list[tuple[int, int]]], normalized: list[np.ndarray], threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rotation-only bundle adjustment of a camera that only turns: every track is a direction
+    seen by all its frames. Frame-to-frame rotations, chained, add up their small errors (and
+    the bias of tracks that lag behind the motion); long tracks hold the whole turn.
+
+    w2c: (F, 4, 4) the chained poses (zero translations), frame 0 held fixed; track_obs: per
+    track its (frame, keypoint) observations; normalized: per frame its keypoints in
+    normalised camera coordinates. Returns the adjusted w2c and the reprojection errors
+    (normalised units) of the last solve's observations.
+    """
+    w2c, errors = np.array(w2c), np.zeros(0)
+    tracks = [t for t, obs in enumerate(track_obs) if len(obs) >= 2]
+    for _ in range(2):  # solve, drop tracks that do not fit, solve again
+        if not tracks:
+            break
+        obs = [(n, j, k) for n, t in enumerate(tracks) for j, k in track_obs[t]]
+        obs_point, obs_cam, _keys = (np.array(v) for v in zip(*obs))
+        obs_xy = np.stack([normalized[j][k] for _, j, k in obs])
+        world = np.einsum("mji,mj->mi", w2c[obs_cam, :3, :3], _bearings(obs_xy))  # R^T b
+        directions = np.zeros((len(tracks), 3))
+        np.add.at(directions, obs_point, world)
+        directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+        problem = _bundle_adjust.Problem(
+            w2c=w2c, free=np.arange(len(w2c)) != 0, points=directions,
+            obs_cam=obs_cam, obs_point=obs_point, obs_xy=obs_xy, rotation_only=True,
+        )
+        errors = _bundle_adjust.solve(problem, threshold, _FINAL_ITERATIONS)
+        w2c = problem.w2c
+        worst = np.zeros(len(tracks))
+        np.maximum.at(worst, obs_point, errors)
+        tracks = [t for t, err in zip(tracks, worst) if err <= _OUTLIER_FACTOR * threshold]
+    return w2c, errors
 
 
 def opencv_poses(frames: np.ndarray, intrinsics: np.ndarray, config: PoseEstimationConfig) -> np.ndarray:

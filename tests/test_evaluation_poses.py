@@ -72,7 +72,7 @@ def test_opencv_backend_follows_a_rendered_walk(walk, walk_estimate):
     assert estimated.shape == (24, 4, 4)
     assert np.allclose(estimated[0], np.eye(4))
     errors = camera_errors(estimated, c2w)
-    # measured 0.040 / 0.067 deg (the bounds: mean 0.3, max 0.8)
+    # measured 0.041 / 0.069 deg (the bounds: mean 0.3, max 0.8)
     assert errors.rot_err_deg.mean() <= 0.3 and errors.rot_err_deg.max() <= 0.8
     path_length = np.linalg.norm(np.diff(c2w[:, :3, 3], axis=0), axis=1).sum()
     assert errors.trans_err.mean() <= 0.05 * path_length
@@ -90,7 +90,7 @@ def test_a_wrong_trajectory_scores_far_worse(walk, walk_estimate):
 def test_turning_on_the_spot_gives_rotation_without_translation(room):
     c2w = np.stack([pose(rot_y(3.0 * i), [0.0, 0.0, 0.0]) for i in range(16)])
     estimated = estimate_poses(room.render_video(c2w, K, HEIGHT, WIDTH), K, OPENCV)
-    assert rotation_angle_deg(estimated[:, :3, :3], c2w[:, :3, :3]).max() < 0.3  # measured 0.018
+    assert rotation_angle_deg(estimated[:, :3, :3], c2w[:, :3, :3]).max() < 0.3  # measured 0.019
     assert np.abs(estimated[:, :3, 3]).max() < 1e-9
 
 
@@ -101,7 +101,7 @@ def test_downscaled_frames_and_per_frame_intrinsics(room):
     video = room.render_video(c2w, k, 240, 320)
     config = PoseEstimationConfig(backend="opencv", max_image_side=160)
     estimated = estimate_poses(video, np.tile(k, (12, 1)), config)
-    assert camera_errors(estimated, c2w).rot_err_deg.mean() <= 0.3  # measured 0.031
+    assert camera_errors(estimated, c2w).rot_err_deg.mean() <= 0.3  # measured 0.029
 
 
 @pytest.mark.skipif(not colmap_available(), reason="pycolmap is optional")

@@ -7,7 +7,9 @@ global mapper (GLOMAP's method: rotation averaging over all verified pairs, glob
 positioning of cameras and points, bundle adjustment, retriangulation) then maps them with the
 intrinsics held fixed. Unlike the incremental mapper it needs no start pair with wide
 parallax, which short, slowly moving video rarely has. Every frame must end up in one
-reconstruction; otherwise the clip is reported as not reconstructable.
+reconstruction; otherwise the clip is reported as not reconstructable. A camera turning on the
+spot (most verified pairs explained by a rotation alone) skips the mapper: its rotations come
+from a rotation-only adjustment over the verified matches (`_pure_turn`).
 
 COLMAP's random generator and every stage's seed are fixed and every stage runs on one thread:
 RANSAC draws the same samples in every run, whatever the thread settings.
@@ -35,6 +37,13 @@ _VERIFICATION_TRIALS = 2000  # fewest RANSAC samples per frame pair: with COLMAP
 # with 2000 every seed tried gives 0.122-0.123
 _MIN_SIFT_SIDE = 256  # smaller frames are enlarged to this (integer factor) before SIFT: on the
 # 128x128 ground-truth clips 2x brings the random walks within 0.3 / 0.8 deg from 3 of 5 to 4 of 5
+_TURN_FIT_PX = 2.0  # a clip is taken for a pure turn when 90% of its verified matches lie within
+# this distance (pixels of the enlarged frames) of their rotation-only fit. Measured on the
+# ground-truth clips of scripts/eval_poses.py: 0.72-1.74 on the 8 pure turns and the walks 03, 07
+# and 18, whose translation is too small to see (their rotations then come out 0.02-0.09 deg mean
+# RotErr); 2.19-3.94 on the walks tried that translate visibly (11, read as a turn, would be 1.6 deg
+# off). COLMAP's own "panoramic" label does not tell them apart: 61-79% of the pairs of the walks
+# 11 and 15 carry it, 13% of the pitch turn 09's
 _PEAK_THRESHOLD = 0.0005  # SIFT contrast threshold; COLMAP's 0.0067 suits photos, but finds
 # 5-16 keypoints per frame on rendered 128x128 rooms (too few to match), this 150-200
 
@@ -90,6 +99,9 @@ def colmap_poses(frames: np.ndarray, intrinsics: np.ndarray, config: PoseEstimat
             database, matching_options=matching, pairing_options=pairing,
             verification_options=verification, device=pycolmap.Device.cpu,
         )
+        turn = _pure_turn(pycolmap, database, names, intrinsics, config)
+        if turn is not None:
+            return turn
         reconstructions = pycolmap.global_mapping(database, images, output, _mapper_options(pycolmap, config))
 
     if not reconstructions:
@@ -111,6 +123,69 @@ def colmap_poses(frames: np.ndarray, intrinsics: np.ndarray, config: PoseEstimat
     if not np.isfinite(stack).all():
         raise PoseEstimationError("COLMAP returned non-finite poses for the clip")
     c2w = invert_rigid(stack)
+    return invert_rigid(c2w[0]) @ c2w
+
+
+def _pure_turn(pycolmap, database, names: list[str], intrinsics: np.ndarray, config: PoseEstimationConfig):
+    """Camera-to-world poses (F, 4, 4) of a camera turning on the spot, or None for any other clip.
+
+    A turn has no baseline: the global mapper's positioning and adjustment place its cameras
+    apart and trade rotation for translation (6 of the 8 ground-truth turns of
+    scripts/eval_poses.py missed 0.3 / 0.8 deg mean / max RotErr, one frame by 55 deg). So the
+    verified matches are joined into tracks and fitted with rotations alone (frame-to-frame
+    rotations chained, then the OpenCV backend's rotation-only adjustment); when that fit
+    explains them (`_TURN_FIT_PX`), there is no translation to find and the rotations are
+    the answer.
+    """
+    from sanawm.evaluation._pose_opencv import _rotation_only, adjust_turns
+
+    db = pycolmap.Database.open(database)
+    try:
+        frame_of = {image.image_id: names.index(image.name) for image in db.read_all_images()}
+        keypoints = [np.zeros((0, 2))] * len(names)
+        for image_id, i in frame_of.items():
+            keypoints[i] = np.asarray(db.read_keypoints(image_id), dtype=np.float64)[:, :2]
+        pair_ids, geometries = db.read_two_view_geometries()
+    finally:
+        db.close()
+    fx, fy, cx, cy = intrinsics
+    normalized = [np.stack([(k[:, 0] - cx) / fx, (k[:, 1] - cy) / fy], axis=1) for k in keypoints]
+    matches = {}
+    parent: dict[tuple[int, int], tuple[int, int]] = {}  # union-find over (frame, keypoint)
+
+    def root(node):
+        while parent.setdefault(node, node) != node:
+            parent[node] = parent[parent[node]]
+            node = parent[node]
+        return node
+
+    for pair_id, geometry in zip(pair_ids, geometries):
+        a, b = (frame_of[i] for i in pycolmap.pair_id_to_image_pair(pair_id))
+        inliers = np.asarray(geometry.inlier_matches).reshape(-1, 2)
+        if a > b:
+            a, b, inliers = b, a, inliers[:, ::-1]
+        matches[a, b] = inliers
+        for ka, kb in inliers:
+            parent[root((a, int(ka)))] = root((b, int(kb)))
+    groups: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for node in sorted(parent):
+        groups.setdefault(root(node), []).append(node)
+    # a track that links two keypoints of one frame holds a wrong match: drop it
+    tracks = [obs for obs in groups.values() if len({j for j, _ in obs}) == len(obs)]
+    focal = float(np.mean(intrinsics[:2]))
+    threshold = 2.0 * config.ransac_threshold_px / focal  # the verification's RANSAC error
+    rng = np.random.default_rng(_SEED)
+    w2c = np.tile(np.eye(4), (len(names), 1, 1))
+    for i in range(1, len(names)):
+        pair = matches.get((i - 1, i))
+        if pair is None or len(pair) < config.min_matches:
+            return None  # the chain breaks: leave the clip to the global mapper
+        turn = _rotation_only(normalized[i - 1][pair[:, 0]], normalized[i][pair[:, 1]], threshold, rng)
+        w2c[i, :3, :3] = turn @ w2c[i - 1, :3, :3]
+    w2c, errors = adjust_turns(w2c, tracks, normalized, threshold)
+    if not len(errors) or np.percentile(errors, 90) * focal > _TURN_FIT_PX:
+        return None
+    c2w = invert_rigid(w2c)
     return invert_rigid(c2w[0]) @ c2w
 
 

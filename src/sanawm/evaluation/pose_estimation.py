@@ -11,10 +11,11 @@ Two backends:
   triangulated points frame by frame (with local bundle adjustment) so the scale stays
   consistent along the whole clip; cameras that only turn get a rotation-only adjustment.
 * "colmap": COLMAP's global structure-from-motion through `pycolmap` (optional dependency,
-  `_pose_colmap.py`), with the intrinsics held fixed.
+  `_pose_colmap.py`), with the intrinsics held fixed; a camera turning on the spot gets the
+  rotations that fit its verified matches instead (the mapper trades rotation for translation).
 "auto" uses the OpenCV backend, the more accurate of the two on ground-truth renders of the
-procedural worlds at the embedded model's 128x128 (27 of 32 clips within 0.3 / 0.8 degrees
-mean / max RotErr against COLMAP's 19, benchmarks/README.md), and falls back to COLMAP when
+procedural worlds at the embedded model's 128x128 (29 of 32 clips within 0.3 / 0.8 degrees
+mean / max RotErr against COLMAP's 26, benchmarks/README.md), and falls back to COLMAP when
 OpenCV cannot estimate the clip and pycolmap is installed (one set of intrinsics only).
 """
 

@@ -1,0 +1,90 @@
+"""The pose estimator on ground-truth clips of scripts/eval_poses.py: held-out procedural worlds
+at the embedded model's 128x128, 33 frames, speeds and field of view, with exact intrinsics,
+sharp and blurred to the embedded model's sharpness (Gaussian sigma 1.25 px).
+
+The bounds are issue 10's (mean RotErr 0.3 deg, max 0.8 deg, rotation read within 10%); every
+measured value sits at most half-way to them, so another machine's float rounding cannot tip a
+clip over (the same estimator read 0.52 deg on one machine and 0.50 on another on one window).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import sanawm
+from sanawm.camera import default_intrinsics
+from sanawm.evaluation import PoseEstimationConfig, colmap_available
+from sanawm.modeldir import read_model_dir
+from sanawm.worlds import render
+
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+BLUR_SIGMA = 1.25  # the embedded model's sharpness at 128x128 (benchmarks/README.md)
+
+
+@pytest.fixture(scope="module")
+def eval_poses():
+    """scripts/eval_poses.py as a module (it imports scripts/eval_embedded.py for the clips)."""
+    spec = importlib.util.spec_from_file_location("eval_poses", SCRIPTS / "eval_poses.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["eval_poses"] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop("eval_poses", None)
+
+
+def _clip(eval_poses, name: str):
+    """(frames, commanded c2w, intrinsics) of one of the 32 clips, rendered as the script does."""
+    settings = read_model_dir(Path(sanawm.__file__).parent / "assets" / "embedded").settings
+    size = (settings.height, settings.width)
+    spec = next(spec for spec in eval_poses.default_clips() if spec.name == name)
+    clip = eval_poses.resolve_clip(spec, settings.translation_speed, settings.rotation_speed_deg)
+    k = default_intrinsics(size, settings.fov_deg)
+    frames = render(clip.world, clip.c2w, k.expand(len(clip.c2w), 4), size).numpy()
+    return frames, clip.c2w.double().numpy(), k.double().numpy()
+
+
+def _blurred(frames: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return np.stack([cv2.GaussianBlur(f, (0, 0), BLUR_SIGMA) for f in frames])
+
+
+def _check(row: dict) -> None:
+    assert "failure" not in row, row
+    assert row["mean"] <= 0.3 and row["max"] <= 0.8, row
+    assert row["ratio"] is None or abs(row["ratio"] - 1.0) <= 0.1, row
+
+
+# measured (mean / max RotErr in degrees, rotation read / commanded), sharp | blurred
+OPENCV_CLIPS = [
+    "07_street_walk7",  # 0.091 / 0.213 | 0.074 / 0.153
+    "10_room_j-32",  # 0.073 / 0.155, 1.001 | 0.070 / 0.152, 1.001
+    "20_corridor_w-32",  # 0.056 / 0.136 | 0.063 / 0.147
+    "31_terrain_walk31",  # 0.113 / 0.325, 0.997 | 0.073 / 0.178, 0.997
+]
+
+
+@pytest.mark.parametrize("name", OPENCV_CLIPS)
+def test_opencv_backend_on_ground_truth_clips(eval_poses, name):
+    frames, c2w, k = _clip(eval_poses, name)
+    config = PoseEstimationConfig(backend="opencv")
+    for video in (frames, _blurred(frames)):
+        _check(eval_poses.score_clip(video, c2w, k, config))
+
+
+# COLMAP takes 15-60 s per 33-frame clip on 2 cores: one clip per way it can go, a pure turn
+# (rotation-only fit of the verified matches) sharp and a forward walk (global mapper) blurred;
+# measured 0.037 / 0.071 (rotation read 1.000) and 0.082 / 0.205
+@pytest.mark.skipif(not colmap_available(), reason="pycolmap is optional")
+@pytest.mark.parametrize("name, blurred", [("13_street_l-32", False), ("08_street_w-32", True)])
+def test_colmap_backend_on_ground_truth_clips(eval_poses, name, blurred):
+    frames, c2w, k = _clip(eval_poses, name)
+    video = _blurred(frames) if blurred else frames
+    row = eval_poses.score_clip(video, c2w, k, PoseEstimationConfig(backend="colmap"))
+    assert row["backend"] == "colmap"
+    _check(row)

@@ -217,7 +217,6 @@ class SanaWMTransformer(nn.Module):
         module doc; frame_offset is the index of the first frame (with a cache it must equal
         the committed frame count).
         """
-        cfg = self.config
         B, T, H, W = self._validate(latents, timestep, text, text_mask, raymap, chunk_plucker)
         starts = self._resolve_chunks(T, chunk_size, chunk_starts)
         offset = self._resolve_offset(cache, frame_offset, update_cache, (B, H, W))

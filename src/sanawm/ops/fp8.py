@@ -20,7 +20,6 @@ and published in benchmarks/README.md; it is opt-in. Convert after any `model.to
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 FP8_DTYPE = torch.float8_e4m3fn

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 from pathlib import Path
 
 import torch
@@ -38,17 +37,10 @@ HEADS, HEAD_DIM, TOKENS_PER_FRAME = 20, 112, 22 * 40
 
 
 def cuda_time(fn, iters: int) -> float:
-    for _ in range(2):
-        fn()
-    times = []
-    for _ in range(iters):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end) / 1000)
-    return statistics.median(times)
+    """Median GPU seconds of `iters` calls after two warm-up calls (the first compiles FA4)."""
+    from sanawm.benchmark import time_call
+
+    return time_call(fn, torch.device("cuda"), warmup=2, iters=iters)
 
 
 def kernels() -> dict:

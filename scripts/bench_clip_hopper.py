@@ -289,17 +289,6 @@ def precision_of(impl: str, device: torch.device) -> str:
 # ----------------------------------------------------------------------------------------
 
 
-def record_key(r: dict) -> tuple:
-    return (r.get("impl"), r.get("precision"), r.get("mode"), r.get("frames"))
-
-
-def merge_records(path: Path, new: list[dict]) -> list[dict]:
-    """The records of `path` with those of `new` added, replacing any with the same key."""
-    old = json.loads(path.read_text()) if path.exists() else []
-    keys = {record_key(r) for r in new}
-    return [r for r in old if record_key(r) not in keys] + new
-
-
 def run_worker(impl: str, args, timeout: float) -> dict | None:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "record.json"
@@ -343,6 +332,8 @@ def table(records: list[dict]) -> str:
 
 
 def main() -> None:
+    from sanawm.benchmark import merge_records
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--impls", nargs="+", choices=IMPLS, default=list(IMPLS))
     parser.add_argument("--frames", type=int, default=961, help="video frames, 8k+1 (default 961)")

@@ -246,18 +246,6 @@ def record(impl: str, frames: int, rec: dict, device: torch.device) -> dict:
 # ----------------------------------------------------------------------------------------
 
 
-def merge_records(path: Path, new: list[dict]) -> list[dict]:
-    """The records in `path` with `new` added, replacing those of the same (impl, precision,
-    mode, frames)."""
-
-    def key(r: dict) -> tuple:
-        return (r.get("impl"), r.get("precision"), r.get("mode"), r.get("frames"))
-
-    old = json.loads(path.read_text()) if path.exists() else []
-    keys = {key(r) for r in new}
-    return [r for r in old if key(r) not in keys] + new
-
-
 def run_worker(impl: str, args, timeout: float) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "records.json"
@@ -307,6 +295,8 @@ def ratio_table(records: list[dict], frames: list[int]) -> str:
 
 
 def main() -> None:
+    from sanawm.benchmark import merge_records
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--impls", nargs="+", choices=IMPLS, default=list(IMPLS))
     parser.add_argument("--frames", nargs="+", type=int, default=[81, 321, 961])

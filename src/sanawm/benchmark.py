@@ -275,6 +275,19 @@ def time_call(fn: Callable[[], object], device: torch.device, warmup: int = 0, i
     return statistics.median(times)
 
 
+def merge_records(path: Path, new: list[dict]) -> list[dict]:
+    """The benchmark records stored in `path` (a JSON list; none if it does not exist) with
+    `new` added, replacing those of the same (impl, precision, mode, frames): one file such as
+    benchmarks/hopper.json collects several scripts' records."""
+
+    def key(r: dict) -> tuple:
+        return r.get("impl"), r.get("precision"), r.get("mode"), r.get("frames")
+
+    old = json.loads(path.read_text()) if path.exists() else []
+    replaced = {key(r) for r in new}
+    return [r for r in old if key(r) not in replaced] + new
+
+
 def time_forward(model, inputs, device, warmup: int, iters: int) -> tuple[float, float | None]:
     """Median seconds per forward and peak memory in GB (CUDA only, else None)."""
     reset_peak_memory(device)

@@ -7,16 +7,17 @@ Shapes are SANA-WM's: B=1, 20 heads of 112, all tokens of the clip (22x40 per la
 9,680 / 36,080 / 106,480 tokens for 81 / 321 / 961 frames), no mask, bf16. Kernels:
 - sdpa-cudnn, sdpa-flash: `F.scaled_dot_product_attention` restricted to one backend (both
   pad head dim 112 to 128 internally);
-- flash4: `sanawm.ops.flash.attention(..., "flash4")`, the FA4 forward at head dim 112, on
-  (B, N, H, D) token-major tensors as the model hands them over;
-- flash4-d128: the same kernel on heads zero-padded to 128 (what padding would cost it).
+- flash4: `sanawm.ops.flash.attention(..., "flash4")`, the FA4 forward at head dim 112 with
+  sanawm's tiles for 112 (`FLASH4_SM90_TILES`), on (B, N, H, D) token-major tensors as the
+  model hands them over;
+- flash4-d128: FA4 on heads zero-padded to 128, with its own tiles for 128 (padding included).
 Time: median of `--iters` calls after two warm-up calls (the first compiles FA4's kernel),
 CUDA events. Accuracy: relative L2 of each kernel's output vs float32 math attention on the
 first `--check-tokens` queries (all keys), same inputs. TFLOP/s count 4 * Nq * Nk * H * 112.
 
 `--sweep-flash4` also times FA4's sm90 forward at head dim 112 with other tile shapes and
-pipelining flags than the ones it picks itself (128x128, P@V from registers, intra-warpgroup
-overlap), to see whether 112 has a better configuration than 128's.
+pipelining flags, starting with the ones FA4 picks itself (128x128, P@V from registers,
+intra-warpgroup overlap); the best one is what `FLASH4_SM90_TILES` holds.
 
 Writes `--json` (records {"impl", "precision", "mode": "attention", "frames", "tokens",
 "s_per_call", "tflops", "rel_l2_vs_f32", "gpu"}) and prints a table last.
@@ -66,9 +67,9 @@ def kernels() -> dict:
 
 
 # (tile_m, tile_n, P@V from registers, intra-warpgroup overlap); the first is FA4's own choice.
-FLASH4_SWEEP = [(128, 128, True, True), (128, 128, False, True), (128, 112, True, True), (128, 144, True, True),
-                (128, 160, True, True), (128, 176, True, True), (192, 128, False, True), (192, 112, False, True),
-                (192, 144, False, True), (128, 192, True, True)]  # fmt: skip
+FLASH4_SWEEP = [(128, 128, True, True), (128, 144, True, True), (192, 128, False, True), (192, 144, False, True),
+                (192, 144, False, False), (192, 160, False, True), (192, 176, False, True), (192, 192, False, True),
+                (192, 96, False, True), (192, 144, True, True), (256, 128, False, True), (128, 192, False, True)]  # fmt: skip
 
 
 def sweep_flash4(q, k, v, iters: int) -> list[tuple]:

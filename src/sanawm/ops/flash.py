@@ -30,6 +30,13 @@ from torch import Tensor, nn
 
 ATTENTION_KERNELS = ("sdpa", "flash4")
 
+# FA4's own sm90 choice for head dims 97-128 is 128x128 tiles with P@V from registers, tuned for
+# 128. At 112 (SANA-WM's heads), 192x144 tiles with P@V from shared memory took 159 ms per
+# 106,480-token attention on an H200 against 184-186 ms for FA4's choice (10 shapes timed,
+# `scripts/bench_attention.py --sweep-flash4`, benchmarks/README.md).
+# (tile_m, tile_n, P@V from registers, intra-warpgroup overlap) per head dim.
+FLASH4_SM90_TILES = {112: (192, 144, False, True)}
+
 
 def flash4_unavailable(device: torch.device | str) -> str | None:
     """Why the "flash4" kernel cannot run on `device`, or None if it can."""
@@ -49,7 +56,12 @@ def flash4_attention(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
     """q (B, Nq, H, D), k / v (B, Nk, H, D), last dim contiguous -> (B, Nq, H, D), q's dtype."""
     from flash_attn.cute.interface import _flash_attn_fwd
 
-    return _flash_attn_fwd(q, k, v, softmax_scale=scale, causal=False)[0]
+    tiles = FLASH4_SM90_TILES.get(q.shape[-1])
+    if tiles is None:
+        return _flash_attn_fwd(q, k, v, softmax_scale=scale, causal=False)[0]
+    tile_m, tile_n, pv_from_registers, overlap = tiles
+    return _flash_attn_fwd(q, k, v, softmax_scale=scale, causal=False, tile_mn=(tile_m, tile_n),
+                           mma_pv_is_rs=pv_from_registers, intra_wg_overlap=overlap)[0]  # fmt: skip
 
 
 @flash4_attention.register_kernel("cpu")

@@ -204,6 +204,17 @@ def test_pixel_conversion_round_trips_every_uint8_level():
     assert VideoVAE.postprocess(odd)[0, 0, 0, :, 0].tolist() == [0, 255, 0, 1]
 
 
+def test_pixel_conversion_of_a_long_clip_matches_the_float64_formula_on_every_frame():
+    # Longer than the frames postprocess converts at a time, and not a multiple of them.
+    pixels = torch.randn(2, 3, 37, 5, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 0.8
+    pixels[:, :, -1] = 0.37 / 127.5  # a last, partial group converts too
+    want = ((pixels.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 4, 1)
+    given = pixels.float()
+    kept = given.clone()
+    assert torch.equal(VideoVAE.postprocess(given), want)
+    assert torch.equal(given, kept)  # the decoder's output is left as it was
+
+
 def test_dtype_and_device_are_the_weights():
     vae = _tiny_vae(dtype=torch.float64)
     assert vae.dtype == torch.float64 and vae.device == torch.device("cpu")

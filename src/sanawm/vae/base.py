@@ -17,6 +17,9 @@ from torch import nn
 
 from sanawm.errors import UserInputError
 
+# Frames converted at a time by `VideoVAE.postprocess`.
+_POSTPROCESS_FRAMES = 16
+
 
 class ChunkDecoder(abc.ABC):
     """Decodes a latent video chunk by chunk, in order, as the chunks become available.
@@ -65,8 +68,15 @@ class VideoVAE(nn.Module, abc.ABC):
     def postprocess(video: torch.Tensor) -> torch.Tensor:
         """Pixels (B, 3, F, H, W), roughly in [-1, 1] -> uint8 RGB frames (B, F, H, W, 3)
         (clamped to [-1, 1], rounded to the nearest level)."""
-        frames = ((video.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        return frames.permute(0, 2, 3, 4, 1)
+        b, _, f, h, w = video.shape
+        frames = torch.empty(b, f, h, w, 3, dtype=torch.uint8, device=video.device)
+        # A few frames at a time, in place: the float32 copy of a whole 961-frame 704x1280 clip
+        # alone is 10.4 GB, and out-of-place clamp / add / scale / round held several of them.
+        for start in range(0, f, _POSTPROCESS_FRAMES):
+            part = video[:, :, start : start + _POSTPROCESS_FRAMES].to(torch.float32, copy=True)  # never the input
+            part = part.clamp_(-1, 1).add_(1).mul_(127.5).round_()
+            frames[:, start : start + _POSTPROCESS_FRAMES] = part.permute(0, 2, 3, 4, 1)
+        return frames
 
     @abc.abstractmethod
     def encode(self, video: torch.Tensor) -> torch.Tensor:

@@ -221,6 +221,23 @@ def primitives(device: torch.device, frames: int, rows: int) -> list[str]:
     return lines
 
 
+def velocity_check(model, frames: int, path: Path, device, dtype, text_len: int) -> None:
+    """One eager forward at `frames` (704x1280); its velocity is saved to `path`, or compared
+    with the one saved there (relative L2, cosine), e.g. by a run of the previous code."""
+    size = latents_for_frames(frames, 704, 1280) if device.type == "cuda" else (3, 4, 6)
+    inputs = make_inputs(model, size, device, dtype, text_len, torch.Generator().manual_seed(4321))
+    with torch.inference_mode():
+        v = model(**inputs).float().cpu()
+    if path.exists():
+        ref = torch.load(path).double()
+        rel = ((v.double() - ref).norm() / ref.norm()).item()
+        cos = torch.nn.functional.cosine_similarity(v.double().flatten(), ref.flatten(), dim=0).item()
+        print(f"velocity at {frames} frames vs {path}: rel L2 {rel:.3e}, cosine {cos:.6f}", flush=True)
+    else:
+        torch.save(v, path)
+        print(f"velocity at {frames} frames saved to {path}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=parse_latent_size, nargs="+", default=None, help="latent sizes TxHxW")
@@ -232,8 +249,11 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=["bf16"], choices=["bf16", "fp8"])
     parser.add_argument("--rows", type=int, default=25)
     parser.add_argument("--json", default=None, help="write the summaries here")
+    parser.add_argument("--velocity-check", nargs=2, default=None, metavar=("FRAMES", "FILE"),
+                        help="first one eager forward at FRAMES: save the velocity to FILE, or, if FILE "
+                             "exists (another code version's run), print its distance to it")
     parser.add_argument("--primitives", type=int, default=None, metavar="FRAMES",
-                        help="first time candidate FFN-conv / FP8 primitives alone at this clip length (CUDA)")
+                        help="then time candidate FFN-conv / FP8 primitives alone at this clip length (CUDA)")
     args = parser.parse_args()
     if "fp8" in args.variants and args.variants[-1] != "fp8":
         parser.error("fp8 converts the model in place: list it last")
@@ -251,10 +271,6 @@ def main() -> None:
     from sanawm.model.compile import compile_blocks
     from sanawm.ops.fp8 import convert_to_fp8
 
-    if args.primitives:
-        primitives(device, args.primitives, 8)
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
 
     # Two block kinds per clip size (static shapes): keep every size compiled.
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 2 * len(sizes))
@@ -263,6 +279,8 @@ def main() -> None:
     for block in model.blocks:
         block.attn.backend = args.gdn_backend
     text_len = min(300, model.config.max_text_len)
+    if args.velocity_check:
+        velocity_check(model, int(args.velocity_check[0]), Path(args.velocity_check[1]), device, dtype, text_len)
     results = []
     for variant in args.variants:
         if variant == "fp8":
@@ -287,6 +305,12 @@ def main() -> None:
             del inputs
             if device.type == "cuda":
                 torch.cuda.empty_cache()
+    if args.primitives:
+        del model
+        try:
+            primitives(device, args.primitives, 8)
+        except Exception as err:  # after the profiles: a failure here must not lose them
+            print(f"primitives failed: {type(err).__name__}: {err}", flush=True)
 
 
 if __name__ == "__main__":

@@ -193,6 +193,8 @@ def primitives(device: torch.device, frames: int, rows: int) -> list[str]:
         ("temporal conv2d padding=(1,0), contiguous", lambda: F.conv2d(y_cont, w_t, padding=(1, 0))),
         ("temporal as GEMM N x C x 3C + shifted adds", gemm_taps),
         ("temporal GEMM N x C x 3C alone", lambda: torch.mm(y_tok.reshape(-1, C), w_cat.t())),
+        ("temporal GEMM N x C x 3C, float32 out", lambda: torch.mm(y_tok.reshape(-1, C), w_cat.t(),
+                                                                   out_dtype=torch.float32)),
         ("bf16 linear N x C -> 3C", lambda: F.linear(x2, qkv_w)),
         ("fp8 quantize_rows N x C, eager", lambda: quantize_rows(x2)),
         ("fp8 quantize_rows N x C, compiled alone", lambda: q_compiled(x2)),

@@ -45,16 +45,18 @@ KINDS = (
     "other",
 )
 
-_RULES = (  # first match wins; names lower-cased
+_TRITON_RULES = (  # inductor's kernels are named after the aten ops they fuse
+    ("fp8 quantisation", r"amax"),
+    ("layout copies", r"^triton_[a-z]+_fused_(?:(?:cat|clone|constant_pad_nd|copy|permute|view|unsqueeze|"
+                      r"transpose|_unsafe_view|slice|expand|\d+)_?)+$"),  # fmt: skip
+    ("triton fused element-wise", r""),
+)
+_RULES = (  # every other kernel; first match wins, names lower-cased
     ("attention", r"sdpa|fmha|flash|attention|attn"),
     ("GDN kernels", r"_transition_kernel|_scan_kernel|_readout_kernel"),
     ("layout copies", r"nchwtonhwc|nhwctonchw|catarraybatchedcopy|direct_copy|copy_kernel|transpose|memcpy"),
     ("conv (cuDNN)", r"fprop|conv2d|convolution|depthwise|implicit_gemm|dgrad|wgrad"),
     ("gemm", r"nvjet|gemm|cutlass|cublas|xmma|_mm_"),
-    ("fp8 quantisation", r"^triton_.*amax"),
-    ("layout copies", r"^triton_[a-z]+_fused_(?:(?:cat|clone|constant_pad_nd|copy|permute|view|unsqueeze|"
-                      r"transpose|_unsafe_view|slice|expand|\d+)_?)+$"),  # fmt: skip
-    ("triton fused element-wise", r"^triton_"),
     ("aten element-wise / reductions", r"elementwise|reduce_kernel|vectorized|unrolled|norm|softmax|"
                                        r"cunn|index|fill|scatter|gather"),  # fmt: skip
 )
@@ -63,7 +65,7 @@ _RULES = (  # first match wins; names lower-cased
 def kernel_kind(name: str) -> str:
     """The kind (one of KINDS) of a CUDA kernel, from its name."""
     low = name.lower()
-    for kind, pattern in _RULES:
+    for kind, pattern in _TRITON_RULES if low.startswith("triton_") else _RULES:
         if re.search(pattern, low):
             return kind
     return "other"

@@ -96,8 +96,8 @@ def test_ffn_token_layout_matches_nchw_convs_in_float64(with_context, sliced, mo
     from sanawm.model import layers
     from sanawm.model.layers import GLUFeedForward
 
-    if sliced:  # the depthwise conv in slices of 4 frames (what clips past the int32 range get)
-        monkeypatch.setattr(layers, "_MAX_INT32_ELEMENTS", 4 * 48 * 20)
+    if sliced:  # the FFN in slices of 4 frames (what long clips get)
+        monkeypatch.setattr(layers, "_MAX_CONV_ELEMENTS", 4 * 48 * 20)
     torch.manual_seed(0)
     ffn = GLUFeedForward(16, 24, 3)
     for p in ffn.parameters():

@@ -23,10 +23,9 @@ if TYPE_CHECKING:
 LAYER_NORM_EPS = 1e-6  # the affine-free LayerNorms before attention, FFN and output
 
 # Largest element count of one conv call: PyTorch's conv kernels index with int32, so very
-# long clips are run through the FFN's spatial convs a few frames at a time (the NCHW path
-# keeps a factor 2 of margin; the token path's depthwise conv goes to the int32 limit).
+# long clips are run through the FFN's spatial convs a few frames at a time (which also
+# bounds the peak memory of the FFN's 2F-wide intermediates).
 _MAX_CONV_ELEMENTS = 1 << 30
-_MAX_INT32_ELEMENTS = (1 << 31) - 1
 
 
 def at_least_f32(x: Tensor) -> Tensor:
@@ -207,20 +206,24 @@ class GLUFeedForward(nn.Module):
         """`spatial` in the token layout: the 1x1 convs as matmuls on (..., C) rows, the
         depthwise conv on the channels-last view, and the output a (B, C, T, S) view of
         (B, T, S, C) memory; no transposing copies. Same sums as the NCHW convs (tests hold
-        the two together). Only the depthwise conv is cut into frame slices, where one call
-        would pass the int32 index range of the conv kernels."""
+        the two together). Long clips go through in frame slices, as on the NCHW path: that
+        bounds the 2F-wide intermediates (peak memory) and the conv's int32 index range."""
         B, T, S, C = x.shape
-        depth = self.depth_conv.conv
-        h = F.silu(_pointwise_conv(self.inverted_conv.conv, x))
-        h = h.reshape(B * T, height, width, -1).permute(0, 3, 1, 2)
-        step = max(1, _MAX_INT32_ELEMENTS // (h.shape[1] * S))
+        rows = x.reshape(B * T, S, C)
+        step = max(1, _MAX_CONV_ELEMENTS // (self.inverted_conv.conv.out_channels * S))
         if B * T <= step:  # one call; also keeps the frame count symbolic under torch.compile
-            h = depth(h)
+            y = self._frames_tokens(rows, height, width)
         else:
-            h = torch.cat([depth(h[i : i + step]) for i in range(0, B * T, step)], dim=0)
-        a, g = h.chunk(2, dim=1)
-        y = _pointwise_conv(self.point_conv.conv, (a * F.silu(g)).permute(0, 2, 3, 1))
+            y = torch.cat([self._frames_tokens(rows[i : i + step], height, width) for i in range(0, B * T, step)])
         return y.reshape(B, T, S, C).permute(0, 3, 1, 2)
+
+    def _frames_tokens(self, rows: Tensor, height: int, width: int) -> Tensor:
+        """(N, S, C) frames -> (N, S, C): the per-frame FFN in the token layout."""
+        N, S, C = rows.shape
+        h = F.silu(_pointwise_conv(self.inverted_conv.conv, rows))
+        h = self.depth_conv.conv(h.reshape(N, height, width, -1).permute(0, 3, 1, 2))  # channels-last view
+        a, g = h.chunk(2, dim=1)
+        return _pointwise_conv(self.point_conv.conv, (a * F.silu(g)).permute(0, 2, 3, 1)).reshape(N, S, C)
 
     def temporal(self, y: Tensor, chunk_starts: Sequence[int] | None, context: Tensor | None) -> Tensor:
         """y (B, C, T, S) -> y + t_conv(y) as (B, T, S, C)."""

@@ -105,10 +105,11 @@ def sanawm_worker(impl: str, args, device: torch.device, dtype: torch.dtype) -> 
     text_len = min(args.text_len, model.config.max_text_len)
     extra: dict = {}
     if impl in ("sanawm-fp8", "sanawm-fp8-flash4"):
-        extra = fp8_accuracy(model, preset, args, device, dtype, text_len) if impl == "sanawm-fp8" else {}
+        accuracy = impl == "sanawm-fp8" and not args.skip_accuracy
+        extra = fp8_accuracy(model, preset, args, device, dtype, text_len) if accuracy else {}
         extra["fp8_modules"] = convert_to_fp8(model)
     check = None
-    if impl in ("sanawm-compile", "sanawm-flash4"):  # vs eager on the same weights and inputs, after timing
+    if impl in ("sanawm-compile", "sanawm-flash4") and not args.skip_accuracy:  # vs eager, after timing
         check = make_inputs(model, latent_size(args.accuracy_frames, args.tiny), device, dtype, text_len,
                             torch.Generator().manual_seed(1234))  # fmt: skip
         with torch.inference_mode():
@@ -253,6 +254,7 @@ def run_worker(impl: str, args, timeout: float) -> list[dict]:
                "--frames", *map(str, args.frames), "--warmup", str(args.warmup), "--iters", str(args.iters),
                "--text-len", str(args.text_len), "--accuracy-frames", str(args.accuracy_frames)]  # fmt: skip
         cmd += ["--tiny"] if args.tiny else []
+        cmd += ["--skip-accuracy"] if args.skip_accuracy else []
         t0 = time.perf_counter()
         try:
             proc = subprocess.run(cmd, timeout=timeout, check=False)
@@ -301,6 +303,8 @@ def main() -> None:
     parser.add_argument("--impls", nargs="+", choices=IMPLS, default=list(IMPLS))
     parser.add_argument("--frames", nargs="+", type=int, default=[81, 321, 961])
     parser.add_argument("--accuracy-frames", type=int, default=81, help="clip length of the accuracy checks")
+    parser.add_argument("--skip-accuracy", action="store_true",
+                        help="time only: no FP8 / compiled-vs-eager accuracy checks (each compiles once more)")
     parser.add_argument("--warmup", type=int, default=0, help="untimed calls after the first call")
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--text-len", type=int, default=300)

@@ -158,6 +158,9 @@ def timings(device, shape, sweep: bool) -> list[str]:
                 gdn_triton.Tuning(scan_warps=4),
                 gdn_triton.Tuning(scan_stages=3),
                 gdn_triton.Tuning(readout_block_s=128, readout_warps=8),
+                # Fewer scan programs per head, each re-reading W_t: half (32 rows) the W traffic.
+                gdn_triton.Tuning(scan_block_rows=32),
+                gdn_triton.Tuning(scan_block_rows=32, scan_warps=8),
             ]
             for tuning in variants:
                 ms = bench(lambda: gdn_triton._fused(*x, eps=1e-8, chunk_starts=None, initial_state=None,

@@ -90,24 +90,65 @@ def test_one_chunk_frame_conv_matches_by_chunk_in_float64(past):
     torch.testing.assert_close(fast.double(), exact, rtol=1e-6, atol=1e-6)
 
 
-def test_ffn_token_layout_matches_nchw_convs_in_float64():
+@pytest.mark.parametrize("with_context", [True, False])
+@pytest.mark.parametrize("sliced", [False, True])
+def test_ffn_token_layout_matches_nchw_convs_in_float64(with_context, sliced, monkeypatch):
+    from sanawm.model import layers
     from sanawm.model.layers import GLUFeedForward
 
+    if sliced:  # the FFN in slices of 4 frames (what long clips get)
+        monkeypatch.setattr(layers, "_MAX_CONV_ELEMENTS", 4 * 48 * 20)
     torch.manual_seed(0)
     ffn = GLUFeedForward(16, 24, 3)
     for p in ffn.parameters():
         torch.nn.init.normal_(p, std=0.2)
     x = torch.randn(2, 3, 5 * 4, 16)
-    context = torch.randn(2, 16, 1, 5 * 4)
+    context = torch.randn(2, 16, 1, 5 * 4) if with_context else None
     with torch.no_grad():
-        fast = ffn.temporal(ffn.spatial(x, 5, 4), None, context)  # the CPU token-layout path
+        fast = ffn.temporal(ffn.spatial(x, 5, 4), None, context)  # the token-layout path
         ffn64 = ffn.double()
         frames = x.double().reshape(6, 5, 4, 16).permute(0, 3, 1, 2)
         y = ffn64._spatial(frames).reshape(2, 3, 16, 20).transpose(1, 2)  # the NCHW convs
         from sanawm.ops.temporal import frame_conv_by_chunk
 
-        exact = (y + frame_conv_by_chunk(y, ffn64.t_conv.weight, context=context.double())).permute(0, 2, 3, 1)
+        ctx64 = None if context is None else context.double()
+        exact = (y + frame_conv_by_chunk(y, ffn64.t_conv.weight, context=ctx64)).permute(0, 2, 3, 1)
     torch.testing.assert_close(fast.double(), exact, rtol=1e-5, atol=1e-5)
+
+
+def test_ffn_token_layout_runs_fp8_convs_as_their_row_matmuls():
+    from sanawm.model.layers import GLUFeedForward
+    from sanawm.ops.fp8 import FP8Conv1x1
+
+    torch.manual_seed(1)
+    ffn = GLUFeedForward(32, 48, 3)
+    for p in ffn.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    for holder in (ffn.inverted_conv, ffn.point_conv):
+        holder.conv = FP8Conv1x1.from_weight(holder.conv.weight.flatten(1), holder.conv.bias)
+    x = torch.randn(1, 3, 4 * 5, 32)
+    with torch.no_grad():
+        tokens = ffn.spatial(x, 4, 5)  # FP8 matmuls on token rows
+        frames = x.reshape(3, 4, 5, 32).permute(0, 3, 1, 2)
+        nchw = ffn._spatial(frames).reshape(1, 3, 32, 20).transpose(1, 2)  # FP8Conv1x1.forward
+    # The same quantised operands and sums (the depthwise conv's layout may order its sums differently).
+    torch.testing.assert_close(tokens, nchw, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_camera_4x4_pointwise_form_equals_the_matmul(dtype):
+    from sanawm.model.camera import apply_4x4_matmul, apply_4x4_pointwise
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 3, 10, 24, generator=g).to(dtype)  # (B, H, N, G*4)
+    m = torch.randn(2, 10, 4, 4, generator=g, dtype=torch.float64)
+    exact = apply_4x4_matmul(x.double(), m)
+    torch.testing.assert_close(apply_4x4_pointwise(x.double(), m), exact, rtol=1e-12, atol=1e-12)
+    if dtype == torch.bfloat16:  # float32 work, bf16 result: one bf16 rounding of the exact value
+        out = apply_4x4_pointwise(x, m.float().transpose(-1, -2))
+        ref = apply_4x4_matmul(x.double(), m.transpose(-1, -2))
+        assert out.dtype == torch.bfloat16
+        torch.testing.assert_close(out.double(), ref, rtol=2**-8, atol=1e-6)
 
 
 def test_fused_rms_norm_equals_written_out_form():

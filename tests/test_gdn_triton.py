@@ -192,6 +192,17 @@ def test_interpreted_initial_state_and_token_blocks(fused, branch):
 
 
 @interpreted
+@pytest.mark.parametrize("branch", ["gdn", "delta_rule"])
+def test_interpreted_wider_scan_row_blocks(fused, branch):
+    """32 state rows per scan program (fewer programs re-read each frame's W): same result.
+    D = 40 pads to 64: two kv row blocks, the second partly padding, then the z block."""
+    x = make_inputs((1, 2, 4, 21, 40), seed=7)
+    out, state = run(fused, x, branch, [0, 2], tuning=fused.Tuning(scan_block_rows=32))
+    ref, ref_state = reference(x, branch, [0, 2])
+    assert rel(out, ref) < 2e-6 and state_error(state, ref_state) < 2e-6
+
+
+@interpreted
 @pytest.mark.parametrize("beta_dtype", [torch.bfloat16, torch.float32], ids=["bf16_beta", "fp32_beta"])
 def test_interpreted_bf16_inputs(fused, beta_dtype):
     """bf16 inputs are used exactly: the fp32 state matches float64 on the same bf16 values,

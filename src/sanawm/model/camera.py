@@ -72,11 +72,33 @@ def invert_rigid(m: Tensor) -> Tensor:
 
 
 def _apply_4x4(x: Tensor, m: Tensor) -> Tensor:
-    """x (B, H, N, G*4) with each group of 4 replaced by m[b, n] @ group (float32 or better)."""
+    """x (B, H, N, G*4) with each group of 4 replaced by m[b, n] @ group (float32 or better).
+
+    On the CPU (eager) one batched matmul (`apply_4x4_matmul`); on the GPU and under
+    torch.compile the 16 multiply-adds written out (`apply_4x4_pointwise`): inductor fuses
+    those into the element-wise kernels around them, whereas the matmul form is an extern
+    batched GEMM of 4x4 tiles with transposing float32 copies of x on either side."""
+    if x.is_cpu and not torch.compiler.is_compiling():
+        return apply_4x4_matmul(x, m)
+    return apply_4x4_pointwise(x, m)
+
+
+def apply_4x4_matmul(x: Tensor, m: Tensor) -> Tensor:
+    """`_apply_4x4` as one einsum (the reference form)."""
     work = torch.promote_types(x.dtype, torch.float32)
     groups = x.to(work).unflatten(-1, (-1, 4))
     out = torch.einsum("bnij,bhngj->bhngi", m.to(work), groups)
     return out.flatten(-2).to(x.dtype)
+
+
+def apply_4x4_pointwise(x: Tensor, m: Tensor) -> Tensor:
+    """`_apply_4x4` as element-wise products and sums (no matmul, no copies of x)."""
+    work = torch.promote_types(x.dtype, torch.float32)
+    cols = x.to(work).unflatten(-1, (-1, 4)).unbind(-1)  # 4 x (B, H, N, G)
+    mw = m.to(work)[:, None, :, None]  # (B, 1, N, 1, 4, 4)
+    rows = [mw[..., i, 0] * cols[0] + mw[..., i, 1] * cols[1] + mw[..., i, 2] * cols[2] + mw[..., i, 3] * cols[3]
+            for i in range(4)]  # fmt: skip
+    return torch.stack(rows, dim=-1).flatten(-2).to(x.dtype)
 
 
 def _split_apply(x: Tensor, m: Tensor, rope: Rotation, inverse_rope: bool) -> Tensor:
@@ -115,4 +137,6 @@ __all__ = [
     "transform_keys",
     "transform_outputs",
     "rms_clamp",
+    "apply_4x4_matmul",
+    "apply_4x4_pointwise",
 ]

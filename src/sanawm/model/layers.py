@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sanawm.ops.fp8 import FP8Conv1x1
 from sanawm.ops.temporal import frame_conv_channels_first
 
 if TYPE_CHECKING:
@@ -22,7 +23,8 @@ if TYPE_CHECKING:
 LAYER_NORM_EPS = 1e-6  # the affine-free LayerNorms before attention, FFN and output
 
 # Largest element count of one conv call: PyTorch's conv kernels index with int32, so very
-# long clips are run through the FFN's spatial convs a few frames at a time.
+# long clips are run through the FFN's spatial convs a few frames at a time (which also
+# bounds the peak memory of the FFN's 2F-wide intermediates).
 _MAX_CONV_ELEMENTS = 1 << 30
 
 
@@ -186,16 +188,14 @@ class GLUFeedForward(nn.Module):
     def spatial(self, x: Tensor, height: int, width: int, halo: RowShard | None = None) -> Tensor:
         """Per-frame part: x (B, T, S, C) -> (B, C, T, S). With `halo` (sequence
         parallelism), x holds a band of `height` rows of each frame and the neighbouring
-        bands' edge rows come from the other ranks."""
+        bands' edge rows come from the other ranks (the NCHW convs, `_spatial`); otherwise
+        the token-layout path `_spatial_tokens`."""
+        if halo is None:
+            return self._spatial_tokens(x, height, width)
         B, T, S, C = x.shape
-        frames = x.reshape(B * T, height, width, C).permute(0, 3, 1, 2)
-        zero_rows = None
-        if halo is not None:
-            frames, zero_rows = halo.with_neighbour_rows(frames)
+        frames, zero_rows = halo.with_neighbour_rows(x.reshape(B * T, height, width, C).permute(0, 3, 1, 2))
         pixels = frames.shape[-2] * frames.shape[-1]
         step = max(1, _MAX_CONV_ELEMENTS // (self.inverted_conv.conv.out_channels * pixels))
-        if halo is None and x.is_cpu and B * T <= step:
-            return self._spatial_tokens(x, height, width)
         if B * T <= step:  # one call; also keeps the frame count symbolic under torch.compile
             y = self._spatial(frames, zero_rows)
         else:
@@ -203,22 +203,40 @@ class GLUFeedForward(nn.Module):
         return y.reshape(B, T, C, S).transpose(1, 2)
 
     def _spatial_tokens(self, x: Tensor, height: int, width: int) -> Tensor:
-        """`spatial` in the token layout (the CPU path): the 1x1 convs as linear layers on
-        (..., C) rows, the depthwise conv on the channels-last view, and the output a
-        (B, C, T, S) view of (B, T, S, C) memory; no transposing copies. Same sums as the
-        NCHW convs (tests hold the two together)."""
+        """`spatial` in the token layout: the 1x1 convs as matmuls on (..., C) rows, the
+        depthwise conv on the channels-last view, and the output a (B, C, T, S) view of
+        (B, T, S, C) memory; no transposing copies. Same sums as the NCHW convs (tests hold
+        the two together). Long clips go through in frame slices, as on the NCHW path: that
+        bounds the 2F-wide intermediates (peak memory) and the conv's int32 index range."""
         B, T, S, C = x.shape
-        inverted, depth = self.inverted_conv.conv, self.depth_conv.conv
-        h = F.silu(F.linear(x, inverted.weight.flatten(1), inverted.bias))
-        h = depth(h.reshape(B * T, height, width, -1).permute(0, 3, 1, 2))
-        a, g = h.chunk(2, dim=1)
-        y = F.linear((a * F.silu(g)).permute(0, 2, 3, 1), self.point_conv.conv.weight.flatten(1))
+        rows = x.reshape(B * T, S, C)
+        step = max(1, _MAX_CONV_ELEMENTS // (self.inverted_conv.conv.out_channels * S))
+        if B * T <= step:  # one call; also keeps the frame count symbolic under torch.compile
+            y = self._frames_tokens(rows, height, width)
+        else:
+            y = torch.cat([self._frames_tokens(rows[i : i + step], height, width) for i in range(0, B * T, step)])
         return y.reshape(B, T, S, C).permute(0, 3, 1, 2)
+
+    def _frames_tokens(self, rows: Tensor, height: int, width: int) -> Tensor:
+        """(N, S, C) frames -> (N, S, C): the per-frame FFN in the token layout."""
+        N, S, C = rows.shape
+        h = F.silu(_pointwise_conv(self.inverted_conv.conv, rows))
+        h = self.depth_conv.conv(h.reshape(N, height, width, -1).permute(0, 3, 1, 2))  # channels-last view
+        a, g = h.chunk(2, dim=1)
+        return _pointwise_conv(self.point_conv.conv, (a * F.silu(g)).permute(0, 2, 3, 1)).reshape(N, S, C)
 
     def temporal(self, y: Tensor, chunk_starts: Sequence[int] | None, context: Tensor | None) -> Tensor:
         """y (B, C, T, S) -> y + t_conv(y) as (B, T, S, C)."""
         out = y + frame_conv_channels_first(y, self.t_conv.weight, chunk_starts=chunk_starts, context=context)
         return out.permute(0, 2, 3, 1)
+
+
+def _pointwise_conv(conv: nn.Module, rows: Tensor) -> Tensor:
+    """A 1x1 conv (nn.Conv2d, or `sanawm.ops.fp8.FP8Conv1x1`) applied to channels-last rows
+    (..., C_in) -> (..., C_out): one matmul, no layout change."""
+    if isinstance(conv, FP8Conv1x1):
+        return conv.forward_rows(rows)
+    return F.linear(rows, conv.weight.flatten(1), conv.bias)
 
 
 class FinalLayer(nn.Module):

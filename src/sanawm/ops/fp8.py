@@ -94,7 +94,11 @@ class FP8Conv1x1(FP8Linear):
         return self.out_features
 
     def forward(self, x: Tensor) -> Tensor:
-        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return self.forward_rows(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+    def forward_rows(self, x: Tensor) -> Tensor:
+        """The same conv on channels-last rows (..., C_in) -> (..., C_out) (the FFN's token layout)."""
+        return super().forward(x)
 
 
 def _fits(out_features: int, in_features: int) -> bool:

@@ -113,10 +113,10 @@ def frame_conv_channels_first(
     x: (B, C, T, S); weight: (C_out, C_in, K, 1) with odd K; context: (B, C_in, P, S) frames
     preceding x (zeros if None). Returns (B, C_out, T, S).
 
-    Frames of one chunk on the CPU (every streaming call) take one conv over [context, x,
-    zeros] in x's memory layout (`_frame_conv_one_chunk`); otherwise chunk by chunk.
+    Frames of one chunk (a bidirectional clip, every streaming call) take one conv in x's
+    memory layout (`_frame_conv_one_chunk`); several chunks go chunk by chunk.
     """
-    if (chunk_starts is None or len(chunk_starts) == 1) and x.is_cpu:
+    if chunk_starts is None or len(chunk_starts) == 1:
         return _frame_conv_one_chunk(x, weight, context)
     return frame_conv_by_chunk(x, weight, chunk_starts=chunk_starts, context=context)
 
@@ -145,11 +145,14 @@ def frame_conv_by_chunk(
 
 
 def _frame_conv_one_chunk(x: Tensor, weight: Tensor, context: Tensor | None) -> Tensor:
-    """`frame_conv_channels_first` of frames that form one chunk. The padding frames take x's
-    layout, so a channels-last x (the FFN's token layout seen as (B, C, T, S)) stays
-    channels-last through the cat and the conv, with no transposing copy."""
+    """`frame_conv_channels_first` of frames that form one chunk. Without context the zero
+    frames on both sides are the conv's own padding (no copy of x); with context the padding
+    frames take x's layout, so a channels-last x (the FFN's token layout seen as (B, C, T, S))
+    stays channels-last through the cat and the conv, with no transposing copy."""
     B, C, T, S = x.shape
     half = weight.shape[2] // 2
+    if context is None or context.shape[2] == 0:
+        return F.conv2d(x, weight, padding=(half, 0))
     layout = torch.channels_last if x.dim() == 4 and x.stride(1) == 1 and C > 1 else torch.contiguous_format
     past = context[:, :, max(0, context.shape[2] - half) :] if context is not None else x[:, :, :0]
 

@@ -14,7 +14,9 @@ no mask. Inputs (bf16):
   softmax, as trained models have more than random ones).
 Kernels: "sdpa-cudnn" (`F.scaled_dot_product_attention`, cuDNN, bf16) and "fp8" (quantisation
 + the Triton kernel, autotuned; `sanawm.ops.flash.attention(..., "fp8")`); time of the FP8
-kernel alone ("fp8 kernel") and of each of its configurations at the largest frame count.
+kernel alone ("fp8 kernel") and of each of its configurations at the largest frame count
+(with its error on the "gauss" rows; one more run of the first configuration with Hopper's
+own truncating FP8 accumulation in P . V, to show what the fp32 adds cost and buy).
 Accuracy: relative L2 and cosine against float32 attention on `--check-queries` query rows
 spread over the sequence (all keys), and the kernel against its float32 emulation
 (`sanawm.ops.fp8_attention.emulate`, what the CPU tests run) on the same rows. Time: median of
@@ -145,6 +147,8 @@ def main() -> None:
         with torch.inference_mode():
             for name, (q, k, v, scale) in sets.items():
                 ref = reference_rows(q, k, v, scale, rows)
+                if name == "gauss":
+                    ref_gauss = ref
                 for impl, fn in (("sdpa-cudnn", sdpa_cudnn), ("fp8", fp8)):
                     try:
                         accuracy[impl][name] = errors(fn(q, k, v, scale)[:, :, rows], ref)
@@ -171,21 +175,28 @@ def main() -> None:
                 except Exception as exc:
                     print(f"[{frames}] timing {impl} FAILED: {type(exc).__name__}: {str(exc)[:400]}", flush=True)
             sweep = []
-            if not args.no_sweep and device.type == "cuda" and frames == max(args.frames):
+            # (on the CPU only in Triton's interpreter: TRITON_INTERPRET=1, a smoke test)
+            can_sweep = device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
+            if not args.no_sweep and can_sweep and frames == max(args.frames):
                 from sanawm.ops.fp8_attention_kernel import CONFIGS, launch
 
                 out = torch.empty(1, n, heads, head_dim, device=device, dtype=dtype)
-                for cfg in CONFIGS:
+                # Every configuration, and the first with Hopper's own (truncating) FP8 accumulation.
+                for cfg, precise in [(c, True) for c in CONFIGS] + [(CONFIGS[0], False)]:
                     label = (f"BLOCK_M={cfg.kwargs['BLOCK_M']} warps={cfg.num_warps} stages={cfg.num_stages} "
-                             f"split={int(cfg.kwargs['SPLIT'])} poly={int(cfg.kwargs['POLY'])}")  # fmt: skip
+                             f"poly={int(cfg.kwargs['POLY'])}" + ("" if precise else " imprecise-PV"))  # fmt: skip
+                    run = lambda: launch(*quantized, scale, out, config=cfg, precise_pv=precise)  # noqa: E731
                     try:
-                        s = time_call(lambda: launch(*quantized, scale, out, config=cfg), device, warmup=1, iters=3)
+                        run()
+                        err = errors(out.transpose(1, 2)[:, :, rows], ref_gauss)
+                        s = time_call(run, device, warmup=1, iters=3)
                     except Exception as exc:
                         print(f"[sweep] {label}: FAILED {type(exc).__name__}: {str(exc)[:300]}", flush=True)
                         continue
-                    print(f"[sweep] {frames} frames {label}: {s * 1e3:.1f} ms ({flops / s / 1e12:.0f} TFLOP/s)", flush=True)
-                    sweep.append({"config": label, "s_per_call": s, "tflops": flops / s / 1e12})
-            del quantized
+                    print(f"[sweep] {frames} frames {label}: {s * 1e3:.1f} ms ({flops / s / 1e12:.0f} TFLOP/s), "
+                          f"gauss rel L2 {err['rel_l2']:.2e}", flush=True)  # fmt: skip
+                    sweep.append({"config": label, "s_per_call": s, "tflops": flops / s / 1e12, "gauss": err})
+            del quantized, ref_gauss
         for impl, s in seconds.items():
             acc = accuracy.get(impl, {})
             rec = {"impl": "fp8-triton-kernel" if impl == "fp8 kernel" else ("fp8-triton" if impl == "fp8" else impl),

@@ -70,6 +70,16 @@ def _to_e4m3(p, EXACT_ROUNDING: tl.constexpr):
 
 
 @triton.jit
+def _add_pv(p8, v, acc, K: tl.constexpr, PRECISE: tl.constexpr):
+    """acc + p8 . v; PRECISE: the product starts from zero and joins acc with an fp32 add."""
+    if PRECISE:
+        acc = tl.dot(p8, v, acc, max_num_imprecise_acc=K)
+    else:
+        acc = tl.dot(p8, v, acc)
+    return acc
+
+
+@triton.jit
 def _scores(q, K_ptr, stride_kn, start, offs_n, offs_d, NK, HEAD_DIM: tl.constexpr, MASKED: tl.constexpr):
     """q8 . k8^T of keys start + offs_n, fp32; keys past NK get -inf."""
     keys = start + offs_n
@@ -100,7 +110,7 @@ def _values(VT_ptr, stride_vd, start, offs_n, offs_d, NK, HEAD_DIM: tl.constexpr
 def _key_tile(
     acc, l_i, m_i, q, row_scale, K_ptr, VT_ptr, KS_ptr, stride_kn, stride_vd, start, NK,
     HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr,
-    SPLIT: tl.constexpr, POLY: tl.constexpr, EXACT_ROUNDING: tl.constexpr,
+    SPLIT: tl.constexpr, POLY: tl.constexpr, EXACT_ROUNDING: tl.constexpr, PRECISE_PV: tl.constexpr,
 ):  # fmt: skip
     offs_d = tl.arange(0, D_PAD)
     # Scores in log2 units: one scale per query row times this tile's key scale.
@@ -121,9 +131,9 @@ def _key_tile(
         l_i = l_i * alpha + (tl.sum(p0, 1) + tl.sum(p1, 1))
         acc = acc * alpha[:, None]
         v0 = _values(VT_ptr, stride_vd, start, offs_h, offs_d, NK, HEAD_DIM, MASKED)
-        acc = tl.dot(_to_e4m3(p0, EXACT_ROUNDING), v0, acc, max_num_imprecise_acc=HALF)
+        acc = _add_pv(_to_e4m3(p0, EXACT_ROUNDING), v0, acc, HALF, PRECISE_PV)
         v1 = _values(VT_ptr, stride_vd, start + HALF, offs_h, offs_d, NK, HEAD_DIM, MASKED)
-        acc = tl.dot(_to_e4m3(p1, EXACT_ROUNDING), v1, acc, max_num_imprecise_acc=HALF)
+        acc = _add_pv(_to_e4m3(p1, EXACT_ROUNDING), v1, acc, HALF, PRECISE_PV)
     else:
         offs_n = tl.arange(0, BLOCK_N)
         s = _scores(q, K_ptr, stride_kn, start, offs_n, offs_d, NK, HEAD_DIM, MASKED)
@@ -133,7 +143,7 @@ def _key_tile(
         l_i = l_i * alpha + tl.sum(p, 1)
         acc = acc * alpha[:, None]
         v = _values(VT_ptr, stride_vd, start, offs_n, offs_d, NK, HEAD_DIM, MASKED)
-        acc = tl.dot(_to_e4m3(p, EXACT_ROUNDING), v, acc, max_num_imprecise_acc=BLOCK_N)
+        acc = _add_pv(_to_e4m3(p, EXACT_ROUNDING), v, acc, BLOCK_N, PRECISE_PV)
     return acc, l_i, m_new
 
 
@@ -144,7 +154,7 @@ def fp8_attention_fwd(
     stride_ob, stride_on, stride_oh,
     H, NQ, NK, n_kblocks, qk_scale, n_bucket,
     HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    SPLIT: tl.constexpr, POLY: tl.constexpr, EXACT_ROUNDING: tl.constexpr,
+    SPLIT: tl.constexpr, POLY: tl.constexpr, EXACT_ROUNDING: tl.constexpr, PRECISE_PV: tl.constexpr,
 ):  # fmt: skip
     """POLY: 0, 1 or 2 (see the module docstring; 1 and 2 need SPLIT).
     q8 (B, H, NQ, D), k8 (B, H, NK, D), v8^T (B, H, D, NK) e4m3 (unit last strides); scales
@@ -174,27 +184,27 @@ def fp8_attention_fwd(
         for t in range(0, full_tiles // 2):
             acc, l_i, m_i = _key_tile(
                 acc, l_i, m_i, q, row_scale, K_ptr, VT_ptr, KS_ptr, stride_kn, stride_vd, 2 * t * BLOCK_N, NK,
-                HEAD_DIM, D_PAD, BLOCK_N, False, SPLIT, False, EXACT_ROUNDING,
+                HEAD_DIM, D_PAD, BLOCK_N, False, SPLIT, False, EXACT_ROUNDING, PRECISE_PV,
             )  # fmt: skip
             acc, l_i, m_i = _key_tile(
                 acc, l_i, m_i, q, row_scale, K_ptr, VT_ptr, KS_ptr, stride_kn, stride_vd, (2 * t + 1) * BLOCK_N, NK,
-                HEAD_DIM, D_PAD, BLOCK_N, False, SPLIT, True, EXACT_ROUNDING,
+                HEAD_DIM, D_PAD, BLOCK_N, False, SPLIT, True, EXACT_ROUNDING, PRECISE_PV,
             )  # fmt: skip
         if full_tiles % 2 == 1:
             acc, l_i, m_i = _key_tile(
                 acc, l_i, m_i, q, row_scale, K_ptr, VT_ptr, KS_ptr, stride_kn, stride_vd, (full_tiles - 1) * BLOCK_N,
-                NK, HEAD_DIM, D_PAD, BLOCK_N, False, SPLIT, False, EXACT_ROUNDING,
+                NK, HEAD_DIM, D_PAD, BLOCK_N, False, SPLIT, False, EXACT_ROUNDING, PRECISE_PV,
             )  # fmt: skip
     else:
         for t in range(0, full_tiles):
             acc, l_i, m_i = _key_tile(
                 acc, l_i, m_i, q, row_scale, K_ptr, VT_ptr, KS_ptr, stride_kn, stride_vd, t * BLOCK_N, NK,
-                HEAD_DIM, D_PAD, BLOCK_N, False, SPLIT, POLY == 1, EXACT_ROUNDING,
+                HEAD_DIM, D_PAD, BLOCK_N, False, SPLIT, POLY == 1, EXACT_ROUNDING, PRECISE_PV,
             )  # fmt: skip
     if full_tiles * BLOCK_N < NK:
         acc, l_i, m_i = _key_tile(
             acc, l_i, m_i, q, row_scale, K_ptr, VT_ptr, KS_ptr, stride_kn, stride_vd, full_tiles * BLOCK_N, NK,
-            HEAD_DIM, D_PAD, BLOCK_N, True, SPLIT, POLY == 1, EXACT_ROUNDING,
+            HEAD_DIM, D_PAD, BLOCK_N, True, SPLIT, POLY == 1, EXACT_ROUNDING, PRECISE_PV,
         )  # fmt: skip
     v_scale = tl.load(VS + bh.to(tl.int64) * HEAD_DIM + offs_d, mask=offs_d < HEAD_DIM, other=0.0)
     out = acc * (v_scale[None, :] / l_i[:, None])
@@ -213,11 +223,9 @@ def _config(block_m: int, warps: int, stages: int, poly: int) -> triton.Config:
 CONFIGS = [
     _config(128, 8, 3, 0),
     _config(128, 8, 2, 0),
-    _config(64, 4, 3, 0),
     _config(64, 4, 2, 0),
     _config(128, 8, 3, 1),
     _config(128, 8, 3, 2),
-    _config(64, 4, 2, 1),
     _config(64, 4, 2, 2),
 ]
 
@@ -226,9 +234,10 @@ fp8_attention_autotuned = triton.autotune(CONFIGS, key=["n_bucket", "HEAD_DIM"])
 
 def launch(
     q8: Tensor, k8: Tensor, vt8: Tensor, q_scale: Tensor, k_scale: Tensor, v_scale: Tensor, scale: float,
-    out: Tensor, config: triton.Config | None = None, exact_rounding: bool = False,
+    out: Tensor, config: triton.Config | None = None, exact_rounding: bool = False, precise_pv: bool = True,
 ) -> Tensor:  # fmt: skip
-    """Run the kernel into `out` (B, NQ, H, D); `config` None: autotuned (one of CONFIGS)."""
+    """Run the kernel into `out` (B, NQ, H, D); `config` None: autotuned (one of CONFIGS).
+    precise_pv=False leaves P . V to the tensor cores' own accumulation (benchmarks only)."""
     B, H, NQ, D = q8.shape
     NK = k8.shape[2]
     args = (
@@ -237,7 +246,8 @@ def launch(
         vt8.stride(0), vt8.stride(1), vt8.stride(2), out.stride(0), out.stride(1), out.stride(2),
         H, NQ, NK, k_scale.shape[-1], scale * LOG2E, max(NQ, NK).bit_length(),
     )  # fmt: skip
-    meta = dict(HEAD_DIM=D, D_PAD=max(16, triton.next_power_of_2(D)), BLOCK_N=K_BLOCK, EXACT_ROUNDING=exact_rounding)
+    meta = dict(HEAD_DIM=D, D_PAD=max(16, triton.next_power_of_2(D)), BLOCK_N=K_BLOCK, EXACT_ROUNDING=exact_rounding,
+                PRECISE_PV=precise_pv)  # fmt: skip
     if config is None:
         grid = lambda m: (triton.cdiv(NQ, m["BLOCK_M"]), B * H)  # noqa: E731
         fp8_attention_autotuned[grid](*args, **meta)

@@ -6,8 +6,8 @@ One program per (block of BLOCK_M queries, batch * head) streams every key tile 
     S   = (q8 . k8) * (s_q * s_k * scale * log2 e)        fp32, q8 (BLOCK_M, D), k8 (128, D)
     m'  = max(m, rowmax S);   P = 448 * 2^(S - m')         the running max, so P <= 448
     l   = l * 2^(m - m') + rowsum P                        fp32, from the unrounded P
-    acc = acc * 2^(m - m') + e4m3(P) . v8                  fp32; the product of each tile is
-                                                           added to acc in fp32
+    acc = acc * 2^(m - m') + e4m3(P) . v8                  fp32; each tile's product starts
+                                                           from zero, then one fp32 FMA
     out = acc * s_v / l                                    bf16 (or the inputs' dtype)
 
 The fixed factor 448 puts P's largest value of a row at e4m3's maximum; it cancels in acc / l.
@@ -21,8 +21,11 @@ at 128: 14 % more tensor-core work than 112 needs (the softmax work, exp2 per sc
 affected).
 
 Hopper's FP8 tensor cores add into their accumulator with ~14 significand bits; over the
-~830 key tiles of a 106,480-token attention the truncation would add up. `max_num_imprecise_acc`
-makes each tile's P . V start from zero and join the fp32 accumulator with an fp32 add.
+~830 key tiles of a 106,480-token attention the truncation would add up. So each tile's P . V
+starts from a zero accumulator (4 tensor-core steps of 32 keys) and joins acc in fp32, in the
+same FMA that rescales acc (no extra instructions; 64 more registers per thread). Passing acc
+to the tensor cores instead (PRECISE_PV=False) is measured by the benchmark, not used. (With
+`max_num_imprecise_acc` ptxas serialises the wgmma instructions: not used either.)
 
 exp2 is the other bottleneck at FP8 speed: one MUFU op per score, at 1/8 of the FMA units'
 rate, takes about as long per tile as both FP8 products. With SPLIT the key tile is processed
@@ -43,7 +46,7 @@ from torch import Tensor
 
 from sanawm.ops.fp8_attention import K_BLOCK
 
-LOG2_448 = 8.807354922057604
+LOG2_448 = tl.constexpr(8.807354922057604)  # log2(448)
 LOG2E = 1.4426950408889634
 
 
@@ -70,10 +73,12 @@ def _to_e4m3(p, EXACT_ROUNDING: tl.constexpr):
 
 
 @triton.jit
-def _add_pv(p8, v, acc, K: tl.constexpr, PRECISE: tl.constexpr):
-    """acc + p8 . v; PRECISE: the product starts from zero and joins acc with an fp32 add."""
+def _add_pv(p8, v, acc, PRECISE: tl.constexpr):
+    """acc + p8 . v; PRECISE: the product starts from zero and joins acc with an fp32 add
+    (Triton does not fold `acc + dot` of FP8 operands into the dot: in the sm90 PTX the first
+    wgmma of the product has scale-d 0, the rescale of acc and the add are one fma.rn.f32)."""
     if PRECISE:
-        acc = tl.dot(p8, v, acc, max_num_imprecise_acc=K)
+        acc = acc + tl.dot(p8, v)
     else:
         acc = tl.dot(p8, v, acc)
     return acc
@@ -131,9 +136,9 @@ def _key_tile(
         l_i = l_i * alpha + (tl.sum(p0, 1) + tl.sum(p1, 1))
         acc = acc * alpha[:, None]
         v0 = _values(VT_ptr, stride_vd, start, offs_h, offs_d, NK, HEAD_DIM, MASKED)
-        acc = _add_pv(_to_e4m3(p0, EXACT_ROUNDING), v0, acc, HALF, PRECISE_PV)
+        acc = _add_pv(_to_e4m3(p0, EXACT_ROUNDING), v0, acc, PRECISE_PV)
         v1 = _values(VT_ptr, stride_vd, start + HALF, offs_h, offs_d, NK, HEAD_DIM, MASKED)
-        acc = _add_pv(_to_e4m3(p1, EXACT_ROUNDING), v1, acc, HALF, PRECISE_PV)
+        acc = _add_pv(_to_e4m3(p1, EXACT_ROUNDING), v1, acc, PRECISE_PV)
     else:
         offs_n = tl.arange(0, BLOCK_N)
         s = _scores(q, K_ptr, stride_kn, start, offs_n, offs_d, NK, HEAD_DIM, MASKED)
@@ -143,11 +148,13 @@ def _key_tile(
         l_i = l_i * alpha + tl.sum(p, 1)
         acc = acc * alpha[:, None]
         v = _values(VT_ptr, stride_vd, start, offs_n, offs_d, NK, HEAD_DIM, MASKED)
-        acc = _add_pv(_to_e4m3(p, EXACT_ROUNDING), v, acc, BLOCK_N, PRECISE_PV)
+        acc = _add_pv(_to_e4m3(p, EXACT_ROUNDING), v, acc, PRECISE_PV)
     return acc, l_i, m_new
 
 
-@triton.jit
+# Sizes vary with the clip length: not specialised on (their divisibility would compile the
+# kernel anew for some lengths). Strides stay specialised (16-byte vector loads).
+@triton.jit(do_not_specialize=["NQ", "NK", "n_kblocks", "n_bucket"])
 def fp8_attention_fwd(
     Q, K, VT, QS, KS, VS, O,
     stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vd,

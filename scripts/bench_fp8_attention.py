@@ -95,6 +95,15 @@ def reference_rows(q, k, v, scale, rows) -> torch.Tensor:
     return torch.stack(outs, dim=1)
 
 
+def autotuned_configs() -> dict:
+    """The autotuner's choice per key (sequence-length bucket, head dim, dtypes), CUDA only."""
+    try:
+        from sanawm.ops.fp8_attention_kernel import fp8_attention_autotuned
+    except Exception:  # no triton
+        return {}
+    return {str(key): str(cfg) for key, cfg in getattr(fp8_attention_autotuned, "cache", {}).items()}
+
+
 def errors(out, ref) -> dict:
     a, b = out.double().flatten(), ref.double().flatten()
     return {"rel_l2": ((a - b).norm() / b.norm()).item(), "cos": F.cosine_similarity(a, b, dim=0).item()}
@@ -205,6 +214,7 @@ def main() -> None:
                    "accuracy_vs_f32": acc, "check_queries": len(rows), "gpu": gpu, "torch": torch.__version__}  # fmt: skip
             if impl == "fp8":
                 rec["kernel_vs_emulation"] = kernel_vs_emulation
+                rec["autotuned"] = autotuned_configs()
                 if sweep:
                     rec["configs"] = sweep
             records.append(rec)
@@ -219,6 +229,7 @@ def main() -> None:
             print(f"[{frames}] peak {torch.cuda.max_memory_allocated() / 1e9:.1f} GB", flush=True)
             torch.cuda.empty_cache()
 
+    print(f"autotuned: {autotuned_configs()}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(records, indent=1) + "\n")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -83,7 +83,8 @@ def test_quantize_qkv_scales_layouts_and_rounding():
     # Every element is its value rounded to e4m3: relative error <= 2^-4 for normal numbers,
     # absolute <= scale * 2^-10 below e4m3's smallest normal (2^-6).
     per_key = sk.double().repeat_interleave(K_BLOCK, -1)[..., :Nk, None]
-    for x8, scale, exact in ((q8, sq.double()[..., None], q), (k8, per_key, kc), (vt8.transpose(-1, -2), sv.double()[:, :, None], v)):
+    v8 = vt8.transpose(-1, -2)
+    for x8, scale, exact in ((q8, sq.double()[..., None], q), (k8, per_key, kc), (v8, sv.double()[:, :, None], v)):
         err = (x8.double() * scale - exact.double()).abs()
         assert (err <= exact.double().abs() * 2**-4 + scale * 2**-10 + 1e-12).all()
 
@@ -218,7 +219,9 @@ def test_kernel_in_interpreter():
     assert " passed" in proc.stdout and "skipped" not in proc.stdout.splitlines()[-1], proc.stdout[-2000:]
 
 
-@pytest.mark.skipif(not (HAVE_TRITON and INTERPRETING), reason="runs under TRITON_INTERPRET=1 (test_kernel_in_interpreter)")
+@pytest.mark.skipif(
+    not (HAVE_TRITON and INTERPRETING), reason="runs under TRITON_INTERPRET=1 (test_kernel_in_interpreter)"
+)
 def test_interpreted_kernel_matches_the_emulation():
     """Every autotuning configuration of the kernel at head dim 112 (masked to 128), with
     query rows and keys past a tile boundary, on a token-major layout. The interpreter's own

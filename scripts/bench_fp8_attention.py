@@ -15,8 +15,9 @@ no mask. Inputs (bf16):
 Kernels: "sdpa-cudnn" (`F.scaled_dot_product_attention`, cuDNN, bf16) and "fp8" (quantisation
 + the Triton kernel, autotuned; `sanawm.ops.flash.attention(..., "fp8")`); time of the FP8
 kernel alone ("fp8 kernel") and of each of its configurations at the largest frame count
-(with its error on the "gauss" rows; two configurations once more with Hopper's own truncating
-FP8 accumulation in P . V across tiles, to show what the fp32 accumulation costs and buys).
+and of the polynomial-exp2 ones the autotuner leaves out (with the error on the "gauss" rows;
+two configurations once more with Hopper's own truncating FP8 accumulation in P . V across
+tiles, to show what the fp32 accumulation costs and buys).
 Accuracy: relative L2 and cosine against float32 attention on `--check-queries` query rows
 spread over the sequence (all keys), and the kernel against its float32 emulation
 (`sanawm.ops.fp8_attention.emulate`, what the CPU tests run) on the same rows. Time: median of
@@ -187,11 +188,12 @@ def main() -> None:
             # (on the CPU only in Triton's interpreter: TRITON_INTERPRET=1, a smoke test)
             can_sweep = device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
             if not args.no_sweep and can_sweep and frames == max(args.frames):
-                from sanawm.ops.fp8_attention_kernel import CONFIGS, launch
+                from sanawm.ops.fp8_attention_kernel import CONFIGS, POLY_CONFIGS, launch
 
                 out = torch.empty(1, n, heads, head_dim, device=device, dtype=dtype)
                 # Every configuration, and two with Hopper's own (truncating) FP8 accumulation in P . V.
-                for cfg, precise in [(c, True) for c in CONFIGS] + [(CONFIGS[0], False), (CONFIGS[3], False)]:
+                variants = [(c, True) for c in CONFIGS + POLY_CONFIGS] + [(c, False) for c in CONFIGS[:2]]
+                for cfg, precise in variants:
                     label = (f"BLOCK_M={cfg.kwargs['BLOCK_M']} warps={cfg.num_warps} stages={cfg.num_stages} "
                              f"poly={int(cfg.kwargs['POLY'])}" + ("" if precise else " imprecise-PV"))  # fmt: skip
                     run = lambda: launch(*quantized, scale, out, config=cfg, precise_pv=precise)  # noqa: E731

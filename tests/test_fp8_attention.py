@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -204,6 +205,35 @@ def test_fp8_attention_is_inference_only_and_cuda_only_for_users():
     assert attention_unsupported("fp8", "cpu").startswith("--attention fp8:")
 
 
+def sm90_kernel(config, precise_pv=True):
+    """The kernel compiled for sm90 ahead of time, or a skip where this Triton cannot."""
+    from sanawm.ops.fp8_attention_kernel import compile_for_sm90
+
+    try:
+        return compile_for_sm90(config, precise_pv=precise_pv)
+    except Exception as exc:  # no NVIDIA backend or ptxas in this Triton build
+        pytest.skip(f"cannot compile for sm90 here: {type(exc).__name__}: {exc!s:.200}")
+
+
+@pytest.mark.skipif(not HAVE_TRITON or INTERPRETING, reason="needs triton (compiled, not interpreted)")
+def test_kernel_compiles_for_sm90_with_fp8_tensor_cores_and_fp32_accumulation():
+    """No GPU needed: the PTX for an H100 / H200. Per key tile and warpgroup (64 query rows):
+    q8 . k8^T as 4 wgmma steps of 32 of the 128 (padded) channels and e4m3(P) . v8 as 4 steps
+    of 32 keys, all e4m3 x e4m3 -> fp32; the main loop and the masked last tile: 16. Each
+    tile's P . V starts from a zero accumulator (scale-d 0 on its first step) and joins the
+    running output in fp32, unless precise_pv=False hands the running output to the tensor
+    cores."""
+    from sanawm.ops.fp8_attention_kernel import CONFIGS
+
+    for precise, fresh in ((True, 2), (False, 0)):
+        ptx = sm90_kernel(CONFIGS[0], precise_pv=precise).asm["ptx"]
+        steps = re.findall(r"wgmma\.mma_async\.sync\.aligned\.m64n128k32\.f32\.e4m3\.e4m3 [^;]*, ([^,;]+), 1, 1;", ptx)
+        assert len(steps) == 16 and "ld.local" not in ptx
+        # scale-d 0 starts a product from zero: the QK product of both tiles, and with
+        # precise_pv each tile's P . V too.
+        assert steps.count("0") == 2 + fresh, steps
+
+
 # ---------------------------------------------------------------------------------------
 # The Triton kernel in the interpreter
 # ---------------------------------------------------------------------------------------
@@ -227,12 +257,12 @@ def test_interpreted_kernel_matches_the_emulation():
     query rows and keys past a tile boundary, on a token-major layout. The interpreter's own
     fp32 -> e4m3 cast does not round to nearest, so the kernel rounds P first
     (exact_rounding); polynomial exp2 moves a few P across an e4m3 rounding boundary."""
-    from sanawm.ops.fp8_attention_kernel import CONFIGS, launch
+    from sanawm.ops.fp8_attention_kernel import CONFIGS, POLY_CONFIGS, launch
 
     q, k, v = qkv(1, 2, 70, 300, 112, std=1.5, seed=4)
     quantised = quantize_qkv(q, k, v)
     ref = emulate(*quantised, 0.1, torch.float32)
-    for config in CONFIGS:
+    for config in CONFIGS + POLY_CONFIGS:
         out = torch.empty(1, 70, 2, 112)
         launch(*quantised, 0.1, out, config=config, exact_rounding=True)
         err = rel(out.transpose(1, 2), ref)

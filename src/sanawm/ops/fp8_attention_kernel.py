@@ -32,9 +32,10 @@ rate, takes about as long per tile as both FP8 products. With SPLIT the key tile
 as two halves of 64 keys, and the second half's exp2 can run as a polynomial on the FMA units
 instead (Cody-Waite: 2^x = 2^j * 2^f, j = round(x), |f| <= 1/2, degree 2 with p(0) = 1;
 relative error <= 2.0e-3, below e4m3's rounding of P, 3-6 %), as FlashAttention-4 does on
-Blackwell: POLY=1 on every tile (1/2 of the exp2s), POLY=2 on every other tile (1/4).
-scripts/bench_fp8_attention.py times every configuration; the autotuner picks one per
-sequence-length bucket.
+Blackwell: POLY=1 on every tile (1/2 of the exp2s), POLY=2 on every other tile (1/4). In
+Triton's code for sm90 the polynomial costs more issue slots than it saves (see POLY_CONFIGS),
+so the autotuner (one choice per sequence-length bucket) runs without it;
+scripts/bench_fp8_attention.py times all configurations.
 """
 
 from __future__ import annotations
@@ -225,12 +226,18 @@ def _config(block_m: int, warps: int, stages: int, poly: int) -> triton.Config:
 
 
 # (BLOCK_M, warps, stages, POLY). 8 warps: two warpgroups of 64 query rows, one program per SM
-# (registers); BLOCK_M 64 with 4 warps: two or three programs per SM, whose exp2 and matrix
-# products can overlap.
+# (255 registers per thread); BLOCK_M 64 with 4 warps: two programs per SM, whose exp2 and
+# matrix products can overlap. The autotuner picks among CONFIGS.
 CONFIGS = [
     _config(128, 8, 3, 0),
     _config(128, 8, 2, 0),
     _config(64, 4, 2, 0),
+]
+# The polynomial exp2 is not autotuned: compiled for sm90 (scripts/check_fp8_attention_sm90.py)
+# a tile without it already needs as many instruction issue slots (~1,130 cycles per 128 x 128
+# block) as MUFU (1,056) and tensor-core (1,024) cycles, and the polynomial adds more issue
+# slots (1,490-1,740) than it saves MUFU cycles. The benchmark's sweep still times them.
+POLY_CONFIGS = [
     _config(128, 8, 3, 1),
     _config(128, 8, 3, 2),
     _config(64, 4, 2, 2),
@@ -265,4 +272,30 @@ def launch(
     return out
 
 
-__all__ = ["K_BLOCK", "CONFIGS", "fp8_attention_fwd", "fp8_attention_autotuned", "launch"]
+def compile_for_sm90(config: triton.Config, head_dim: int = 112, precise_pv: bool = True):
+    """Compile the kernel ahead of time for an sm90 GPU (no GPU needed: Triton's own ptxas),
+    specialised as a launch on the model's tensors is (16-byte aligned pointers, strides
+    divisible by 16, bf16 output). Returns Triton's compiled kernel (`.asm["ptx"]`,
+    `.asm["cubin"]`, `.metadata.shared`): scripts/check_fp8_attention_sm90.py and the tests
+    read the instructions from it."""
+    import inspect
+
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    names = list(inspect.signature(fp8_attention_fwd.fn).parameters)
+    const = dict(HEAD_DIM=head_dim, D_PAD=max(16, triton.next_power_of_2(head_dim)), BLOCK_N=K_BLOCK,
+                 EXACT_ROUNDING=False, PRECISE_PV=precise_pv, **config.kwargs)  # fmt: skip
+    pointers = {"Q": "*fp8e4nv", "K": "*fp8e4nv", "VT": "*fp8e4nv", "QS": "*fp32", "KS": "*fp32", "VS": "*fp32",
+                "O": "*bf16"}  # fmt: skip
+    signature = {n: pointers.get(n, "constexpr" if n in const else "fp32" if n == "qk_scale" else "i32") for n in names}
+    aligned = [n for n in names if n in pointers or n.startswith("stride")]
+    source = ASTSource(
+        fp8_attention_fwd, signature, constexprs={(names.index(n),): v for n, v in const.items()},
+        attrs={(names.index(n),): [["tt.divisibility", 16]] for n in aligned},
+    )  # fmt: skip
+    options = dict(num_warps=config.num_warps, num_stages=config.num_stages)
+    return triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options)
+
+
+__all__ = ["K_BLOCK", "CONFIGS", "POLY_CONFIGS", "fp8_attention_fwd", "fp8_attention_autotuned", "launch", "compile_for_sm90"]

@@ -126,7 +126,7 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device("cpu" if args.tiny else "cuda")
     dtype = torch.float32 if args.tiny else torch.bfloat16
-    heads, head_dim, per_frame = (2, 16, 24) if args.tiny else (HEADS, HEAD_DIM, TOKENS_PER_FRAME)
+    heads, head_dim, per_frame = (2, 112, 24) if args.tiny else (HEADS, HEAD_DIM, TOKENS_PER_FRAME)
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
     torch.manual_seed(0)

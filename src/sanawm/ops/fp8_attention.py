@@ -115,8 +115,7 @@ def fp8_attention(
     q8, k8, vt8 = (t if t.stride(-1) == 1 else t.contiguous() for t in (q8, k8, vt8))
     B, H, Nq, D = q8.shape
     out = torch.empty(B, Nq, H, D, device=q8.device, dtype=out_dtype)
-    scales = (q_scale.float().contiguous(), k_scale.float().contiguous(), v_scale.float().contiguous())
-    return launch(q8, k8, vt8, *scales, scale, out)
+    return launch(q8, k8, vt8, q_scale, k_scale, v_scale, scale, out)
 
 
 @fp8_attention.register_kernel("cpu")

@@ -252,6 +252,8 @@ def launch(
 ) -> Tensor:  # fmt: skip
     """Run the kernel into `out` (B, NQ, H, D); `config` None: autotuned (one of CONFIGS).
     precise_pv=False leaves P . V to the tensor cores' own accumulation (benchmarks only)."""
+    assert q8.stride(-1) == k8.stride(-1) == vt8.stride(-1) == out.stride(-1) == 1, "unit last strides"
+    q_scale, k_scale, v_scale = (s.float().contiguous() for s in (q_scale, k_scale, v_scale))
     B, H, NQ, D = q8.shape
     NK = k8.shape[2]
     args = (

@@ -1,4 +1,5 @@
-"""The Triton forward kernel of `sanawm.ops.fp8_attention` (FP8 e4m3 softmax attention, sm89+).
+"""The Triton forward kernel of `sanawm.ops.fp8_attention` (FP8 e4m3 softmax attention; FP8
+tensor cores of sm89+, written and analysed for Hopper, sm90).
 
 One program per (block of BLOCK_M queries, batch * head) streams every key tile of its head
 (FlashAttention-2's online softmax), with both products on FP8 tensor cores:
@@ -23,7 +24,8 @@ affected).
 Hopper's FP8 tensor cores add into their accumulator with ~14 significand bits; over the
 ~830 key tiles of a 106,480-token attention the truncation would add up. So each tile's P . V
 starts from a zero accumulator (4 tensor-core steps of 32 keys) and joins acc in fp32, in the
-same FMA that rescales acc (no extra instructions; 64 more registers per thread). Passing acc
+same FMA that rescales acc (no extra instructions; 255 instead of 235 registers per thread
+for BLOCK_M 128, still without spills: scripts/check_fp8_attention_sm90.py). Passing acc
 to the tensor cores instead (PRECISE_PV=False) is measured by the benchmark, not used. (With
 `max_num_imprecise_acc` ptxas serialises the wgmma instructions: not used either.)
 

@@ -22,6 +22,10 @@ Implementations:
   attention on FlashAttention-4 (`sanawm.ops.flash`, head dim 112 unpadded; needs the
   flash-attn-4 package and an sm90 GPU; on --tiny the op's CPU implementation);
   sanawm-flash4 also measures its velocity vs the eager SDPA model at `--accuracy-frames`;
+- sanawm-fp8attn: sanawm-fp8 with the softmax blocks' attention in FP8 too (`sanawm.ops.flash`
+  kernel "fp8": the Triton kernel of `sanawm.ops.fp8_attention`; on --tiny its float32
+  emulation); measures its accuracy like sanawm-fp8, plus the eager bf16 model with only the
+  attention in FP8;
 - diffusers: diffusers' `SanaWMTransformer3DModel` with its default (2.6B release) config
   (needs diffusers 0.42.1 importable).
 
@@ -44,9 +48,10 @@ from pathlib import Path
 
 import torch
 
-IMPLS = ("sanawm-eager", "diffusers", "sanawm-compile", "sanawm-fp8", "sanawm-flash4", "sanawm-fp8-flash4")
+IMPLS = ("sanawm-eager", "diffusers", "sanawm-compile", "sanawm-fp8", "sanawm-flash4", "sanawm-fp8-flash4",
+         "sanawm-fp8attn")  # fmt: skip
 PRECISION = {"sanawm-eager": "bf16", "diffusers": "bf16", "sanawm-compile": "bf16", "sanawm-fp8": "fp8",
-             "sanawm-flash4": "bf16", "sanawm-fp8-flash4": "fp8"}  # fmt: skip
+             "sanawm-flash4": "bf16", "sanawm-fp8-flash4": "fp8", "sanawm-fp8attn": "fp8"}  # fmt: skip
 FLASH4 = ("sanawm-flash4", "sanawm-fp8-flash4")
 HEIGHT, WIDTH = 704, 1280
 
@@ -104,9 +109,10 @@ def sanawm_worker(impl: str, args, device: torch.device, dtype: torch.dtype) -> 
     model = random_model(preset, device, dtype)
     text_len = min(args.text_len, model.config.max_text_len)
     extra: dict = {}
-    if impl in ("sanawm-fp8", "sanawm-fp8-flash4"):
-        accuracy = impl == "sanawm-fp8" and not args.skip_accuracy
-        extra = fp8_accuracy(model, preset, args, device, dtype, text_len) if accuracy else {}
+    if impl in ("sanawm-fp8", "sanawm-fp8-flash4", "sanawm-fp8attn"):
+        attention = "fp8" if impl == "sanawm-fp8attn" else "sdpa"
+        accuracy = impl != "sanawm-fp8-flash4" and not args.skip_accuracy
+        extra = fp8_accuracy(model, preset, args, device, dtype, text_len, attention) if accuracy else {}
         extra["fp8_modules"] = convert_to_fp8(model)
     check = None
     if impl in ("sanawm-compile", "sanawm-flash4") and not args.skip_accuracy:  # vs eager, after timing
@@ -116,6 +122,8 @@ def sanawm_worker(impl: str, args, device: torch.device, dtype: torch.dtype) -> 
             v_eager = model(**check).float()
     if impl in FLASH4:
         use_attention_kernel(model, "flash4")
+    if impl == "sanawm-fp8attn":
+        use_attention_kernel(model, "fp8")
     if impl != "sanawm-eager":
         compile_blocks(model, backend="aot_eager" if args.tiny else "inductor")
     records = []
@@ -141,11 +149,14 @@ def sanawm_worker(impl: str, args, device: torch.device, dtype: torch.dtype) -> 
     return records
 
 
-def fp8_accuracy(model, preset: str, args, device, dtype, text_len: int) -> dict:
-    """Velocity errors at the first frame count: FP8 (compiled) vs bf16 eager and vs float32;
-    bf16 eager vs float32 for scale; and the CUDA FP8 matmul vs its float32 emulation."""
+def fp8_accuracy(model, preset: str, args, device, dtype, text_len: int, attention: str = "sdpa") -> dict:
+    """Velocity errors at `--accuracy-frames`: FP8 (compiled; softmax attention with kernel
+    `attention`) vs bf16 eager and vs float32; bf16 eager vs float32 for scale; the CUDA FP8
+    matmul vs its float32 emulation; with attention "fp8" also the eager bf16 model with only
+    its attention in FP8."""
     from sanawm.benchmark import make_inputs, random_model
     from sanawm.model.compile import compile_blocks
+    from sanawm.ops.flash import use_attention_kernel
     from sanawm.ops.fp8 import convert_to_fp8, fp8_matmul, quantize_rows, scaled_mm_emulated
 
     size = latent_size(args.accuracy_frames, args.tiny)
@@ -156,8 +167,14 @@ def fp8_accuracy(model, preset: str, args, device, dtype, text_len: int) -> dict
         ref32 = random_model(preset, device, torch.float32)  # same seed: the weights bf16 rounds
         v_f32 = ref32(**{k: (v.float() if v.is_floating_point() else v) for k, v in inputs.items()})
         del ref32
+        attn_only = {}
+        if attention != "sdpa":
+            v_attn = use_attention_kernel(copy.deepcopy(model), attention)(**inputs).float()
+            attn_only = {"attn_only_vs_bf16_rel_l2": rel_l2(v_attn, v_bf16), "attn_only_vs_bf16_cos": cosine(v_attn, v_bf16)}
+            del v_attn
         fp8 = copy.deepcopy(model)
         convert_to_fp8(fp8)
+        use_attention_kernel(fp8, attention)
         compile_blocks(fp8, backend="aot_eager" if args.tiny else "inductor")
         v_fp8 = fp8(**inputs).float()
         del fp8
@@ -174,7 +191,7 @@ def fp8_accuracy(model, preset: str, args, device, dtype, text_len: int) -> dict
         "fp8_vs_bf16_rel_l2": rel_l2(v_fp8, v_bf16), "fp8_vs_bf16_cos": cosine(v_fp8, v_bf16),
         "fp8_vs_f32_rel_l2": rel_l2(v_fp8, v_f32), "fp8_vs_f32_cos": cosine(v_fp8, v_f32),
         "bf16_vs_f32_rel_l2": rel_l2(v_bf16, v_f32), "bf16_vs_f32_cos": cosine(v_bf16, v_f32),
-        "fp8_matmul_vs_emulation_rel_l2": mm_err,
+        "fp8_matmul_vs_emulation_rel_l2": mm_err, "attention": attention, **attn_only,
     }  # fmt: skip
 
 
@@ -286,8 +303,11 @@ def ratio_table(records: list[dict], frames: list[int]) -> str:
                          f"{vs_d:>12} {vs_e:>9}")  # fmt: skip
     acc = [r for r in records if "fp8_vs_bf16_rel_l2" in r]
     for r in acc:
+        if "attn_only_vs_bf16_rel_l2" in r:
+            lines.append(f"{r['impl']}: eager bf16 model with only its attention in FP8 vs eager bf16 (velocity): "
+                         f"rel L2 {r['attn_only_vs_bf16_rel_l2']:.2e} cos {r['attn_only_vs_bf16_cos']:.5f}")  # fmt: skip
         lines.append(
-            f"FP8 accuracy at {r['accuracy_frames']} frames (velocity): "
+            f"{r['impl']} accuracy at {r['accuracy_frames']} frames (velocity): "
             f"vs bf16 rel L2 {r['fp8_vs_bf16_rel_l2']:.2e} cos {r['fp8_vs_bf16_cos']:.5f}; "
             f"vs f32 rel L2 {r['fp8_vs_f32_rel_l2']:.2e} cos {r['fp8_vs_f32_cos']:.5f}; "
             f"bf16 vs f32 rel L2 {r['bf16_vs_f32_rel_l2']:.2e} cos {r['bf16_vs_f32_cos']:.5f}; "

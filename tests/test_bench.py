@@ -122,6 +122,7 @@ BAD = [
     (["--fp8", "--latents", "2x2x2"], "--fp8 needs a CUDA GPU"),
     (["--cuda-graphs", "--latents", "2x2x2"], "streaming mode only"),
     (["--attention", "flash4", "--latents", "2x2x2"], "--attention flash4: the flash4 attention kernel needs a CUDA GPU"),
+    (["--attention", "fp8", "--latents", "2x2x2"], "--attention fp8: the fp8 attention kernel needs a CUDA GPU"),
 ]
 
 

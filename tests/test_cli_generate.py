@@ -116,6 +116,7 @@ BAD_INPUTS = {
     "unknown frame rounding": (["--action", "w-8", "--frames-rounding", "up"], "invalid choice"),
     "fp8 on the cpu": (["--action", "w-8", "--device", "cpu", "--fp8"], "--fp8 needs a CUDA GPU"),
     "flash4 on the cpu": (["--action", "w-8", "--device", "cpu", "--attention", "flash4"], "needs a CUDA GPU"),
+    "fp8 attention on the cpu": (["--action", "w-8", "--device", "cpu", "--attention", "fp8"], "--attention fp8"),
     "cuda graphs bidirectional": (["--action", "w-8", "--mode", "bidirectional", "--cuda-graphs"], "streaming only"),
 }
 

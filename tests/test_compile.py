@@ -98,5 +98,7 @@ def test_apply_fast_paths_compiles_and_refuses_fp8_where_it_cannot_run():
     assert not is_compiled(model) and not any(isinstance(m, FP8Linear) for m in model.modules())
     with pytest.raises(UserInputError, match="flash4 attention kernel needs a CUDA GPU"):
         apply_fast_paths(model, compile=True, attention="flash4")
+    with pytest.raises(UserInputError, match="fp8 attention kernel needs a CUDA GPU"):
+        apply_fast_paths(model, compile=True, attention="fp8")
     assert {m.attention_kernel for m in model.modules() if hasattr(m, "attention_kernel")} == {"sdpa"}
     assert apply_fast_paths(model, compile=True) is model and is_compiled(model)

@@ -120,7 +120,7 @@ class BenchConfig:
     fp8: bool = False
     """FP8 block matmuls (`sanawm.ops.fp8`; CUDA sm89+, bfloat16)."""
     attention: str = "sdpa"
-    """Kernel of the softmax blocks' attention (`sanawm.ops.flash`: "sdpa" or "flash4")."""
+    """Kernel of the softmax blocks' attention (`sanawm.ops.flash`: "sdpa", "flash4" or "fp8")."""
 
     def __post_init__(self) -> None:
         preset_config(self.preset)  # unknown preset -> UserInputError

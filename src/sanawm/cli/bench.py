@@ -35,6 +35,7 @@ from sanawm.cli.traj import image_size_arg
 from sanawm.errors import UserInputError
 from sanawm.model import PRESETS
 from sanawm.model.compile import apply_fast_paths, attention_unsupported, fp8_unsupported
+from sanawm.ops.flash import ATTENTION_KERNELS
 
 
 def _latent_arg(text: str) -> tuple[int, int, int]:
@@ -72,8 +73,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cuda-graphs", action="store_true",
                    help="streaming with --window: replay each chunk's forward from a CUDA graph (CUDA only)")
     p.add_argument("--compile", action="store_true", help="regional torch.compile of the blocks (inductor)")
-    p.add_argument("--attention", choices=("sdpa", "flash4"), default="sdpa",
-                   help="softmax attention kernel: sdpa (PyTorch) or flash4 (FlashAttention-4, Hopper)")
+    p.add_argument("--attention", choices=ATTENTION_KERNELS, default="sdpa",
+                   help="softmax attention kernel: sdpa (PyTorch), flash4 (FlashAttention-4, Hopper) or fp8 "
+                        "(FP8 Triton kernel, sm89+; changes results, see benchmarks/README.md)")  # fmt: skip
     p.add_argument("--fp8", action="store_true",
                    help="FP8 block matmuls (CUDA GPU of compute capability 8.9+, bfloat16)")
     p.add_argument("--dtype", choices=DTYPES, help="default bfloat16 on CUDA, float32 on the CPU")

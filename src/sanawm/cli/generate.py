@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from sanawm.errors import UserInputError
+from sanawm.ops.flash import ATTENTION_KERNELS
 from sanawm.outputs import check_outputs
 
 DEFAULT_OUTPUT_SUFFIX = ".mp4"
@@ -73,9 +74,11 @@ def register(subparsers) -> None:
     p.add_argument("--fp8", action="store_true",
                    help="FP8 matmuls in the DiT's blocks (CUDA GPU of compute capability 8.9+, e.g. H100 / "
                         "H200 / L40; changes results slightly, see benchmarks/README.md)")  # fmt: skip
-    p.add_argument("--attention", choices=("sdpa", "flash4"), default="sdpa",
-                   help="kernel of the softmax blocks' attention: sdpa (PyTorch, default) or flash4 "
-                        "(FlashAttention-4 at head dim 112: Hopper GPU and pip install 'sanawm[hopper]')")  # fmt: skip
+    p.add_argument("--attention", choices=ATTENTION_KERNELS, default="sdpa",
+                   help="kernel of the softmax blocks' attention: sdpa (PyTorch, default), flash4 "
+                        "(FlashAttention-4 at head dim 112: Hopper GPU and pip install 'sanawm[hopper]') or fp8 "
+                        "(q, k, v and probabilities in FP8, a Triton kernel for sm89+; changes results "
+                        "slightly, see benchmarks/README.md)")  # fmt: skip
     p.add_argument("--cuda-graphs", action="store_true",
                    help="streaming: replay each chunk's denoising steps from a CUDA graph once the attention "
                         "window has filled (same frames, less launch overhead; CUDA with a bounded --window "

@@ -73,7 +73,7 @@ def fp8_unsupported(device: torch.device | str, dtype: torch.dtype) -> str | Non
 
 
 def attention_unsupported(kernel: str, device: torch.device | str) -> str | None:
-    """Why attention kernel `kernel` ("sdpa" or "flash4") cannot run on `device`, or None."""
+    """Why attention kernel `kernel` ("sdpa", "flash4" or "fp8") cannot run on `device`, or None."""
     from sanawm.ops.flash import ATTENTION_KERNELS, flash4_unavailable
 
     if kernel not in ATTENTION_KERNELS:
@@ -81,6 +81,11 @@ def attention_unsupported(kernel: str, device: torch.device | str) -> str | None
     if kernel == "flash4":
         reason = flash4_unavailable(device)
         return None if reason is None else f"--attention flash4: {reason}"
+    if kernel == "fp8":
+        from sanawm.ops.fp8_attention import fp8_attention_unavailable
+
+        reason = fp8_attention_unavailable(device)
+        return None if reason is None else f"--attention fp8: {reason}"
     return None
 
 
@@ -90,7 +95,7 @@ def apply_fast_paths(
     """The opt-in inference fast paths, in place: FP8 block matmuls (`sanawm.ops.fp8`, after any
     dtype change), the softmax attention kernel (`sanawm.ops.flash`), then regional compile
     (`compile_blocks`, inductor). Raises UserInputError where FP8 or the kernel cannot run
-    (see `fp8_unsupported`, `flash4_unavailable`)."""
+    (see `fp8_unsupported`, `flash4_unavailable`, `fp8_attention_unavailable`)."""
     weight = next(model.parameters())
     if attention != "sdpa":
         from sanawm.ops.flash import use_attention_kernel

@@ -1,4 +1,4 @@
-"""Softmax attention kernels for the softmax blocks: PyTorch SDPA, or FlashAttention-4 on Hopper.
+"""Softmax attention kernels for the softmax blocks: PyTorch SDPA, FlashAttention-4 or FP8 on Hopper.
 
     attention(q, k, v, scale, kernel)      # q (B, H, Nq, D), k / v (B, H, Nk, D) -> (B, H, Nq, D)
 
@@ -8,6 +8,10 @@
   compiled on first use) for sm90. It runs head dim 112 as 112: cuDNN and PyTorch's flash
   kernel pad it to 128 and pay for the padding (issue 12 measured 209 ms per 106,480-token
   attention with cuDNN at 112 and at 128). Inference only: no backward.
+- "fp8": q, k, v, and the softmax probabilities in e4m3 on the FP8 tensor cores, a Triton
+  kernel (`sanawm.ops.fp8_attention`, custom op `sanawm::fp8_attention`; sm89+). It changes
+  results beyond bf16 rounding: its error is measured by scripts/bench_fp8_attention.py and
+  published in benchmarks/README.md. Inference only.
 
 The FA4 call is wrapped in a torch custom op (`sanawm::flash4_attention`) so that
 `torch.compile` (`sanawm.model.compile`) keeps it as one opaque kernel between its fused
@@ -28,11 +32,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-ATTENTION_KERNELS = ("sdpa", "flash4")
+ATTENTION_KERNELS = ("sdpa", "flash4", "fp8")
 
 # FA4's own sm90 choice for head dims 97-128 is 128x128 tiles with P@V from registers, tuned for
 # 128. At 112 (SANA-WM's heads), 192x144 tiles with P@V from shared memory took 159 ms per
-# 106,480-token attention on an H200 against 184-186 ms for FA4's choice (10 shapes timed,
+# 106,480-token attention on an H200 against 181-186 ms for FA4's choice (16 shapes timed in two runs,
 # `scripts/bench_attention.py --sweep-flash4`, benchmarks/README.md).
 # (tile_m, tile_n, P@V from registers, intra-warpgroup overlap) per head dim.
 FLASH4_SM90_TILES = {112: (192, 144, False, True)}
@@ -81,9 +85,13 @@ def attention(q: Tensor, k: Tensor, v: Tensor, scale: float | None, kernel: str)
     """Softmax attention of q (B, H, Nq, D) over k / v (B, H, Nk, D), no mask -> (B, H, Nq, D)."""
     if kernel == "sdpa":
         return F.scaled_dot_product_attention(q, k, v, scale=scale)
-    assert kernel == "flash4", kernel
-    assert not (torch.is_grad_enabled() and q.requires_grad), "the flash4 kernel is inference only"
+    assert kernel in ("flash4", "fp8"), kernel
+    assert not (torch.is_grad_enabled() and q.requires_grad), f"the {kernel} kernel is inference only"
     scale = q.shape[-1] ** -0.5 if scale is None else scale
+    if kernel == "fp8":
+        from sanawm.ops.fp8_attention import fp8_attention_forward
+
+        return fp8_attention_forward(q, k, v, scale)
     # (B, H, N, D) views of token-major tensors are (B, N, H, D) tensors transposed: FA4's
     # layout needs no copy for them.
     out = flash4_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), scale)

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# The embedded teacher v2 in one device call (issue 16, point 2): train the DiT on the v2 VAE's
+# latents, warm-started from the committed (v1) DiT, then generate and score the evaluation clips
+# of v1 and of the new teacher with the same estimator:
+#   33 frames: the 32 held-out clips of scripts/eval_embedded.py (PSNR, SSIM, RotErr, turn ratio,
+#              pose failures), `scripts/eval_student.py score`;
+#   81 frames: its 16 random walks walked for 5 s, per-second PSNR against repeating frame 0.
+# v1's clips are generated and scored while the new teacher trains (the embedded DiT is far too
+# small to fill the GPU). Results in $OUT (6 files at most, each < 16 MiB):
+#   transformer.tgz    the new teacher's model.json + transformer/ (its VAE is --vae)
+#   results.tgz        logs, train_log.jsonl, summary.txt, the score reports and strips, the
+#                      starting losses of the warm start (scripts/check_warm_start.py)
+#   v2_33.npz v2_81.npz   the new teacher's clips (to re-score on a CPU)
+#
+#   VAE=.gpu_teacher2/vae TRAIN_S=380 bash .gpu_teacher2/scripts/gpu_teacher2.sh     # one H200
+#   SMOKE=1 VAE=... TRAIN_S=60 LIMIT=1 STEPS=2 WS_MAP=1 WS_CLIPS=1 bash scripts/gpu_teacher2.sh  # CPU check
+set -uo pipefail
+HERE=$(cd "$(dirname "$0")/.." && pwd)
+OUT=${OUT:-out/gpu_teacher2}
+VAE=${VAE:?the v2 VAE folder}
+TRAIN_S=${TRAIN_S:-380}
+ASSETS=${ASSETS:-src/sanawm/assets/embedded}  # the committed v1 model folder (start and baseline)
+LIMIT=${LIMIT:-32}
+STEPS=${STEPS:-}        # sampling steps for a quick check (default: the models' 24)
+SMOKE=${SMOKE:-}
+POSE_WORKERS=${POSE_WORKERS:-6}
+export PYTHONPATH=$HERE/src${PYTHONPATH:+:$PYTHONPATH}
+mkdir -p "$OUT"
+WORK=$(mktemp -d)
+R=$WORK/results
+mkdir -p "$R" "$WORK/c33" "$WORK/c81"
+LOG=$R/run.log
+# The scripts' default model is the package's bundled embedded one: point it at v1 if this
+# copy of the package carries no weights.
+if [ ! -f "$HERE/src/sanawm/assets/embedded/transformer/model.safetensors" ]; then
+    rm -rf "$HERE/src/sanawm/assets/embedded" && ln -s "$(cd "$ASSETS" && pwd)" "$HERE/src/sanawm/assets/embedded"
+fi
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
+  python3 -c "import torch; print('torch', torch.__version__)"; nproc; date -u; } > "$LOG"
+T0=$(date +%s)
+stamp() { echo "[$(( $(date +%s) - T0 )) s] $*" >> "$LOG"; }
+STEP_ARGS=${STEPS:+--steps $STEPS}
+
+gen() {  # label, frames, model folder
+    python3 -u "$HERE/scripts/eval_student.py" generate --label "$1" --frames "$2" --model "$3" --limit "$LIMIT" \
+        $STEP_ARGS --out "$WORK/c$2" > "$R/gen_$1_$2.log" 2>&1
+    stamp "generate $1 $2 frames: exit $?"
+}
+score() {  # frames, label, out name
+    python3 -u "$HERE/scripts/eval_student.py" score --clips "$WORK/c$1" --frames "$1" --labels "$2" \
+        --workers "$POSE_WORKERS" --strips 4 --out "$R/$3" > "$R/$3.log" 2>&1
+    stamp "score $3: exit $?"
+}
+
+# 1. v1's clips and scores, in the background.
+( gen v1 33 "$ASSETS"; score 33 v1 eval33_v1 ) &
+V1_33=$!
+( gen v1 81 "$ASSETS"; score 81 v1 eval81_v1 ) &
+V1_81=$!
+
+# Where the warm start begins (loss before any step), also in the background.
+( python3 -u "$HERE/scripts/check_warm_start.py" --vae "$VAE" --assets "$ASSETS" --map-clips "${WS_MAP:-64}" \
+    --clips "${WS_CLIPS:-16}" --json "$R/warm_start.json" > "$R/warm_start.log" 2>&1; stamp "warm-start check: exit $?" ) &
+WS=$!
+
+# 2. The new teacher.
+SMOKE_ARG=${SMOKE:+--smoke}
+python3 -u "$HERE/scripts/train_embedded.py" --out "$WORK/train" --run-dir "$WORK/run" --vae "$VAE" \
+    --assets "$ASSETS" --budget "$TRAIN_S" --no-progress $SMOKE_ARG > "$R/train.log" 2>&1
+stamp "train: exit $?"
+cp "$WORK/train/summary.txt" "$WORK/train/train_log.jsonl" "$R/" 2>/dev/null
+cp "$WORK/run/dit_stage/config.json" "$R/train_config.json" 2>/dev/null
+if [ -d "$WORK/train/model" ]; then
+    tar czf "$OUT/transformer.tgz" -C "$WORK/train/model" model.json transformer
+    ( gen v2 33 "$WORK/train/model"; score 33 v2 eval33_v2 ) &
+    V2_33=$!
+    gen v2 81 "$WORK/train/model"
+    score 81 v2 eval81_v2
+    wait $V2_33
+fi
+wait $V1_33 $V1_81 $WS
+cp "$WORK"/c33/*.json "$WORK"/c81/*.json "$R/" 2>/dev/null
+for f in 33 81; do [ -f "$WORK/c$f/v2.npz" ] && cp "$WORK/c$f/v2.npz" "$OUT/v2_$f.npz"; done
+stamp "done"
+tar czf "$OUT/results.tgz" -C "$WORK" results
+cat "$LOG"; cat "$R/summary.txt" 2>/dev/null
+for r in "$R"/eval*/report.md; do [ -f "$r" ] && echo "== $r" && grep "^|" "$r"; done
+ls -la "$OUT"

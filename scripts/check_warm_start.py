@@ -3,11 +3,14 @@
 
 Rows (same clips, noise and levels for all):
   old DiT, old latents    the committed DiT in its own latent space (what training reached there)
-  mapped                  blocks copied, latent layers mapped by least squares (`--map-clips`)
+  mapped (orthogonal)     what `warm_start` does: blocks copied, latent layers mapped by the
+                          orthonormal-row map of `fit_latent_map` (fitted on `--map-clips`)
+  mapped (least squares)  the same through the plain least-squares map and its pseudo-inverse
   re-initialised          blocks copied, latent layers freshly initialised
   from scratch            the reference initialisation of the whole DiT
   zero velocity           predicting 0 (loss E|noise - data|^2, about 2 for unit-variance latents)
-plus the fit's R^2 (how much of the old latents the new ones explain, linearly).
+plus, on the scored clips, the R^2 of the old latents predicted from the new ones by the
+least-squares map fitted on the map clips (how much of the old latent space the new one holds).
 
 Each clip is scored at every level of `--sigmas` (all latent frames but frame 0 at that level,
 frame 0 clean, bidirectional, camera on); the loss is the per-channel MSE, so spaces of
@@ -29,7 +32,14 @@ import torch
 
 from sanawm.modeldir import load_transformer, read_model_dir
 from sanawm.train.data import make_source
-from sanawm.train.dit import _load_frozen_vae, dit_config, encode_clips, fit_latent_map, warm_start
+from sanawm.train.dit import (
+    _load_frozen_vae,
+    dit_config,
+    encode_clips,
+    fit_latent_map,
+    least_squares_map,
+    map_latent_layers,
+)
 from sanawm.train.embedded import embedded_dit_config
 from sanawm.train.objective import flow_matching_loss, noise_latents, text_inputs
 
@@ -79,27 +89,37 @@ def main(argv: list[str] | None = None) -> int:
     old_vae = _load_frozen_vae(str(spec.components["vae"]), device)
     old = load_transformer(spec.components["transformer"]).to(device).eval()
     text_len = old.config.max_text_len
-    source = make_source(cfg.data, cfg.run.seed, held_out=True)
-    new_encoded, old_encoded = [], []
-    for start in range(0, args.clips, 4):
-        batch = source.finish([source.prepare(d) for d in range(start, min(args.clips, start + 4))], device)
-        new_encoded.append(encode_clips(batch, new_vae, text_len, device))
-        old_encoded.append(encode_clips(batch, old_vae, text_len, device))
-    A, a = fit_latent_map(torch.cat([e["latents"] for e in new_encoded]), torch.cat([e["latents"] for e in old_encoded]))
-    old_latents = torch.cat([e["latents"] for e in old_encoded]).double().cpu()
-    predicted = torch.einsum("oc,bcthw->bothw", A, torch.cat([e["latents"] for e in new_encoded]).double().cpu())
-    residual = (old_latents - predicted - a[:, None, None, None]).square().mean()
-    r2_held_out_fit = 1.0 - float(residual / old_latents.var(dim=(0, 2, 3, 4)).mean())
+
+    def encode(source, count: int) -> tuple[list[dict], list[dict]]:
+        new_encoded, old_encoded = [], []
+        for start in range(0, count, 4):
+            batch = source.finish([source.prepare(d) for d in range(start, min(count, start + 4))], device)
+            new_encoded.append(encode_clips(batch, new_vae, text_len, device))
+            old_encoded.append(encode_clips(batch, old_vae, text_len, device))
+        return new_encoded, old_encoded
+
+    def tokens(encoded: list[dict]) -> torch.Tensor:
+        latents = torch.cat([e["latents"] for e in encoded])
+        return latents.movedim(1, -1).reshape(-1, latents.shape[1]).double().cpu()
+
+    # The map clips are the ones `warm_start` fits on (training draws of seed + 3).
+    fit_new, fit_old = encode(make_source(cfg.data, cfg.run.seed + 3), args.map_clips)
+    Q, q_offset = fit_latent_map(torch.cat([e["latents"] for e in fit_new]), torch.cat([e["latents"] for e in fit_old]))
+    A, a_offset = least_squares_map(tokens(fit_new), tokens(fit_old))
+    new_encoded, old_encoded = encode(make_source(cfg.data, cfg.run.seed, held_out=True), args.clips)
+    x, y = tokens(new_encoded), tokens(old_encoded)
+    r2 = 1.0 - float((x @ A.T + a_offset - y).square().mean() / y.var(dim=0).mean())
 
     rows = {"old DiT, old latents": mean_loss(old, old_encoded, args.sigmas, seed=1)}
     model_config = dit_config(cfg, new_vae)
-    for name, clips in (("mapped", args.map_clips), ("re-initialised", 0), ("from scratch", None)):
+    starts = {"mapped (orthogonal)": (Q, q_offset), "mapped (least squares)": (A, a_offset), "re-initialised": (None, None),
+              "from scratch": None}  # fmt: skip
+    for name, mapping in starts.items():
         torch.manual_seed(cfg.run.seed)
         model = SanaWMTransformer(model_config, device=device)
         model.init_weights()
-        if clips is not None:
-            cfg.dit.init_map_clips = clips
-            warm_start(model, args.assets, new_vae, cfg, device)
+        if mapping is not None:
+            map_latent_layers(model, old, *mapping)
         rows[name] = mean_loss(model.eval(), new_encoded, args.sigmas, seed=1)
     zero = []
     g = torch.Generator(device=device).manual_seed(1)
@@ -110,11 +130,11 @@ def main(argv: list[str] | None = None) -> int:
     rows["zero velocity"] = sum(zero) / len(zero)
 
     report = {"clips": args.clips, "map_clips": args.map_clips, "sigmas": args.sigmas, "loss": rows,
-              "r2_of_old_latents_explained_by_new_on_scored_clips": r2_held_out_fit, "device": str(device),
+              "r2_old_from_new_held_out": r2, "device": str(device),
               "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"R^2 of the old latents from the new ones (linear, on the {args.clips} scored clips): {r2_held_out_fit:.3f}")
+    print(f"R^2 of the old latents from the new ones (least squares, {args.clips} held-out clips): {r2:.3f}")
     print("| start | loss |\n|---|---|")
     for name, value in rows.items():
         print(f"| {name} | {value:.4f} |")

@@ -23,7 +23,7 @@ ASSETS=${ASSETS:-src/sanawm/assets/embedded}  # the committed v1 model folder (s
 LIMIT=${LIMIT:-32}
 STEPS=${STEPS:-}        # sampling steps for a quick check (default: the models' 24)
 SMOKE=${SMOKE:-}
-POSE_WORKERS=${POSE_WORKERS:-6}
+POSE_WORKERS=${POSE_WORKERS:-7}   # per scoring job after training (two run side by side)
 export PYTHONPATH=$HERE/src${PYTHONPATH:+:$PYTHONPATH}
 mkdir -p "$OUT"
 WORK=$(mktemp -d)
@@ -39,48 +39,54 @@ fi
   python3 -c "import torch; print('torch', torch.__version__)"; nproc; date -u; } > "$LOG"
 T0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - T0 )) s] $*" >> "$LOG"; }
+END_S=${END_S:-575}   # every job is stopped by then, so the results are packed inside the call
+left() { local s=$(( T0 + END_S - $(date +%s) )); echo $(( s > 1 ? s : 1 )); }
 STEP_ARGS=${STEPS:+--steps $STEPS}
 
 gen() {  # label, frames, model folder
-    python3 -u "$HERE/scripts/eval_student.py" generate --label "$1" --frames "$2" --model "$3" --limit "$LIMIT" \
+    timeout "$(left)" python3 -u "$HERE/scripts/eval_student.py" generate --label "$1" --frames "$2" --model "$3" --limit "$LIMIT" \
         $STEP_ARGS --out "$WORK/c$2" > "$R/gen_$1_$2.log" 2>&1
     stamp "generate $1 $2 frames: exit $?"
 }
-score() {  # frames, label, out name
-    python3 -u "$HERE/scripts/eval_student.py" score --clips "$WORK/c$1" --frames "$1" --labels "$2" \
-        --workers "$POSE_WORKERS" --strips 4 --out "$R/$3" > "$R/$3.log" 2>&1
+score() {  # frames, label, out name, pose workers
+    timeout "$(left)" python3 -u "$HERE/scripts/eval_student.py" score --clips "$WORK/c$1" --frames "$1" --labels "$2" \
+        --workers "$4" --strips 4 --out "$R/$3" > "$R/$3.log" 2>&1
     stamp "score $3: exit $?"
 }
 
 # 1. v1's clips and scores, in the background.
-( gen v1 33 "$ASSETS"; score 33 v1 eval33_v1 ) &
+# Few pose workers: the training's data workers need the cores.
+( gen v1 33 "$ASSETS"; score 33 v1 eval33_v1 3 ) &
 V1_33=$!
-( gen v1 81 "$ASSETS"; score 81 v1 eval81_v1 ) &
+( gen v1 81 "$ASSETS"; score 81 v1 eval81_v1 3 ) &
 V1_81=$!
 
 # Where the warm start begins (loss before any step), also in the background.
-( python3 -u "$HERE/scripts/check_warm_start.py" --vae "$VAE" --assets "$ASSETS" --map-clips "${WS_MAP:-64}" \
+( timeout "$(left)" python3 -u "$HERE/scripts/check_warm_start.py" --vae "$VAE" --assets "$ASSETS" --map-clips "${WS_MAP:-64}" \
     --clips "${WS_CLIPS:-16}" --json "$R/warm_start.json" > "$R/warm_start.log" 2>&1; stamp "warm-start check: exit $?" ) &
 WS=$!
 
 # 2. The new teacher.
 SMOKE_ARG=${SMOKE:+--smoke}
-python3 -u "$HERE/scripts/train_embedded.py" --out "$WORK/train" --run-dir "$WORK/run" --vae "$VAE" \
+timeout "$(left)" python3 -u "$HERE/scripts/train_embedded.py" --out "$WORK/train" --run-dir "$WORK/run" --vae "$VAE" \
     --assets "$ASSETS" --budget "$TRAIN_S" --no-progress $SMOKE_ARG > "$R/train.log" 2>&1
 stamp "train: exit $?"
 cp "$WORK/train/summary.txt" "$WORK/train/train_log.jsonl" "$R/" 2>/dev/null
 cp "$WORK/run/dit_stage/config.json" "$R/train_config.json" 2>/dev/null
+tar czf "$OUT/results.tgz" -C "$WORK" results  # packed again at the end
 if [ -d "$WORK/train/model" ]; then
     tar czf "$OUT/transformer.tgz" -C "$WORK/train/model" model.json transformer
-    ( gen v2 33 "$WORK/train/model"; score 33 v2 eval33_v2 ) &
+    ( gen v2 33 "$WORK/train/model"; score 33 v2 eval33_v2 "$POSE_WORKERS" ) &
     V2_33=$!
     gen v2 81 "$WORK/train/model"
-    score 81 v2 eval81_v2
+    score 81 v2 eval81_v2 "$POSE_WORKERS"
     wait $V2_33
 fi
 wait $V1_33 $V1_81 $WS
 cp "$WORK"/c33/*.json "$WORK"/c81/*.json "$R/" 2>/dev/null
-for f in 33 81; do [ -f "$WORK/c$f/v2.npz" ] && cp "$WORK/c$f/v2.npz" "$OUT/v2_$f.npz"; done
+for f in 33 81; do  # only files that can come back (< 16 MiB)
+    [ -f "$WORK/c$f/v2.npz" ] && [ "$(stat -c %s "$WORK/c$f/v2.npz")" -lt 16000000 ] && cp "$WORK/c$f/v2.npz" "$OUT/v2_$f.npz"
+done
 stamp "done"
 tar czf "$OUT/results.tgz" -C "$WORK" results
 cat "$LOG"; cat "$R/summary.txt" 2>/dev/null

@@ -18,8 +18,8 @@ What it does, in order, never running past `--budget` seconds (checkpoints are s
 2. DiT: resume `RUN/dit_stage` if it has a checkpoint; else start from the committed DiT
    weights: all of them when the VAE is the committed one, and for another VAE of the same
    strides (`--vae`) every block, with the latent input / output layers mapped between the
-   two VAEs' latents by least squares on `--map-clips` clips (`sanawm.train.dit.warm_start`;
-   0 re-initialises them); `--from-scratch`, or no committed model: from scratch. Trains until
+   two VAEs' latents by a map with orthonormal rows fitted on `--map-clips` clips
+   (`sanawm.train.dit.warm_start`; 0 re-initialises them); `--from-scratch`, or no committed model: from scratch. Trains until
    the budget.
 3. Copies the result to `--out` (8 files at most, each < 16 MiB): the model folder
    (`model/...`, 5 files), `train_log.jsonl`, `vae_eval.json`, `summary.txt`; prints the table.

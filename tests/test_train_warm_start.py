@@ -1,4 +1,4 @@
-"""Warm start of a DiT across VAEs (`sanawm.train.dit.warm_start`): the least-squares latent map
+"""Warm start of a DiT across VAEs (`sanawm.train.dit.warm_start`): the orthogonal latent map
 against numpy, the mapped model against the old one run on mapped latents, and the DiT task."""
 
 import numpy as np
@@ -29,21 +29,24 @@ def _tiny_dit(channels: int, seed: int) -> SanaWMTransformer:
     return model.eval()
 
 
-def test_fit_latent_map_is_numpy_least_squares_with_an_intercept():
+def test_fit_latent_map_is_the_polar_factor_of_numpy_least_squares():
     rng = np.random.default_rng(0)
     new = rng.normal(size=(2, 6, 3, 4, 4))
-    old = rng.normal(size=(2, 4, 3, 4, 4))
-    A, a = fit_latent_map(torch.from_numpy(new).float(), torch.from_numpy(old).float())
+    old = rng.normal(size=(2, 4, 3, 4, 4)) + 0.5 * new[:, :4]
+    Q, a = fit_latent_map(torch.from_numpy(new).float(), torch.from_numpy(old).float())
     x = np.moveaxis(new.astype(np.float32), 1, -1).reshape(-1, 6).astype(np.float64)
     y = np.moveaxis(old.astype(np.float32), 1, -1).reshape(-1, 4).astype(np.float64)
-    solution = np.linalg.lstsq(np.concatenate([x, np.ones((len(x), 1))], 1), y, rcond=None)[0]
-    np.testing.assert_allclose(A.numpy(), solution[:-1].T, atol=1e-10)
-    np.testing.assert_allclose(a.numpy(), solution[-1], atol=1e-10)
-    # An exactly affine relation is recovered.
-    true_A, true_a = rng.normal(size=(4, 6)), rng.normal(size=4)
-    exact = np.einsum("oc,bcthw->bothw", true_A, new) + true_a[:, None, None, None]
-    A, a = fit_latent_map(torch.from_numpy(new), torch.from_numpy(exact))
-    np.testing.assert_allclose(A.numpy(), true_A, atol=1e-9)
+    A = np.linalg.lstsq(np.concatenate([x, np.ones((len(x), 1))], 1), y, rcond=None)[0][:-1].T
+    u, _, vh = np.linalg.svd(A, full_matrices=False)
+    np.testing.assert_allclose(Q.numpy(), u @ vh, atol=1e-10)
+    np.testing.assert_allclose((Q @ Q.T).numpy(), np.eye(4), atol=1e-12)
+    np.testing.assert_allclose(a.numpy(), y.mean(0) - (u @ vh) @ x.mean(0), atol=1e-10)
+    # A semi-orthogonal affine relation is recovered exactly.
+    true_Q = np.linalg.qr(rng.normal(size=(6, 4)))[0].T
+    true_a = rng.normal(size=4)
+    exact = np.einsum("oc,bcthw->bothw", true_Q, new) + true_a[:, None, None, None]
+    Q, a = fit_latent_map(torch.from_numpy(new), torch.from_numpy(exact))
+    np.testing.assert_allclose(Q.numpy(), true_Q, atol=1e-9)
     np.testing.assert_allclose(a.numpy(), true_a, atol=1e-9)
 
 
@@ -94,7 +97,7 @@ def test_dit_task_warm_starts_across_vaes(folders):
                          dit={"init_from": str(folders["old"]), "init_map_clips": clips})  # fmt: skip
         tasks[clips] = DiTTask(cfg, setup("cpu"))
     fresh = DiTTask(dit_config(folders["vae8"], data=folders["data"]), setup("cpu"))
-    assert "mapped by least squares on 3 clips (4 -> 8" in tasks[3].warm_start
+    assert "mapped orthogonally, fitted on 3 clips (4 -> 8" in tasks[3].warm_start
     assert "re-initialised" in tasks[0].warm_start
     for name, value in exported.items():
         for task in tasks.values():

@@ -71,16 +71,33 @@ def copy_transformer_weights(model: nn.Module, path: str, mismatch: str) -> None
 
 
 def fit_latent_map(new: torch.Tensor, old: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Least-squares affine map from one VAE's latents to another's, token by token.
+    """An affine map with orthonormal rows from one VAE's latents to another's, token by token.
 
-    new (B, C_new, T, H, W) and old (B, C_old, T, H, W): the normalised latents of the same
-    clips through two VAEs of equal strides. Returns `A` (C_old, C_new) and `a` (C_old,), float64,
-    minimising |A z_new + a - z_old|^2 over every token.
+    new (B, C_new, T, H, W) and old (B, C_old, T, H, W), C_old <= C_new: the normalised latents
+    of the same clips through two VAEs of equal strides. Fits the least-squares map
+    `A z_new + b ~ z_old` and returns its nearest matrix with orthonormal rows (the polar
+    factor, `Q = U V^T` for `A = U S V^T`), (C_old, C_new), and the offset `a` (C_old,) that is
+    best for `Q`, both float64.
+
+    Why not `A` itself: a flow-matching DiT reads `(1 - s) z + s noise` and writes `noise - z`.
+    Q keeps standard normal noise standard normal (Q noise ~ N(0, I)), and its inverse on the
+    subspace, Q^T, amplifies nothing; A shrinks the noise along the old directions that the new
+    latents explain poorly, and its pseudo-inverse blows the old DiT's errors up along them
+    (`scripts/check_warm_start.py` measures both starts).
     """
     x = new.movedim(1, -1).reshape(-1, new.shape[1]).double().cpu()
     y = old.movedim(1, -1).reshape(-1, old.shape[1]).double().cpu()
+    assert y.shape[1] <= x.shape[1], f"the old latents ({y.shape[1]} channels) must not be wider than the new ({x.shape[1]})"
+    A = least_squares_map(x, y)[0]
+    u, _, vh = torch.linalg.svd(A, full_matrices=False)
+    Q = u @ vh
+    return Q, y.mean(0) - Q @ x.mean(0)
+
+
+def least_squares_map(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`A` (C_y, C_x) and `b` (C_y,) minimising |x A^T + b - y|^2 over the rows of x (N, C_x), y (N, C_y)."""
     design = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], dim=1)
-    solution = torch.linalg.lstsq(design, y, driver="gelsd").solution  # (C_new + 1, C_old)
+    solution = torch.linalg.lstsq(design, y, driver="gelsd").solution  # (C_x + 1, C_y)
     return solution[:-1].T.contiguous(), solution[-1].clone()
 
 
@@ -88,14 +105,14 @@ def fit_latent_map(new: torch.Tensor, old: torch.Tensor) -> tuple[torch.Tensor, 
 def map_latent_layers(model: nn.Module, old: nn.Module, A: torch.Tensor | None, a: torch.Tensor | None) -> None:
     """Start `model` from `old`, a DiT of the same architecture trained on other latents.
 
-    Every weight except the two that touch latents is copied. With the map `A`, `a` of
-    `fit_latent_map` (new latents -> old latents), the patch embedding reads `A z + a`, what
-    `old` was trained to read, and the final layer writes `A^+ (v_old + a)`: since
-    v = noise - data, the new data is `A^+ (z_old - a)` in the least-squares sense, and the
-    noise `A^+ A noise` is the new noise projected on the directions `old` knows. In/out compose
-    to the projector `A^+ A`, so the copied model denoises the part of the new latents the old
-    ones explain and passes the rest through until training fills it in. `A` None: those two
-    layers keep `model`'s own (fresh) initialisation.
+    Every weight except the two that touch latents is copied. With a map `A`, `a` from new
+    latents to old ones (`fit_latent_map`: A has orthonormal rows), the patch embedding reads
+    `A z + a`, what `old` was trained to read, and the final layer writes `A^+ (v_old + a)`:
+    since v = noise - data, the new data is `A^+ (z_old - a)` and the new noise projected on
+    the directions `old` knows is `A^+ A noise`. In/out compose to the projector `A^+ A`, so the
+    copied model denoises the part of the new latents that the old ones match and predicts no
+    velocity for the rest until training fills it in. `A` None: those two layers keep
+    `model`'s own (fresh) initialisation.
     """
     latent_layers = ("x_embedder.proj.weight", "x_embedder.proj.bias", "final_layer.linear.weight",
                      "final_layer.linear.bias")  # fmt: skip
@@ -118,7 +135,7 @@ def warm_start(model: nn.Module, path: str, vae, config: TrainConfig, device: to
     """Copy the DiT of `path` (a model folder or a transformer folder) into `model`; returns how.
 
     Same architecture: every weight. Another latent width (the model folder's VAE has other
-    channels but the same strides as `vae`): `map_latent_layers`, the map fitted on
+    channels but the same strides as `vae`): `map_latent_layers`, the orthogonal map fitted on
     `dit.init_map_clips` training clips encoded by both VAEs (0: latent layers re-initialised).
     """
     from sanawm.modeldir import load_transformer, read_model_dir
@@ -153,7 +170,7 @@ def warm_start(model: nn.Module, path: str, vae, config: TrainConfig, device: to
     A, a = fit_latent_map(torch.cat(new_latents), torch.cat(old_latents))
     map_latent_layers(model, other, A, a)
     del old_vae
-    return f"blocks copied, latent layers mapped by least squares on {clips} clips ({other.config.in_channels} -> {model.config.in_channels} channels)"
+    return f"blocks copied, latent layers mapped orthogonally, fitted on {clips} clips ({other.config.in_channels} -> {model.config.in_channels} channels)"
 
 
 def freeze_unused_parameters(model: nn.Module, vae_strides: tuple[int, int, int]) -> list[str]:
@@ -315,6 +332,7 @@ __all__ = [
     "encode_clips",
     "fit_latent_map",
     "freeze_unused_parameters",
+    "least_squares_map",
     "map_latent_layers",
     "warm_start",
 ]

@@ -86,7 +86,9 @@ def folders(tmp_path_factory):
     wide.save(root / "vae8")
     data = {"source": "folder", "folder": {"root": str(clips)}, "pool_size": 2}
     train(dit_config(old_vae, data=data, run={"steps": 1, "progress": False}), root / "old")
-    return {"clips": clips, "vae8": root / "vae8", "old": root / "old" / "model", "data": data}
+    train(dit_config(root / "vae8", data=data, run={"steps": 1, "progress": False}), root / "wide")
+    return {"clips": clips, "vae8": root / "vae8", "old_vae": old_vae, "old": root / "old" / "model",
+            "wide": root / "wide" / "model", "data": data}  # fmt: skip
 
 
 def test_dit_task_warm_starts_across_vaes(folders):
@@ -121,4 +123,8 @@ def test_warm_start_refuses_another_architecture(folders):
     cfg = dit_config(folders["vae8"], data=folders["data"],
                      dit={"init_from": str(folders["old"] / "transformer")})  # fmt: skip
     with pytest.raises(UserInputError, match="model folder"):
+        DiTTask(cfg, setup("cpu"))
+    # Onto narrower latents: refused (the map needs at least as many new channels as old).
+    cfg = dit_config(folders["old_vae"], data=folders["data"], dit={"init_from": str(folders["wide"])})
+    with pytest.raises(UserInputError, match="wider latents only"):
         DiTTask(cfg, setup("cpu"))

@@ -153,6 +153,9 @@ def warm_start(model: nn.Module, path: str, vae, config: TrainConfig, device: to
         raise UserInputError(mismatch)
     if spec is None or spec.components.get("vae") is None:
         raise UserInputError(f"{mismatch} in its latent channels; give its model folder (with its VAE) to map them")
+    if other.config.in_channels > model.config.in_channels:
+        raise UserInputError(f"{mismatch}: it reads {other.config.in_channels} latent channels, more than the "
+                             f"{model.config.in_channels} of this VAE; a warm start maps onto wider latents only")  # fmt: skip
     clips = config.dit.init_map_clips
     if clips == 0:
         map_latent_layers(model, other, None, None)

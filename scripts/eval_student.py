@@ -8,6 +8,9 @@ different machines, and scoring can be redone later with another pose estimator:
     python scripts/eval_student.py generate --label student --model embedded-fast --out clips/ # its defaults (streaming)
     # 2. score every label found in clips/ against the ground truth (rendered again, on the CPU)
     python scripts/eval_student.py score --clips clips/ --out benchmarks/eval_student
+    # longer clips: the 16 random walks of the plan, 81 frames (5 s) each
+    python scripts/eval_student.py generate --label teacher --frames 81 --out long/
+    python scripts/eval_student.py score --clips long/ --frames 81 --out benchmarks/eval_long
 
 The clips, their worlds, cameras and generation seeds are exactly those of
 `scripts/eval_embedded.py` (clip i: seed i); ground truth is rendered on the CPU in both steps.
@@ -16,7 +19,8 @@ scored), RotErr / TransErr / CamMC of the poses that `sanawm.evaluation` estimat
 backend by default, known intrinsics; a failed estimate counts as a static camera), and the
 turn ratio: over the clips commanded to turn >= 5 degrees, the median of estimated / commanded
 rotation from frame 0 at the frame where the commanded rotation peaks. The same estimator scores
-every label and the ground truth alike. Outputs: report.json, report.md, strip_<clip>.png (rows:
+every label and the ground truth alike. "repeat_first_frame" (ground-truth frame 0 shown for the
+whole clip, a video that never moves) gets the image scores too: the bar a model must clear. Outputs: report.json, report.md, strip_<clip>.png (rows:
 ground truth, then the labels in the order given; frames 0, F/4, F/2, 3F/4, F-1).
 """
 
@@ -43,6 +47,21 @@ from sanawm.pipeline import WorldModel  # noqa: E402
 from sanawm.worlds import render  # noqa: E402
 
 TURNING_DEG = 5.0
+REPEAT = "repeat_first_frame"
+
+
+def clip_specs(frames: int) -> list[ee.ClipSpec]:
+    """The clips of `frames` frames: the 32 of `eval_embedded.py` at its 33 frames; at any other
+    length its 16 random walks (same worlds and walk seeds) walked for `frames` frames (the
+    hand-written paths have 33)."""
+    import dataclasses
+
+    if frames == ee.CLIP_FRAMES:
+        return ee.default_clips()
+    if frames < 2:
+        raise UserInputError(f"clips need at least 2 frames, got {frames}")
+    return [dataclasses.replace(c, name=f"{c.name}_{frames}f", frames=frames)
+            for c in ee.default_clips() if c.action is None]  # fmt: skip
 MODES = ("default", "bidirectional", "streaming")
 
 
@@ -63,7 +82,7 @@ def generate(args: argparse.Namespace) -> int:
 
         model.settings = s = dataclasses.replace(s, timesteps=timesteps, steps=len(timesteps))
     mode = s.mode if args.mode == "default" else args.mode
-    clips = ee.default_clips()[: args.limit]
+    clips = clip_specs(args.frames)[: args.limit]
     size, k = model.image_size, default_intrinsics(model.image_size, s.fov_deg)
     videos, seconds = {}, 0.0
     for clip_spec in clips:
@@ -80,7 +99,7 @@ def generate(args: argparse.Namespace) -> int:
     np.savez_compressed(out / f"{args.label}.npz", **videos)
     meta = {"label": args.label, "model": args.model or "embedded", "mode": mode,
             "steps": args.steps or s.steps, "timesteps": list(s.timesteps), "camera_cfg": s.camera_cfg,
-            "device": str(model.device), "generate_s": seconds, "clips": len(videos)}  # fmt: skip
+            "device": str(model.device), "generate_s": seconds, "clips": len(videos), "frames": args.frames}  # fmt: skip
     (out / f"{args.label}.json").write_text(json.dumps(meta, indent=1) + "\n")
     print(json.dumps(meta))
     return 0
@@ -98,10 +117,13 @@ def score(args: argparse.Namespace) -> int:
     if not labels:
         raise UserInputError(f"no <label>.npz clips in {folder}")
     metas = {label: json.loads((folder / f"{label}.json").read_text()) for label in labels}
+    for label, meta in metas.items():
+        if meta.get("frames", ee.CLIP_FRAMES) != args.frames:
+            raise UserInputError(f"{label}: its clips have {meta.get('frames', ee.CLIP_FRAMES)} frames, not --frames {args.frames}")
     data = {label: np.load(folder / f"{label}.npz") for label in labels}
-    names = [c.name for c in ee.default_clips()]
+    names = [c.name for c in clip_specs(args.frames)]
     common = [n for n in names if all(n in d for d in data.values())]
-    specs = [c for c in ee.default_clips() if c.name in common]
+    specs = [c for c in clip_specs(args.frames) if c.name in common]
     # The embedded models' settings (all students share their teacher's cameras and size).
     settings = WorldModel.load(None, device="cpu").settings
     size = (settings.height, settings.width)
@@ -118,7 +140,7 @@ def score(args: argparse.Namespace) -> int:
             videos = {label: data[label][spec.name] for label in labels}
             waits.append({m: jobs.submit(v, k.numpy()) for m, v in {ee.REFERENCE: truth, **videos}.items()})
             row = {"name": spec.name, "action": clip.action, "motion": clip.motion, "world_seed": clip.world_seed}
-            for label, video in videos.items():
+            for label, video in {**videos, REPEAT: np.repeat(truth[:1], len(truth), axis=0)}.items():
                 p, q = psnr(video[1:], truth[1:]).numpy(), ssim(video[1:], truth[1:]).numpy()
                 row[label] = {"psnr": float(p.mean()), "ssim": float(q.mean()),
                               "psnr_per_second": ee.per_second(p, settings.fps),
@@ -138,16 +160,19 @@ def score(args: argparse.Namespace) -> int:
         jobs.close(finished)
 
     summary = {}
-    for label in (*labels, ee.REFERENCE):
-        entry = {key: float(np.mean([r[label][key] for r in rows])) for key in ("rot_err_deg", "trans_err_rel", "cammc_rel")}
-        entry["pose_failures"] = int(sum(r[label]["pose_failed"] for r in rows))
-        entry["turn_ratio"] = _turn_ratio(rows, label)
+    for label in (*labels, REPEAT, ee.REFERENCE):
+        entry = {}
+        if label != REPEAT:  # a still video has no poses to score
+            entry = {key: float(np.mean([r[label][key] for r in rows])) for key in ("rot_err_deg", "trans_err_rel", "cammc_rel")}
+            entry["pose_failures"] = int(sum(r[label]["pose_failed"] for r in rows))
+            entry["turn_ratio"] = _turn_ratio(rows, label)
         if label != ee.REFERENCE:
             for key in ("psnr", "ssim"):
                 entry[key] = float(np.mean([r[label][key] for r in rows]))
                 entry[f"{key}_per_second"] = np.mean([r[label][f"{key}_per_second"] for r in rows], axis=0).tolist()
         summary[label] = entry
-    report = {"clips": len(rows), "pose": {"backend": args.backend}, "labels": metas, "summary": summary, "rows": rows}
+    report = {"clips": len(rows), "frames": args.frames, "pose": {"backend": args.backend}, "labels": metas,
+              "summary": summary, "rows": rows}  # fmt: skip
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
@@ -163,23 +188,27 @@ def score(args: argparse.Namespace) -> int:
 
 
 def summary_table(report: dict) -> str:
-    head = ["label", "mode", "steps", "PSNR", "SSIM", "PSNR s1", "PSNR s2", "RotErr", "TransErr", "CamMC",
-            "turn ratio", "pose fail"]  # fmt: skip
+    seconds = max(len(x.get("psnr_per_second", ())) for x in report["summary"].values())
+    head = ["label", "mode", "steps", "PSNR", "SSIM", *(f"PSNR s{i + 1}" for i in range(seconds)), "RotErr",
+            "TransErr", "CamMC", "turn ratio", "pose fail"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, x in report["summary"].items():
         meta = report["labels"].get(label, {})
-        turn = "-" if x["turn_ratio"] is None else f"{x['turn_ratio']:.2f}"
-        images = ["-"] * 4 if "psnr" not in x else [
-            f"{x['psnr']:.2f}", f"{x['ssim']:.4f}", *(f"{v:.2f}" for v in x["psnr_per_second"][:2])]  # fmt: skip
-        lines.append("| " + " | ".join([label if meta else f"({label})", meta.get("mode", "-"), str(meta.get("steps", "-")),
-                                         *images, f"{x['rot_err_deg']:.3f}", f"{x['trans_err_rel']:.4f}",
-                                         f"{x['cammc_rel']:.4f}", turn, f"{x['pose_failures']}/{report['clips']}"]) + " |")  # fmt: skip
+        images = ["-"] * (2 + seconds) if "psnr" not in x else [
+            f"{x['psnr']:.2f}", f"{x['ssim']:.4f}", *(f"{v:.2f}" for v in x["psnr_per_second"])]  # fmt: skip
+        poses = ["-"] * 5
+        if "rot_err_deg" in x:
+            turn = "-" if x["turn_ratio"] is None else f"{x['turn_ratio']:.2f}"
+            poses = [f"{x['rot_err_deg']:.3f}", f"{x['trans_err_rel']:.4f}", f"{x['cammc_rel']:.4f}", turn,
+                     f"{x['pose_failures']}/{report['clips']}"]  # fmt: skip
+        lines.append("| " + " | ".join([label if meta else f"({label})", meta.get("mode", "-"),
+                                         str(meta.get("steps", "-")), *images, *poses]) + " |")  # fmt: skip
     return "\n".join(lines)
 
 
 def _markdown(report: dict, table: str, strips: list[str], args: argparse.Namespace) -> str:
     md = ["# Distilled student vs teacher on the 32 held-out clips", "",
-          f"Clips of `scripts/eval_embedded.py` (held-out worlds, 33 frames, 128x128, clip i generated with seed i); "
+          f"Clips of `scripts/eval_embedded.py` (held-out worlds, {report['frames']} frames, 128x128, clip i generated with seed i); "
           f"poses: `sanawm.evaluation` {report['pose']['backend']} backend, known intrinsics, for every video alike. "
           f"Turn ratio: median estimated / commanded rotation at the commanded peak over the clips that turn "
           f">= {TURNING_DEG:g} deg. (ground_truth): the estimator on the renders themselves.", "",
@@ -188,7 +217,8 @@ def _markdown(report: dict, table: str, strips: list[str], args: argparse.Namesp
         md.append(f"- **{label}**: model {meta['model']}, {meta['mode']}, {meta['steps']} steps"
                   f"{', timesteps ' + str(meta['timesteps']) if meta['timesteps'] else ''}, camera_cfg {meta['camera_cfg']},"
                   f" generated on {meta['device']} in {meta['generate_s']:.0f} s")  # fmt: skip
-    md += ["", table, "", f"Re-score: `python scripts/eval_student.py score --clips {args.clips} --out {args.out}`", ""]
+    md += ["", table, "", f"Re-score: `python scripts/eval_student.py score --clips {args.clips} --frames {args.frames} "
+                          f"--out {args.out}`", ""]
     if strips:
         md += ["Rows: ground truth, then " + ", ".join(report["labels"]) + ".", ""]
         md += [f"![{name}]({name})" for name in strips]
@@ -219,10 +249,12 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
     g.add_argument("--timesteps", type=float, nargs="+", help="few-step timesteps to sample at (e.g. 1000 908)")
     g.add_argument("--limit", type=int, help="only the first N clips")
+    g.add_argument("--frames", type=int, default=ee.CLIP_FRAMES, help="clip length (not 33: the 16 random walks)")
     g.add_argument("--device", help="cuda or cpu (default: cuda when available)")
     g.add_argument("--out", required=True)
     s = sub.add_parser("score", help="score every <label>.npz of --clips against the ground truth")
     s.add_argument("--clips", required=True)
+    s.add_argument("--frames", type=int, default=ee.CLIP_FRAMES, help="clip length the clips were generated at")
     s.add_argument("--labels", nargs="+", help="labels to score, in strip order (default: all, sorted)")
     s.add_argument("--backend", default="opencv", help="pose estimator backend (default opencv)")
     s.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="pose estimation processes")

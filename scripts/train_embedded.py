@@ -3,6 +3,7 @@
     python scripts/train_embedded.py --out "$OUT" --budget 540     # one H100, one device command
     python scripts/train_embedded.py --out /tmp/smoke --smoke        # tiny CPU run of the same steps
     python scripts/train_embedded.py --out "$OUT" --budget 400 --vae-only --vae-channels 64
+    python scripts/train_embedded.py --out "$OUT" --budget 450 --vae runs/vae2/vae   # the DiT on another VAE
 
 With `--vae-only` it trains a new VAE (the recipe's v2, `--vae-channels` latent channels) for
 the whole budget and stops: `--out` gets `vae/` (config + bfloat16 weights), `vae_report.json`
@@ -13,8 +14,13 @@ What it does, in order, never running past `--budget` seconds (checkpoints are s
 1. VAE: reuse `RUN/vae_stage/vae` (trained by an earlier call on this machine), else the
    committed `src/sanawm/assets/embedded/vae`, else train the compact VAE for `--vae-share` of
    the budget, measure its latent statistics and its PSNR on held-out worlds.
-2. DiT: resume `RUN/dit_stage` if it has a checkpoint; else, when the VAE is the committed
-   one, start from the committed DiT weights; else from scratch. Trains until the budget.
+   `--vae DIR` takes that VAE instead.
+2. DiT: resume `RUN/dit_stage` if it has a checkpoint; else start from the committed DiT
+   weights: all of them when the VAE is the committed one, and for another VAE of the same
+   strides (`--vae`) every block, with the latent input / output layers mapped between the
+   two VAEs' latents by a map with orthonormal rows fitted on `--map-clips` clips
+   (`sanawm.train.dit.warm_start`; 0 re-initialises them); `--from-scratch`, or no committed model: from scratch. Trains until
+   the budget.
 3. Copies the result to `--out` (8 files at most, each < 16 MiB): the model folder
    (`model/...`, 5 files), `train_log.jsonl`, `vae_eval.json`, `summary.txt`; prints the table.
 
@@ -45,6 +51,7 @@ from sanawm.train.embedded import VAE2_LATENT_CHANNELS, embedded_dit_config, emb
 REPO = Path(__file__).resolve().parent.parent
 ASSETS = REPO / "src" / "sanawm" / "assets" / "embedded"
 RESUMED_WARMUP_STEPS = 50
+MAPPED_WARMUP_STEPS = 100  # the two latent layers start from a fitted map, not from training
 FINAL_COPY_S = 10.0  # seconds kept for copying the results to --out
 
 
@@ -109,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vae-only", action="store_true", help="train a new VAE for the whole budget, no DiT")
     parser.add_argument("--vae-channels", type=int, default=VAE2_LATENT_CHANNELS, help="latent channels of a new VAE")
     parser.add_argument("--linear-shortcut", action="store_true", help="a new VAE starts as a linear code (PCA)")
+    parser.add_argument("--vae", help="train the DiT on this VAE folder (default: the committed one)")
+    parser.add_argument("--map-clips", type=int, default=64,
+                        help="clips that fit the latent map of a warm start on another VAE (0: re-initialise)")
+    parser.add_argument("--from-scratch", action="store_true", help="no warm start from the committed DiT")
     parser.add_argument("--smoke", action="store_true", help="tiny CPU run (checks the script)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
@@ -139,7 +150,9 @@ def main(argv: list[str] | None = None) -> int:
             _export_vae(vae_run, out, cfg, summary, time.monotonic() - t0)
             print(format_summary([summary]))
         return 0
-    if (vae_run / "vae" / "config.json").is_file():
+    if args.vae:
+        vae_dir, vae_note = Path(args.vae), "given (--vae)"
+    elif (vae_run / "vae" / "config.json").is_file():
         vae_dir, vae_note = vae_run / "vae", "reused from an earlier call"
     elif committed:
         vae_dir, vae_note = assets / "vae", "the committed one"
@@ -158,10 +171,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         cfg = _smoke(cfg, vae=False)
     has_checkpoint = find_checkpoint(dit_run, "latest") is not None
-    if not has_checkpoint and committed and vae_dir == assets / "vae" and _same_dit(cfg, assets):
-        cfg.dit.init_from = str(assets)
-        # Trained weights need no long warm-up, only enough steps for AdamW's moments to settle.
-        cfg.optim.warmup_steps = RESUMED_WARMUP_STEPS
+    if not has_checkpoint and committed and not args.from_scratch:
+        if vae_dir == assets / "vae" and _same_dit(cfg, assets):
+            cfg.dit.init_from = str(assets)
+            # Trained weights need no long warm-up, only enough steps for AdamW's moments to settle.
+            cfg.optim.warmup_steps = RESUMED_WARMUP_STEPS
+        elif args.vae:
+            cfg.dit.init_from, cfg.dit.init_map_clips = str(assets), args.map_clips
+            cfg.optim.warmup_steps = MAPPED_WARMUP_STEPS
     cfg.run.time_budget_s = max(remaining(), 1.0)
     cfg.run.progress = not args.no_progress
     summaries.append(train(cfg, dit_run, resume="latest"))
@@ -182,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
         report.pop("per_clip_db", None)
         (out / "vae_eval.json").write_text(json.dumps(report, indent=2) + "\n")
     start = "resumed" if has_checkpoint else ("from the committed DiT" if cfg.dit.init_from else "from scratch")
+    if "warm_start" in summaries[-1].result:
+        start += f" ({summaries[-1].result['warm_start']})"
     from sanawm.model import SanaWMConfig
 
     exported = json.loads((out / "model" / "transformer" / "config.json").read_text())

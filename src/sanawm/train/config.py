@@ -88,7 +88,12 @@ class DiTModelConfig:
     """Folder of the trained VAE whose latent space the DiT learns (required)."""
     init_from: str = ""
     """Optional model folder or transformer folder whose weights start the training (the
-    optimizer starts fresh); ignored when resuming."""
+    optimizer starts fresh); ignored when resuming. A model folder whose DiT differs only in
+    its latent channels (trained on another VAE of the same strides) starts it too: every
+    block is copied and the latent input / output layers are mapped (`init_map_clips`)."""
+    init_map_clips: int = 64
+    """Clips encoded by both VAEs to fit the latent map of a warm start across VAEs
+    (`sanawm.train.dit.map_latent_layers`); 0 re-initialises the two latent layers instead."""
 
 
 @dataclass
@@ -295,6 +300,7 @@ class TrainConfig:
             "objective probabilities must lie in [0, 1]": all(
                 0 <= v <= 1 for v in (o.frame_noise_prob, o.text_dropout, o.camera_dropout, o.causal_prob)
             ),
+            "dit.init_map_clips must be >= 0": self.dit.init_map_clips >= 0,
             "optim.lr must be > 0": self.optim.lr > 0,
             "optim.ema_decay must lie in [0, 1)": 0 <= self.optim.ema_decay < 1,
             "optim.warmup_steps must be >= 0": self.optim.warmup_steps >= 0,

@@ -70,6 +70,112 @@ def copy_transformer_weights(model: nn.Module, path: str, mismatch: str) -> None
     model.load_state_dict(other.state_dict())
 
 
+def fit_latent_map(new: torch.Tensor, old: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """An affine map with orthonormal rows from one VAE's latents to another's, token by token.
+
+    new (B, C_new, T, H, W) and old (B, C_old, T, H, W), C_old <= C_new: the normalised latents
+    of the same clips through two VAEs of equal strides. Fits the least-squares map
+    `A z_new + b ~ z_old` and returns its nearest matrix with orthonormal rows (the polar
+    factor, `Q = U V^T` for `A = U S V^T`), (C_old, C_new), and the offset `a` (C_old,) that is
+    best for `Q`, both float64.
+
+    Why not `A` itself: a flow-matching DiT reads `(1 - s) z + s noise` and writes `noise - z`.
+    Q keeps standard normal noise standard normal (Q noise ~ N(0, I)), and its inverse on the
+    subspace, Q^T, amplifies nothing; A shrinks the noise along the old directions that the new
+    latents explain poorly, and its pseudo-inverse blows the old DiT's errors up along them
+    (`scripts/check_warm_start.py` measures both starts).
+    """
+    x = new.movedim(1, -1).reshape(-1, new.shape[1]).double().cpu()
+    y = old.movedim(1, -1).reshape(-1, old.shape[1]).double().cpu()
+    assert y.shape[1] <= x.shape[1], f"the old latents ({y.shape[1]} channels) must not be wider than the new ({x.shape[1]})"
+    A = least_squares_map(x, y)[0]
+    u, _, vh = torch.linalg.svd(A, full_matrices=False)
+    Q = u @ vh
+    return Q, y.mean(0) - Q @ x.mean(0)
+
+
+def least_squares_map(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`A` (C_y, C_x) and `b` (C_y,) minimising |x A^T + b - y|^2 over the rows of x (N, C_x), y (N, C_y)."""
+    design = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], dim=1)
+    solution = torch.linalg.lstsq(design, y, driver="gelsd").solution  # (C_x + 1, C_y)
+    return solution[:-1].T.contiguous(), solution[-1].clone()
+
+
+@torch.no_grad()
+def map_latent_layers(model: nn.Module, old: nn.Module, A: torch.Tensor | None, a: torch.Tensor | None) -> None:
+    """Start `model` from `old`, a DiT of the same architecture trained on other latents.
+
+    Every weight except the two that touch latents is copied. With a map `A`, `a` from new
+    latents to old ones (`fit_latent_map`: A has orthonormal rows), the patch embedding reads
+    `A z + a`, what `old` was trained to read, and the final layer writes `A^+ (v_old + a)`:
+    since v = noise - data, the new data is `A^+ (z_old - a)` and the new noise projected on
+    the directions `old` knows is `A^+ A noise`. In/out compose to the projector `A^+ A`, so the
+    copied model denoises the part of the new latents that the old ones match and predicts no
+    velocity for the rest until training fills it in. `A` None: those two layers keep
+    `model`'s own (fresh) initialisation.
+    """
+    latent_layers = ("x_embedder.proj.weight", "x_embedder.proj.bias", "final_layer.linear.weight",
+                     "final_layer.linear.bias")  # fmt: skip
+    state = {k: v for k, v in old.state_dict().items() if k not in latent_layers}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    assert sorted(missing) == sorted(latent_layers) and not unexpected, (missing, unexpected)
+    if A is None:
+        return
+    embed, final = model.x_embedder.proj, model.final_layer.linear
+    w_in = old.x_embedder.proj.weight.flatten(1).double()  # (hidden, C_old)
+    A, a = A.to(w_in), a.to(w_in)
+    embed.weight.copy_((w_in @ A).view_as(embed.weight))
+    embed.bias.copy_(w_in @ a + old.x_embedder.proj.bias.double())
+    pinv = torch.linalg.pinv(A)  # (C_new, C_old)
+    final.weight.copy_(pinv @ old.final_layer.linear.weight.double())
+    final.bias.copy_(pinv @ (old.final_layer.linear.bias.double() + a))
+
+
+def warm_start(model: nn.Module, path: str, vae, config: TrainConfig, device: torch.device) -> str:
+    """Copy the DiT of `path` (a model folder or a transformer folder) into `model`; returns how.
+
+    Same architecture: every weight. Another latent width (the model folder's VAE has other
+    channels but the same strides as `vae`): `map_latent_layers`, the orthogonal map fitted on
+    `dit.init_map_clips` training clips encoded by both VAEs (0: latent layers re-initialised).
+    """
+    from sanawm.modeldir import load_transformer, read_model_dir
+
+    mismatch = f"dit.init_from {path}: its transformer config differs from the one being trained"
+    source, spec = Path(path), None
+    if (source / "model.json").is_file():
+        spec = read_model_dir(source)
+        source = spec.components["transformer"]
+    other = load_transformer(source)
+    if other.config == model.config:
+        model.load_state_dict(other.state_dict())
+        return "copied"
+    if dataclasses.replace(other.config, in_channels=model.config.in_channels) != model.config:
+        raise UserInputError(mismatch)
+    if spec is None or spec.components.get("vae") is None:
+        raise UserInputError(f"{mismatch} in its latent channels; give its model folder (with its VAE) to map them")
+    if other.config.in_channels > model.config.in_channels:
+        raise UserInputError(f"{mismatch}: it reads {other.config.in_channels} latent channels, more than the "
+                             f"{model.config.in_channels} of this VAE; a warm start maps onto wider latents only")  # fmt: skip
+    clips = config.dit.init_map_clips
+    if clips == 0:
+        map_latent_layers(model, other, None, None)
+        return f"blocks copied, latent layers re-initialised ({other.config.in_channels} -> {model.config.in_channels} channels)"
+    old_vae = _load_frozen_vae(str(spec.components["vae"]), device)
+    if old_vae.strides != vae.strides:
+        raise UserInputError(f"{mismatch}: its VAE has strides {old_vae.strides}, this one {vae.strides}")
+    source_clips = make_source(config.data, config.run.seed + 3)
+    new_latents, old_latents = [], []
+    for start in range(0, clips, 8):
+        batch = source_clips.finish([source_clips.prepare(d) for d in range(start, min(clips, start + 8))], device)
+        pixels = batch.pixels()
+        new_latents.append(vae.encode(pixels.to(vae.dtype)).float().cpu())
+        old_latents.append(old_vae.encode(pixels.to(old_vae.dtype)).float().cpu())
+    A, a = fit_latent_map(torch.cat(new_latents), torch.cat(old_latents))
+    map_latent_layers(model, other, A, a)
+    del old_vae
+    return f"blocks copied, latent layers mapped orthogonally, fitted on {clips} clips ({other.config.in_channels} -> {model.config.in_channels} channels)"
+
+
 def freeze_unused_parameters(model: nn.Module, vae_strides: tuple[int, int, int]) -> list[str]:
     """Stop training the parameters no forward pass reads, and return their names.
 
@@ -134,10 +240,9 @@ class DiTTask(StandardSteps):
         torch.manual_seed(config.run.seed)  # identical initial weights on every rank
         model = SanaWMTransformer(self.model_config, device=ctx.device)
         model.init_weights()
+        self.warm_start = ""
         if config.dit.init_from:
-            path = config.dit.init_from
-            mismatch = f"dit.init_from {path}: its transformer config differs from the one being trained"
-            copy_transformer_weights(model, path, mismatch)
+            self.warm_start = warm_start(model, config.dit.init_from, self.vae, config, ctx.device)
         self.frozen = freeze_unused_parameters(model, self.vae.strides)
         self.module = model
         self.find_unused_parameters = config.objective.camera_dropout > 0
@@ -207,7 +312,10 @@ class DiTTask(StandardSteps):
             vae_source=self.config.dit.vae, dtype=self.config.export.dtype,
         )  # fmt: skip
         params = sum(p.numel() for p in transformer.parameters())
-        return {"model_dir": str(out), "dit_parameters": params}
+        result = {"model_dir": str(out), "dit_parameters": params}
+        if self.warm_start:
+            result["warm_start"] = self.warm_start
+        return result
 
 
 def describe(model_config) -> str:
@@ -220,4 +328,14 @@ def describe(model_config) -> str:
             f"softmax blocks {list(cfg['softmax_blocks'])}, {n / 1e6:.2f} M parameters")  # fmt: skip
 
 
-__all__ = ["DiTTask", "describe", "dit_config", "encode_clips", "freeze_unused_parameters"]
+__all__ = [
+    "DiTTask",
+    "describe",
+    "dit_config",
+    "encode_clips",
+    "fit_latent_map",
+    "freeze_unused_parameters",
+    "least_squares_map",
+    "map_latent_layers",
+    "warm_start",
+]

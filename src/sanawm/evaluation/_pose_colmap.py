@@ -63,7 +63,8 @@ _FEW_MATCHES = 120  # median verified SIFT matches between consecutive frames be
 # 128x128 give SIFT few distinctive points, and wrong matches survive verification: the terrain
 # clips 14, 23, 27 and 31 (95-114 matches; rooms, corridors and streets 170-420, the terrain clips
 # that SIFT maps well 128-183) came out 4.5-11.7 deg mean RotErr, with the tracks 0.13-0.37 deg
-# but for 27 (benchmarks/README.md)
+# but for 27. Blurred to the embedded model's sharpness, 21 of those 32 clips fall under it
+# (benchmarks/README.md)
 _PEAK_THRESHOLD = 0.0005  # SIFT contrast threshold; COLMAP's 0.0067 suits photos, but finds
 # 5-16 keypoints per frame on rendered 128x128 rooms (too few to match), this 150-200
 

@@ -9,7 +9,8 @@ Pipeline:
    for many frames, which is what gives parallax and a well-posed adjustment.
 2. Start: among frame pairs that share most of their tracks and show parallax no pure turn
    explains, the one whose essential-matrix pose is best determined (forward motion makes
-   many pairs ambiguous by several degrees) gives the first map: relative pose with baseline
+   many pairs ambiguous by several degrees; a slow walk may need pairs further apart that
+   share fewer tracks) gives the first map: relative pose with baseline
    1, triangulated tracks, and a bundle adjustment of every frame in between.
 3. Growth: frames after the pair (and before it, backwards to frame 0) are registered one by
    one by PnP (RANSAC + Levenberg-Marquardt) against the mapped points, so every translation
@@ -31,6 +32,7 @@ the mean focal length.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 
@@ -57,9 +59,9 @@ _FAINT_CORNER_QUALITY = 0.0005  # the same, for frames that have too few corners
 _MIN_PARALLAX_DEG = 1.5  # rotation-compensated median parallax that a chained step trusts
 _START_PARALLAX_DEG = 0.75  # the same for the start pair, which must also be well conditioned.
 # 0.5 let the slow street walk 30 of scripts/eval_poses.py find a start (0.40 -> 0.12 deg mean
-# RotErr: at 0.75 it is mapped as a pure turn), but on generated turns of the embedded model it
-# took the spurious parallax of soft video for a start and read the street turn 13 at 52% of
-# the commanded 38.4 deg instead of 99%
+# RotErr), but on generated turns of the embedded model it took the spurious parallax of soft
+# video for a start and read the street turn 13 at 52% of the commanded 38.4 deg instead of 99%;
+# the walk now finds its start further apart (_SLOW_START_OVERLAP)
 _MIN_TRIANGULATION_DEG = 0.3  # smallest angle between viewing rays for a new 3D point: below a pixel
 # of parallax the depth is poor, but distant points are what pins the rotations down in the
 # adjustment (1 degree left a terrain walk with 64 points and 0.66 deg mean error, 0.3: 0.17)
@@ -71,6 +73,14 @@ _BA_ITERATIONS = 3
 _START_ITERATIONS = 15  # for the adjustment of the first map
 _FINAL_ITERATIONS = 20  # for the closing adjustment of the whole clip (LM stops earlier once converged)
 _START_OVERLAP = 0.5  # a start pair shares at least this fraction of the later frame's tracks
+_SLOW_START_OVERLAP = 0.35  # when no pair qualifies: a camera that translates slowly reaches the
+# start parallax only in pairs that share less (the street walks 26, blurred, and 30 of
+# scripts/eval_poses.py, mapped as pure turns: 0.46 and 0.40 deg mean RotErr; started so: 0.10 and
+# 0.13)
+_SLOW_START_GAP = 8  # frames that such a start spans at least: slow translation builds its
+# parallax over many frames, whereas the soft generated video of a turn, whose tracks churn,
+# shows more than the start parallax between frames 2 apart (a generated 38.4 deg corridor turn
+# started there read 70% of the turn instead of 92%)
 _START_ANCHORS = 16  # anchors tried for the start pair, spread over the clip
 _START_REACH = 30  # frames after an anchor tried as its partner
 _TURN_HYPOTHESES = 64  # RANSAC hypotheses for a pure rotation (2 points each: few are needed)
@@ -479,11 +489,11 @@ class _SequentialSfM:
             return None
         return _two_view_uncertainty_deg(xa[good], xb[good], r, t), r, t
 
-    def _best_start(self) -> tuple[int, int, np.ndarray, np.ndarray] | None:
+    def _best_start(self, overlap: float, gap: int = 1) -> tuple[int, int, np.ndarray, np.ndarray] | None:
         """The start pair (anchor, i, R, t) whose relative pose is best determined.
 
-        Candidates: anchors spread over the clip, each paired with later frames that still
-        share at least half of their tracks with it (see `_START_OVERLAP`). Taking the best
+        Candidates: anchors spread over the clip, each paired with the frames at least `gap`
+        after it that still share the fraction `overlap` of their tracks with it. Taking the best
         rather than the first usable pair matters: in forward motion many pairs have parallax
         yet fit a pose several degrees off as well as the true one.
         """
@@ -492,9 +502,11 @@ class _SequentialSfM:
         best = None
         for anchor in range(0, count - 1, step):
             for i in range(anchor + 1, min(count, anchor + 1 + _START_REACH)):
-                wanted = max(self.config.min_matches, _START_OVERLAP * int((self.state.frames[i].track >= 0).sum()))
+                wanted = max(self.config.min_matches, overlap * int((self.state.frames[i].track >= 0).sum()))
                 if len(self._shared(anchor, i)[0]) < wanted:
                     break
+                if i - anchor < gap:
+                    continue
                 candidate = self._start_candidate(anchor, i)
                 if candidate is not None and (best is None or candidate[0] < best[0]):
                     best = (candidate[0], anchor, i, candidate[1], candidate[2])
@@ -521,12 +533,18 @@ class _SequentialSfM:
             self._chain(j, neighbour)
         self._add_points(j)
 
+    def track(self) -> None:
+        """Follow the corners through the whole clip (step 1)."""
+        for i in range(1, len(self.state.frames)):
+            self._link(i)
+
     def run(self) -> np.ndarray:
         s = self.state
         count = len(s.frames)
-        for i in range(1, count):
-            self._link(i)
-        start = self._best_start()
+        self.track()
+        start = self._best_start(_START_OVERLAP)
+        if start is None:  # perhaps a slow walk rather than a turn
+            start = self._best_start(_SLOW_START_OVERLAP, _SLOW_START_GAP)
         if start is None or not self._start(*start):
             # never any usable parallax: a camera turning on the spot
             s.w2c[0] = np.eye(4)
@@ -586,15 +604,33 @@ def adjust_turns(
     return w2c, errors
 
 
-def opencv_poses(frames: np.ndarray, intrinsics: np.ndarray, config: PoseEstimationConfig) -> np.ndarray:
-    """Camera-to-world poses (F, 4, 4) of `frames` with per-frame `intrinsics` (F, 4)."""
-    # OpenCV's RANSAC draws from its global generator, and its parallel loops split work by the
-    # thread count: seed one and fix the other so every run and machine sees the same draws
+@contextlib.contextmanager
+def _seeded_opencv():
+    """OpenCV's RANSAC draws from its global generator, and its parallel loops split work by
+    the thread count: seed one and fix the other so every run and machine sees the same draws."""
     threads = cv2.getNumThreads()
     cv2.setRNGSeed(0)
     cv2.setNumThreads(1)
     try:
-        c2w = _SequentialSfM(frames, intrinsics, config).run()
+        yield
     finally:
         cv2.setNumThreads(threads)
+
+
+def opencv_poses(frames: np.ndarray, intrinsics: np.ndarray, config: PoseEstimationConfig) -> np.ndarray:
+    """Camera-to-world poses (F, 4, 4) of `frames` with per-frame `intrinsics` (F, 4)."""
+    with _seeded_opencv():
+        c2w = _SequentialSfM(frames, intrinsics, config).run()
     return invert_rigid(c2w[0]) @ c2w
+
+
+def opencv_tracks(
+    frames: np.ndarray, intrinsics: np.ndarray, config: PoseEstimationConfig
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The verified tracks of step 1 alone: per frame its keypoints (K, 2), in pixels with
+    pixel centres at integer coordinates (OpenCV's convention), and their track ids (K,),
+    -1 for a keypoint seen in no other frame."""
+    with _seeded_opencv():
+        sfm = _SequentialSfM(frames, intrinsics, config)
+        sfm.track()
+    return [f.keypoints for f in sfm.state.frames], [f.track for f in sfm.state.frames]

@@ -13,9 +13,11 @@ Two backends:
 * "colmap": COLMAP's global structure-from-motion through `pycolmap` (optional dependency,
   `_pose_colmap.py`), with the intrinsics held fixed; a camera turning on the spot gets the
   rotations that fit its verified matches instead (the mapper trades rotation for translation).
+  Where SIFT verifies few matches between consecutive frames, COLMAP maps the OpenCV
+  backend's tracks instead of SIFT's matches.
 "auto" uses the OpenCV backend, the more accurate of the two on ground-truth renders of the
-procedural worlds at the embedded model's 128x128 (29 of 32 clips within 0.3 / 0.8 degrees
-mean / max RotErr against COLMAP's 26, benchmarks/README.md), and falls back to COLMAP when
+procedural worlds at the embedded model's 128x128 (30 of 32 clips within 0.3 / 0.8 degrees
+mean / max RotErr, sharp and blurred, against COLMAP's 29 and 28, benchmarks/README.md), and falls back to COLMAP when
 OpenCV cannot estimate the clip and pycolmap is installed (one set of intrinsics only).
 """
 

@@ -58,9 +58,10 @@ def test_model_with_flash4_kernel_matches_sdpa(frames, chunk_size):
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
 
 
-def test_flash4_op_stays_one_node_under_compile():
+@pytest.mark.parametrize("kernel, op_name", [("flash4", "flash4_attention"), ("fp8", "fp8_attention")])
+def test_attention_kernel_op_stays_one_node_under_compile(kernel, op_name):
     torch._dynamo.reset()
-    model = use_attention_kernel(tiny(), "flash4")
+    model = use_attention_kernel(tiny(), kernel)
     graphs = []
 
     def counting_backend(gm, example_inputs):
@@ -75,7 +76,8 @@ def test_flash4_op_stays_one_node_under_compile():
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
     ops = [n.target for gm in graphs for n in gm.graph.nodes if n.op == "call_function"]
     # Two attentions (main + camera) in the softmax block's graph, each one opaque op call.
-    assert sum(t is torch.ops.sanawm.flash4_attention.default for t in ops) == 2
+    op = getattr(torch.ops.sanawm, op_name).default
+    assert sum(t is op for t in ops) == 2
     # Through AOT autograd, as inductor takes it: the op's fake output (shape and strides)
     # must agree with what the kernel returns, or the traced views after it break.
     torch._dynamo.reset()

@@ -32,6 +32,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from sanawm.benchmark import latents_for_frames, make_inputs, parse_latent_size, random_model
+from sanawm.ops.flash import ATTENTION_KERNELS, use_attention_kernel
 
 KINDS = (
     "attention",
@@ -251,6 +252,8 @@ def main() -> None:
     parser.add_argument("--gdn-backend", default="auto", choices=["auto", "torch", "triton"])
     parser.add_argument("--compile", action="store_true", help="regional torch.compile (compile_blocks)")
     parser.add_argument("--variants", nargs="+", default=["bf16"], choices=["bf16", "fp8"])
+    parser.add_argument("--attention", default="sdpa", choices=ATTENTION_KERNELS,
+                        help="softmax-attention kernel (flash4 needs FlashAttention-4 installed)")
     parser.add_argument("--rows", type=int, default=25)
     parser.add_argument("--json", default=None, help="write the summaries here")
     parser.add_argument("--velocity-check", nargs=2, default=None, metavar=("FRAMES", "FILE"),
@@ -282,6 +285,7 @@ def main() -> None:
     model = random_model(preset, device, dtype)
     for block in model.blocks:
         block.attn.backend = args.gdn_backend
+    use_attention_kernel(model, args.attention)
     text_len = min(300, model.config.max_text_len)
     if args.velocity_check:
         velocity_check(model, int(args.velocity_check[0]), Path(args.velocity_check[1]), device, dtype, text_len)
@@ -296,7 +300,7 @@ def main() -> None:
             inputs = make_inputs(model, size, device, dtype, text_len, torch.Generator().manual_seed(size[0]))
             with torch.inference_mode():
                 res = profile_call(lambda: model(**inputs), device, args.rows)
-            res.update(variant=variant, compiled=args.compile, latents="x".join(map(str, size)),
+            res.update(variant=variant, compiled=args.compile, attention=args.attention, latents="x".join(map(str, size)),
                        gdn_backend=args.gdn_backend, preset=preset,
                        gpu=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu")  # fmt: skip
             results.append(res)

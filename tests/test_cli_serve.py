@@ -77,3 +77,26 @@ def test_serve_starts_answers_and_stops_on_ctrl_c(tmp_path):
     # CLI then exits like every sub-command on Ctrl-C.
     assert code == 130
     assert "interrupted" in proc.stderr.read()
+
+
+def test_ctrl_c_is_reported_even_when_uvicorns_re_raise_is_lost(monkeypatch):
+    # Under asyncio's runner uvicorn's re-raise of SIGINT can cancel a task that has already
+    # finished, and `Server.run` then returns normally: the server still reports the Ctrl-C.
+    import uvicorn
+
+    from sanawm.serve.config import ServeConfig
+    from sanawm.serve.server import uvicorn_server
+
+    def stopped_by_ctrl_c(self, sockets=None):
+        self.handle_exit(signal.SIGINT, None)  # what uvicorn's signal handler does
+        assert self.should_exit  # uvicorn's own shutdown flag is still set
+
+    monkeypatch.setattr(uvicorn.Server, "run", stopped_by_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        uvicorn_server(lambda *a: None, ServeConfig(data_dir=Path("."))).run(sockets=[])
+
+    def stopped_by_sigterm(self, sockets=None):
+        self.handle_exit(signal.SIGTERM, None)
+
+    monkeypatch.setattr(uvicorn.Server, "run", stopped_by_sigterm)
+    uvicorn_server(lambda *a: None, ServeConfig(data_dir=Path("."))).run(sockets=[])  # no Ctrl-C: returns

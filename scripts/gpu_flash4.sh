@@ -4,8 +4,11 @@
 #   run: carry [".gpu_fa4"], command: bash .gpu_fa4/scripts/gpu_flash4.sh [COMMAND ...]
 # With a COMMAND, that runs instead of the two benchmarks (PYTHONPATH set up for FA4 and src/).
 # .gpu_fa4/ holds src/ and scripts/ of this checkout and rest.tar.xz (flash-attn-4 4.0.0b36,
-# nvidia-cutlass-dsl 4.8.1 + libs-base + libs-cu13 without its 193 MB MLIR library,
-# quack-kernels, apache-tvm-ffi, torch-c-dlpack-ext, einops, installed with pip --target).
+# nvidia-cutlass-dsl 4.8.1 + libs-base + libs-core + libs-cu13 without its 193 MB MLIR library,
+# quack-kernels, apache-tvm-ffi, torch-c-dlpack-ext, einops, installed with ONE pip --target call:
+# pip --target skips a top-level folder that already exists, and three of these wheels share
+# nvidia_cutlass_dsl/) and extra.tar.xz (cuda-bindings and protobuf, which libs-core needs;
+# used only where the device's Python lacks them).
 # The MLIR library (50 MB xz-compressed) does not fit in the same call beside the repository
 # (64 MiB travel in all): an earlier call on the same warm machine carries it as
 # .gpu_fa4a/ir.xz and unpacks it to .fa4cache/ir.so (ignored, so kept between calls):
@@ -19,6 +22,11 @@ t0=$(date +%s)
 tar -C "$SITE" -xJf $HERE/rest.tar.xz
 cp .fa4cache/ir.so "$SITE/nvidia_cutlass_dsl/dsl_packages/cutlass/_mlir/_mlir_libs/_cutlass_ir.cu13.cpython-312-x86_64-linux-gnu.so" || exit 1
 export PYTHONPATH=$SITE:$SITE/nvidia_cutlass_dsl/dsl_packages:$HERE/src
+if ! python3 -c "import cuda.bindings, google.protobuf" 2>/dev/null; then
+  mkdir -p /tmp/site_extra && tar -C /tmp/site_extra -xJf $HERE/extra.tar.xz
+  export PYTHONPATH=$PYTHONPATH:/tmp/site_extra
+  echo "cuda-bindings / protobuf taken from extra.tar.xz"
+fi
 echo "unpacked in $(( $(date +%s) - t0 )) s"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"

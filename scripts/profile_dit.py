@@ -176,6 +176,12 @@ def primitives(device: torch.device, frames: int, rows: int) -> list[str]:
     qw, sw = quantize_rows(qkv_w)
     q_compiled = torch.compile(quantize_rows)
 
+    from sanawm.ops.depthwise_glu import silu_depthwise_glu_op, silu_depthwise_glu_reference
+
+    slice_frames = min(T, 90)  # the FFN's frame slice at 961 frames (2^30 elements of 2F channels)
+    pre = torch.randn(slice_frames, H, W, 2 * cfg.ffn_hidden, device=device, dtype=torch.bfloat16, generator=g)
+    dw = mlp.depth_conv.conv
+
     def gemm_taps():
         z = torch.mm(y_tok.reshape(-1, C), w_cat.t()).view(1, T, S, 3, C)
         out = z[:, :, :, 1].clone()
@@ -186,6 +192,10 @@ def primitives(device: torch.device, frames: int, rows: int) -> list[str]:
     cases = [
         ("ffn spatial, conv path (today on CUDA)", lambda: mlp.spatial(x, H, W)),
         ("ffn spatial, token path (_spatial_tokens)", lambda: mlp._spatial_tokens(x, H, W)),
+        (f"SiLU + 3x3 depthwise + GLU over {slice_frames} frames, reference (3 kernels)",
+         lambda: silu_depthwise_glu_reference(pre, dw.weight, dw.bias)),
+        (f"SiLU + 3x3 depthwise + GLU over {slice_frames} frames, fused Triton kernel",
+         lambda: silu_depthwise_glu_op(pre, dw.weight, dw.bias)),
         ("ffn 1x1 conv C->2F on channels-last frames", lambda: mlp.inverted_conv.conv(
             x.reshape(T, H, W, C).permute(0, 3, 1, 2))),
         ("ffn linear C->2F (same math, cuBLAS)", lambda: F.linear(

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sanawm.ops.depthwise_glu import silu_depthwise_glu
 from sanawm.ops.fp8 import FP8Conv1x1
 from sanawm.ops.temporal import frame_conv_channels_first
 
@@ -220,10 +221,10 @@ class GLUFeedForward(nn.Module):
     def _frames_tokens(self, rows: Tensor, height: int, width: int) -> Tensor:
         """(N, S, C) frames -> (N, S, C): the per-frame FFN in the token layout."""
         N, S, C = rows.shape
-        h = F.silu(_pointwise_conv(self.inverted_conv.conv, rows))
-        h = self.depth_conv.conv(h.reshape(N, height, width, -1).permute(0, 3, 1, 2))  # channels-last view
-        a, g = h.chunk(2, dim=1)
-        return _pointwise_conv(self.point_conv.conv, (a * F.silu(g)).permute(0, 2, 3, 1)).reshape(N, S, C)
+        pre = _pointwise_conv(self.inverted_conv.conv, rows).reshape(N, height, width, -1)
+        conv = self.depth_conv.conv
+        glu = silu_depthwise_glu(pre, conv.weight, conv.bias)  # SiLU, 3x3 depthwise, GLU (one kernel on CUDA)
+        return _pointwise_conv(self.point_conv.conv, glu).reshape(N, S, C)
 
     def temporal(self, y: Tensor, chunk_starts: Sequence[int] | None, context: Tensor | None) -> Tensor:
         """y (B, C, T, S) -> y + t_conv(y) as (B, T, S, C)."""

@@ -1,0 +1,137 @@
+"""The middle of the GLUMBConv FFN in one pass: SiLU, the 3x3 depthwise conv, then the GLU.
+
+    glu = silu_depthwise_glu(pre, weight, bias)   # pre (N, H, W, 2F) channels-last -> (N, H, W, F)
+
+`pre` is the FFN's first 1x1 conv for N frames in the token layout; with (a, g) the two channel
+halves of h = depthwise_conv3x3(SiLU(pre)) + bias, the result is a * SiLU(g).
+
+- `silu_depthwise_glu_reference`: SiLU, `F.conv2d(groups=2F)` on the channels-last view, GLU
+  (three kernels and two 2F-wide intermediates; what the CPU and eager code run).
+- On CUDA the Triton kernel below (custom op `sanawm::silu_depthwise_glu`, one opaque node under
+  torch.compile): each program reads its 3x3 neighbourhood of `pre` (from cache after the first
+  read) and writes only the F-wide result. At 961 frames of the 2.6B model that is ~4.3 GB of
+  memory traffic per block where the three kernels move ~10 GB. (Written out as shifted
+  multiply-adds for inductor instead, the stencil came out as several kernels and 3x slower on
+  an H200: benchmarks/README.md.)
+
+The kernel sums in float32 and rounds once; the reference rounds after SiLU and after the
+conv, so the two differ by bf16 rounding (tests hold both to float64 loops, and the kernel to
+the reference in Triton's CPU interpreter).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # CPU-only installs: the reference runs
+    triton = None
+
+
+def silu_depthwise_glu(pre: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """pre (N, H, W, 2F), last dim contiguous; weight (2F, 1, 3, 3); bias (2F,) or None ->
+    (N, H, W, F) in pre's dtype. The fused kernel where `fused_kernel_applies`, otherwise the
+    reference."""
+    if fused_kernel_applies(pre, weight):
+        return silu_depthwise_glu_op(pre, weight, bias)
+    return silu_depthwise_glu_reference(pre, weight, bias)
+
+
+def fused_kernel_applies(pre: Tensor, weight: Tensor) -> bool:
+    """CUDA with Triton, and no gradient asked for: the kernel has no backward, so training
+    (the trainer, distillation) runs the reference form."""
+    wants_grad = torch.is_grad_enabled() and (pre.requires_grad or weight.requires_grad)
+    return pre.is_cuda and triton is not None and not wants_grad
+
+
+def silu_depthwise_glu_reference(pre: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """The reference form: SiLU, one depthwise conv2d, GLU."""
+    h = F.conv2d(F.silu(pre).permute(0, 3, 1, 2), weight, bias, padding=1, groups=weight.shape[0])
+    a, g = h.chunk(2, dim=1)
+    return (a * F.silu(g)).permute(0, 2, 3, 1)
+
+
+@torch.library.custom_op("sanawm::silu_depthwise_glu", mutates_args=(), device_types="cuda")
+def silu_depthwise_glu_op(pre: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    N, H, W, C2 = pre.shape
+    out = pre.new_empty(N, H, W, C2 // 2)
+    launch(pre, weight, bias, out)
+    return out
+
+
+@silu_depthwise_glu_op.register_kernel("cpu")
+def _silu_depthwise_glu_cpu(pre: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    return silu_depthwise_glu_reference(pre, weight, bias).contiguous()  # the kernel's layout
+
+
+@silu_depthwise_glu_op.register_fake
+def _silu_depthwise_glu_fake(pre: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    N, H, W, C2 = pre.shape
+    return pre.new_empty(N, H, W, C2 // 2)
+
+
+BLOCK_W = 32
+BLOCK_C = 64
+
+
+def launch(pre: Tensor, weight: Tensor, bias: Tensor | None, out: Tensor, *, block_w: int = BLOCK_W,
+           block_c: int = BLOCK_C) -> None:  # fmt: skip
+    """Run the kernel: pre (N, H, W, 2F) with unit channel stride, out (N, H, W, F) contiguous."""
+    N, H, W, C2 = pre.shape
+    F_ = C2 // 2
+    assert pre.stride(-1) == 1 and out.is_contiguous() and out.shape == (N, H, W, F_), (pre.stride(), out.shape)
+    taps = weight.reshape(C2, 9).float().contiguous()  # (2F, 9), row-major over (dy, dx)
+    b = (bias if bias is not None else weight.new_zeros(C2)).float().contiguous()
+    grid = (N * H, triton.cdiv(W, block_w), triton.cdiv(F_, block_c))
+    _silu_depthwise_glu_kernel[grid](
+        pre, taps, b, out, H, W, F_, *pre.stride()[:3],
+        BLOCK_W=block_w, BLOCK_C=block_c,
+    )  # fmt: skip
+
+
+if triton is not None:
+
+    @triton.jit
+    def _silu_depthwise_glu_kernel(
+        pre, taps, bias, out, H, W, F, stride_n, stride_h, stride_w,
+        BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr,
+    ):  # fmt: skip
+        # One program: output row y of frame n, BLOCK_W pixels from x0, BLOCK_C channels of each
+        # half (a: channels c, g: channels F + c).
+        row = tl.program_id(0)
+        n = row // H
+        y = row % H
+        xs = tl.program_id(1) * BLOCK_W + tl.arange(0, BLOCK_W)
+        cs = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
+        c_ok = cs < F
+        acc_a = tl.zeros((BLOCK_W, BLOCK_C), dtype=tl.float32)
+        acc_g = tl.zeros((BLOCK_W, BLOCK_C), dtype=tl.float32)
+        base = pre + n.to(tl.int64) * stride_n
+        for dy in tl.static_range(3):
+            yy = y + dy - 1
+            ys = tl.full((BLOCK_W,), 0, tl.int32) + yy  # the row as a vector: masks stay vectors of int1
+            row_ok = (ys >= 0) & (ys < H)
+            for dx in tl.static_range(3):
+                xx = xs + dx - 1
+                ok = row_ok & (xx >= 0) & (xx < W)
+                offs = base + yy.to(tl.int64) * stride_h + xx[:, None].to(tl.int64) * stride_w + cs[None, :]
+                mask = ok[:, None] & c_ok[None, :]
+                va = tl.load(offs, mask=mask, other=0.0).to(tl.float32)
+                vg = tl.load(offs + F, mask=mask, other=0.0).to(tl.float32)
+                wa = tl.load(taps + cs * 9 + (3 * dy + dx), mask=c_ok, other=0.0)
+                wg = tl.load(taps + (F + cs) * 9 + (3 * dy + dx), mask=c_ok, other=0.0)
+                # SiLU(0) = 0: the zero padding outside the frame stays zero after SiLU.
+                acc_a += va * tl.sigmoid(va) * wa[None, :]
+                acc_g += vg * tl.sigmoid(vg) * wg[None, :]
+        acc_a += tl.load(bias + cs, mask=c_ok, other=0.0)[None, :]
+        acc_g += tl.load(bias + F + cs, mask=c_ok, other=0.0)[None, :]
+        result = acc_a * (acc_g * tl.sigmoid(acc_g))
+        dst = out + (row.to(tl.int64) * W + xs[:, None].to(tl.int64)) * F + cs[None, :]
+        tl.store(dst, result.to(out.dtype.element_ty), mask=(xs < W)[:, None] & c_ok[None, :])
+
+
+__all__ = ["silu_depthwise_glu", "silu_depthwise_glu_reference", "silu_depthwise_glu_op", "fused_kernel_applies", "launch"]

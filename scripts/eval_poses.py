@@ -6,12 +6,15 @@ intrinsics, and scores them against the exact cameras: RotErr (mean and max over
 after the similarity alignment of `camera_errors`) and the rotation read at the clip's peak
 frame over the commanded one (clips turning at least 5 degrees). `--blur SIGMA` first blurs
 every frame with a Gaussian: 1.25 px gives the embedded model's sharpness at 128x128 (the
-same `sanawm.evaluation.sharpness` as its generated clips). Nothing is written.
+same `sanawm.evaluation.sharpness` as its generated clips). `--supersample S` renders with
+S x S rays per pixel (anti-aliased, as a camera integrates over its pixels) instead of one: the
+published figures use one, the renders the embedded model was trained on. Nothing is written.
 
     python scripts/eval_poses.py                        # sharp renders, OpenCV backend
     python scripts/eval_poses.py --blur 1.25            # as soft as the embedded model
     python scripts/eval_poses.py --backend colmap --limit 4
     python scripts/eval_poses.py --clips 06 27            # clips whose names start so
+    python scripts/eval_poses.py --supersample 3          # anti-aliased renders
 """
 
 from __future__ import annotations
@@ -54,11 +57,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backend", choices=("opencv", "colmap", "auto"), default="opencv")
     p.add_argument("--blur", type=float, default=0.0, metavar="SIGMA", help="Gaussian blur in pixels (default none)")
+    p.add_argument("--supersample", type=int, default=1, metavar="S", help="rays per pixel side (default 1)")
     p.add_argument("--limit", type=int, help="only the first N of the 32 clips")
     p.add_argument("--clips", nargs="+", metavar="PREFIX", help="only the clips whose names start with one of these")
     args = p.parse_args(argv)
-    if args.blur < 0 or (args.limit is not None and args.limit < 1):
-        print("error: --blur must be >= 0 and --limit >= 1", file=sys.stderr)
+    if args.blur < 0 or args.supersample < 1 or (args.limit is not None and args.limit < 1):
+        print("error: --blur must be >= 0, --supersample and --limit >= 1", file=sys.stderr)
         return 2
     import cv2
 
@@ -76,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for spec in specs:
         clip = resolve_clip(spec, settings.translation_speed, settings.rotation_speed_deg)
         with torch.no_grad():
-            frames = render(clip.world, clip.c2w, k.expand(len(clip.c2w), 4), size).numpy()
+            frames = render(clip.world, clip.c2w, k.expand(len(clip.c2w), 4), size, supersample=args.supersample).numpy()
         if args.blur > 0:
             frames = np.stack([cv2.GaussianBlur(f, (0, 0), args.blur) for f in frames])
         start = time.perf_counter()
@@ -93,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     done = [r for r in rows if "failure" not in r]
     means, maxes = np.array([r["mean"] for r in done]), np.array([r["max"] for r in done])
     ratios = np.array([r["ratio"] for r in done if r["ratio"] is not None])
-    print(f"\n{args.backend}, blur {args.blur:g} px, {size[0]}x{size[1]}: {len(rows)} clips")
+    print(f"\n{args.backend}, blur {args.blur:g} px, supersample {args.supersample}, {size[0]}x{size[1]}: {len(rows)} clips")
     print("| clips scored | failed | RotErr mean (mean / worst) | RotErr max (worst) | mean <= 0.3 and max <= 0.8 "
           "| rotation read (range) |")
     print("|---|---|---|---|---|---|")

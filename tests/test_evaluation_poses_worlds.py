@@ -83,7 +83,7 @@ def test_opencv_backend_on_ground_truth_clips(eval_poses, name):
 # Two clips the estimator misses at one ray per pixel (blurred: 0.405 / 0.763 and 0.509 / 1.360;
 # sharp 0.298 / 0.572 and 0.246 / 0.610), rendered anti-aliased (3 x 3 rays per pixel): what is
 # left there is the estimator's own error, measured 0.039 / 0.075 and 0.056 / 0.138 (sharp). Their
-# misses come from the aliasing of the one-ray renders, not from the estimator (benchmarks/README.md)
+# misses come from the aliasing of the one-ray renders, not from the estimator (benchmarks/README.md).
 @pytest.mark.parametrize("name", ["00_room_w-32", "11_corridor_walk11"])
 def test_opencv_backend_on_anti_aliased_renders(eval_poses, name):
     frames, c2w, k = _clip(eval_poses, name, supersample=3)

@@ -8,22 +8,11 @@ be set before triton is imported) against the same float64 loops.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
+from _triton_interpreter import HAVE_TRITON, INTERPRETING, rerun_interpreted
 
 from sanawm.ops.depthwise_glu import silu_depthwise_glu, silu_depthwise_glu_op, silu_depthwise_glu_reference
-
-INTERPRETING = os.environ.get("TRITON_INTERPRET", "0") == "1"
-try:
-    import triton  # noqa: F401
-
-    HAVE_TRITON = True
-except ImportError:
-    HAVE_TRITON = False
 
 
 def inputs(N, H, W, F, dtype, *, bias=True, seed=3):
@@ -102,11 +91,7 @@ def test_op_under_compile_is_one_node_and_matches_eager():
 @pytest.mark.skipif(not HAVE_TRITON, reason="triton is not installed")
 @pytest.mark.skipif(INTERPRETING, reason="already in the interpreter")
 def test_kernel_in_interpreter():
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", "interpreted_"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
-    assert " passed" in proc.stdout and "skipped" not in proc.stdout.splitlines()[-1], proc.stdout[-2000:]
+    rerun_interpreted(__file__)
 
 
 @pytest.mark.skipif(
@@ -143,6 +128,7 @@ def test_kernel_compiles_for_sm90():
     FFN launches it (bf16 in and out, 16-byte aligned pointers and strides)."""
     import inspect
 
+    import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 

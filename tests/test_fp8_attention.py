@@ -11,15 +11,13 @@ speed and its error against float32 attention are measured by scripts/bench_fp8_
 from __future__ import annotations
 
 import copy
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch._dynamo
+from _triton_interpreter import HAVE_TRITON, INTERPRETING, rerun_interpreted
 from safetensors.torch import load_file
 
 from sanawm.benchmark import make_inputs, random_model
@@ -30,14 +28,6 @@ from sanawm.ops.fp8 import E4M3_MAX, FP8_DTYPE, convert_to_fp8
 from sanawm.ops.fp8_attention import K_BLOCK, emulate, fp8_attention_unavailable, quantize_qkv
 
 DATA = Path(__file__).parent / "data"
-INTERPRETING = os.environ.get("TRITON_INTERPRET", "0") == "1"
-try:
-    import triton  # noqa: F401
-
-    HAVE_TRITON = True
-except ImportError:
-    HAVE_TRITON = False
-
 
 def rel(a, b):
     a, b = a.double(), b.double()
@@ -220,11 +210,7 @@ def test_kernel_compiles_for_sm90_with_fp8_tensor_cores_and_fp32_accumulation():
 @pytest.mark.skipif(not HAVE_TRITON, reason="triton is not installed")
 @pytest.mark.skipif(INTERPRETING, reason="already in the interpreter")
 def test_kernel_in_interpreter():
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", "interpreted_"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
-    assert " passed" in proc.stdout and "skipped" not in proc.stdout.splitlines()[-1], proc.stdout[-2000:]
+    rerun_interpreted(__file__)
 
 
 @pytest.mark.skipif(

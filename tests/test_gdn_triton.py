@@ -11,27 +11,16 @@ Without triton only the dispatch and argument tests run.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 import torch.nn.functional as F
+from _triton_interpreter import HAVE_TRITON, INTERPRETING, rerun_interpreted
 
 from sanawm.errors import UserInputError
 from sanawm.model import build_preset
 from sanawm.model.config import SanaWMConfig
 from sanawm.ops.gdn import GDNState, delta_rule, gdn, gdn_reference
 
-try:
-    import triton  # noqa: F401
-
-    HAVE_TRITON = True
-except ImportError:
-    HAVE_TRITON = False
-
-INTERPRETING = os.environ.get("TRITON_INTERPRET", "0") == "1"
 needs_triton = pytest.mark.skipif(not HAVE_TRITON, reason="triton is not installed")
 interpreted = pytest.mark.skipif(
     not (HAVE_TRITON and INTERPRETING), reason="kernel tests run under TRITON_INTERPRET=1 (test_kernels_in_interpreter)"
@@ -81,7 +70,7 @@ def test_bad_backend_and_unavailable_triton_raise():
     # CPU tensors outside the interpreter: either triton is missing or it cannot run them.
     # The backend comes from the model's config (checked by SanaWMConfig), so this is an
     # environment problem raised as RuntimeError, not a UserInputError.
-    if os.environ.get("TRITON_INTERPRET", "0") != "1":
+    if not INTERPRETING:
         with pytest.raises(RuntimeError, match="backend 'triton'"):
             delta_rule(x[3], x[4], x[2], x[5], x[6], backend="triton")
     with pytest.raises(UserInputError, match="gdn_backend"):
@@ -96,11 +85,7 @@ def test_bad_backend_and_unavailable_triton_raise():
 @needs_triton
 @pytest.mark.skipif(INTERPRETING, reason="already in the interpreter")
 def test_kernels_in_interpreter():
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", "interpreted_"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
-    assert " passed" in proc.stdout and "skipped" not in proc.stdout.splitlines()[-1], proc.stdout[-2000:]
+    rerun_interpreted(__file__)
 
 
 @needs_triton

@@ -138,3 +138,17 @@ def edit_model_json(path: Path, **changes) -> None:
     for key, value in changes.items():
         doc[key] = value
     (path / "model.json").write_text(json.dumps(doc))
+
+
+def tiny_model_float32_attention():
+    """The tiny preset (random weights, seed 0) with its softmax attention in float32: the
+    preset, like SANA-WM, runs it in bf16, which would hide layout mistakes of an attention
+    kernel in bf16 rounding."""
+    from sanawm.benchmark import random_model
+
+    torch.manual_seed(0)
+    model = random_model("tiny", torch.device("cpu"), torch.float32)
+    for module in model.modules():
+        if hasattr(module, "attention_kernel"):
+            module.attn_dtype = None
+    return model

@@ -8,8 +8,9 @@ import copy
 import pytest
 import torch
 import torch._dynamo
+from _tiny_models import tiny_model_float32_attention
 
-from sanawm.benchmark import make_inputs, random_model
+from sanawm.benchmark import make_inputs
 from sanawm.model.compile import compile_blocks
 from sanawm.ops.flash import attention, flash4_unavailable, use_attention_kernel
 
@@ -34,20 +35,9 @@ def test_flash4_path_matches_float64_on_token_major_views(scale):
     torch.testing.assert_close(attention(q, k, v, scale, "sdpa").double(), ref, rtol=1e-5, atol=1e-6)
 
 
-def tiny():
-    """The tiny preset with its softmax attention in float32 (the preset, like SANA-WM, runs
-    it in bf16, which would hide layout mistakes in bf16 rounding)."""
-    torch.manual_seed(0)
-    model = random_model("tiny", torch.device("cpu"), torch.float32)
-    for module in model.modules():
-        if hasattr(module, "attention_kernel"):
-            module.attn_dtype = None
-    return model
-
-
 @pytest.mark.parametrize("frames, chunk_size", [(5, None), (7, 3)])
 def test_model_with_flash4_kernel_matches_sdpa(frames, chunk_size):
-    model = tiny()
+    model = tiny_model_float32_attention()
     fast = use_attention_kernel(copy.deepcopy(model), "flash4")
     kernels = {m.attention_kernel for m in fast.modules() if hasattr(m, "attention_kernel")}
     assert kernels == {"flash4"} and len(model.config.softmax_blocks) > 0
@@ -61,7 +51,7 @@ def test_model_with_flash4_kernel_matches_sdpa(frames, chunk_size):
 @pytest.mark.parametrize("kernel, op_name", [("flash4", "flash4_attention"), ("fp8", "fp8_attention")])
 def test_attention_kernel_op_stays_one_node_under_compile(kernel, op_name):
     torch._dynamo.reset()
-    model = use_attention_kernel(tiny(), kernel)
+    model = use_attention_kernel(tiny_model_float32_attention(), kernel)
     graphs = []
 
     def counting_backend(gm, example_inputs):

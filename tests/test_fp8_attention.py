@@ -17,10 +17,11 @@ from pathlib import Path
 import pytest
 import torch
 import torch._dynamo
+from _tiny_models import tiny_model_float32_attention
 from _triton_interpreter import HAVE_TRITON, INTERPRETING, rerun_interpreted
 from safetensors.torch import load_file
 
-from sanawm.benchmark import make_inputs, random_model
+from sanawm.benchmark import make_inputs
 from sanawm.model import load_official
 from sanawm.model.compile import attention_unsupported
 from sanawm.ops.flash import attention, use_attention_kernel
@@ -124,19 +125,9 @@ def test_fp8_path_takes_token_major_views():
     assert bf16.dtype == torch.bfloat16 and rel(bf16, out) < 0.06  # measured 2.6e-2 (bf16 inputs, output)
 
 
-def tiny():
-    """The tiny preset with its softmax attention in float32 (see tests/test_flash_attention.py)."""
-    torch.manual_seed(0)
-    model = random_model("tiny", torch.device("cpu"), torch.float32)
-    for module in model.modules():
-        if hasattr(module, "attention_kernel"):
-            module.attn_dtype = None
-    return model
-
-
 @pytest.mark.parametrize("frames, chunk_size", [(5, None), (7, 3)])
 def test_model_with_fp8_attention_stays_close_to_sdpa(frames, chunk_size):
-    model = tiny()
+    model = tiny_model_float32_attention()
     fast = use_attention_kernel(copy.deepcopy(model), "fp8")
     assert {m.attention_kernel for m in fast.modules() if hasattr(m, "attention_kernel")} == {"fp8"}
     inputs = make_inputs(model, (frames, 4, 6), "cpu", torch.float32, 12, torch.Generator().manual_seed(frames))

@@ -26,6 +26,9 @@ Implementations:
   kernel "fp8": the Triton kernel of `sanawm.ops.fp8_attention`; on --tiny its float32
   emulation); measures its accuracy like sanawm-fp8, plus the eager bf16 model with only the
   attention in FP8;
+- sanawm-fp8-flash3: sanawm-fp8 with the softmax blocks' attention in FP8 on FlashAttention-3
+  (kernel "flash3-fp8", `sanawm.ops.flash3`; needs the fa3-fwd package and an sm90 GPU; on
+  --tiny its float32 emulation); accuracy as sanawm-fp8attn;
 - diffusers: diffusers' `SanaWMTransformer3DModel` with its default (2.6B release) config
   (needs diffusers 0.42.1 importable).
 
@@ -49,10 +52,13 @@ from pathlib import Path
 import torch
 
 IMPLS = ("sanawm-eager", "diffusers", "sanawm-compile", "sanawm-fp8", "sanawm-flash4", "sanawm-fp8-flash4",
-         "sanawm-fp8attn")  # fmt: skip
+         "sanawm-fp8attn", "sanawm-fp8-flash3")  # fmt: skip
 PRECISION = {"sanawm-eager": "bf16", "diffusers": "bf16", "sanawm-compile": "bf16", "sanawm-fp8": "fp8",
-             "sanawm-flash4": "bf16", "sanawm-fp8-flash4": "fp8", "sanawm-fp8attn": "fp8"}  # fmt: skip
-FLASH4 = ("sanawm-flash4", "sanawm-fp8-flash4")
+             "sanawm-flash4": "bf16", "sanawm-fp8-flash4": "fp8", "sanawm-fp8attn": "fp8",
+             "sanawm-fp8-flash3": "fp8"}  # fmt: skip
+# The softmax attention kernel (`sanawm.ops.flash`) of the implementations that change it.
+ATTENTION = {"sanawm-flash4": "flash4", "sanawm-fp8-flash4": "flash4", "sanawm-fp8attn": "fp8",
+             "sanawm-fp8-flash3": "flash3-fp8"}  # fmt: skip
 HEIGHT, WIDTH = 704, 1280
 
 
@@ -109,10 +115,9 @@ def sanawm_worker(impl: str, args, device: torch.device, dtype: torch.dtype) -> 
     model = random_model(preset, device, dtype)
     text_len = min(args.text_len, model.config.max_text_len)
     extra: dict = {}
-    if impl in ("sanawm-fp8", "sanawm-fp8-flash4", "sanawm-fp8attn"):
-        attention = "fp8" if impl == "sanawm-fp8attn" else "sdpa"
+    if PRECISION[impl] == "fp8":
         accuracy = impl != "sanawm-fp8-flash4" and not args.skip_accuracy
-        extra = fp8_accuracy(model, preset, args, device, dtype, text_len, attention) if accuracy else {}
+        extra = fp8_accuracy(model, preset, args, device, dtype, text_len, ATTENTION.get(impl, "sdpa")) if accuracy else {}
         extra["fp8_modules"] = convert_to_fp8(model)
     check = None
     if impl in ("sanawm-compile", "sanawm-flash4") and not args.skip_accuracy:  # vs eager, after timing
@@ -120,10 +125,8 @@ def sanawm_worker(impl: str, args, device: torch.device, dtype: torch.dtype) -> 
                             torch.Generator().manual_seed(1234))  # fmt: skip
         with torch.inference_mode():
             v_eager = model(**check).float()
-    if impl in FLASH4:
-        use_attention_kernel(model, "flash4")
-    if impl == "sanawm-fp8attn":
-        use_attention_kernel(model, "fp8")
+    if impl in ATTENTION:
+        use_attention_kernel(model, ATTENTION[impl])
     if impl != "sanawm-eager":
         compile_blocks(model, backend="aot_eager" if args.tiny else "inductor")
     records = []

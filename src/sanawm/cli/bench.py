@@ -74,8 +74,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="streaming with --window: replay each chunk's forward from a CUDA graph (CUDA only)")
     p.add_argument("--compile", action="store_true", help="regional torch.compile of the blocks (inductor)")
     p.add_argument("--attention", choices=ATTENTION_KERNELS, default="sdpa",
-                   help="softmax attention kernel: sdpa (PyTorch), flash4 (FlashAttention-4, Hopper) or fp8 "
-                        "(FP8 Triton kernel, sm89+; changes results, see benchmarks/README.md)")  # fmt: skip
+                   help="softmax attention kernel: sdpa (PyTorch), flash4 (FlashAttention-4, Hopper), fp8 "
+                        "(FP8 Triton kernel, sm89+) or flash3-fp8 (FP8 on FlashAttention-3, Hopper); the FP8 "
+                        "kernels change results, see benchmarks/README.md")  # fmt: skip
     p.add_argument("--fp8", action="store_true",
                    help="FP8 block matmuls (CUDA GPU of compute capability 8.9+, bfloat16)")
     p.add_argument("--dtype", choices=DTYPES, help="default bfloat16 on CUDA, float32 on the CPU")

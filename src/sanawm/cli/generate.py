@@ -76,9 +76,10 @@ def register(subparsers) -> None:
                         "H200 / L40; changes results slightly, see benchmarks/README.md)")  # fmt: skip
     p.add_argument("--attention", choices=ATTENTION_KERNELS, default="sdpa",
                    help="kernel of the softmax blocks' attention: sdpa (PyTorch, default), flash4 "
-                        "(FlashAttention-4 at head dim 112: Hopper GPU and pip install 'sanawm[hopper]') or fp8 "
-                        "(q, k, v and probabilities in FP8, a Triton kernel for sm89+; changes results "
-                        "slightly, see benchmarks/README.md)")  # fmt: skip
+                        "(FlashAttention-4 at head dim 112: Hopper GPU and pip install 'sanawm[hopper]'), fp8 "
+                        "(q, k, v and probabilities in FP8, a Triton kernel for sm89+) or flash3-fp8 (the same "
+                        "on FlashAttention-3's kernel: Hopper and 'sanawm[hopper]'); the FP8 kernels change "
+                        "results slightly, see benchmarks/README.md")  # fmt: skip
     p.add_argument("--cuda-graphs", action="store_true",
                    help="streaming: replay each chunk's denoising steps from a CUDA graph once the attention "
                         "window has filled (same frames, less launch overhead; CUDA with a bounded --window "

@@ -307,7 +307,7 @@ class SoftmaxAttention(_AttentionBase):
         super().__init__(cfg, device=device)
         self.attn_dtype = None if cfg.softmax_attn_dtype is None else getattr(torch, cfg.softmax_attn_dtype)
         self.cam_scale = padded_head_scale(cfg.head_dim)
-        # Which kernel runs the two attentions ("sdpa", "flash4" or "fp8", `sanawm.ops.flash`).
+        # Which kernel runs the two attentions (one of `sanawm.ops.flash.ATTENTION_KERNELS`).
         self.attention_kernel = "sdpa"
 
     def _attn_cast(self, *ts: Tensor) -> list[Tensor]:

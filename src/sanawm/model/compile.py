@@ -73,7 +73,7 @@ def fp8_unsupported(device: torch.device | str, dtype: torch.dtype) -> str | Non
 
 
 def attention_unsupported(kernel: str, device: torch.device | str) -> str | None:
-    """Why attention kernel `kernel` ("sdpa", "flash4" or "fp8") cannot run on `device`, or None."""
+    """Why attention kernel `kernel` (one of `ATTENTION_KERNELS`) cannot run on `device`, or None."""
     from sanawm.ops.flash import ATTENTION_KERNELS, flash4_unavailable
 
     if kernel not in ATTENTION_KERNELS:
@@ -86,6 +86,11 @@ def attention_unsupported(kernel: str, device: torch.device | str) -> str | None
 
         reason = fp8_attention_unavailable(device)
         return None if reason is None else f"--attention fp8: {reason}"
+    if kernel == "flash3-fp8":
+        from sanawm.ops.flash3 import flash3_unavailable
+
+        reason = flash3_unavailable(device)
+        return None if reason is None else f"--attention flash3-fp8: {reason}"
     return None
 
 

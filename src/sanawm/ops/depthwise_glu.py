@@ -7,16 +7,21 @@ halves of h = depthwise_conv3x3(SiLU(pre)) + bias, the result is a * SiLU(g).
 
 - `silu_depthwise_glu_reference`: SiLU, `F.conv2d(groups=2F)` on the channels-last view, GLU
   (three kernels and two 2F-wide intermediates; what the CPU and eager code run).
-- On CUDA the Triton kernel below (custom op `sanawm::silu_depthwise_glu`, one opaque node under
-  torch.compile): each program reads its 3x3 neighbourhood of `pre` (from cache after the first
-  read) and writes only the F-wide result. At 961 frames of the 2.6B model that is ~4.3 GB of
-  memory traffic per block where the three kernels move ~10 GB. (Written out as shifted
-  multiply-adds for inductor instead, the stencil came out as several kernels and 3x slower on
-  an H200: benchmarks/README.md.)
+- On CUDA (custom op `sanawm::silu_depthwise_glu`, one opaque node under torch.compile): SiLU
+  as one element-wise kernel, then the Triton kernel below: each program reads its 3x3
+  neighbourhood of SiLU(pre) (from cache after the first read) and writes only the F-wide
+  result, so the 2F-wide conv output never goes to memory. SiLU is not recomputed in the
+  kernel: for each of the 9 taps it would be (an H200 profile at 961 frames: 13.9 ms per
+  90-frame slice that way, against ~5 ms for the three kernels; benchmarks/README.md).
+  On an H200 (90-frame slice of the 2.6B shapes): 3.8 ms against 8.6 ms for the three eager
+  kernels; in a compiled forward on par with inductor's SiLU and GLU fused around cuDNN's
+  depthwise conv (~110 ms per 961-frame forward either way).
+  (Written out as shifted multiply-adds for inductor instead, the stencil came out as several
+  kernels and 3x slower: benchmarks/README.md.)
 
-The kernel sums in float32 and rounds once; the reference rounds after SiLU and after the
-conv, so the two differ by bf16 rounding (tests hold both to float64 loops, and the kernel to
-the reference in Triton's CPU interpreter).
+Both round SiLU to the input dtype; the kernel then sums the conv in float32 and rounds once
+at the end, where the reference also rounds the conv's output, so the two differ by bf16
+rounding (tests hold both to float64 loops, the kernel in Triton's CPU interpreter).
 """
 
 from __future__ import annotations
@@ -59,7 +64,7 @@ def silu_depthwise_glu_reference(pre: Tensor, weight: Tensor, bias: Tensor | Non
 def silu_depthwise_glu_op(pre: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     N, H, W, C2 = pre.shape
     out = pre.new_empty(N, H, W, C2 // 2)
-    launch(pre, weight, bias, out)
+    launch(F.silu(pre), weight, bias, out)
     return out
 
 
@@ -74,30 +79,34 @@ def _silu_depthwise_glu_fake(pre: Tensor, weight: Tensor, bias: Tensor | None) -
     return pre.new_empty(N, H, W, C2 // 2)
 
 
-BLOCK_W = 32
-BLOCK_C = 64
+# Pixels x channels per program. 8 pixels divide SANA-WM's 40-latent rows (704x1280) with no
+# masked-off lanes.
+BLOCK_W = 8
+BLOCK_C = 128
+NUM_WARPS = 4
 
 
-def launch(pre: Tensor, weight: Tensor, bias: Tensor | None, out: Tensor, *, block_w: int = BLOCK_W,
-           block_c: int = BLOCK_C) -> None:  # fmt: skip
-    """Run the kernel: pre (N, H, W, 2F) with unit channel stride, out (N, H, W, F) contiguous."""
-    N, H, W, C2 = pre.shape
+def launch(act: Tensor, weight: Tensor, bias: Tensor | None, out: Tensor, *, block_w: int = BLOCK_W,
+           block_c: int = BLOCK_C, num_warps: int = NUM_WARPS) -> None:  # fmt: skip
+    """Run the kernel on act = SiLU(pre) (N, H, W, 2F) with unit channel stride; out (N, H, W, F)
+    contiguous."""
+    N, H, W, C2 = act.shape
     F_ = C2 // 2
-    assert pre.stride(-1) == 1 and out.is_contiguous() and out.shape == (N, H, W, F_), (pre.stride(), out.shape)
+    assert act.stride(-1) == 1 and out.is_contiguous() and out.shape == (N, H, W, F_), (act.stride(), out.shape)
     taps = weight.reshape(C2, 9).float().contiguous()  # (2F, 9), row-major over (dy, dx)
     b = (bias if bias is not None else weight.new_zeros(C2)).float().contiguous()
     grid = (N * H, triton.cdiv(W, block_w), triton.cdiv(F_, block_c))
-    _silu_depthwise_glu_kernel[grid](
-        pre, taps, b, out, H, W, F_, *pre.stride()[:3],
-        BLOCK_W=block_w, BLOCK_C=block_c,
+    _depthwise_glu_kernel[grid](
+        act, taps, b, out, H, W, F_, *act.stride()[:3],
+        BLOCK_W=block_w, BLOCK_C=block_c, num_warps=num_warps,
     )  # fmt: skip
 
 
 if triton is not None:
 
     @triton.jit
-    def _silu_depthwise_glu_kernel(
-        pre, taps, bias, out, H, W, F, stride_n, stride_h, stride_w,
+    def _depthwise_glu_kernel(
+        act, taps, bias, out, H, W, F, stride_n, stride_h, stride_w,
         BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr,
     ):  # fmt: skip
         # One program: output row y of frame n, BLOCK_W pixels from x0, BLOCK_C channels of each
@@ -110,7 +119,7 @@ if triton is not None:
         c_ok = cs < F
         acc_a = tl.zeros((BLOCK_W, BLOCK_C), dtype=tl.float32)
         acc_g = tl.zeros((BLOCK_W, BLOCK_C), dtype=tl.float32)
-        base = pre + n.to(tl.int64) * stride_n
+        base = act + n.to(tl.int64) * stride_n
         for dy in tl.static_range(3):
             yy = y + dy - 1
             ys = tl.full((BLOCK_W,), 0, tl.int32) + yy  # the row as a vector: masks stay vectors of int1
@@ -124,9 +133,8 @@ if triton is not None:
                 vg = tl.load(offs + F, mask=mask, other=0.0).to(tl.float32)
                 wa = tl.load(taps + cs * 9 + (3 * dy + dx), mask=c_ok, other=0.0)
                 wg = tl.load(taps + (F + cs) * 9 + (3 * dy + dx), mask=c_ok, other=0.0)
-                # SiLU(0) = 0: the zero padding outside the frame stays zero after SiLU.
-                acc_a += va * tl.sigmoid(va) * wa[None, :]
-                acc_g += vg * tl.sigmoid(vg) * wg[None, :]
+                acc_a += va * wa[None, :]
+                acc_g += vg * wg[None, :]
         acc_a += tl.load(bias + cs, mask=c_ok, other=0.0)[None, :]
         acc_g += tl.load(bias + F + cs, mask=c_ok, other=0.0)[None, :]
         result = acc_a * (acc_g * tl.sigmoid(acc_g))

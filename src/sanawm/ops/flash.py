@@ -1,4 +1,4 @@
-"""Softmax attention kernels for the softmax blocks: PyTorch SDPA, FlashAttention-4 or FP8 on Hopper.
+"""Softmax attention kernels for the softmax blocks: PyTorch SDPA, FlashAttention-4, or FP8 on Hopper.
 
     attention(q, k, v, scale, kernel)      # q (B, H, Nq, D), k / v (B, H, Nk, D) -> (B, H, Nq, D)
 
@@ -12,6 +12,8 @@
   kernel (`sanawm.ops.fp8_attention`, custom op `sanawm::fp8_attention`; sm89+). It changes
   results beyond bf16 rounding: its error is measured by scripts/bench_fp8_attention.py and
   published in benchmarks/README.md. Inference only.
+- "flash3-fp8": FP8 on FlashAttention-3's Hopper kernel (`fa3-fwd` on PyPI, prebuilt), with
+  per-head scales (`sanawm.ops.flash3`). Changes results like "fp8"; inference only.
 
 The FA4 call is wrapped in a torch custom op (`sanawm::flash4_attention`) so that
 `torch.compile` (`sanawm.model.compile`) keeps it as one opaque kernel between its fused
@@ -32,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-ATTENTION_KERNELS = ("sdpa", "flash4", "fp8")
+ATTENTION_KERNELS = ("sdpa", "flash4", "fp8", "flash3-fp8")
 
 # FA4's own sm90 choice for head dims 97-128 is 128x128 tiles with P@V from registers, tuned for
 # 128. At 112 (SANA-WM's heads), 192x144 tiles with P@V from shared memory took 159 ms per
@@ -85,13 +87,17 @@ def attention(q: Tensor, k: Tensor, v: Tensor, scale: float | None, kernel: str)
     """Softmax attention of q (B, H, Nq, D) over k / v (B, H, Nk, D), no mask -> (B, H, Nq, D)."""
     if kernel == "sdpa":
         return F.scaled_dot_product_attention(q, k, v, scale=scale)
-    assert kernel in ("flash4", "fp8"), kernel
+    assert kernel in ("flash4", "fp8", "flash3-fp8"), kernel
     assert not (torch.is_grad_enabled() and q.requires_grad), f"the {kernel} kernel is inference only"
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     if kernel == "fp8":
         from sanawm.ops.fp8_attention import fp8_attention_forward
 
         return fp8_attention_forward(q, k, v, scale)
+    if kernel == "flash3-fp8":
+        from sanawm.ops.flash3 import flash3_fp8_forward
+
+        return flash3_fp8_forward(q, k, v, scale)
     # (B, H, N, D) views of token-major tensors are (B, N, H, D) tensors transposed: FA4's
     # layout needs no copy for them.
     q, k, v = (t.transpose(1, 2) for t in (q, k, v))

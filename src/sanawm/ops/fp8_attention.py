@@ -81,12 +81,13 @@ def quantize_qkv(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tenso
 
 def emulate(
     q8: Tensor, k8: Tensor, vt8: Tensor, q_scale: Tensor, k_scale: Tensor, v_scale: Tensor, scale: float,
-    out_dtype: torch.dtype,
+    out_dtype: torch.dtype, p_max_log2: float = math.log2(E4M3_MAX),
 ) -> Tensor:  # fmt: skip
-    """The kernel's math in float32 on any device: (B, H, Nq, D) in `out_dtype`."""
+    """The kernel's math in float32 on any device: (B, H, Nq, D) in `out_dtype`. The largest P
+    of a row is 2^`p_max_log2` (448 here; FlashAttention-3's FP8 kernel uses 256,
+    `sanawm.ops.flash3`)."""
     q = q8.float()
     row_scale = q_scale.float() * scale * 1.4426950408889634  # scores in log2 units
-    log2_448 = math.log2(E4M3_MAX)
     B, H, Nq, D = q.shape
     m = q.new_full((B, H, Nq), float("-inf"))
     l = q.new_zeros((B, H, Nq))
@@ -96,7 +97,7 @@ def emulate(
         v = vt8[:, :, :, start : start + K_BLOCK].float().transpose(-1, -2)
         s = (q @ k.transpose(-1, -2)) * (row_scale * k_scale[:, :, t, None].float())[..., None]
         m_new = torch.maximum(m, s.amax(dim=-1))
-        p = torch.exp2(s - (m_new - log2_448)[..., None])
+        p = torch.exp2(s - (m_new - p_max_log2)[..., None])
         alpha = torch.exp2(m - m_new)
         l = l * alpha + p.sum(dim=-1)
         acc = acc * alpha[..., None] + p.to(FP8_DTYPE).float() @ v

@@ -4,7 +4,7 @@ CI has no GPU and FA3 is a CUDA-only wheel. Here: the per-head quantisation agai
 the op's CPU form (the quantised math in float32) against an independent float64 version of
 the same math and against float64 attention, and the model's "flash3-fp8" path (layouts,
 chunk-causal splits, compile tracing, the public parity fixture). The CUDA kernel is measured
-against float32 attention and this emulation by scripts/bench_attention.py on an H200.
+against float32 attention and this emulation by scripts/bench_fp8_attention.py on an H200.
 """
 
 from __future__ import annotations

@@ -5,16 +5,16 @@
 FA3's FP8 forward takes q, k, v in e4m3 with one descale per batch and head, so the scales here
 are per head (e4m3 keeps 3 significand bits down to 2^-6 of its largest value, so a per-head
 scale costs little against per-token or per-channel ones for these activations):
+- q: s_q = amax |q| / 448;
 - k: its mean over the keys is taken out first (per head and channel; softmax is invariant to
   it, as in `sanawm.ops.fp8_attention`), then s_k = amax |k| / 448;
-- v: its mean over the keys is taken out too and added to the output afterwards (the softmax
-  weights of a row sum to 1, so out = P (v - mean) / sum P + mean exactly). Why: FA3 carries
-  P @ V across all key tiles in the tensor cores' FP8 accumulator, which Hopper keeps at
-  reduced precision (about 14 significand bits for e4m3 products, truncating). With the mean
-  in, the accumulator grows with every tile and each later tile loses more of its low bits: on
-  the 2.6B model's own q / k / v at 961 frames (106,480 keys, 832 tiles) the output was 0.29
-  (relative L2) from float32 attention, against 0.04 at 81 frames (benchmarks/README.md);
-- q and v: s = amax / 448;
+- v: its mean over the keys is taken out too, and added to the output afterwards (a row's
+  softmax weights sum to 1, so out = P (v - mean) / sum P + mean exactly); then
+  s_v = amax / 448. Why: FA3 carries P @ V across all key tiles in the tensor cores' FP8
+  accumulator, which Hopper keeps at reduced, truncating precision. With the mean in, that
+  accumulator grows with every tile and each later tile loses more of its low bits: on the
+  2.6B model's own q / k / v at 961 frames (106,480 keys) the output was 0.29 (relative L2)
+  from float32 attention, 0.04 at 81 frames; centred, 0.017 and 0.012 (benchmarks/README.md);
 - P: the kernel computes 2^(S - m + 8) with m the running row maximum (so the largest P of a
   row is 256), sums the rows in fp32 before rounding, and rounds P to e4m3 for P @ V;
 - the output is bf16.
@@ -28,7 +28,8 @@ kernels that produce q / k / v. On the CPU the op is `sanawm.ops.fp8_attention.e
 the per-head scales and P's 2^8: the same quantised math in float32 with key tiles of 128 (FA3's
 tiles differ, which moves where the running maximum is taken, and so only P's rounding). The
 CPU tests hold it to float64 attention and run the model's "flash3-fp8" path through it;
-scripts/bench_attention.py measures the CUDA kernel against float32 attention and the emulation.
+scripts/bench_fp8_attention.py measures the CUDA kernel against float32 attention and the
+emulation (which does not model the truncating accumulator: 3.4e-2 apart at 961 frames).
 """
 
 from __future__ import annotations

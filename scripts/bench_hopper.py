@@ -128,7 +128,7 @@ def sanawm_worker(impl: str, args, device: torch.device, dtype: torch.dtype) -> 
     if impl in ATTENTION:
         use_attention_kernel(model, ATTENTION[impl])
     if impl != "sanawm-eager":
-        compile_blocks(model, backend="aot_eager" if args.tiny else "inductor")
+        compile_blocks(model, backend="aot_eager" if args.tiny else "inductor", mode=args.compile_mode)
     records = []
     for frames in args.frames:
         size = latent_size(frames, args.tiny)
@@ -136,6 +136,8 @@ def sanawm_worker(impl: str, args, device: torch.device, dtype: torch.dtype) -> 
         with torch.inference_mode():
             rec = timed_runs(lambda: model(**inputs), device, args.warmup, args.iters)
         rec.update(latents="x".join(map(str, size)), **(extra if frames == args.frames[0] else {}))
+        if args.compile_mode and impl != "sanawm-eager":
+            rec["compile_mode"] = args.compile_mode
         print(f"[{impl}] {frames} frames: {rec['s_per_forward']:.3f} s, first call {rec['first_call_s']:.1f} s",
               flush=True)  # fmt: skip
         records.append(record(impl, frames, rec, device))
@@ -275,6 +277,7 @@ def run_worker(impl: str, args, timeout: float) -> list[dict]:
                "--text-len", str(args.text_len), "--accuracy-frames", str(args.accuracy_frames)]  # fmt: skip
         cmd += ["--tiny"] if args.tiny else []
         cmd += ["--skip-accuracy"] if args.skip_accuracy else []
+        cmd += ["--compile-mode", args.compile_mode] if args.compile_mode else []
         t0 = time.perf_counter()
         try:
             proc = subprocess.run(cmd, timeout=timeout, check=False)
@@ -329,6 +332,8 @@ def main() -> None:
     parser.add_argument("--skip-accuracy", action="store_true",
                         help="time only: no FP8 / compiled-vs-eager accuracy checks (each compiles once more)")
     parser.add_argument("--warmup", type=int, default=0, help="untimed calls after the first call")
+    parser.add_argument("--compile-mode", help="torch.compile mode of the compiled implementations' blocks "
+                        "(e.g. max-autotune-no-cudagraphs; default: inductor's default), kept in the records")
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--text-len", type=int, default=300)
     parser.add_argument("--tiny", action="store_true", help="tiny models on the CPU, float32")

@@ -74,3 +74,26 @@ def test_user_errors_in_workers_arrive_as_one_line():
             feed.batch(0, _gen(0))
         assert str(info.value) == "clip 2 is broken"
         feed.close()
+
+
+def test_two_ranks_together_see_the_batches_of_one():
+    """Global batch 4: one rank of batch 4 against two ranks of batch 2 (positions interleaved),
+    with and without a pool, an odd number of fresh clips per step, and restarts mid-run."""
+    for kw in (dict(pool_size=8, fresh_per_step=3), dict(pool_size=4, fresh_per_step=0), dict()):
+        one = _feed(batch_size=4, seed=5, **kw)
+        ranks = [_feed(batch_size=2, seed=5, rank=r, world_size=2, **kw) for r in range(2)]
+        for step in list(range(5)) + [9, 10]:  # 9: a restart (the pool is refilled)
+            single = one.batch(step)
+            halves = [feed.batch(step) for feed in ranks]
+            for key in ("draw", "sample_seed"):
+                merged = torch.stack([halves[0][key], halves[1][key]], dim=1).flatten()  # positions 0, 1, 2, 3
+                assert merged.tolist() == single[key].tolist(), (kw, step, key)
+            assert len(set(single["draw"].tolist())) == 4  # stratified: no clip twice in a step
+        assert len(set(one.batch(11)["sample_seed"].tolist())) == 4
+
+
+def test_pool_must_split_over_the_ranks():
+    with pytest.raises(UserInputError, match="multiple"):
+        _feed(batch_size=1, pool_size=3, rank=0, world_size=2)
+    with pytest.raises(UserInputError, match="global batch"):
+        _feed(batch_size=2, pool_size=2, rank=0, world_size=2)

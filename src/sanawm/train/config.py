@@ -221,7 +221,11 @@ class RunConfig:
     steps: int = 1000
     """Total optimizer steps (a resumed run continues up to this number)."""
     batch_size: int = 4
-    """Clips per step on each process."""
+    """Clips per step on each process (used when `global_batch_size` is 0)."""
+    global_batch_size: int = 0
+    """Clips per optimizer step over all processes; each of W processes takes
+    global_batch_size / W (which must divide). With it a config means the same training on any
+    number of processes, and a run can resume on another number. 0: batch_size x W."""
     seed: int = 0
     device: str = ""
     """Torch device; empty: cuda (this rank's GPU) when available, else cpu."""
@@ -242,6 +246,16 @@ class RunConfig:
     """Seconds kept free at the end of the budget for saving and exporting."""
     progress: bool = True
     """Show a progress bar (rank 0)."""
+
+    def local_batch(self, world_size: int) -> int:
+        """Clips per step on each of `world_size` processes."""
+        if not self.global_batch_size:
+            return self.batch_size
+        if self.global_batch_size % world_size:
+            raise UserInputError(
+                f"run.global_batch_size {self.global_batch_size} does not split over {world_size} processes"
+            )
+        return self.global_batch_size // world_size
 
 
 @dataclass
@@ -278,7 +292,8 @@ class TrainConfig:
             "data.num_frames must be >= 2": d.num_frames >= 2,
             "data.height and data.width must be positive": d.height > 0 and d.width > 0,
             "data.workers must be >= 0": d.workers >= 0,
-            "data.pool_size must be 0 or >= run.batch_size": d.pool_size == 0 or d.pool_size >= r.batch_size,
+            "data.pool_size must be 0 or >= the global batch": d.pool_size == 0
+            or d.pool_size >= (r.global_batch_size or r.batch_size),
             "data.fresh_per_step must be >= 1 without a pool, in [0, data.pool_size] with one": (
                 d.fresh_per_step >= 1 if d.pool_size == 0 else 0 <= d.fresh_per_step <= d.pool_size
             ),
@@ -306,6 +321,7 @@ class TrainConfig:
             "optim.warmup_steps must be >= 0": self.optim.warmup_steps >= 0,
             "run.steps must be >= 1": r.steps >= 1,
             "run.batch_size must be >= 1": r.batch_size >= 1,
+            "run.global_batch_size must be >= 0": r.global_batch_size >= 0,
             f"run.precision must be one of {PRECISIONS}": r.precision in PRECISIONS,
             f"run.strategy must be one of {STRATEGIES}": r.strategy in STRATEGIES,
             "run.log_every and run.checkpoint_every must be >= 1": r.log_every >= 1 and r.checkpoint_every >= 1,

@@ -198,7 +198,8 @@ class DMDTask:
         vae = self.teacher.vae
         self.feed = ClipFeed(
             make_source(config.data, config.run.seed), lambda clips: encode_clips(clips, vae, text_len, ctx.device),
-            batch_size=config.run.batch_size, device=ctx.device, pool_size=config.data.pool_size,
+            batch_size=config.run.local_batch(ctx.world_size), seed=config.run.seed,
+            device=ctx.device, pool_size=config.data.pool_size,
             fresh_per_step=config.data.fresh_per_step, workers=config.data.workers, rank=ctx.rank,
             world_size=ctx.world_size,
         )  # fmt: skip

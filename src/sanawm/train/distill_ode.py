@@ -146,7 +146,8 @@ def generate_pairs(config: TrainConfig, teacher: Teacher, ctx: DistContext, fold
     # Fixed groups of run.batch_size pairs per rank, redone whole when any pair is missing, so
     # a resumed generation writes exactly what an uninterrupted one would have.
     mine = list(range(ctx.rank, d.pairs, ctx.world_size))
-    groups = [mine[k : k + config.run.batch_size] for k in range(0, len(mine), config.run.batch_size)]
+    size = config.run.local_batch(ctx.world_size)
+    groups = [mine[k : k + size] for k in range(0, len(mine), size)]
     source = make_source(config.data, config.run.seed)
     cfg, camera_cfg = teacher_guidance(config, teacher)
     text_len = teacher.model.config.max_text_len
@@ -236,7 +237,7 @@ class ODETask(StandardSteps):
         self.module = trainable_copy(self.teacher, config.distill.student_init, "distill.student_init", ctx.device)
         self.teacher.model = self.teacher.model.to("meta")  # only its config and the VAE are needed now
         self.find_unused_parameters = False
-        self.feed = PairFeed(folder, config.distill.pairs, config.run.batch_size, ctx.device)
+        self.feed = PairFeed(folder, config.distill.pairs, config.run.local_batch(ctx.world_size), ctx.device)
 
     def shard_units(self) -> list[nn.Module]:
         return list(self.module.blocks)

@@ -24,8 +24,8 @@ from sanawm.train.config import TrainConfig
 from sanawm.train.data import ClipBatch, make_source
 from sanawm.train.distributed import DistContext
 from sanawm.train.export import ema_transformer, export_model_dir
-from sanawm.train.feed import ClipFeed, Encoded
-from sanawm.train.objective import flow_matching_loss, noise_latents, sample_noise_plan, text_inputs
+from sanawm.train.feed import ClipFeed, Encoded, sample_generators
+from sanawm.train.objective import NoisePlan, flow_matching_loss, noise_latents, sample_noise_plan, text_inputs
 from sanawm.train.loop import StandardSteps
 
 MODEL_DIR = "model"
@@ -250,7 +250,8 @@ class DiTTask(StandardSteps):
         source = make_source(data, config.run.seed)
         self.feed = ClipFeed(
             source, self.encode,
-            batch_size=config.run.batch_size, device=ctx.device, pool_size=data.pool_size,
+            batch_size=config.run.local_batch(ctx.world_size), seed=config.run.seed,
+            device=ctx.device, pool_size=data.pool_size,
             fresh_per_step=data.fresh_per_step, workers=data.workers, rank=ctx.rank, world_size=ctx.world_size,
         )  # fmt: skip
 
@@ -265,23 +266,32 @@ class DiTTask(StandardSteps):
     ) -> tuple[torch.Tensor, dict[str, float]]:
         obj = self.config.objective
         latents = batch["latents"]
-        B, _, T = latents.shape[:3]
+        T = latents.shape[2]
         causal = bool(torch.rand((), generator=shared) < obj.causal_prob)
         camera = bool(torch.rand((), generator=shared) >= obj.camera_dropout)
-        plan = sample_noise_plan(B, T, obj, local, causal=causal)
-        noise = torch.randn(latents.shape, generator=local, device=local.device)
+        # Each sample draws its noise levels, noise and text dropout from its own generator
+        # (seeded by its global batch position), so the draws do not depend on how the global
+        # batch is split over processes.
+        gens = sample_generators(batch["sample_seed"], latents.device)
+        plans = [sample_noise_plan(1, T, obj, g, causal=causal) for g in gens]
+        plan = NoisePlan(torch.cat([p.sigmas for p in plans]), plans[0].chunk_size)
+        noise = torch.cat([torch.randn((1, *latents.shape[1:]), generator=g, device=g.device) for g in gens])
         noisy, target = noise_latents(latents, noise, plan.sigmas)
-        text, mask = text_inputs(
-            self.module.null_text(), B,
-            batch.get("text_states"), batch.get("text_mask"), batch.get("text_present"),
-            dropout=obj.text_dropout, generator=local,
-        )  # fmt: skip
+        texts = [
+            text_inputs(
+                self.module.null_text(), 1,
+                *(batch[key][i : i + 1] if key in batch else None for key in ("text_states", "text_mask", "text_present")),
+                dropout=obj.text_dropout, generator=g,
+            )
+            for i, g in enumerate(gens)
+        ]  # fmt: skip
+        text, mask = torch.cat([t for t, _ in texts]), torch.cat([m for _, m in texts])
         prediction = model(
             noisy, plan.timesteps, text, mask,
             batch["raymap"] if camera else None, batch["plucker"] if camera else None,
             chunk_size=plan.chunk_size,
         )  # fmt: skip
-        loss = flow_matching_loss(prediction, target, plan.loss_mask)
+        loss = flow_matching_loss(prediction, target, plan.loss_mask, per_sample=True)
         return loss, {"causal_fraction": float(causal), "camera_fraction": float(camera)}
 
     def generation_settings(self) -> GenerationSettings:

@@ -5,9 +5,12 @@ function and what to write when training ends. The loop owns everything else: Ad
 linear warm-up and gradient clipping, bf16 autocast on CUDA, EMA, resumable checkpoints, a
 wall-clock budget, a tqdm bar (loss, samples/s) and `metrics.jsonl` in the run folder.
 
-Randomness: each step draws from two generators seeded by (seed, step) and (seed, rank, step)
+Randomness: each step draws from generators seeded by (seed, step) and (seed, rank, step)
 (`step_generators`): the first makes choices every rank must agree on (camera dropout,
-chunk-causal steps), the second the per-clip noise. Nothing else is random after start-up.
+chunk-causal steps), the second per-rank noise (stages that do not use per-sample draws). Each
+sample of a batch also carries a seed of its global batch position (`feed.sample_generators`),
+from which the DiT stage draws its noise, so that its training does not depend on the number
+of processes the global batch is split over. Nothing else is random after start-up.
 """
 
 from __future__ import annotations
@@ -245,6 +248,7 @@ def run_task(task: Task, config: TrainConfig, run_dir: Path, ctx: DistContext, r
     base_lrs = [group["lr"] for group in optimizer.param_groups]  # each group warms up to its own
     ema = EMA(task.ema_target(), cfg.optim.ema_decay, cfg.optim.ema_warmup)
 
+    global_batch = run.local_batch(ctx.world_size) * ctx.world_size
     start = 0
     ckpt = find_checkpoint(run_dir, resume) if resume else None
     if ckpt is not None:
@@ -253,6 +257,13 @@ def run_task(task: Task, config: TrainConfig, run_dir: Path, ctx: DistContext, r
             raise UserInputError(f"{ckpt} is a {state.get('stage')!r} checkpoint, not {task.name!r}")
         if state.get("seed") != run.seed:
             raise UserInputError(f"{ckpt} was trained with seed {state.get('seed')}, not {run.seed}")
+        # The data position of a step is counted in global clips: another global batch would
+        # continue elsewhere in the data. (Checkpoints from before this check lack the number.)
+        if state.get("global_batch", global_batch) != global_batch:
+            raise UserInputError(
+                f"{ckpt} was trained with a global batch of {state['global_batch']} clips, this run has "
+                f"{global_batch} ({ctx.world_size} process(es)); set run.global_batch_size to resume"
+            )
         start = int(state["step"])
 
     autocast = ctx.device.type == "cuda" and run.precision == "bf16"
@@ -260,7 +271,8 @@ def run_task(task: Task, config: TrainConfig, run_dir: Path, ctx: DistContext, r
         torch.backends.cuda.matmul.allow_tf32 = run.tf32
         torch.backends.cudnn.allow_tf32 = run.tf32
     metrics = MetricsLog(run_dir / METRICS_FILE, ctx.is_main)
-    meta = {"stage": task.name, "seed": run.seed, "config": to_dict(config)}
+    meta = {"stage": task.name, "seed": run.seed, "config": to_dict(config), "global_batch": global_batch,
+            "world_size": ctx.world_size}  # fmt: skip
     bar = None
     if ctx.is_main and run.progress:
         from tqdm import tqdm
@@ -298,7 +310,7 @@ def run_task(task: Task, config: TrainConfig, run_dir: Path, ctx: DistContext, r
         if step % run.log_every == 0 or step == run.steps:
             elapsed = time.perf_counter() - window.start
             last_loss = ctx.mean(window.loss / window.steps)
-            samples_per_s = window.steps * run.batch_size * ctx.world_size / elapsed
+            samples_per_s = window.steps * global_batch / elapsed
             clips_per_s = (task.feed.clips_loaded - window.clips_at_start) * ctx.world_size / elapsed
             record = {
                 "stage": task.name, "step": step, "loss": last_loss, "lr": lr,

@@ -99,9 +99,16 @@ def noise_latents(latents: Tensor, noise: Tensor, sigmas: Tensor) -> tuple[Tenso
     return FlowMatchingSchedule.add_noise(x, n, s), FlowMatchingSchedule.velocity_target(x, n)
 
 
-def flow_matching_loss(prediction: Tensor, target: Tensor, loss_mask: Tensor) -> Tensor:
-    """Mean squared error over the noised frames: per-frame MSE (B, T) averaged with `loss_mask`."""
+def flow_matching_loss(prediction: Tensor, target: Tensor, loss_mask: Tensor, per_sample: bool = False) -> Tensor:
+    """Mean squared error over the noised frames: per-frame MSE (B, T) averaged with `loss_mask`,
+    over the whole batch at once, or (`per_sample`) within each clip and then over the clips.
+
+    Per sample, every clip weighs the same whatever its number of clean frames, so the mean
+    over W processes of their batches' losses equals the loss of the whole batch on one
+    process (the gradients DDP / FSDP average are those of the global batch)."""
     per_frame = (prediction.float() - target.float()).square().mean(dim=(1, 3, 4))
+    if per_sample:
+        return ((per_frame * loss_mask).sum(1) / loss_mask.sum(1).clamp_min(1.0)).mean()
     return (per_frame * loss_mask).sum() / loss_mask.sum().clamp_min(1.0)
 
 

@@ -169,7 +169,8 @@ class VAETask(StandardSteps):
         d = config.data
         self.feed = ClipFeed(
             source, self.encode,
-            batch_size=config.run.batch_size, device=ctx.device, pool_size=d.pool_size,
+            batch_size=config.run.local_batch(ctx.world_size), seed=config.run.seed,
+            device=ctx.device, pool_size=d.pool_size,
             fresh_per_step=d.fresh_per_step, workers=d.workers, rank=ctx.rank, world_size=ctx.world_size,
         )  # fmt: skip
 
@@ -203,7 +204,7 @@ class VAETask(StandardSteps):
         prefix = "vae."
         vae.load_state_dict({k[len(prefix) :]: v for k, v in state.items()})
         vae = vae.to(device).eval()
-        batch = max(1, min(cfg.run.batch_size, 8))
+        batch = max(1, min(cfg.run.local_batch(self.ctx.world_size), 8))
         stats_source = make_source(cfg.data, cfg.run.seed + 1)
         mean, std = latent_stats(vae, stats_source, range(cfg.vae_loss.stats_clips), device, batch)
         vae.set_latent_stats(mean, std)

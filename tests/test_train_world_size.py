@@ -97,3 +97,18 @@ def test_one_and_two_processes_train_alike_and_resume_across(tmp_path):
         assert float(weights.mean()) < 2e-5 * float(moved.abs().mean()), run
         assert float(weights.max()) < 0.02 * float(moved.abs().max()), run
         assert float(ema.max()) < 0.015 * float(moved.abs().max()), run
+
+
+def test_resuming_with_another_global_batch_is_refused(tmp_path):
+    import pytest
+
+    from sanawm.errors import UserInputError
+    from sanawm.train import train
+
+    vae_dir = save_tiny_vae(tmp_path / "vae")
+    clips = write_clip_folder(tmp_path / "clips", clips=2, frames=9)
+    train(_config(vae_dir, clips, 1, batch_size=2), tmp_path / "run")
+    with pytest.raises(UserInputError, match="global batch of 2 clips, this run has 1"):
+        train(_config(vae_dir, clips, 2, batch_size=1), tmp_path / "run", resume="latest")
+    with pytest.raises(UserInputError, match="does not split over 2"):
+        _config(vae_dir, clips, 2, global_batch_size=3).run.local_batch(2)

@@ -48,6 +48,8 @@ def register(subparsers) -> None:
     p.add_argument("--steps", type=int, help="total optimizer steps")
     p.add_argument("--device", help="torch device (default: this rank's GPU if any, else cpu)")
     p.add_argument("--batch-size", type=int, help="clips per step and process")
+    p.add_argument("--global-batch-size", type=int,
+                   help="clips per step over all processes (the same run on any number of GPUs)")  # fmt: skip
     p.add_argument("--lr", type=float, help="peak learning rate")
     p.add_argument("--seed", type=int, help="run seed (data, noise, initial weights)")
     p.add_argument("--data", metavar="procedural|FOLDER", help="'procedural' or a folder of clips")
@@ -81,6 +83,7 @@ def build_config(args: argparse.Namespace):
         cfg = replace(cfg, stage=args.stage)
     run = {k: v for k, v in dict(
         steps=args.steps, device=args.device, batch_size=args.batch_size, seed=args.seed,
+        global_batch_size=args.global_batch_size,
         strategy=args.strategy, precision=args.precision, grad_checkpointing=args.grad_checkpointing,
         time_budget_s=args.time_budget,
     ).items() if v is not None}  # fmt: skip

@@ -42,7 +42,7 @@ def _worker(rank: int, world: int, port: int, teacher, out) -> None:
     for strategy in ("ddp", "fsdp"):
         cfg = from_dict({
             "stage": "distill-dmd",
-            "data": {"num_frames": 9, "height": 16, "width": 16, "pool_size": 1, "fresh_per_step": 0},
+            "data": {"num_frames": 9, "height": 16, "width": 16, "pool_size": 2, "fresh_per_step": 0},  # 1 per rank
             "optim": {"lr": 1e-3, "warmup_steps": 0, "betas": [0.0, 0.999]},
             "run": {"steps": 1, "batch_size": 1, "strategy": strategy, "progress": False},
             "distill": {"teacher": str(teacher), "generator_every": 1, "critic_lr": 1e-3},

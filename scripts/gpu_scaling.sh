@@ -4,6 +4,8 @@
 # batch $BATCH unless said): one (1 GPU), two (2 GPUs, $BATCH/2 each), one_fp32 (1 GPU, float32:
 # the bf16 noise floor), two_half (2 GPUs, $STEPS/2 steps) resumed on 1 GPU as two_then_one, weak
 # (2 GPUs, $BATCH each). Writes $OUT/scaling.json and $OUT/logs.tgz; prints the table last.
+# Each run starts by filling the replay pool (rendering and encoding its clips): the warm-up
+# steps keep that out of steps/s.
 #   bash scripts/gpu_scaling.sh                    # on the GPUs, OUT set by the device tool
 #   SMOKE=1 bash scripts/gpu_scaling.sh            # CPU, gloo, tiny model, a few steps
 set -uo pipefail
@@ -15,7 +17,9 @@ STEPS=${STEPS:-50}
 BATCH=${BATCH:-32}
 WARMUP=${WARMUP:-10}
 WORK=${WORK:-$(mktemp -d)}
-EXTRA=()
+POOL=${POOL:-}           # replay pool over all GPUs (default: the recipe's 256); >= 2 x BATCH for `weak`
+RUN_LIMIT=${RUN_LIMIT:-150}  # seconds per run, so that one hung run (NCCL) does not take the call
+EXTRA=(${POOL:+--pool "$POOL"})
 if [ -n "$SMOKE" ]; then
     STEPS=${SMOKE_STEPS:-6}; BATCH=2; WARMUP=2; EXTRA=(--smoke --pool 4)
     export OMP_NUM_THREADS=1
@@ -30,7 +34,7 @@ PY
 run() {  # name, nproc, then gpu_scaling.py train options
     local name=$1 nproc=$2; shift 2
     echo "== $name on $nproc process(es): $* ($(date -u +%T))" >> "$WORK/train.log"
-    python3 -m torch.distributed.run --standalone --nproc_per_node "$nproc" "$HERE/scripts/gpu_scaling.py" train --run-dir "$WORK/$name" \
+    timeout "$RUN_LIMIT" python3 -m torch.distributed.run --standalone --nproc_per_node "$nproc" "$HERE/scripts/gpu_scaling.py" train --run-dir "$WORK/$name" \
         "${EXTRA[@]}" "$@" >> "$WORK/train.log" 2>&1
     echo "exit $?" >> "$WORK/train.log"
 }

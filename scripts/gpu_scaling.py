@@ -117,8 +117,8 @@ def report(args) -> None:
     meta = json.loads((work / "meta.json").read_text()) if (work / "meta.json").is_file() else {}
     one = _losses(runs["one"])
     rate = {name: _rate(rows, args.warmup) for name, rows in runs.items() if name != "two_then_one"}
-    result = {"machine": meta, "warmup_steps": args.warmup, "steps_per_s": rate, "loss_diff_vs_one": {},
-              "losses": {name: [_losses(rows)[s] for s in sorted(_losses(rows))] for name, rows in runs.items()}}  # fmt: skip
+    losses = {name: [loss for _, loss in sorted(_losses(rows).items())] for name, rows in runs.items()}
+    result = {"machine": meta, "warmup_steps": args.warmup, "steps_per_s": rate, "loss_diff_vs_one": {}, "losses": losses}
     for name in ("two", "two_then_one", "one_fp32"):
         absolute, relative = _max_diff(one, _losses(runs[name]))
         result["loss_diff_vs_one"][name] = {"max_abs": absolute, "max_rel": relative}

@@ -277,12 +277,10 @@ class DiTTask(StandardSteps):
         plan = NoisePlan(torch.cat([p.sigmas for p in plans]), plans[0].chunk_size)
         noise = torch.cat([torch.randn((1, *latents.shape[1:]), generator=g, device=g.device) for g in gens])
         noisy, target = noise_latents(latents, noise, plan.sigmas)
+        keys = ("text_states", "text_mask", "text_present")
         texts = [
-            text_inputs(
-                self.module.null_text(), 1,
-                *(batch[key][i : i + 1] if key in batch else None for key in ("text_states", "text_mask", "text_present")),
-                dropout=obj.text_dropout, generator=g,
-            )
+            text_inputs(self.module.null_text(), 1, *(batch[k][i : i + 1] if k in batch else None for k in keys),
+                        dropout=obj.text_dropout, generator=g)
             for i, g in enumerate(gens)
         ]  # fmt: skip
         text, mask = torch.cat([t for t, _ in texts]), torch.cat([m for _, m in texts])

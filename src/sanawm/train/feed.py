@@ -189,7 +189,8 @@ class ClipFeed:
         slots = torch.arange(first, first + n, device=self.device) % self.local_pool
         for key, value in encoded.items():
             if key not in self._pool:
-                self._pool[key] = torch.zeros((self.local_pool, *value.shape[1:]), dtype=value.dtype, device=self.device)
+                shape = (self.local_pool, *value.shape[1:])
+                self._pool[key] = torch.zeros(shape, dtype=value.dtype, device=self.device)
             self._pool[key][slots] = value
         for key in set(self._pool) - set(encoded):
             self._pool[key][slots] = 0

@@ -79,9 +79,10 @@ def test_vae_stage_adds_synthetic_clips_and_weights_frame_0(tmp_path):
             return super().forward(video, generator)
 
     world = torch.randint(0, 256, (1, 5, 16, 16, 3), dtype=torch.uint8)
-    loss, extras = task.loss(Recording(task.module.vae), {"video": world}, None, torch.Generator().manual_seed(0))
+    batch = {"video": world, "sample_seed": torch.tensor([7]), "extra_seed": torch.tensor([11, 12])}
+    loss, extras = task.loss(Recording(task.module.vae), batch, None, None)
     (video,) = seen
-    assert video.shape == (3, 3, 5, 16, 16)  # 1 world clip + 2 synthetic
-    expected = synthetic_clips(2, 5, 16, 16, torch.Generator().manual_seed(0))
+    assert video.shape == (3, 3, 5, 16, 16)  # 1 world clip + 2 synthetic, each from its own seed
+    expected = torch.cat([synthetic_clips(1, 5, 16, 16, torch.Generator().manual_seed(s)) for s in (11, 12)])
     torch.testing.assert_close(video[1:], expected.permute(0, 4, 1, 2, 3).float() / 127.5 - 1, rtol=0, atol=0)
     assert torch.isfinite(loss) and "first_frame" in extras

@@ -4,7 +4,8 @@ One process with batch 2 and two CPU processes (gloo, DDP) with batch 1 each tra
 from the same seed and data (a replay pool with one fresh clip per step, chunk-causal steps,
 camera and text dropout): their per-step losses and final weights agree to float rounding. A
 run checkpointed on two processes resumes on one (and one on two) and continues exactly like
-the uninterrupted run.
+the uninterrupted run. The VAE stage (world clips, synthetic clips, reparameterisation noise)
+trains alike on one process of batch 2 and two of batch 1.
 """
 
 import json
@@ -37,6 +38,20 @@ def _config(vae_dir, clips, steps, **run):
     )  # fmt: skip
 
 
+def _vae_config(clips, batch):
+    from sanawm.train import from_dict
+    from _train_fixtures import TINY_VAE
+
+    return from_dict({
+        "stage": "vae",
+        "data": {"source": "folder", "folder": {"root": str(clips)}, "num_frames": 5, "height": 16, "width": 16,
+                 "pool_size": 2, "fresh_per_step": 1},
+        "vae": TINY_VAE, "vae_loss": {"synthetic_clips": 2, "stats_clips": 2, "eval_clips": 2},
+        "optim": {"lr": 1e-4, "warmup_steps": 2},
+        "run": {"steps": 4, "global_batch_size": batch, "log_every": 1, "progress": False},
+    })  # fmt: skip
+
+
 def _worker(rank: int, port: int, vae_dir, clips, out) -> None:
     os.environ.update(
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank)
@@ -50,6 +65,7 @@ def _worker(rank: int, port: int, vae_dir, clips, out) -> None:
     train(_config(vae_dir, clips, STEPS, batch_size=1), out / "two")
     train(_config(vae_dir, clips, HALF, global_batch_size=2), out / "two_half")
     train(_config(vae_dir, clips, STEPS, global_batch_size=2), out / "one_then_two", resume="latest")
+    train(_vae_config(clips, 2), out / "vae_two")
     dist.destroy_process_group()
 
 
@@ -75,8 +91,14 @@ def test_one_and_two_processes_train_alike_and_resume_across(tmp_path):
         train(_config(vae_dir, clips, STEPS, batch_size=2), tmp_path / "one")
         shutil.copytree(tmp_path / "two_half", tmp_path / "two_then_one")
         train(_config(vae_dir, clips, STEPS, global_batch_size=2), tmp_path / "two_then_one", resume="latest")
+        train(_vae_config(clips, 2), tmp_path / "vae_one")
     finally:
         torch.set_num_threads(threads)
+
+    # The VAE stage (world and synthetic clips, reparameterisation noise) alike.
+    vae_one, vae_two = _losses(tmp_path / "vae_one"), _losses(tmp_path / "vae_two")
+    print("vae: loss", float(((vae_two - vae_one) / vae_one).abs().max()))
+    assert len(vae_one) == 4 and float(((vae_two - vae_one) / vae_one).abs().max()) < 1e-6, (vae_one, vae_two)
 
     one = _losses(tmp_path / "one")
     assert len(one) == STEPS and bool(one.isfinite().all())

@@ -10,7 +10,7 @@ A checkpoint is written to a temporary folder and renamed when complete, so a ru
 saving leaves the previous one intact. Every random choice of a run is a function of (seed,
 step) and the rank or global batch position (see `sanawm.train.loop` and `sanawm.train.feed`),
 so the step *is* the random state: resuming reproduces the uninterrupted run, and for the DiT
-stage (whose draws are per global position) also on another number of processes.
+and VAE stages (whose draws are per global position) also on another number of processes.
 """
 
 from __future__ import annotations

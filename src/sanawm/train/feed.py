@@ -110,9 +110,14 @@ class ClipFeed:
         rank: int = 0,
         world_size: int = 1,
         seed: int = 0,
+        extra_per_step: int = 0,
     ) -> None:
-        """`batch_size` is this rank's (b); `pool_size` and `fresh_per_step` count over all ranks."""
+        """`batch_size` is this rank's (b); `pool_size`, `fresh_per_step` and `extra_per_step`
+        (samples a stage makes itself each step, e.g. the VAE's synthetic clips: positions
+        G, G + 1, ... get seeds `extra_seed`, dealt to the ranks like the clips) count over all ranks."""
         global_batch = batch_size * world_size
+        if extra_per_step % world_size:
+            raise UserInputError(f"{extra_per_step} extra samples per step do not split over {world_size} processes")
         if pool_size % world_size:
             raise UserInputError(
                 f"data.pool_size ({pool_size}) counts clips over all {world_size} processes and must be a multiple "
@@ -132,6 +137,7 @@ class ClipFeed:
         self.seed = seed
         self.global_batch = global_batch
         self.local_pool = pool_size // world_size
+        self.extra = extra_per_step
         self._items: Iterator[tuple[int, Clip]] | None = None
         self._next_index = 0
         self._step: int | None = None
@@ -210,9 +216,12 @@ class ClipFeed:
                 self._open(step * self.batch_size)
         self._step = step
         positions = self.positions()
-        seeds = torch.tensor([position_seed(self.seed, step, k, SAMPLE_STREAM) for k in positions], dtype=torch.int64)
+        seeds = {"sample_seed": self._seeds(step, positions)}
+        if self.extra:
+            extra = range(self.global_batch + self.rank, self.global_batch + self.extra, self.world_size)
+            seeds["extra_seed"] = self._seeds(step, extra)
         if not self.pool_size:
-            return {**self._take(self.batch_size)[1], "sample_seed": seeds}
+            return {**self._take(self.batch_size)[1], **seeds}
         # This step's new global items are [s F + P, (s + 1) F + P); this rank's share of them:
         new = self._local((step + 1) * self.fresh + self.pool_size) - self._local(step * self.fresh + self.pool_size)
         if new:
@@ -223,7 +232,10 @@ class ClipFeed:
             pick = np.random.default_rng(position_seed(self.seed, step, k, SLOT_STREAM)).integers(choices)
             slots.append((k + int(pick) * self.global_batch) // self.world_size)  # global -> local slot
         index = torch.tensor(slots, device=self.device)
-        return {**{key: value[index] for key, value in self._pool.items()}, "sample_seed": seeds}
+        return {**{key: value[index] for key, value in self._pool.items()}, **seeds}
+
+    def _seeds(self, step: int, positions) -> torch.Tensor:
+        return torch.tensor([position_seed(self.seed, step, k, SAMPLE_STREAM) for k in positions], dtype=torch.int64)
 
     def close(self) -> None:
         self._items = None

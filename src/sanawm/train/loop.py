@@ -9,8 +9,8 @@ Randomness: each step draws from generators seeded by (seed, step) and (seed, ra
 (`step_generators`): the first makes choices every rank must agree on (camera dropout,
 chunk-causal steps), the second per-rank noise (stages that do not use per-sample draws). Each
 sample of a batch also carries a seed of its global batch position (`feed.sample_generators`),
-from which the DiT stage draws its noise, so that its training does not depend on the number
-of processes the global batch is split over. Nothing else is random after start-up.
+from which the DiT and VAE stages draw their noise, so that their training does not depend on
+the number of processes the global batch is split over. Nothing else is random after start-up.
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ reparameterised sample z, reconstruction y = decode(z)):
 all as per-element means; D_axis are forward differences along time, height and width (an
 edge-preserving term that needs no perceptual network), y_0 / x_0 the first frames. Batches
 are world clips plus `synthetic_clips` synthetic ones drawn on the device
-(`sanawm.train.synthetic`: natural-image statistics the worlds lack). When training ends the EMA weights
+(`sanawm.train.synthetic`: natural-image statistics the worlds lack; counted like
+`run.batch_size`, per process or, with `run.global_batch_size`, over all). When training ends the EMA weights
 encode `stats_clips` clips, the per-channel mean / std of the posterior means become the
 VAE's latent normalisation (`set_latent_stats`), the VAE is saved to `RUN/vae`, and its
 reconstruction PSNR on `eval_clips` clips of held-out worlds goes to `RUN/vae_eval.json`.
@@ -28,7 +29,7 @@ from sanawm.evaluation.image_metrics import psnr
 from sanawm.train.config import TrainConfig, VAELossConfig
 from sanawm.train.data import make_source
 from sanawm.train.distributed import DistContext
-from sanawm.train.feed import ClipFeed, Encoded
+from sanawm.train.feed import ClipFeed, Encoded, sample_generators
 from sanawm.train.loop import StandardSteps
 from sanawm.train.synthetic import synthetic_clips
 from sanawm.vae.base import VideoVAE
@@ -97,9 +98,14 @@ class AutoencoderPass(nn.Module):
         super().__init__()
         self.vae = vae
 
-    def forward(self, video: torch.Tensor, generator: torch.Generator | None = None):
+    def forward(self, video: torch.Tensor, generator: torch.Generator | list[torch.Generator] | None = None):
+        """`generator`: one for the whole batch, or one per clip (each clip's noise from its own)."""
         mean, logvar = self.vae.encode_distribution(video)
-        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        if isinstance(generator, list):
+            shape = (1, *mean.shape[1:])
+            noise = torch.cat([torch.randn(shape, generator=g, device=mean.device, dtype=mean.dtype) for g in generator])
+        else:
+            noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
         z = mean + torch.exp(0.5 * logvar) * noise
         return self.vae.decode_raw(z), mean, logvar
 
@@ -167,10 +173,13 @@ class VAETask(StandardSteps):
         self.module = AutoencoderPass(vae)
         source = make_source(config.data, config.run.seed)
         d = config.data
+        # Synthetic clips per step count like run.batch_size: over all processes when
+        # run.global_batch_size is set, per process otherwise.
+        synthetic = config.vae_loss.synthetic_clips * (1 if config.run.global_batch_size else ctx.world_size)
         self.feed = ClipFeed(
             source, self.encode,
             batch_size=config.run.local_batch(ctx.world_size), seed=config.run.seed,
-            device=ctx.device, pool_size=d.pool_size,
+            device=ctx.device, pool_size=d.pool_size, extra_per_step=synthetic,
             fresh_per_step=d.fresh_per_step, workers=d.workers, rank=ctx.rank, world_size=ctx.world_size,
         )  # fmt: skip
 
@@ -183,14 +192,19 @@ class VAETask(StandardSteps):
         return {"video": batch.video}  # uint8 keeps a replay pool small
 
     def loss(self, model: nn.Module, batch: Encoded, shared: torch.Generator, local: torch.Generator):
+        # Every clip (world or synthetic) draws from the generator of its global batch position,
+        # so the step does not depend on how the batch is split over processes.
         video = batch["video"]
-        if self.config.vae_loss.synthetic_clips:
+        gens = sample_generators(batch["sample_seed"], video.device)
+        if "extra_seed" in batch:
             _, frames, height, width, _ = video.shape
+            extra_gens = sample_generators(batch["extra_seed"], video.device)
             with torch.autocast(video.device.type, enabled=False):  # drawn in float32
-                extra = synthetic_clips(self.config.vae_loss.synthetic_clips, frames, height, width, local)
-            video = torch.cat([video, extra.to(video.device)])
+                extra = [synthetic_clips(1, frames, height, width, g) for g in extra_gens]
+            video = torch.cat([video, *extra])
+            gens += extra_gens
         video = VideoVAE.preprocess(video)
-        recon, mean, logvar = model(video, local)
+        recon, mean, logvar = model(video, gens)
         terms = vae_loss_terms(recon, video, mean, logvar, self.config.vae_loss)
         return terms["loss"], {k: float(v.detach()) for k, v in terms.items() if k != "loss"}
 

@@ -75,23 +75,14 @@ def fp8_unsupported(device: torch.device | str, dtype: torch.dtype) -> str | Non
 def attention_unsupported(kernel: str, device: torch.device | str) -> str | None:
     """Why attention kernel `kernel` (one of `ATTENTION_KERNELS`) cannot run on `device`, or None."""
     from sanawm.ops.flash import ATTENTION_KERNELS, flash4_unavailable
+    from sanawm.ops.flash3 import flash3_unavailable
+    from sanawm.ops.fp8_attention import fp8_attention_unavailable
 
     if kernel not in ATTENTION_KERNELS:
         return f"--attention must be one of {', '.join(ATTENTION_KERNELS)}, got {kernel!r}"
-    if kernel == "flash4":
-        reason = flash4_unavailable(device)
-        return None if reason is None else f"--attention flash4: {reason}"
-    if kernel == "fp8":
-        from sanawm.ops.fp8_attention import fp8_attention_unavailable
-
-        reason = fp8_attention_unavailable(device)
-        return None if reason is None else f"--attention fp8: {reason}"
-    if kernel == "flash3-fp8":
-        from sanawm.ops.flash3 import flash3_unavailable
-
-        reason = flash3_unavailable(device)
-        return None if reason is None else f"--attention flash3-fp8: {reason}"
-    return None
+    unavailable = {"flash4": flash4_unavailable, "fp8": fp8_attention_unavailable, "flash3-fp8": flash3_unavailable}
+    reason = unavailable[kernel](device) if kernel in unavailable else None
+    return None if reason is None else f"--attention {kernel}: {reason}"
 
 
 def apply_fast_paths(

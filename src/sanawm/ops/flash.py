@@ -44,17 +44,25 @@ ATTENTION_KERNELS = ("sdpa", "flash4", "fp8", "flash3-fp8")
 FLASH4_SM90_TILES = {112: (192, 144, False, True)}
 
 
-def flash4_unavailable(device: torch.device | str) -> str | None:
-    """Why the "flash4" kernel cannot run on `device`, or None if it can."""
+def sm90_kernel_unavailable(
+    device: torch.device | str, kernel: str, modules: tuple[str, ...], package: str
+) -> str | None:
+    """Why the Hopper-only attention kernel `kernel`, whose code is in `modules` of the PyPI
+    package `package`, cannot run on `device`, or None if it can."""
     device = torch.device(device)
     if device.type != "cuda":
-        return f"the flash4 attention kernel needs a CUDA GPU (got device {device.type})"
+        return f"the {kernel} attention kernel needs a CUDA GPU (got device {device.type})"
     major, _ = torch.cuda.get_device_capability(device)
     if major != 9:
-        return f"the flash4 attention kernel is built here for Hopper (sm90); this GPU is sm{major}x"
-    if importlib.util.find_spec("flash_attn") is None or importlib.util.find_spec("flash_attn.cute") is None:
-        return "the flash4 attention kernel needs the flash-attn-4 package (pip install 'sanawm[hopper]')"
+        return f"the {kernel} attention kernel is built here for Hopper (sm90); this GPU is sm{major}x"
+    if any(importlib.util.find_spec(module) is None for module in modules):
+        return f"the {kernel} attention kernel needs the {package} package (pip install 'sanawm[hopper]')"
     return None
+
+
+def flash4_unavailable(device: torch.device | str) -> str | None:
+    """Why the "flash4" kernel cannot run on `device`, or None if it can."""
+    return sm90_kernel_unavailable(device, "flash4", ("flash_attn", "flash_attn.cute"), "flash-attn-4")
 
 
 @torch.library.custom_op("sanawm::flash4_attention", mutates_args=(), device_types="cuda")
@@ -123,4 +131,11 @@ def use_attention_kernel(model: nn.Module, kernel: str) -> nn.Module:
     return model
 
 
-__all__ = ["ATTENTION_KERNELS", "attention", "flash4_attention", "flash4_unavailable", "use_attention_kernel"]
+__all__ = [
+    "ATTENTION_KERNELS",
+    "attention",
+    "flash4_attention",
+    "flash4_unavailable",
+    "sm90_kernel_unavailable",
+    "use_attention_kernel",
+]

@@ -34,13 +34,12 @@ emulation (which does not model the truncating accumulator: 3.4e-2 apart at 961 
 
 from __future__ import annotations
 
-import importlib.util
-
 import torch
 from torch import Tensor
 
-from sanawm.ops.fp8 import E4M3_MAX, FP8_DTYPE
-from sanawm.ops.fp8_attention import K_BLOCK, emulate
+from sanawm.ops.flash import sm90_kernel_unavailable
+from sanawm.ops.fp8 import E4M3_MAX
+from sanawm.ops.fp8_attention import K_BLOCK, emulate, quantize_e4m3
 
 P_MAX_LOG2 = 8.0
 """FA3's FP8 kernel subtracts 8 from the running maximum (log2 units) before exp2."""
@@ -50,15 +49,7 @@ _MIN_AMAX = 1e-12
 
 def flash3_unavailable(device: torch.device | str) -> str | None:
     """Why the "flash3-fp8" kernel cannot run on `device`, or None if it can."""
-    device = torch.device(device)
-    if device.type != "cuda":
-        return f"the flash3-fp8 attention kernel needs a CUDA GPU (got device {device.type})"
-    major, _ = torch.cuda.get_device_capability(device)
-    if major != 9:
-        return f"the flash3-fp8 attention kernel is FlashAttention-3's Hopper (sm90) kernel; this GPU is sm{major}x"
-    if importlib.util.find_spec("fa3_fwd_interface") is None:
-        return "the flash3-fp8 attention kernel needs the fa3-fwd package (pip install 'sanawm[hopper]')"
-    return None
+    return sm90_kernel_unavailable(device, "flash3-fp8", ("fa3_fwd_interface",), "fa3-fwd")
 
 
 def quantize_per_head(
@@ -72,7 +63,7 @@ def quantize_per_head(
     v_mean = v32.mean(dim=-2, keepdim=True)
     v32 = v32 - v_mean
     scales = [t.abs().amax(dim=(-2, -1)).clamp_min(_MIN_AMAX) / E4M3_MAX for t in (q32, k32, v32)]
-    q8, k8, v8 = ((t / s[..., None, None]).clamp(-E4M3_MAX, E4M3_MAX).to(FP8_DTYPE) for t, s in zip((q32, k32, v32), scales))
+    q8, k8, v8 = (quantize_e4m3(t, s[..., None, None]) for t, s in zip((q32, k32, v32), scales))
     return q8, k8, v8, *scales, v_mean
 
 

@@ -56,7 +56,8 @@ def fp8_attention_unavailable(device: torch.device | str) -> str | None:
     return None
 
 
-def _quantize(x: Tensor, scale: Tensor) -> Tensor:
+def quantize_e4m3(x: Tensor, scale: Tensor) -> Tensor:
+    """x / scale rounded to e4m3, saturating at its largest finite value."""
     return (x / scale).clamp(-E4M3_MAX, E4M3_MAX).to(FP8_DTYPE)
 
 
@@ -73,9 +74,9 @@ def quantize_qkv(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tenso
     k_scale = k_amax.clamp_min(_MIN_AMAX) / E4M3_MAX
     v_scale = v32.abs().amax(dim=-2).clamp_min(_MIN_AMAX) / E4M3_MAX
     per_key = k_scale.repeat_interleave(K_BLOCK, dim=-1)[..., :nk]
-    q8 = _quantize(q32, q_scale[..., None])
-    k8 = _quantize(k32, per_key[..., None])
-    vt8 = _quantize(v32, v_scale[..., None, :]).transpose(-1, -2).contiguous()
+    q8 = quantize_e4m3(q32, q_scale[..., None])
+    k8 = quantize_e4m3(k32, per_key[..., None])
+    vt8 = quantize_e4m3(v32, v_scale[..., None, :]).transpose(-1, -2).contiguous()
     return q8, k8, vt8, q_scale, k_scale, v_scale
 
 
@@ -141,6 +142,7 @@ def fp8_attention_forward(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tens
 __all__ = [
     "K_BLOCK",
     "fp8_attention_unavailable",
+    "quantize_e4m3",
     "quantize_qkv",
     "emulate",
     "fp8_attention",

@@ -14,16 +14,14 @@ import copy
 import pytest
 import torch
 import torch._dynamo
-from _tiny_models import tiny_model_float32_attention
-from safetensors.torch import load_file
-from test_fp8_attention import DATA, attention_f64, cos, qkv, rel
+from test_fp8_attention import (
+    attention_f64, check_inference_only_and_cuda_only, check_parity_fixture, cos, model_with_kernel, qkv, rel,
+)  # fmt: skip
 
-from sanawm.benchmark import make_inputs
-from sanawm.model import load_official
-from sanawm.model.compile import attention_unsupported, compile_blocks
-from sanawm.ops.flash import attention, use_attention_kernel
+from sanawm.model.compile import compile_blocks
+from sanawm.ops.flash import attention
 from sanawm.ops.flash3 import P_MAX_LOG2, flash3_fp8_attention, flash3_unavailable, quantize_per_head
-from sanawm.ops.fp8 import E4M3_MAX, FP8_DTYPE, convert_to_fp8
+from sanawm.ops.fp8 import E4M3_MAX, FP8_DTYPE
 
 
 def test_quantize_per_head_scales_layouts_and_rounding():
@@ -102,11 +100,8 @@ def test_flash3_path_takes_token_major_views():
 
 @pytest.mark.parametrize("frames, chunk_size", [(5, None), (7, 3)])
 def test_model_with_flash3_fp8_stays_close_to_sdpa_and_compiles(frames, chunk_size):
-    model = tiny_model_float32_attention()
-    fast = use_attention_kernel(copy.deepcopy(model), "flash3-fp8")
-    inputs = make_inputs(model, (frames, 4, 6), "cpu", torch.float32, 12, torch.Generator().manual_seed(frames))
+    inputs, ref, fast = model_with_kernel("flash3-fp8", frames, chunk_size)
     with torch.no_grad():
-        ref = model(**inputs, chunk_size=chunk_size)
         out = fast(**inputs, chunk_size=chunk_size)
         torch._dynamo.reset()
         compiled = compile_blocks(copy.deepcopy(fast), backend="aot_eager")(**inputs, chunk_size=chunk_size)
@@ -119,22 +114,8 @@ def test_parity_fixture_through_flash3_fp8():
     """The public tiny checkpoint vs the reference's output: FP8 attention alone measured
     6.7e-4 relative L2, cosine 0.9999998 to our float32 output; with the FP8 block matmuls
     too 4.0e-2 / 0.99918 (the matmuls dominate, tests/test_fp8.py)."""
-    io = load_file(DATA / "public_tiny_io.safetensors")
-    model = load_official(DATA / "public_tiny_state.safetensors")
-    args = (io["latents"], io["timestep"], io["text"], io["text_mask"], io["raymap"], io["chunk_plucker"])
-    with torch.no_grad():
-        f32 = model(*args)
-        use_attention_kernel(model, "flash3-fp8")
-        attn_only = model(*args)
-        convert_to_fp8(model)
-        both = model(*args)
-    assert rel(attn_only, io["expected"]) < 2e-3 and cos(attn_only, f32) > 0.99999
-    assert rel(both, io["expected"]) < 0.08 and cos(both, f32) > 0.998
+    check_parity_fixture("flash3-fp8")
 
 
 def test_flash3_fp8_is_inference_only_and_cuda_only_for_users():
-    q = torch.randn(1, 2, 4, 16, requires_grad=True)
-    with pytest.raises(AssertionError, match="inference only"):
-        attention(q, q, q, None, "flash3-fp8")
-    assert "CUDA" in flash3_unavailable("cpu")
-    assert attention_unsupported("flash3-fp8", "cpu").startswith("--attention flash3-fp8:")
+    check_inference_only_and_cuda_only("flash3-fp8", flash3_unavailable)

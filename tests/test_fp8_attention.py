@@ -125,14 +125,22 @@ def test_fp8_path_takes_token_major_views():
     assert bf16.dtype == torch.bfloat16 and rel(bf16, out) < 0.06  # measured 2.6e-2 (bf16 inputs, output)
 
 
-@pytest.mark.parametrize("frames, chunk_size", [(5, None), (7, 3)])
-def test_model_with_fp8_attention_stays_close_to_sdpa(frames, chunk_size):
+def model_with_kernel(kernel, frames, chunk_size):
+    """The tiny float32-attention model and its copy running `kernel`, on inputs of `frames`
+    latent frames: (inputs, the model's output, the copy)."""
     model = tiny_model_float32_attention()
-    fast = use_attention_kernel(copy.deepcopy(model), "fp8")
-    assert {m.attention_kernel for m in fast.modules() if hasattr(m, "attention_kernel")} == {"fp8"}
+    fast = use_attention_kernel(copy.deepcopy(model), kernel)
+    assert {m.attention_kernel for m in fast.modules() if hasattr(m, "attention_kernel")} == {kernel}
     inputs = make_inputs(model, (frames, 4, 6), "cpu", torch.float32, 12, torch.Generator().manual_seed(frames))
     with torch.no_grad():
         ref = model(**inputs, chunk_size=chunk_size)
+    return inputs, ref, fast
+
+
+@pytest.mark.parametrize("frames, chunk_size", [(5, None), (7, 3)])
+def test_model_with_fp8_attention_stays_close_to_sdpa(frames, chunk_size):
+    inputs, ref, fast = model_with_kernel("fp8", frames, chunk_size)
+    with torch.no_grad():
         out = fast(**inputs, chunk_size=chunk_size)
     # measured 1.1e-3 / 1.1e-3, cosine 0.9999994
     assert rel(out, ref) < 5e-3 and cos(out, ref) > 0.9999
@@ -143,12 +151,18 @@ def test_parity_fixture_through_fp8_attention():
     (our float32 path: 4.1e-5): FP8 attention alone 6.5e-4 relative L2, cosine 0.9999998 to our
     float32 output; with the FP8 block matmuls too 4.0e-2 and 0.99918 (the matmuls dominate:
     alone 4.0e-2, tests/test_fp8.py)."""
+    check_parity_fixture("fp8")
+
+
+def check_parity_fixture(kernel):
+    """The public tiny checkpoint through FP8 attention `kernel`, then with the FP8 block
+    matmuls too, against the reference's output and our float32 output."""
     io = load_file(DATA / "public_tiny_io.safetensors")
     model = load_official(DATA / "public_tiny_state.safetensors")
     args = (io["latents"], io["timestep"], io["text"], io["text_mask"], io["raymap"], io["chunk_plucker"])
     with torch.no_grad():
         f32 = model(*args)
-        use_attention_kernel(model, "fp8")
+        use_attention_kernel(model, kernel)
         attn_only = model(*args)
         convert_to_fp8(model)
         both = model(*args)
@@ -156,12 +170,16 @@ def test_parity_fixture_through_fp8_attention():
     assert rel(both, io["expected"]) < 0.08 and cos(both, f32) > 0.998
 
 
-def test_fp8_attention_is_inference_only_and_cuda_only_for_users():
+def check_inference_only_and_cuda_only(kernel, unavailable):
     q = torch.randn(1, 2, 4, 16, requires_grad=True)
     with pytest.raises(AssertionError, match="inference only"):
-        attention(q, q, q, None, "fp8")
-    assert "CUDA" in fp8_attention_unavailable("cpu")
-    assert attention_unsupported("fp8", "cpu").startswith("--attention fp8:")
+        attention(q, q, q, None, kernel)
+    assert "CUDA" in unavailable("cpu")
+    assert attention_unsupported(kernel, "cpu").startswith(f"--attention {kernel}:")
+
+
+def test_fp8_attention_is_inference_only_and_cuda_only_for_users():
+    check_inference_only_and_cuda_only("fp8", fp8_attention_unavailable)
 
 
 def sm90_kernel(config, precise_pv=True):

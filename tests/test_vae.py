@@ -93,7 +93,7 @@ def test_compact_loss_matches_an_independent_kl_and_trains():
     # The VAE stage's objective (sanawm.train.vae): one reparameterised pass, then the terms.
     vae = _tiny_vae(dtype=torch.float32).train()
     video = _video(5, dtype=torch.float32)
-    recon, mean, logvar = AutoencoderPass(vae)(video, torch.Generator().manual_seed(0))
+    recon, mean, logvar = AutoencoderPass(vae)(video, [torch.Generator().manual_seed(i) for i in range(len(video))])
     cfg = VAELossConfig(l1_weight=1.0, l2_weight=0.0, kl_weight=0.5, gradient_weight=0.0)
     parts = vae_loss_terms(recon, video, mean, logvar, cfg)
     posterior = torch.distributions.Normal(mean, torch.exp(0.5 * logvar))

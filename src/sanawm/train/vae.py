@@ -98,14 +98,11 @@ class AutoencoderPass(nn.Module):
         super().__init__()
         self.vae = vae
 
-    def forward(self, video: torch.Tensor, generator: torch.Generator | list[torch.Generator] | None = None):
-        """`generator`: one for the whole batch, or one per clip (each clip's noise from its own)."""
+    def forward(self, video: torch.Tensor, generators: list[torch.Generator]):
+        """`generators`: one per clip; each clip's noise is drawn from its own (see `VAETask.loss`)."""
         mean, logvar = self.vae.encode_distribution(video)
-        if isinstance(generator, list):
-            shape = (1, *mean.shape[1:])
-            noise = torch.cat([torch.randn(shape, generator=g, device=mean.device, dtype=mean.dtype) for g in generator])
-        else:
-            noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        shape = (1, *mean.shape[1:])
+        noise = torch.cat([torch.randn(shape, generator=g, device=mean.device, dtype=mean.dtype) for g in generators])
         z = mean + torch.exp(0.5 * logvar) * noise
         return self.vae.decode_raw(z), mean, logvar
 

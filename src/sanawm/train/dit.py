@@ -221,45 +221,21 @@ def encode_clips(batch: ClipBatch, vae, text_len: int, device: torch.device) -> 
     return out
 
 
-class DiTTask(StandardSteps):
-    """The `Task` of the DiT stage (see `sanawm.train.loop`)."""
+class DiTSteps(StandardSteps):
+    """The DiT stage's step on a model already built: which blocks FSDP2 shards, the
+    flow-matching loss on an `Encoded` batch, AdamW (`StandardSteps`). `DiTTask` adds the VAE,
+    the clip feed and the export; alone it trains on batches made elsewhere (synthetic inputs
+    of the 2.6 B preset in `scripts/gpu_fsdp_step.py`)."""
 
     name = "dit"
 
-    def __init__(self, config: TrainConfig, ctx: DistContext) -> None:
-        from sanawm.model import SanaWMTransformer
-
+    def __init__(self, config: TrainConfig, module: nn.Module) -> None:
         self.config = config
-        self.ctx = ctx
-        data = config.data
-        self.vae = _load_frozen_vae(config.dit.vae, ctx.device)
-        self.vae.check_num_frames(data.num_frames)
-        self.vae.check_image_size(data.height, data.width)
-        self.model_config = dit_config(config, self.vae)
-
-        torch.manual_seed(config.run.seed)  # identical initial weights on every rank
-        model = SanaWMTransformer(self.model_config, device=ctx.device)
-        model.init_weights()
-        self.warm_start = ""
-        if config.dit.init_from:
-            self.warm_start = warm_start(model, config.dit.init_from, self.vae, config, ctx.device)
-        self.frozen = freeze_unused_parameters(model, self.vae.strides)
-        self.module = model
+        self.module = module
         self.find_unused_parameters = config.objective.camera_dropout > 0
-
-        source = make_source(data, config.run.seed)
-        self.feed = ClipFeed(
-            source, self.encode,
-            batch_size=config.run.local_batch(ctx.world_size), seed=config.run.seed,
-            device=ctx.device, pool_size=data.pool_size,
-            fresh_per_step=data.fresh_per_step, workers=data.workers, rank=ctx.rank, world_size=ctx.world_size,
-        )  # fmt: skip
 
     def shard_units(self) -> list[nn.Module]:
         return list(self.module.blocks)
-
-    def encode(self, batch: ClipBatch) -> Encoded:
-        return encode_clips(batch, self.vae, self.module.config.max_text_len, self.ctx.device)
 
     def loss(
         self, model: nn.Module, batch: Encoded, shared: torch.Generator, local: torch.Generator
@@ -291,6 +267,40 @@ class DiTTask(StandardSteps):
         )  # fmt: skip
         loss = flow_matching_loss(prediction, target, plan.loss_mask, per_sample=True)
         return loss, {"causal_fraction": float(causal), "camera_fraction": float(camera)}
+
+
+class DiTTask(DiTSteps):
+    """The `Task` of the DiT stage (see `sanawm.train.loop`)."""
+
+    def __init__(self, config: TrainConfig, ctx: DistContext) -> None:
+        from sanawm.model import SanaWMTransformer
+
+        self.ctx = ctx
+        data = config.data
+        self.vae = _load_frozen_vae(config.dit.vae, ctx.device)
+        self.vae.check_num_frames(data.num_frames)
+        self.vae.check_image_size(data.height, data.width)
+        self.model_config = dit_config(config, self.vae)
+
+        torch.manual_seed(config.run.seed)  # identical initial weights on every rank
+        model = SanaWMTransformer(self.model_config, device=ctx.device)
+        model.init_weights()
+        self.warm_start = ""
+        if config.dit.init_from:
+            self.warm_start = warm_start(model, config.dit.init_from, self.vae, config, ctx.device)
+        self.frozen = freeze_unused_parameters(model, self.vae.strides)
+        super().__init__(config, model)
+
+        source = make_source(data, config.run.seed)
+        self.feed = ClipFeed(
+            source, self.encode,
+            batch_size=config.run.local_batch(ctx.world_size), seed=config.run.seed,
+            device=ctx.device, pool_size=data.pool_size,
+            fresh_per_step=data.fresh_per_step, workers=data.workers, rank=ctx.rank, world_size=ctx.world_size,
+        )  # fmt: skip
+
+    def encode(self, batch: ClipBatch) -> Encoded:
+        return encode_clips(batch, self.vae, self.module.config.max_text_len, self.ctx.device)
 
     def generation_settings(self) -> GenerationSettings:
         cfg = self.config
@@ -337,6 +347,7 @@ def describe(model_config) -> str:
 
 
 __all__ = [
+    "DiTSteps",
     "DiTTask",
     "describe",
     "dit_config",

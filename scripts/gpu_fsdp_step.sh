@@ -8,12 +8,14 @@
 # Writes $OUT/fsdp_step.json (every run: per step, per rank) and $OUT/logs/*.log; prints the
 # table last. A run that fails (e.g. out of memory) leaves its log and a gap in the table.
 #   bash scripts/gpu_fsdp_step.sh                 # on the GPUs, OUT set by the device tool
+#   RUNS="one one_b2" bash scripts/gpu_fsdp_step.sh   # one GPU only (`nvidia-h200`): the 1-GPU rows
 #   SMOKE=1 bash scripts/gpu_fsdp_step.sh         # CPU, gloo, tiny model, 1 + 1 steps
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 export PYTHONPATH=$HERE/src${PYTHONPATH:+:$PYTHONPATH}
 OUT=${OUT:-out/gpu_fsdp_step}
 SMOKE=${SMOKE:-}
+RUNS=${RUNS:-two one one_b2}
 WARMUP=${WARMUP:-2}
 STEPS=${STEPS:-5}
 RUN_LIMIT=${RUN_LIMIT:-240}  # seconds per run, so that one hung run (NCCL) does not take the call
@@ -38,7 +40,10 @@ run() {  # name, processes, global batch
     echo "   exit $rc; last lines:"; tail -n 4 "$OUT/logs/$name.log" | sed 's/^/   /'
 }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | sed 's/^/gpu: /'
-run two 2 2
-run one 1 1
-run one_b2 1 2
-python3 "$HERE/scripts/gpu_fsdp_step.py" report --out "$OUT" "$OUT/two.json" "$OUT/one.json" "$OUT/one_b2.json"
+declare -A PROCS=([two]=2 [one]=1 [one_b2]=1) BATCH=([two]=2 [one]=1 [one_b2]=2)
+records=()
+for name in $RUNS; do
+    run "$name" "${PROCS[$name]}" "${BATCH[$name]}"
+    records+=("$OUT/$name.json")
+done
+python3 "$HERE/scripts/gpu_fsdp_step.py" report --out "$OUT" "${records[@]}"

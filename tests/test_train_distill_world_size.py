@@ -5,7 +5,8 @@ stage (pair picks, snapshot picks, per-clip x0 loss) and the DMD stage ("ddp": r
 score levels and noise of the generator and critic updates, per-clip losses) for 2 steps from
 the same seed: the per-step losses (the DMD generator loss too) and the weights after the 2
 steps agree to float rounding. The ODE pairs each run makes itself (1 batch of 2 vs 2 batches
-of 1) agree to float rounding as well.
+of 1) agree to float rounding as well. A run of 1 step on two processes resumed on one ends at
+the same weights (the other direction: tests/test_train_world_size.py, for the DiT).
 """
 
 import json
@@ -26,24 +27,24 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _config(teacher, stage):
+def _config(teacher, stage, steps=STEPS, **distill):
     from sanawm.train import from_dict
 
     return from_dict({
         "stage": stage,
         "data": {"num_frames": 9, "height": 16, "width": 16, "pool_size": 4, "fresh_per_step": 1},
         "optim": {"lr": 1e-3, "warmup_steps": 0, "betas": [0.0, 0.999]},
-        "run": {"steps": STEPS, "global_batch_size": 2, "log_every": 1, "progress": False, "seed": 5},
+        "run": {"steps": steps, "global_batch_size": 2, "log_every": 1, "progress": False, "seed": 5},
         "distill": {"teacher": str(teacher), "pairs": 4, "teacher_steps": 2, "generator_every": 1,
-                    "critic_lr": 1e-3},
+                    "critic_lr": 1e-3, **distill},
     })  # fmt: skip
 
 
-def _run_both(teacher, out) -> None:
+def _run_both(teacher, out, steps=STEPS, resume=None, **distill) -> None:
     from sanawm.train import train
 
-    train(_config(teacher, "distill-ode"), out / "ode")
-    train(_config(teacher, "distill-dmd"), out / "dmd")
+    train(_config(teacher, "distill-ode", steps, **distill), out / "ode", resume=resume)
+    train(_config(teacher, "distill-dmd", steps), out / "dmd", resume=resume)
 
 
 def _worker(rank: int, port: int, teacher, out) -> None:
@@ -53,7 +54,10 @@ def _worker(rank: int, port: int, teacher, out) -> None:
     torch.set_num_threads(1)
     import torch.distributed as dist
 
-    _run_both(teacher, out)
+    _run_both(teacher, out / "two")
+    # The pairs are a function of their index (to rounding): the resumed runs reuse these.
+    pairs = str(out / "two" / "ode" / "ode_pairs")
+    _run_both(teacher, out / "two_then_one", 1, pairs_dir=pairs)
     dist.destroy_process_group()
 
 
@@ -83,31 +87,41 @@ def test_the_distill_stages_train_alike_on_one_and_two_processes(tmp_path):
     torch.set_num_threads(1)
     try:
         _run_both(teacher, tmp_path / "one")
-        mp.spawn(_worker, args=(_free_port(), teacher, tmp_path / "two"), nprocs=2, join=True)
+        mp.spawn(_worker, args=(_free_port(), teacher, tmp_path), nprocs=2, join=True)
+        pairs = str(tmp_path / "two" / "ode" / "ode_pairs")
+        _run_both(teacher, tmp_path / "two_then_one", STEPS, "latest", pairs_dir=pairs)
     finally:
         torch.set_num_threads(threads)
 
     one, two = tmp_path / "one", tmp_path / "two"
     pairs = sorted((one / "ode" / "ode_pairs").glob("pair_*.safetensors"))
     assert len(pairs) == 4
-    found = {"ode pairs": 0.0}  # every measure first, then the checks: a failure shows them all
+    found: dict[str, float] = {}  # every measure first, then the checks: a failure shows them all
+
+    def worst(name: str, value: float) -> None:
+        found[name] = max(found.get(name, 0.0), value)
+
     for path in pairs:
         a = load_file(str(path))["snapshots"]
         b = load_file(str(two / "ode" / "ode_pairs" / path.name))["snapshots"]
-        found["ode pairs"] = max(found["ode pairs"], float((a - b).abs().max() / a.abs().max()))
+        worst("ode pairs", float((a - b).abs().max() / a.abs().max()))
     for stage, key in [("ode", "loss"), ("dmd", "loss"), ("dmd", "generator_loss")]:
-        a, b = _metrics(one / stage, key), _metrics(two / stage, key)
+        a = _metrics(one / stage, key)
         assert len(a) == STEPS and bool(a.isfinite().all()) and bool((a > 0).all()), (stage, key, a)
-        found[f"{stage} {key}"] = float(((b - a) / a).abs().max())
+        for run in ("two", "two_then_one"):  # the resumed run's metrics: step 1 on two processes, 2 on one
+            b = _metrics(tmp_path / run / stage, key)
+            assert len(b) == STEPS, (run, stage, key)
+            worst(f"{stage} {key}", float(((b - a) / a).abs().max()))
     for stage in ("ode", "dmd"):
-        reference = _weights(one / stage)
+        reference, ema_reference = _weights(one / stage), _weights(one / stage, "ema.safetensors")
         moved = (reference - _start(teacher, stage)).abs()
         assert float(moved.mean()) > 1e-4, (stage, float(moved.mean()))
-        differ = (_weights(two / stage) - reference).abs()
-        ema = (_weights(two / stage, "ema.safetensors") - _weights(one / stage, "ema.safetensors")).abs()
-        found[f"{stage} weights mean"] = float(differ.mean() / moved.mean())
-        found[f"{stage} weights max"] = float(differ.max() / moved.max())
-        found[f"{stage} ema max"] = float(ema.max() / moved.max())
+        for run in ("two", "two_then_one"):
+            differ = (_weights(tmp_path / run / stage) - reference).abs()
+            ema = (_weights(tmp_path / run / stage, "ema.safetensors") - ema_reference).abs()
+            worst(f"{stage} weights mean", float(differ.mean() / moved.mean()))
+            worst(f"{stage} weights max", float(differ.max() / moved.max()))
+            worst(f"{stage} ema max", float(ema.max() / moved.max()))
     print({k: f"{v:.2e}" for k, v in found.items()})
     # Float rounding only (batched matmuls of 1 vs 2 clips, the gradient all-reduce); measured on a
     # 2-core AMD EPYC: pairs 2.5e-7, losses 2.3e-7 / 8.8e-8 / 2.4e-7, weights mean 2.0e-6 / 1.5e-6,

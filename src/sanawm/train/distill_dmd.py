@@ -26,6 +26,11 @@ The EMA follows the generator. Under torchrun, "fsdp" shards both trainable tran
 (FSDP2, every block); "ddp" keeps full replicas and averages gradients after each backward
 (an explicit all-reduce: the rollout calls the generator several times with gradients before
 one backward, which DDP's reducer does not allow).
+
+The exit steps come from the step's shared generator (the same on every rank); every other draw
+(rollout noise, score levels, score noise) from the clip's own generator, seeded by its position
+in the global batch, and both losses are means per clip, then over the clips: a global batch
+trains alike on any number of processes (tests/test_train_distill_world_size.py).
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from sanawm.sampling.schedule import FlowMatchingSchedule
 from sanawm.train.config import TrainConfig
 from sanawm.train.data import make_source
 from sanawm.train.distributed import DistContext, average_gradients, wrap
-from sanawm.train.feed import ClipFeed, Encoded
+from sanawm.train.feed import ClipFeed, Encoded, Generators, randn_rows, sample_generators
 from sanawm.train.loop import StepResult, clip_gradients, param_groups
 from sanawm.train.objective import flow_matching_loss
 from sanawm.train.rollout import rollout
@@ -60,9 +65,14 @@ MODEL_DIR = "model"
 CRITIC_DIR = "critic"
 
 
-def score_sigmas(batch: int, shift: float, bounds: tuple[float, float], generator: torch.Generator) -> Tensor:
-    """(B,) noise levels of the scores: shift(u), u ~ U(0, 1), timestep clamped to `bounds`."""
-    u = torch.rand(batch, generator=generator, device=generator.device, dtype=torch.float64)
+def score_sigmas(batch: int, shift: float, bounds: tuple[float, float], generator: Generators) -> Tensor:
+    """(B,) noise levels of the scores: shift(u), u ~ U(0, 1), timestep clamped to `bounds`
+    (a list of per-clip generators: clip i's u from generator i)."""
+    if isinstance(generator, torch.Generator):
+        u = torch.rand(batch, generator=generator, device=generator.device, dtype=torch.float64)
+    else:
+        assert len(generator) == batch, f"{len(generator)} generators for {batch} clips"
+        u = torch.cat([torch.rand(1, generator=g, device=g.device, dtype=torch.float64) for g in generator])
     t = FlowMatchingSchedule.timestep(FlowMatchingSchedule(shift).shift_sigma(u)).clamp(*bounds)
     return (t / 1000.0).float()
 
@@ -85,12 +95,15 @@ def dmd_gradient(generated: Tensor, fake_x0: Tensor, real_x0: Tensor, mask: Tens
 
 
 def dmd_loss(generated: Tensor, gradient: Tensor, mask: Tensor) -> Tensor:
-    """0.5 * MSE(generated, (generated - gradient).detach()) over the frames in `mask` (float64):
-    its gradient with respect to `generated` is `gradient` / (number of elements in the mask)."""
+    """0.5 * MSE(generated, (generated - gradient).detach()) over the frames in `mask` (float64),
+    within each clip and then over the clips: its gradient with respect to a clip's `generated`
+    is its `gradient` / (B x the number of elements in its mask). Per clip, the mean over W
+    processes of their losses is the loss of the whole batch (as for `flow_matching_loss`)."""
     x = generated.double()
     target = (x - gradient.double()).detach()
     weight = mask.double()[:, None, :, None, None].expand_as(x)
-    return 0.5 * ((x - target).square() * weight).sum() / weight.sum()
+    per_clip = ((x - target).square() * weight).sum(dim=(1, 2, 3, 4)) / weight.sum(dim=(1, 2, 3, 4)).clamp_min(1)
+    return 0.5 * per_clip.mean()
 
 
 @dataclass
@@ -114,9 +127,10 @@ class DMDObjective:
     exit_index: int | None = None
     """A fixed exit step (benchmarks time the longest rollout); None: random per rollout."""
 
-    def rollout(self, cond: Condition, shared: torch.Generator, local: torch.Generator, grad: bool) -> Tensor:
+    def rollout(self, cond: Condition, shared: torch.Generator, local: Generators, grad: bool) -> Tensor:
         """A rollout of the generator with a random exit step (drawn from `shared`: the same on
-        every rank) and noise from `local`."""
+        every rank) and noise from `local` (the training step passes one generator per clip,
+        seeded by its global batch position: `feed.sample_generators`)."""
         exit_index = int(torch.randint(0, len(self.sigmas) - 1, (), generator=shared))
         if self.exit_index is not None:
             exit_index = self.exit_index
@@ -124,14 +138,14 @@ class DMDObjective:
         return rollout(self.generator, cond, self.sigmas, exit_index, self.chunk_size, local, grad=grad,
                        window=self.window, sink=self.sink, grad_from=grad_from)  # fmt: skip
 
-    def _noised(self, latents: Tensor, local: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+    def _noised(self, latents: Tensor, local: Generators) -> tuple[Tensor, Tensor, Tensor]:
         sigma = score_sigmas(latents.shape[0], self.score_shift, self.score_timesteps, local).to(latents.device)
-        noise = torch.randn(latents.shape, generator=local, device=local.device).to(latents.device)
+        noise = randn_rows(tuple(latents.shape), local).to(latents.device)
         noisy, levels = noised(latents, noise, sigma)
         return noisy, levels, noise
 
     def generator_loss(
-        self, cond: Condition, shared: torch.Generator, local: torch.Generator
+        self, cond: Condition, shared: torch.Generator, local: Generators
     ) -> tuple[Tensor, dict[str, float]]:
         """The DMD loss of one rollout (gradients reach the generator through its exit steps)."""
         generated = self.rollout(cond, shared, local, grad=True)
@@ -148,8 +162,8 @@ class DMDObjective:
         loss = dmd_loss(generated, gradient, mask)
         return loss, {"dmd_gradient_abs": float(gradient.abs().mean()), "score_timestep": float(timestep[:, -1].mean())}
 
-    def critic_loss(self, cond: Condition, shared: torch.Generator, local: torch.Generator) -> Tensor:
-        """Flow matching of the critic on the generator's samples."""
+    def critic_loss(self, cond: Condition, shared: torch.Generator, local: Generators) -> Tensor:
+        """Flow matching of the critic on the generator's samples (per clip, then over clips)."""
         with torch.no_grad():
             generated = self.rollout(cond, shared, local, grad=False)
             noisy, levels, noise = self._noised(generated, local)
@@ -157,7 +171,7 @@ class DMDObjective:
             noisy, FlowMatchingSchedule.timestep(levels), cond.text, cond.text_mask, cond.raymap, cond.plucker
         )
         target = FlowMatchingSchedule.velocity_target(generated, noise)
-        return flow_matching_loss(velocity, target, (levels > 0).float())
+        return flow_matching_loss(velocity, target, (levels > 0).float(), per_sample=True)
 
 
 class DMDModules(nn.Module):
@@ -235,17 +249,21 @@ class DMDTask:
         local: torch.Generator, step: int, autocast: bool, grad_clip: float,
     ) -> StepResult:  # fmt: skip
         cond = condition_from_batch(batch, self.module.generator)
+        # Every draw of a clip (rollout noise, score levels and noise of both updates) comes from
+        # its own generator, seeded by its global batch position: the step does not depend on how
+        # the global batch is split over the processes (`local` is unused).
+        gens = sample_generators(batch["sample_seed"], self.ctx.device)
         extras: dict[str, float] = {}
         generator_finite = True
         update_generator = step % self.config.distill.generator_every == 0
         if update_generator:
             with self._autocast(autocast):
-                loss, stats = self.objective.generator_loss(cond, shared, local)
+                loss, stats = self.objective.generator_loss(cond, shared, gens)
             loss.backward()
             norm, generator_finite = self._update(self.module.generator, optimizer, grad_clip)
             extras.update(generator_loss=float(loss.detach()), generator_grad_norm=norm, **stats)
         with self._autocast(autocast):
-            critic_loss = self.objective.critic_loss(cond, shared, local)
+            critic_loss = self.objective.critic_loss(cond, shared, gens)
         critic_loss.backward()
         norm, critic_finite = self._update(self.module.critic, optimizer, grad_clip)
         finite = critic_finite and generator_finite

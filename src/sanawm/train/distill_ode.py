@@ -13,7 +13,10 @@ the folder (`pairs.json` records the settings it was made with; a mismatch is an
 Training: each step takes random pairs; every chunk gets one random snapshot (its noisy latents
 at that level, or the clean ones), latent frame 0 is always the clean image; the student runs
 one chunk-causal forward (each chunk sees the earlier chunks' snapshots) and its clean estimate
-`x - sigma v` is regressed on the teacher's clean result (MSE over the noised frames).
+`x - sigma v` is regressed on the teacher's clean result (MSE over each clip's noised frames,
+then the mean over clips). Position k of the global batch of step s takes its pair and its
+snapshots from seeds of (seed, s, k) and lives on process k mod W, so a global batch trains
+alike on any number of processes (tests/test_train_distill_world_size.py).
 The result is a model folder (`RUN/model`) that samples with the student's few steps.
 """
 
@@ -33,7 +36,7 @@ from sanawm.errors import UserInputError
 from sanawm.sampling.schedule import FlowMatchingSchedule
 from sanawm.train.config import TrainConfig, to_dict
 from sanawm.train.distributed import DistContext
-from sanawm.train.feed import Encoded
+from sanawm.train.feed import PAIR_STREAM, SAMPLE_STREAM, Encoded, Generators, position_seed, sample_generators
 from sanawm.train.loop import StandardSteps
 from sanawm.train.objective import flow_matching_loss
 from sanawm.train.teacher import (
@@ -177,34 +180,53 @@ def generate_pairs(config: TrainConfig, teacher: Teacher, ctx: DistContext, fold
 
 
 class PairFeed:
-    """Batches of ODE pairs: step s takes `batch_size` pairs drawn with the step's generator."""
+    """Batches of ODE pairs: position k of step s's global batch (on rank k mod W, like
+    `feed.ClipFeed`) takes a uniformly drawn pair and a `sample_seed`, both from seeds of
+    (seed, s, k) only: the same pairs and draws on any number of processes."""
 
-    def __init__(self, folder: Path, count: int, batch_size: int, device: torch.device) -> None:
+    def __init__(
+        self, folder: Path, count: int, batch_size: int, device: torch.device, rank: int = 0, world_size: int = 1,
+        seed: int = 0,
+    ) -> None:  # fmt: skip
         self.folder = folder
         self.count = count
         self.batch_size = batch_size
         self.device = device
+        self.rank = rank
+        self.world_size = world_size
+        self.seed = seed
         self.clips_loaded = 0
 
-    def batch(self, step: int, generator: torch.Generator) -> Encoded:
-        picks = torch.randint(0, self.count, (self.batch_size,), generator=generator, device=generator.device)
-        items = [load_file(str(_pair_path(self.folder, int(i)))) for i in picks.tolist()]
+    def batch(self, step: int, generator: torch.Generator | None = None) -> Encoded:
+        """`generator` is unused (see the class doc)."""
+        positions = [j * self.world_size + self.rank for j in range(self.batch_size)]
+        picks = [int(np.random.default_rng(position_seed(self.seed, step, k, PAIR_STREAM)).integers(self.count))
+                 for k in positions]  # fmt: skip
+        items = [load_file(str(_pair_path(self.folder, i))) for i in picks]
         self.clips_loaded += len(items)
-        return {k: torch.stack([it[k] for it in items]).to(self.device) for k in items[0]}
+        batch = {k: torch.stack([it[k] for it in items]).to(self.device) for k in items[0]}
+        seeds = [position_seed(self.seed, step, k, SAMPLE_STREAM) for k in positions]
+        return {**batch, "sample_seed": torch.tensor(seeds, dtype=torch.int64)}
 
     def close(self) -> None:
         pass
 
 
 def pick_snapshots(
-    snapshots: Tensor, sigmas: Tensor, chunk_size: int, generator: torch.Generator
+    snapshots: Tensor, sigmas: Tensor, chunk_size: int, generator: Generators
 ) -> tuple[Tensor, Tensor]:
     """One random snapshot per chunk (clean for frame 0): the latents (B, C, T, h, w) and their
-    levels (B, T). `snapshots` (B, K, C, T, h, w) are at `sigmas` (K,), the last clean."""
+    levels (B, T). `snapshots` (B, K, C, T, h, w) are at `sigmas` (K,), the last clean. A list of
+    per-clip generators draws clip i's picks from generator i alone."""
     B, K, C, T, h, w = snapshots.shape
     starts = chunk_starts_for(T, chunk_size)
     device = snapshots.device
-    per_chunk = torch.randint(0, K, (B, len(starts)), generator=generator, device=generator.device).to(device)
+    if isinstance(generator, torch.Generator):
+        per_chunk = torch.randint(0, K, (B, len(starts)), generator=generator, device=generator.device)
+    else:
+        assert len(generator) == B, f"{len(generator)} generators for {B} clips"
+        per_chunk = torch.cat([torch.randint(0, K, (1, len(starts)), generator=g, device=g.device) for g in generator])
+    per_chunk = per_chunk.to(device)
     chunk_of = torch.cat([torch.full((b - a,), i) for i, (a, b) in enumerate(chunk_spans(starts, T))]).to(device)
     index = per_chunk[:, chunk_of]  # (B, T)
     index[:, 0] = K - 1
@@ -213,11 +235,14 @@ def pick_snapshots(
     return latents, sigmas.to(device)[index]
 
 
-def x0_regression_loss(velocity: Tensor, noisy: Tensor, sigmas: Tensor, clean: Tensor) -> Tensor:
+def x0_regression_loss(
+    velocity: Tensor, noisy: Tensor, sigmas: Tensor, clean: Tensor, per_sample: bool = False
+) -> Tensor:
     """MSE between the clean estimate `noisy - sigma velocity` and `clean`, over the frames with
-    sigma > 0 (inputs (B, C, T, h, w), sigmas (B, T))."""
+    sigma > 0 (inputs (B, C, T, h, w), sigmas (B, T)): over the whole batch at once, or
+    (`per_sample`, what the stage trains with) within each clip and then over the clips."""
     estimate = FlowMatchingSchedule.x0_from_velocity(noisy, velocity, sigmas[:, None, :, None, None])
-    return flow_matching_loss(estimate, clean, (sigmas > 0).float())
+    return flow_matching_loss(estimate, clean, (sigmas > 0).float(), per_sample=per_sample)
 
 
 class ODETask(StandardSteps):
@@ -237,7 +262,8 @@ class ODETask(StandardSteps):
         self.module = trainable_copy(self.teacher, config.distill.student_init, "distill.student_init", ctx.device)
         self.teacher.model = self.teacher.model.to("meta")  # only its config and the VAE are needed now
         self.find_unused_parameters = False
-        self.feed = PairFeed(folder, config.distill.pairs, config.run.local_batch(ctx.world_size), ctx.device)
+        self.feed = PairFeed(folder, config.distill.pairs, config.run.local_batch(ctx.world_size), ctx.device,
+                             ctx.rank, ctx.world_size, config.run.seed)  # fmt: skip
 
     def shard_units(self) -> list[nn.Module]:
         return list(self.module.blocks)
@@ -246,13 +272,16 @@ class ODETask(StandardSteps):
         self, model: nn.Module, batch: Encoded, shared: torch.Generator, local: torch.Generator
     ) -> tuple[torch.Tensor, dict[str, float]]:
         snapshots = batch["snapshots"].float()
-        noisy, sigmas = pick_snapshots(snapshots, self.sigmas, self.chunk_size, local)
+        # Per-clip snapshot picks and a per-clip loss mean: W processes with B / W clips each
+        # compute the gradients of one process with B clips (`local` is unused).
+        gens = sample_generators(batch["sample_seed"], snapshots.device)
+        noisy, sigmas = pick_snapshots(snapshots, self.sigmas, self.chunk_size, gens)
         cond = condition_from_batch(batch, self.module)
         velocity = model(
             noisy, FlowMatchingSchedule.timestep(sigmas), cond.text, cond.text_mask, cond.raymap, cond.plucker,
             chunk_size=self.chunk_size,
         )  # fmt: skip
-        loss = x0_regression_loss(velocity, noisy, sigmas, snapshots[:, -1])
+        loss = x0_regression_loss(velocity, noisy, sigmas, snapshots[:, -1], per_sample=True)
         return loss, {"noised_fraction": float((sigmas > 0).float().mean())}
 
     def finish(self, run_dir: Path, model_state: dict, ema_state: dict) -> dict:

@@ -87,11 +87,25 @@ def position_seed(seed: int, step: int, position: int, stream: int) -> int:
 
 SAMPLE_STREAM = 2  # per-sample noise of the stages (stream 0 / 1: `loop.step_generators`)
 SLOT_STREAM = 3  # which pool slot a position takes
+PAIR_STREAM = 4  # which ODE pair a position takes (`distill_ode.PairFeed`)
 
 
 def sample_generators(seeds: torch.Tensor, device: torch.device) -> list[torch.Generator]:
     """One generator on `device` per sample of a batch, from its `sample_seed`."""
     return [torch.Generator(device=device).manual_seed(int(s)) for s in seeds.tolist()]
+
+
+Generators = torch.Generator | list[torch.Generator]
+
+
+def randn_rows(shape: tuple[int, ...], generators: Generators) -> torch.Tensor:
+    """Normal draws of `shape` on the generators' device. A list of per-sample generators
+    (`sample_generators`, one per row of `shape`) draws row i from generator i alone, so a row
+    does not depend on the other rows of the batch; a single generator draws the whole tensor."""
+    if isinstance(generators, torch.Generator):
+        return torch.randn(shape, generator=generators, device=generators.device)
+    assert len(generators) == shape[0], f"{len(generators)} generators for {shape[0]} rows"
+    return torch.cat([torch.randn((1, *shape[1:]), generator=g, device=g.device) for g in generators])
 
 
 class ClipFeed:
@@ -241,4 +255,4 @@ class ClipFeed:
         self._items = None
 
 
-__all__ = ["ClipFeed", "ClipSource", "Encoded", "position_seed", "sample_generators"]
+__all__ = ["ClipFeed", "ClipSource", "Encoded", "Generators", "position_seed", "randn_rows", "sample_generators"]

@@ -9,8 +9,9 @@ Randomness: each step draws from generators seeded by (seed, step) and (seed, ra
 (`step_generators`): the first makes choices every rank must agree on (camera dropout,
 chunk-causal steps), the second per-rank noise (stages that do not use per-sample draws). Each
 sample of a batch also carries a seed of its global batch position (`feed.sample_generators`),
-from which the DiT and VAE stages draw their noise, so that their training does not depend on
-the number of processes the global batch is split over. Nothing else is random after start-up.
+from which the DiT, VAE and distillation stages draw their noise, so that their training does not
+depend on the number of processes the global batch is split over. Nothing else is random after
+start-up. The logged loss and extras are means over the ranks.
 """
 
 from __future__ import annotations
@@ -316,7 +317,9 @@ def run_task(task: Task, config: TrainConfig, run_dir: Path, ctx: DistContext, r
                 "stage": task.name, "step": step, "loss": last_loss, "lr": lr,
                 "grad_norm": window.grad_norm / window.steps, "samples_per_s": samples_per_s,
                 "clips_per_s": clips_per_s, "elapsed_s": time.monotonic() - t0,
-                **{k: v / window.extra_counts[k] for k, v in window.extras.items()},
+                # Each rank's own numbers (e.g. the DMD generator loss of its clips): their mean over
+                # the ranks, like the loss (every rank logs the same keys; sorted: the same order).
+                **{k: ctx.mean(window.extras[k] / window.extra_counts[k]) for k in sorted(window.extras)},
             }  # fmt: skip
             metrics.write(record)
             if bar is not None:

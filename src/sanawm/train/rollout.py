@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from sanawm.chunks import chunk_spans, chunk_starts_for
 from sanawm.sampling.schedule import FlowMatchingSchedule
+from sanawm.train.feed import Generators, randn_rows
 from sanawm.train.teacher import Condition, commit, new_cache
 
 
@@ -29,7 +30,7 @@ def rollout(
     sigmas: Tensor,
     exit_index: int,
     chunk_size: int,
-    generator: torch.Generator,
+    generator: Generators,
     grad: bool = True,
     window: int | None = None,
     sink: int | None = None,
@@ -39,7 +40,9 @@ def rollout(
 
     sigmas: the student's levels, float32, ending at 0 (`FlowMatchingSchedule.sigmas_from_timesteps`).
     exit_index: the step (0 .. len(sigmas) - 2) whose clean estimate every chunk returns.
-    generator: draws the noise (per chunk: the start noise, then one draw per re-noising).
+    generator: draws the noise (per chunk: the start noise, then one draw per re-noising); a list
+    of one generator per clip (`feed.sample_generators`) draws each clip's noise from its own, so
+    that a clip's rollout does not depend on the rest of the batch (`feed.randn_rows`).
     grad: whether the exit steps record gradients; grad_from: only chunks that reach past this
     latent frame do (earlier ones only fill the cache: long clips in bounded memory).
     window / sink: see `teacher.new_cache`.
@@ -57,7 +60,7 @@ def rollout(
         pinned = torch.zeros(n, dtype=torch.bool, device=device)
         pinned[0] = start == 0
         keep = pinned.view(1, 1, n, 1, 1)
-        x = torch.randn((B, C, n, h, w), generator=generator, device=generator.device).to(device)
+        x = randn_rows((B, C, n, h, w), generator).to(device)
         if start == 0:
             x = torch.cat([cond.first, x[:, :, 1:]], dim=2)
         for i in range(exit_index + 1):
@@ -68,7 +71,7 @@ def rollout(
                 clean = FlowMatchingSchedule.x0_from_velocity(x, velocity, sigma.view(1, 1, n, 1, 1))
                 clean = torch.where(keep, x, clean)
             if i < exit_index:
-                noise = torch.randn(clean.shape, generator=generator, device=generator.device).to(device)
+                noise = randn_rows(tuple(clean.shape), generator).to(device)
                 x = torch.where(keep, x, FlowMatchingSchedule.add_noise(clean.detach(), noise, levels[i + 1]))
         outputs.append(clean)
         if stop < T:  # the last chunk is never read again

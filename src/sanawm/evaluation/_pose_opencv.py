@@ -91,11 +91,14 @@ _START_ANCHORS = 16  # anchors tried for the start pair, spread over the clip
 _START_REACH = 30  # frames after an anchor tried as its partner
 _TURN_HYPOTHESES = 64  # RANSAC hypotheses for a pure rotation (2 points each: few are needed)
 _OUTLIER_FACTOR = 4.0  # points whose reprojection error exceeds this x threshold are dropped
-_EDGE_RATIO = 0.25  # a keypoint's error along an edge weighs less once the smaller eigenvalue
-# of its structure tensor falls under this fraction of the larger (`_whitening`). At 1 (every
-# keypoint but a perfect corner weighed so) the anti-aliased terrain walk 27 of
-# scripts/eval_poses.py read 0.27 / 0.92 deg sharp, but the one-ray room walk 00 went from 0.298 to
-# 0.334 deg mean RotErr, off the 0.3 bound; at 0.25: 0.69 / 1.60 and 0.261 (benchmarks/README.md)
+_EDGE_RATIO = 0.25  # a keypoint's error along an edge weighs less in the closing adjustment once
+# the smaller eigenvalue of its structure tensor falls under this fraction of the larger
+# (`_whitening`). Measured on the clips of scripts/eval_poses.py: at 1 (every keypoint but a
+# perfect corner weighed so, in every adjustment) the one-ray room walk 00 went from 0.298 to
+# 0.334 deg mean RotErr, off the 0.3 bound; at 0.25, closing adjustment only, it reads 0.253.
+# Weighing so in the local adjustments too took the anti-aliased terrain walk 27 further (sharp
+# 0.69 deg mean instead of 0.93), but the blurred one-ray room walk 00 slid along the
+# forward-motion valley, from 0.41 to 1.62 deg
 _MIN_EDGE_WEIGHT = 0.1  # the least weight of an error along an edge (a ratio of 0.01 and below)
 _FINAL_LOSS_SCALE = 0.5  # the closing adjustment's Cauchy scale, x threshold. Tracks are good to
 # a few tenths of a pixel where they follow a fixed point, and those that slide along an outline
@@ -474,10 +477,13 @@ class _SequentialSfM:
             added += int(ok.sum())
         return added
 
-    def _adjust(self, frames: range, iterations: int = _BA_ITERATIONS, loss_scale: float = 1.0) -> None:
+    def _adjust(
+        self, frames: range, iterations: int = _BA_ITERATIONS, loss_scale: float = 1.0, whiten: bool = False
+    ) -> None:
         """Bundle adjustment moving the registered cameras in `frames` (and the points they
         see); every other registered camera that sees those points constrains them. The
-        Cauchy loss's scale is `loss_scale` x the inlier threshold."""
+        Cauchy loss's scale is `loss_scale` x the inlier threshold; `whiten` weighs each
+        keypoint's error by its frame's `_FrameData.whiten` (errors along an edge count less)."""
         s = self.state
         free = {j for j in frames if s.w2c[j] is not None} - {self.origin}  # the origin holds the gauge
         seen = set(np.concatenate([s.frames[j].track for j in free]).tolist()) if free else set()
@@ -501,7 +507,7 @@ class _SequentialSfM:
             obs_cam=np.array(obs_cam),
             obs_point=np.array(obs_point),
             obs_xy=np.array(obs_xy),
-            obs_whiten=np.array(obs_whiten),
+            obs_whiten=np.array(obs_whiten) if whiten else None,
         )
         errors = _bundle_adjust.solve(problem, loss_scale * self.threshold, iterations)
         for j, pose in zip(frames, problem.w2c):
@@ -618,7 +624,8 @@ class _SequentialSfM:
         for i in range(first + 1, count):  # on to its end
             self._register(i, i - 1)
             self._adjust(range(max(0, i - _WINDOW + 1), i + 1))
-        self._adjust(range(count), _FINAL_ITERATIONS, _FINAL_LOSS_SCALE)  # a global pass reduces drift
+        # a global pass reduces drift; once the cameras are close, errors along edges pull less
+        self._adjust(range(count), _FINAL_ITERATIONS, _FINAL_LOSS_SCALE, whiten=True)
         return invert_rigid(np.stack(s.w2c))
 
 

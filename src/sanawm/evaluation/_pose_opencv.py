@@ -169,10 +169,9 @@ def _whitening(tensor: np.ndarray, pixels: np.ndarray) -> np.ndarray:
 
     Lucas-Kanade pins a point down across the image gradient and only weakly along an edge
     (the aperture problem), and its error is largest there: corners on box edges, shadow edges
-    and hill outlines against the sky slide along them. W = V diag(sqrt(l / l_max)) V^T from
-    the structure tensor's eigenpairs (l, V) over the flow window keeps the full weight across
-    the edge and along it the root of the eigenvalue ratio over _EDGE_RATIO (at most 1, at least
-    _MIN_EDGE_WEIGHT)."""
+    and hill outlines against the sky slide along them. W = V diag(w) V^T from the structure
+    tensor's eigenpairs (l, V) over the flow window, w = sqrt(l / l_max / _EDGE_RATIO) clipped
+    to [_MIN_EDGE_WEIGHT, 1], keeps the full weight across the edge and less along it."""
     if len(pixels) == 0:
         return np.zeros((0, 2, 2))
     height, width = tensor.shape[:2]

@@ -67,6 +67,56 @@ def test_bundle_adjustment_recovers_exact_poses_and_points():
     assert np.abs(problem.points - points).max() < 1e-6
 
 
+def test_bundle_adjustment_ignores_errors_its_whitening_gives_no_weight():
+    """Observations off by a lot along one direction each (as Lucas-Kanade tracks slide along
+    an edge) and exact across it: weighing each residual by the projector across that
+    direction recovers the exact poses, the plain adjustment does not."""
+    rng = np.random.default_rng(1)
+    cams, n = 5, 150
+    truth = np.tile(np.eye(4), (cams, 1, 1))
+    for i in range(cams):
+        truth[i, :3, :3] = axis_angle_to_matrix(rng.normal(size=3), 4.0 * i)
+        truth[i, :3, 3] = [0.3 * i, -0.1 * i, 0.05 * i]
+    points = rng.uniform([-2, -2, 4], [2, 2, 8], size=(n, 3))
+    cam_idx, point_idx = (a.ravel() for a in np.meshgrid(np.arange(cams), np.arange(n), indexing="ij"))
+    in_cam = np.einsum("mij,mj->mi", truth[cam_idx, :3, :3], points[point_idx]) + truth[cam_idx, :3, 3]
+    along = rng.normal(size=(len(cam_idx), 2))
+    along /= np.linalg.norm(along, axis=1, keepdims=True)
+    across = np.stack([-along[:, 1], along[:, 0]], axis=1)
+    observed = in_cam[:, :2] / in_cam[:, 2:] + rng.uniform(-0.03, 0.03, size=(len(cam_idx), 1)) * along
+    start = truth.copy()
+    for i in range(2, cams):
+        start[i, :3, :3] = axis_angle_to_matrix(rng.normal(size=3), 1.0) @ truth[i, :3, :3]
+        start[i, :3, 3] += rng.normal(scale=0.03, size=3)
+    errors = []
+    for whiten in (None, np.einsum("mi,mj->mij", across, across)):
+        problem = _bundle_adjust.Problem(
+            w2c=start.copy(), free=np.array([False, False, True, True, True]), points=points.copy(),
+            obs_cam=cam_idx, obs_point=point_idx, obs_xy=observed, obs_whiten=whiten,
+        )
+        _bundle_adjust.solve(problem, delta=0.01, iterations=30)
+        errors.append(rotation_angle_deg(problem.w2c[:, :3, :3], truth[:, :3, :3]).max())
+    assert errors[1] < 1e-9  # measured 5e-15 (deg)
+    assert errors[0] > 0.9  # measured 1.96 (deg)
+
+
+def test_whitening_weighs_an_edge_across_it_and_a_corner_alike():
+    """The structure tensor of a vertical step edge has no gradient along y: a keypoint on it
+    counts its x error fully and its y error at the floor weight; a corner counts both fully."""
+    from sanawm.evaluation import _pose_opencv
+
+    edge = np.zeros((40, 40), np.uint8)
+    edge[:, 20:] = 200
+    corner = edge.copy()
+    corner[20:, :] = 200 - corner[20:, :]
+    point = np.array([[19.5, 20.0]])
+    w_edge = _pose_opencv._whitening(_pose_opencv._structure_tensor(edge), point)[0]
+    floor = _pose_opencv._MIN_EDGE_WEIGHT
+    np.testing.assert_allclose(w_edge, [[1.0, 0.0], [0.0, floor]], atol=1e-6)
+    w_corner = _pose_opencv._whitening(_pose_opencv._structure_tensor(corner), np.array([[19.5, 19.5]]))[0]
+    np.testing.assert_allclose(w_corner, np.eye(2), atol=1e-6)
+
+
 def test_opencv_backend_follows_a_rendered_walk(walk, walk_estimate):
     c2w, estimated = walk[0], walk_estimate
     assert estimated.shape == (24, 4, 4)

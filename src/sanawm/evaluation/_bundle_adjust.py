@@ -35,6 +35,8 @@ class Problem:
     obs_point: np.ndarray
     obs_xy: np.ndarray
     rotation_only: bool = False  # cameras only turn (translations stay as given)
+    obs_whiten: np.ndarray | None = None  # (M, 2, 2) per observation: its residual r counts as
+    # obs_whiten @ r (cost, loss and returned errors alike); None counts every direction alike
 
 
 def _skew(v: np.ndarray) -> np.ndarray:
@@ -71,7 +73,8 @@ def _scatter_sum(index: np.ndarray, values: np.ndarray, size: int) -> np.ndarray
 def _residuals(w2c, points, p: Problem):
     cam = np.einsum("mij,mj->mi", w2c[p.obs_cam, :3, :3], points[p.obs_point]) + w2c[p.obs_cam, :3, 3]
     z = np.maximum(cam[:, 2], 1e-6)
-    return cam, z, cam[:, :2] / z[:, None] - p.obs_xy
+    r = cam[:, :2] / z[:, None] - p.obs_xy
+    return cam, z, r if p.obs_whiten is None else np.einsum("mij,mj->mi", p.obs_whiten, r)
 
 
 def _cauchy_cost(r: np.ndarray, delta: float) -> float:
@@ -168,6 +171,8 @@ def solve(p: Problem, delta: float, iterations: int = 5) -> np.ndarray:
         jp[:, 0, 0] = jp[:, 1, 1] = 1.0 / z
         jp[:, 0, 2] = -cam[:, 0] / z**2
         jp[:, 1, 2] = -cam[:, 1] / z**2
+        if p.obs_whiten is not None:
+            jp = p.obs_whiten @ jp
         rotated = cam - p.w2c[p.obs_cam, :3, 3]
         jc = np.concatenate([jp @ -_skew(rotated), jp], axis=2)  # (M, 2, 6) wrt (d_theta, d_t)
         if p.rotation_only:  # no gradient along d_t: its (damped) step is exactly zero

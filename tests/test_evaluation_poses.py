@@ -37,17 +37,23 @@ def walk_estimate(walk):
     return estimate_poses(walk[1], K, OPENCV)
 
 
-def test_bundle_adjustment_recovers_exact_poses_and_points():
-    rng = np.random.default_rng(0)
-    cams, n = 5, 150
+def synthetic_scene(rng, cams: int = 5, n: int = 150):
+    """Cameras turning and moving, points in front of them, every point seen by every camera:
+    (true w2c, points, camera and point index per observation, points in camera coordinates)."""
     truth = np.tile(np.eye(4), (cams, 1, 1))
     for i in range(cams):
         truth[i, :3, :3] = axis_angle_to_matrix(rng.normal(size=3), 4.0 * i)
         truth[i, :3, 3] = [0.3 * i, -0.1 * i, 0.05 * i]
     points = rng.uniform([-2, -2, 4], [2, 2, 8], size=(n, 3))
-    cam_idx, point_idx = np.meshgrid(np.arange(cams), np.arange(n), indexing="ij")
-    cam_idx, point_idx = cam_idx.ravel(), point_idx.ravel()
+    cam_idx, point_idx = (a.ravel() for a in np.meshgrid(np.arange(cams), np.arange(n), indexing="ij"))
     in_cam = np.einsum("mij,mj->mi", truth[cam_idx, :3, :3], points[point_idx]) + truth[cam_idx, :3, 3]
+    return truth, points, cam_idx, point_idx, in_cam
+
+
+def test_bundle_adjustment_recovers_exact_poses_and_points():
+    rng = np.random.default_rng(0)
+    cams = 5
+    truth, points, cam_idx, point_idx, in_cam = synthetic_scene(rng, cams)
     start = truth.copy()
     for i in range(2, cams):  # two fixed cameras hold the gauge and the scale
         start[i, :3, :3] = axis_angle_to_matrix(rng.normal(size=3), 1.5) @ truth[i, :3, :3]
@@ -72,14 +78,8 @@ def test_bundle_adjustment_ignores_errors_its_whitening_gives_no_weight():
     an edge) and exact across it: weighing each residual by the projector across that
     direction recovers the exact poses, the plain adjustment does not."""
     rng = np.random.default_rng(1)
-    cams, n = 5, 150
-    truth = np.tile(np.eye(4), (cams, 1, 1))
-    for i in range(cams):
-        truth[i, :3, :3] = axis_angle_to_matrix(rng.normal(size=3), 4.0 * i)
-        truth[i, :3, 3] = [0.3 * i, -0.1 * i, 0.05 * i]
-    points = rng.uniform([-2, -2, 4], [2, 2, 8], size=(n, 3))
-    cam_idx, point_idx = (a.ravel() for a in np.meshgrid(np.arange(cams), np.arange(n), indexing="ij"))
-    in_cam = np.einsum("mij,mj->mi", truth[cam_idx, :3, :3], points[point_idx]) + truth[cam_idx, :3, 3]
+    cams = 5
+    truth, points, cam_idx, point_idx, in_cam = synthetic_scene(rng, cams)
     along = rng.normal(size=(len(cam_idx), 2))
     along /= np.linalg.norm(along, axis=1, keepdims=True)
     across = np.stack([-along[:, 1], along[:, 0]], axis=1)

@@ -24,7 +24,7 @@ from sanawm.train.config import TrainConfig
 from sanawm.train.data import ClipBatch, make_source
 from sanawm.train.distributed import DistContext
 from sanawm.train.export import ema_transformer, export_model_dir
-from sanawm.train.feed import ClipFeed, Encoded, sample_generators
+from sanawm.train.feed import ClipFeed, Encoded, randn_rows, sample_generators
 from sanawm.train.objective import NoisePlan, flow_matching_loss, noise_latents, sample_noise_plan, text_inputs
 from sanawm.train.loop import StandardSteps
 
@@ -251,7 +251,7 @@ class DiTSteps(StandardSteps):
         gens = sample_generators(batch["sample_seed"], latents.device)
         plans = [sample_noise_plan(1, T, obj, g, causal=causal) for g in gens]
         plan = NoisePlan(torch.cat([p.sigmas for p in plans]), plans[0].chunk_size)
-        noise = torch.cat([torch.randn((1, *latents.shape[1:]), generator=g, device=g.device) for g in gens])
+        noise = randn_rows(latents.shape, gens)
         noisy, target = noise_latents(latents, noise, plan.sigmas)
         keys = ("text_states", "text_mask", "text_present")
         texts = [

@@ -117,23 +117,6 @@ def test_whitening_weighs_an_edge_across_it_and_a_corner_alike():
     np.testing.assert_allclose(w_corner, np.eye(2), atol=1e-6)
 
 
-def test_edge_ratio_is_zero_on_a_straight_edge_and_one_on_a_symmetric_corner():
-    """A vertical step edge has no gradient along y (ratio 0, under _EDGE_TRACK_RATIO: a track
-    along it takes no part in the choice of the start pair); the checkerboard corner of the test
-    above has as much gradient along x as along y (ratio 1)."""
-    from sanawm.evaluation import _pose_opencv
-
-    edge = np.zeros((40, 40), np.uint8)
-    edge[:, 20:] = 200
-    corner = edge.copy()
-    corner[20:, :] = 200 - corner[20:, :]
-    ratio_edge = _pose_opencv._edge_ratios(_pose_opencv._structure_tensor(edge), np.array([[19.5, 20.0]]))
-    ratio_corner = _pose_opencv._edge_ratios(_pose_opencv._structure_tensor(corner), np.array([[19.5, 19.5]]))
-    np.testing.assert_allclose(ratio_edge, [0.0], atol=1e-9)
-    assert _pose_opencv._EDGE_TRACK_RATIO > 0.0
-    np.testing.assert_allclose(ratio_corner, [1.0], atol=1e-6)
-
-
 def test_opencv_backend_follows_a_rendered_walk(walk, walk_estimate):
     c2w, estimated = walk[0], walk_estimate
     assert estimated.shape == (24, 4, 4)

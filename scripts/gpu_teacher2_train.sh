@@ -25,16 +25,15 @@ LOG=$OUT/run.log
 { nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null; python3 -c "import torch; print('torch', torch.__version__)"; nproc; date -u; } >> "$LOG"
 T0=$(date +%s)
 if [ -n "$START" ]; then
-    FROM=(--assets "$START")
-    mkdir -p "$RUN/vae_export" && cp -r "$START/vae" "$RUN/vae_export/" 2>/dev/null
+    FROM=(--assets "$START")  # the folder's own vae/ is the one trained on
 else
     FROM=(--vae "$RUN/vae_export/vae")
-fi
-if [ -z "$START" ] && [ ! -f "$RUN/vae_export/vae/config.json" ]; then
-    python3 -u "$HERE/scripts/train_embedded.py" --vae-only --linear-shortcut --vae-channels 64 --budget 15 \
-        --run-dir "$RUN/vae_run" --out "$RUN/vae_export" --no-progress > "$OUT/vae.log" 2>&1
-    echo "vae: exit $? after $(( $(date +%s) - T0 )) s" >> "$LOG"
-    tar czf "$OUT/vae.tgz" -C "$RUN/vae_export" vae vae_report.json
+    if [ ! -f "$RUN/vae_export/vae/config.json" ]; then
+        python3 -u "$HERE/scripts/train_embedded.py" --vae-only --linear-shortcut --vae-channels 64 --budget 15 \
+            --run-dir "$RUN/vae_run" --out "$RUN/vae_export" --no-progress > "$OUT/vae.log" 2>&1
+        echo "vae: exit $? after $(( $(date +%s) - T0 )) s" >> "$LOG"
+        tar czf "$OUT/vae.tgz" -C "$RUN/vae_export" vae vae_report.json
+    fi
 fi
 left=$(( TRAIN_S - ($(date +%s) - T0) ))
 python3 -u "$HERE/scripts/train_embedded.py" "${FROM[@]}" --run-dir "$RUN/dit_run" --out "$RUN/dit_export" \

@@ -1,96 +1,106 @@
 #!/usr/bin/env bash
-# The embedded teacher v2 in one device call (issue 16, point 2): train the DiT on the v2 VAE's
-# latents (warm-started from the committed v1 DiT, or continuing a v2 model folder), then
-# generate the evaluation clips of v1 and of the new teacher and score them with one estimator:
-#   33 frames: the 32 held-out clips of scripts/eval_embedded.py (PSNR, SSIM, RotErr, turn ratio,
-#              pose failures), `scripts/eval_student.py score`;
-#   81 frames: its 16 random walks walked for 5 s, per-second PSNR against repeating frame 0.
-# The training runs alone: on 2026-12-02 evaluation jobs beside it (CPU-bound: world building,
-# ground-truth rendering, pose estimation) halved its step rate and did not finish themselves.
-# Every process gets THREADS CPU threads. Results in $OUT (7 files at most, each < 16 MiB):
-#   transformer.tgz    the new teacher's model.json + transformer/ (its VAE is $VAE)
-#   results.tgz        logs, train_log.jsonl, summary.txt, the score reports and strips, the
-#                      starting losses of the warm start (scripts/check_warm_start.py)
-#   {v1,v2}_{33,81}.npz   the clips, when under 16 MiB (to score on a CPU if the call ends first)
+# The embedded teacher v2 (issue 16, point 2) on one GPU machine, over one or several device calls.
+# The run folder RUN (default out/teacher2, ignored by git) stays on the device between calls made
+# less than its idle release apart, so each call resumes the last checkpoint, AdamW state included.
 #
-#   VAE=.gpu_teacher2/vae TRAIN_S=330 bash .gpu_teacher2/scripts/gpu_teacher2.sh     # one H200
-#   VAE=... START=DIR bash ...   # continue: DIR = a v2 model folder (model.json, transformer/, vae/)
-#   SMOKE=1 VAE=... TRAIN_S=60 LIMIT=1 STEPS=2 WS_MAP=1 WS_CLIPS=1 bash scripts/gpu_teacher2.sh  # CPU check
+#   TRAIN_S=540 bash scripts/gpu_teacher2.sh        # train; repeat to go on
+#   START=DIR SEED=1 LR=1.5e-4 TRAIN_S=540 bash scripts/gpu_teacher2.sh   # continue an exported model
+#   TRAIN_S=0 EVAL=1 bash scripts/gpu_teacher2.sh   # clips of v1 and of the run's model (+ SCORE=1)
+#   END_S: seconds after the start by which every evaluation job is stopped (default 575)
+#   SMOKE=1 TRAIN_S=60 EVAL=1 LIMIT=1 STEPS=2 bash scripts/gpu_teacher2.sh  # CPU check of the paths
+#
+# Training. First call without START: builds the v2 VAE, v2-linear64 (64 latent channels started as
+# the linear code of their size, PCA, with no gradient step: benchmarks/vae2/README.md), then
+# warm-starts the DiT from the committed v1 DiT (`--vae`, latent layers mapped). With START = an
+# exported v2 model folder (model.json, transformer/, vae/; e.g. commit 2e5d755's
+# benchmarks/teacher2/model_step2965) the DiT starts from its weights on its own VAE (new AdamW
+# moments, a short warm-up); SEED other than its run's gives it clips it has not seen. LR: the DiT's
+# learning rate (default the recipe's 4e-4); a resumed run may change it between calls, SEED not.
+#
+# Evaluation (EVAL=1, after any training of the call): the clips of `scripts/eval_student.py` for v1
+# (ASSETS, the committed model) and for the run's model: 33 frames (the 32 held-out clips) and 81
+# frames (its 16 random walks for 5 s), LIMIT clips of each. The clips come back as .npz (scored on
+# any CPU with `eval_student.py score`); SCORE=1 also scores them here (pose estimation, CPU-bound).
+# Training runs alone: evaluation jobs beside it halved its step rate on 2026-12-02.
+#
+# $OUT gets: run.log; train.log, train_log.jsonl, summary.txt and model.tgz (model.json +
+# transformer/, float16 EMA weights) when it trained; vae.tgz when it built the VAE;
+# {v1,v2}_{33,81}.npz (each when < 16 MiB) and eval.tgz (logs, reports, strips) when it evaluated.
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-out/gpu_teacher2}
-VAE=${VAE:?the v2 VAE folder}
-TRAIN_S=${TRAIN_S:-330}
-ASSETS=${ASSETS:-src/sanawm/assets/embedded}  # the committed v1 model folder (baseline, and the start)
-START=${START:-}      # a v2 model folder to continue instead (its vae/ is used, VAE is ignored)
-THREADS=${THREADS:-3}
-export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
+RUN=${RUN:-$HERE/out/teacher2}
+TRAIN_S=${TRAIN_S:-540}
+START=${START:-}
+LR=${LR:-}
+SEED=${SEED:-0}
+EVAL=${EVAL:-}
+SCORE=${SCORE:-}
+ASSETS=${ASSETS:-$HERE/src/sanawm/assets/embedded}
 LIMIT=${LIMIT:-32}
-STEPS=${STEPS:-}        # sampling steps for a quick check (default: the models' 24)
-SMOKE=${SMOKE:-}
+STEPS=${STEPS:-}           # sampling steps for a quick check (default: the models' 24)
+THREADS=${THREADS:-3}      # CPU threads per evaluation process (four run at once)
 POSE_WORKERS=${POSE_WORKERS:-12}
+SMOKE=${SMOKE:+--smoke}
 export PYTHONPATH=$HERE/src${PYTHONPATH:+:$PYTHONPATH}
-mkdir -p "$OUT"
-WORK=$(mktemp -d)
-R=$WORK/results
-mkdir -p "$R" "$WORK/c33" "$WORK/c81"
-LOG=$R/run.log
-# The scripts' default model is the package's bundled embedded one: point it at v1 if this
-# copy of the package carries no weights.
-if [ ! -f "$HERE/src/sanawm/assets/embedded/transformer/model.safetensors" ]; then
-    rm -rf "$HERE/src/sanawm/assets/embedded" && ln -s "$(cd "$ASSETS" && pwd)" "$HERE/src/sanawm/assets/embedded"
-fi
-{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
-  python3 -c "import torch; print('torch', torch.__version__)"; nproc; date -u; } > "$LOG"
+mkdir -p "$OUT" "$RUN"
+LOG=$OUT/run.log
+{ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
+  python3 -c "import torch; print('torch', torch.__version__)"; nproc; date -u; } >> "$LOG"
 T0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - T0 )) s] $*" >> "$LOG"; }
-END_S=${END_S:-575}   # every job is stopped by then, so the results are packed inside the call
+END_S=${END_S:-575}  # evaluation jobs are stopped by then, so their results are packed inside the call
 left() { local s=$(( T0 + END_S - $(date +%s) )); echo $(( s > 1 ? s : 1 )); }
-STEP_ARGS=${STEPS:+--steps $STEPS}
 
-gen() {  # label, frames, model folder
-    timeout "$(left)" python3 -u "$HERE/scripts/eval_student.py" generate --label "$1" --frames "$2" --model "$3" --limit "$LIMIT" \
-        $STEP_ARGS --out "$WORK/c$2" > "$R/gen_$1_$2.log" 2>&1
-    stamp "generate $1 $2 frames: exit $?"
-}
-score() {  # frames, labels (one word list), out name, pose workers
-    timeout "$(left)" python3 -u "$HERE/scripts/eval_student.py" score --clips "$WORK/c$1" --frames "$1" --labels $2 \
-        --workers "$4" --strips 4 --out "$R/$3" > "$R/$3.log" 2>&1
-    stamp "score $3: exit $?"
-}
-
-# 1. Where the warm start begins (loss before any step; seconds on the GPU).
-if [ -z "$START" ]; then
-    timeout "$(left)" python3 -u "$HERE/scripts/check_warm_start.py" --vae "$VAE" --assets "$ASSETS" \
-        --map-clips "${WS_MAP:-64}" --clips "${WS_CLIPS:-16}" --json "$R/warm_start.json" > "$R/warm_start.log" 2>&1
-    stamp "warm-start check: exit $?"
+if [ "$TRAIN_S" -gt 0 ]; then
+    if [ -n "$START" ]; then
+        FROM=(--assets "$START")  # the folder's own vae/ is the one trained on
+    else
+        FROM=(--assets "$ASSETS" --vae "$RUN/vae_export/vae")
+        if [ ! -f "$RUN/vae_export/vae/config.json" ]; then
+            OMP_NUM_THREADS=8 python3 -u "$HERE/scripts/train_embedded.py" --vae-only --linear-shortcut --vae-channels 64 \
+                --vae-steps 0 --budget 300 --run-dir "$RUN/vae_run" --out "$RUN/vae_export" --no-progress $SMOKE \
+                > "$OUT/vae.log" 2>&1
+            stamp "vae: exit $?"
+            tar czf "$OUT/vae.tgz" -C "$RUN/vae_export" vae vae_report.json
+        fi
+    fi
+    budget=$(( TRAIN_S - ($(date +%s) - T0) ))
+    OMP_NUM_THREADS=8 python3 -u "$HERE/scripts/train_embedded.py" "${FROM[@]}" --run-dir "$RUN/dit_run" \
+        --out "$RUN/dit_export" --budget "$budget" --seed "$SEED" ${LR:+--lr "$LR"} --no-progress $SMOKE \
+        > "$OUT/train.log" 2>&1
+    stamp "train: exit $?"
+    cp "$RUN/dit_export/train_log.jsonl" "$RUN/dit_export/summary.txt" "$OUT/" 2>/dev/null
+    [ -d "$RUN/dit_export/model" ] && tar czf "$OUT/model.tgz" -C "$RUN/dit_export/model" model.json transformer
+    tail -n 3 "$OUT/train_log.jsonl" 2>/dev/null
 fi
 
-# 2. The new teacher, alone on the machine (its data workers need the cores).
-SMOKE_ARG=${SMOKE:+--smoke}
-if [ -n "$START" ]; then TRAIN_FROM=(--assets "$START"); else TRAIN_FROM=(--assets "$ASSETS" --vae "$VAE"); fi
-OMP_NUM_THREADS=8 timeout "$(left)" python3 -u "$HERE/scripts/train_embedded.py" --out "$WORK/train" --run-dir "$WORK/run" \
-    "${TRAIN_FROM[@]}" --budget "$TRAIN_S" --no-progress $SMOKE_ARG > "$R/train.log" 2>&1
-stamp "train: exit $?"
-cp "$WORK/train/summary.txt" "$WORK/train/train_log.jsonl" "$R/" 2>/dev/null
-cp "$WORK/run/dit_stage/config.json" "$R/train_config.json" 2>/dev/null
-tar czf "$OUT/results.tgz" -C "$WORK" results  # packed again at the end
-[ -d "$WORK/train/model" ] && tar czf "$OUT/transformer.tgz" -C "$WORK/train/model" model.json transformer
-
-# 3. Clips of both models side by side (the GPU has room), then the scores.
-gen v1 33 "$ASSETS" & gen v1 81 "$ASSETS" &
-if [ -d "$WORK/train/model" ]; then gen v2 33 "$WORK/train/model" & gen v2 81 "$WORK/train/model" & fi
-wait
-for f in 33 81; do for m in v1 v2; do  # only files that can come back (< 16 MiB)
-    [ -f "$WORK/c$f/$m.npz" ] && [ "$(stat -c %s "$WORK/c$f/$m.npz")" -lt 16000000 ] && cp "$WORK/c$f/$m.npz" "$OUT/${m}_$f.npz"
-done; done
-LABELS=(v1); [ -f "$WORK/c33/v2.npz" ] && LABELS=(v1 v2)
-score 33 "${LABELS[*]}" eval33 "$POSE_WORKERS"
-LABELS=(v1); [ -f "$WORK/c81/v2.npz" ] && LABELS=(v1 v2)
-score 81 "${LABELS[*]}" eval81 "$POSE_WORKERS"
-cp "$WORK"/c33/*.json "$WORK"/c81/*.json "$R/" 2>/dev/null
-stamp "done"
-tar czf "$OUT/results.tgz" -C "$WORK" results
-cat "$LOG"; cat "$R/summary.txt" 2>/dev/null
-for r in "$R"/eval*/report.md; do [ -f "$r" ] && echo "== $r" && grep "^|" "$r"; done
-ls -la "$OUT"
+if [ -n "$EVAL" ]; then
+    MODEL=$RUN/dit_export/model
+    [ -f "$MODEL/model.json" ] || MODEL=$START
+    [ -n "$MODEL" ] && [ -f "$MODEL/model.json" ] || { stamp "eval: no model in $RUN/dit_export or START"; exit 1; }
+    E=$RUN/eval
+    rm -rf "$E" && mkdir -p "$E/c33" "$E/c81" "$E/results"
+    export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
+    gen() {  # label, frames, model folder
+        timeout "$(left)" python3 -u "$HERE/scripts/eval_student.py" generate --label "$1" --frames "$2" --model "$3" --limit "$LIMIT" \
+            ${STEPS:+--steps "$STEPS"} --out "$E/c$2" > "$E/results/gen_$1_$2.log" 2>&1
+        stamp "generate $1 $2 frames: exit $?"
+    }
+    gen v1 33 "$ASSETS" & gen v1 81 "$ASSETS" & gen v2 33 "$MODEL" & gen v2 81 "$MODEL" &
+    wait
+    for f in 33 81; do for m in v1 v2; do  # only files that can come back (< 16 MiB)
+        [ -f "$E/c$f/$m.npz" ] && [ "$(stat -c %s "$E/c$f/$m.npz")" -lt 16000000 ] && cp "$E/c$f/$m.npz" "$OUT/${m}_$f.npz"
+    done; done
+    cp "$E"/c33/*.json "$E/results/" 2>/dev/null
+    if [ -n "$SCORE" ]; then
+        for f in 33 81; do
+            timeout "$(left)" python3 -u "$HERE/scripts/eval_student.py" score --clips "$E/c$f" --frames "$f" --labels v1 v2 \
+                --workers "$POSE_WORKERS" --strips 4 --out "$E/results/eval$f" > "$E/results/eval$f.log" 2>&1
+            stamp "score $f frames: exit $?"
+        done
+    fi
+    tar czf "$OUT/eval.tgz" -C "$E" results
+    for r in "$E"/results/eval*/report.md; do [ -f "$r" ] && echo "== $r" && grep "^|" "$r"; done
+fi
+cat "$LOG"

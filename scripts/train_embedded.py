@@ -116,13 +116,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vae-only", action="store_true", help="train a new VAE for the whole budget, no DiT")
     parser.add_argument("--vae-channels", type=int, default=VAE2_LATENT_CHANNELS, help="latent channels of a new VAE")
     parser.add_argument("--linear-shortcut", action="store_true", help="a new VAE starts as a linear code (PCA)")
+    parser.add_argument("--vae-steps", type=int,
+                        help="with --vae-only: stop after this many steps (0: the linear code as fitted)")
     parser.add_argument("--vae", help="train the DiT on this VAE folder (default: the committed one)")
     parser.add_argument("--map-clips", type=int, default=64,
                         help="clips that fit the latent map of a warm start on another VAE (0: re-initialise)")
     parser.add_argument("--from-scratch", action="store_true", help="no warm start from the committed DiT")
+    parser.add_argument("--lr", type=float, help="DiT learning rate (default: the recipe's)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="DiT data and noise seed (another one when continuing a model on fresh clips)")
     parser.add_argument("--smoke", action="store_true", help="tiny CPU run (checks the script)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    if args.lr is not None and args.lr <= 0:
+        parser.error("--lr must be > 0")
+    if args.vae_steps is not None and (args.vae_steps < 0 or not args.vae_only):
+        parser.error("--vae-steps needs --vae-only and a count >= 0")
 
     t0 = time.monotonic()
     run_dir, out = Path(args.run_dir), Path(args.out)
@@ -142,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         if args.smoke:
             cfg = _smoke(cfg, vae=True)
+        if args.vae_steps is not None:
+            cfg.run.steps = args.vae_steps
         cfg.run.time_budget_s = remaining()
         cfg.run.progress = not args.no_progress
         summary = train(cfg, vae_run, resume="latest")
@@ -170,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = embedded_dit_config(str(vae_dir), args.batch_size, args.workers, args.pool, args.fresh)
     if args.smoke:
         cfg = _smoke(cfg, vae=False)
+    if args.lr is not None:
+        cfg.optim.lr = args.lr
+    cfg.run.seed = args.seed
     has_checkpoint = find_checkpoint(dit_run, "latest") is not None
     if not has_checkpoint and committed and not args.from_scratch:
         if vae_dir == assets / "vae" and _same_dit(cfg, assets):

@@ -219,7 +219,8 @@ class OptimConfig:
 @dataclass
 class RunConfig:
     steps: int = 1000
-    """Total optimizer steps (a resumed run continues up to this number)."""
+    """Total optimizer steps (a resumed run continues up to this number); 0 exports the start
+    as it is (e.g. a `linear_shortcut` VAE as fitted)."""
     batch_size: int = 4
     """Clips per step on each process (used when `global_batch_size` is 0)."""
     global_batch_size: int = 0
@@ -319,7 +320,7 @@ class TrainConfig:
             "optim.lr must be > 0": self.optim.lr > 0,
             "optim.ema_decay must lie in [0, 1)": 0 <= self.optim.ema_decay < 1,
             "optim.warmup_steps must be >= 0": self.optim.warmup_steps >= 0,
-            "run.steps must be >= 1": r.steps >= 1,
+            "run.steps must be >= 0": r.steps >= 0,
             "run.batch_size must be >= 1": r.batch_size >= 1,
             "run.global_batch_size must be >= 0": r.global_batch_size >= 0,
             f"run.precision must be one of {PRECISIONS}": r.precision in PRECISIONS,

@@ -6,6 +6,7 @@
 #   TRAIN_S=540 bash scripts/gpu_teacher2.sh        # train; repeat to go on
 #   START=DIR SEED=1 LR=1.5e-4 TRAIN_S=540 bash scripts/gpu_teacher2.sh   # continue an exported model
 #   TRAIN_S=0 EVAL=1 bash scripts/gpu_teacher2.sh   # clips of v1 and of the run's model (+ SCORE=1)
+#   START=DIR TRAIN_S=0 DECODER_S=170 LATENT_NOISE=0.5 EVAL=1 SCORE=1 NO_V1=1 FRAMES=33 bash ...
 #   END_S: seconds after the start by which every evaluation job is stopped (default 575)
 #   SMOKE=1 TRAIN_S=60 EVAL=1 LIMIT=1 STEPS=2 bash scripts/gpu_teacher2.sh  # CPU check of the paths
 #
@@ -17,15 +18,22 @@
 # moments, a short warm-up); SEED other than its run's gives it clips it has not seen. LR: the DiT's
 # learning rate (default the recipe's 4e-4); a resumed run may change it between calls, SEED not.
 #
+# Decoder (DECODER_S > 0, after any training): the model's VAE decoder trains for DECODER_S seconds
+# on latents with noise up to LATENT_NOISE (`train_embedded.py --decoder-of`); its encoder and
+# latent statistics stay, so the DiT is unchanged. The result is the model folder $RUN/model_dec
+# (label v2dec in the evaluation, beside v2 with its old decoder) and vae_dec.tgz in $OUT.
+#
 # Evaluation (EVAL=1, after any training of the call): the clips of `scripts/eval_student.py` for v1
 # (ASSETS, the committed model) and for the run's model: 33 frames (the 32 held-out clips) and 81
-# frames (its 16 random walks for 5 s), LIMIT clips of each. The clips come back as .npz (scored on
+# frames (its 16 random walks for 5 s), LIMIT clips of each; FRAMES="33" for one length, NO_V1=1
+# leaves v1 out. The clips come back as .npz (scored on
 # any CPU with `eval_student.py score`); SCORE=1 also scores them here (pose estimation, CPU-bound).
 # Training runs alone: evaluation jobs beside it halved its step rate on 2026-12-02.
 #
 # $OUT gets: run.log; train.log, train_log.jsonl, summary.txt and model.tgz (model.json +
 # transformer/, float16 EMA weights) when it trained; vae.tgz when it built the VAE;
-# {v1,v2}_{33,81}.npz (each when < 16 MiB) and eval.tgz (logs, reports, strips) when it evaluated.
+# decoder.log and vae_dec.tgz when it trained a decoder; {label}_{frames}.npz (each when < 16 MiB)
+# and eval.tgz (logs, reports, strips) when it evaluated.
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-out/gpu_teacher2}
@@ -38,6 +46,10 @@ EVAL=${EVAL:-}
 SCORE=${SCORE:-}
 ASSETS=${ASSETS:-$HERE/src/sanawm/assets/embedded}
 LIMIT=${LIMIT:-32}
+FRAMES=${FRAMES:-33 81}
+NO_V1=${NO_V1:-}
+DECODER_S=${DECODER_S:-0}
+LATENT_NOISE=${LATENT_NOISE:-0.5}
 STEPS=${STEPS:-}           # sampling steps for a quick check (default: the models' 24)
 THREADS=${THREADS:-3}      # CPU threads per evaluation process (four run at once)
 POSE_WORKERS=${POSE_WORKERS:-12}
@@ -75,27 +87,43 @@ if [ "$TRAIN_S" -gt 0 ]; then
     tail -n 3 "$OUT/train_log.jsonl" 2>/dev/null
 fi
 
+MODEL=$RUN/dit_export/model
+[ -f "$MODEL/model.json" ] || MODEL=$START
+if [ "$DECODER_S" -gt 0 ]; then
+    [ -n "$MODEL" ] && [ -f "$MODEL/model.json" ] || { stamp "decoder: no model in $RUN/dit_export or START"; exit 1; }
+    rm -rf "$RUN/decoder_run" "$RUN/decoder_export"
+    OMP_NUM_THREADS=8 python3 -u "$HERE/scripts/train_embedded.py" --vae-only --decoder-of "$MODEL/vae" \
+        --latent-noise "$LATENT_NOISE" --budget "$DECODER_S" --run-dir "$RUN/decoder_run" --out "$RUN/decoder_export" \
+        --no-progress $SMOKE > "$OUT/decoder.log" 2>&1
+    stamp "decoder: exit $?"
+    rm -rf "$RUN/model_dec" && mkdir -p "$RUN/model_dec"
+    cp -r "$MODEL/model.json" "$MODEL/transformer" "$RUN/model_dec/" && cp -r "$RUN/decoder_export/vae" "$RUN/model_dec/"
+    tar czf "$OUT/vae_dec.tgz" -C "$RUN/decoder_export" vae vae_report.json
+fi
+
 if [ -n "$EVAL" ]; then
-    MODEL=$RUN/dit_export/model
-    [ -f "$MODEL/model.json" ] || MODEL=$START
     [ -n "$MODEL" ] && [ -f "$MODEL/model.json" ] || { stamp "eval: no model in $RUN/dit_export or START"; exit 1; }
+    declare -A MODELS=([v2]=$MODEL)
+    [ -z "$NO_V1" ] && MODELS[v1]=$ASSETS
+    [ "$DECODER_S" -gt 0 ] && MODELS[v2dec]=$RUN/model_dec
+    LABELS=$(printf '%s\n' "${!MODELS[@]}" | sort | tr '\n' ' ')
     E=$RUN/eval
-    rm -rf "$E" && mkdir -p "$E/c33" "$E/c81" "$E/results"
+    rm -rf "$E" && mkdir -p "$E/results" && for f in $FRAMES; do mkdir -p "$E/c$f"; done
     export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
     gen() {  # label, frames, model folder
         timeout "$(left)" python3 -u "$HERE/scripts/eval_student.py" generate --label "$1" --frames "$2" --model "$3" --limit "$LIMIT" \
             ${STEPS:+--steps "$STEPS"} --out "$E/c$2" > "$E/results/gen_$1_$2.log" 2>&1
         stamp "generate $1 $2 frames: exit $?"
     }
-    gen v1 33 "$ASSETS" & gen v1 81 "$ASSETS" & gen v2 33 "$MODEL" & gen v2 81 "$MODEL" &
+    for f in $FRAMES; do for m in $LABELS; do gen "$m" "$f" "${MODELS[$m]}" & done; done
     wait
-    for f in 33 81; do for m in v1 v2; do  # only files that can come back (< 16 MiB)
+    for f in $FRAMES; do for m in $LABELS; do  # only files that can come back (< 16 MiB)
         [ -f "$E/c$f/$m.npz" ] && [ "$(stat -c %s "$E/c$f/$m.npz")" -lt 16000000 ] && cp "$E/c$f/$m.npz" "$OUT/${m}_$f.npz"
     done; done
     cp "$E"/c33/*.json "$E/results/" 2>/dev/null
     if [ -n "$SCORE" ]; then
-        for f in 33 81; do
-            timeout "$(left)" python3 -u "$HERE/scripts/eval_student.py" score --clips "$E/c$f" --frames "$f" --labels v1 v2 \
+        for f in $FRAMES; do
+            timeout "$(left)" python3 -u "$HERE/scripts/eval_student.py" score --clips "$E/c$f" --frames "$f" --labels $LABELS \
                 --workers "$POSE_WORKERS" --strips 4 --out "$E/results/eval$f" > "$E/results/eval$f.log" 2>&1
             stamp "score $f frames: exit $?"
         done

@@ -4,10 +4,13 @@
     python scripts/train_embedded.py --out /tmp/smoke --smoke        # tiny CPU run of the same steps
     python scripts/train_embedded.py --out "$OUT" --budget 400 --vae-only --vae-channels 64
     python scripts/train_embedded.py --out "$OUT" --budget 450 --vae runs/vae2/vae   # the DiT on another VAE
+    python scripts/train_embedded.py --out "$OUT" --budget 200 --vae-only --decoder-of model/vae --latent-noise 0.5
 
 With `--vae-only` it trains a new VAE (the recipe's v2, `--vae-channels` latent channels) for
 the whole budget and stops: `--out` gets `vae/` (config + bfloat16 weights), `vae_report.json`
-(held-out PSNR, steps, time, the config) and `train_log.jsonl`.
+(held-out PSNR, steps, time, the config) and `train_log.jsonl`. `--decoder-of DIR` trains only
+the decoder of the VAE in DIR (its encoder and latent statistics stay, so a DiT trained on its
+latents keeps working), with `--latent-noise` on the latents it reads (`sanawm.train.vae`).
 
 What it does, in order, never running past `--budget` seconds (checkpoints are saved first):
 
@@ -116,13 +119,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vae-only", action="store_true", help="train a new VAE for the whole budget, no DiT")
     parser.add_argument("--vae-channels", type=int, default=VAE2_LATENT_CHANNELS, help="latent channels of a new VAE")
     parser.add_argument("--linear-shortcut", action="store_true", help="a new VAE starts as a linear code (PCA)")
+    parser.add_argument("--decoder-of", metavar="VAE_DIR",
+                        help="with --vae-only: train only this VAE's decoder (encoder and latent statistics kept)")
+    parser.add_argument("--latent-noise", type=float, default=0.0,
+                        help="with --vae-only: the decoder reads latents with noise up to this std (normalised units)")
     parser.add_argument("--vae-steps", type=int,
                         help="with --vae-only: stop after this many steps (0: the linear code as fitted)")
     parser.add_argument("--vae", help="train the DiT on this VAE folder (default: the committed one)")
     parser.add_argument("--map-clips", type=int, default=64,
                         help="clips that fit the latent map of a warm start on another VAE (0: re-initialise)")
     parser.add_argument("--from-scratch", action="store_true", help="no warm start from the committed DiT")
-    parser.add_argument("--lr", type=float, help="DiT learning rate (default: the recipe's)")
+    parser.add_argument("--lr", type=float, help="learning rate of the stage trained (default: the recipe's)")
     parser.add_argument("--seed", type=int, default=0,
                         help="DiT data and noise seed (another one when continuing a model on fresh clips)")
     parser.add_argument("--smoke", action="store_true", help="tiny CPU run (checks the script)")
@@ -132,6 +139,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--lr must be > 0")
     if args.vae_steps is not None and (args.vae_steps < 0 or not args.vae_only):
         parser.error("--vae-steps needs --vae-only and a count >= 0")
+    if (args.decoder_of or args.latent_noise) and not args.vae_only:
+        parser.error("--decoder-of and --latent-noise need --vae-only")
+    if args.latent_noise < 0:
+        parser.error("--latent-noise must be >= 0")
+    if args.decoder_of and not (Path(args.decoder_of) / "config.json").is_file():
+        parser.error(f"--decoder-of: no VAE in {args.decoder_of} (config.json missing)")
 
     t0 = time.monotonic()
     run_dir, out = Path(args.run_dir), Path(args.out)
@@ -153,6 +166,10 @@ def main(argv: list[str] | None = None) -> int:
             cfg = _smoke(cfg, vae=True)
         if args.vae_steps is not None:
             cfg.run.steps = args.vae_steps
+        if args.lr is not None:
+            cfg.optim.lr = args.lr
+        cfg.vae_loss.decoder_of = args.decoder_of or ""
+        cfg.vae_loss.latent_noise = args.latent_noise
         cfg.run.time_budget_s = remaining()
         cfg.run.progress = not args.no_progress
         summary = train(cfg, vae_run, resume="latest")

@@ -14,7 +14,8 @@ from sanawm.model import build_preset
 from sanawm.train import from_dict, train
 from sanawm.train.data import make_source
 from sanawm.train.loop import StandardSteps, enable_gradient_checkpointing
-from sanawm.vae import load_vae
+from sanawm.train.vae import AutoencoderPass
+from sanawm.vae import CompactVAE, CompactVAEConfig, load_vae
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +99,47 @@ def test_vae_stage_measures_latent_stats_and_psnr(clips, tmp_path):
     report = json.loads((tmp_path / "run" / "vae_eval.json").read_text())
     assert report["clips"] == 2 and 0 < report["psnr_db"] < 100
     assert summary.result["psnr_db"] == pytest.approx(report["psnr_db"])
+
+
+def test_decoder_only_stage_keeps_the_encoder_and_latent_stats(clips, tmp_path):
+    base = save_tiny_vae(tmp_path / "base")
+    cfg = from_dict({
+        "stage": "vae",
+        "data": {"source": "folder", "folder": {"root": str(clips)}, "num_frames": 5, "height": 16, "width": 16},
+        "vae_loss": {"decoder_of": str(base), "latent_noise": 0.5, "stats_clips": 2, "eval_clips": 1},
+        "optim": {"warmup_steps": 0, "lr": 1e-2},
+        "run": {"steps": 3, "batch_size": 2, "progress": False},
+    })  # fmt: skip
+    train(cfg, tmp_path / "run")
+    before, after = CompactVAE.load(base).state_dict(), CompactVAE.load(tmp_path / "run" / "vae").state_dict()
+    assert before.keys() == after.keys()
+    for name in before:
+        if name.startswith("decoder."):
+            continue
+        assert torch.equal(before[name], after[name]), name  # encoder weights, latents_mean / latents_std
+    changed = [n for n in before if n.startswith("decoder.") and not torch.equal(before[n], after[n])]
+    assert len(changed) > 4
+
+
+def test_latent_noise_is_scaled_by_the_latent_std_and_drawn_per_clip():
+    vae = CompactVAE(CompactVAEConfig(latent_channels=4, channels=(8, 8, 8)))
+    vae.set_latent_stats(torch.zeros(4), torch.tensor([0.5, 2.0, 1.0, 4.0]))
+    video = torch.rand(2, 3, 5, 16, 16, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    out, mean, logvar = AutoencoderPass(vae, train_encoder=False, latent_noise=0.7)(
+        video, [torch.Generator().manual_seed(s) for s in (11, 12)])
+    # The same draws by hand, in float64: posterior sample, then per clip a level u ~ U(0, 1) and more noise.
+    zs = []
+    for i, seed in enumerate((11, 12)):
+        g = torch.Generator().manual_seed(seed)
+        eps = torch.randn((1, *mean.shape[1:]), generator=g)
+        u = torch.rand(1, generator=g)
+        extra = torch.randn((1, *mean.shape[1:]), generator=g)
+        std = torch.tensor([0.5, 2.0, 1.0, 4.0], dtype=torch.float64).view(1, 4, 1, 1, 1)
+        zs.append(mean[i : i + 1].double() + (0.5 * logvar[i : i + 1].double()).exp() * eps.double()
+                  + 0.7 * u.double() * std * extra.double())  # fmt: skip
+    torch.testing.assert_close(out, vae.decode_raw(torch.cat(zs).float()), rtol=1e-5, atol=1e-5)
+    assert not any(p.requires_grad for p in vae.encoder.parameters())
+    assert all(p.requires_grad for p in vae.decoder.parameters())
 
 
 def test_gradient_checkpointing_gives_the_same_gradients():

@@ -150,6 +150,13 @@ class VAELossConfig:
     to every batch of world clips."""
     stats_clips: int = 64
     """Clips encoded to measure the per-channel latent mean / std after training."""
+    decoder_of: str = ""
+    """A saved compact VAE whose decoder alone trains: its encoder and latent statistics stay
+    as they are, so a DiT trained on its latents stays valid (`vae` fields are ignored)."""
+    latent_noise: float = 0.0
+    """The decoder reads latents with Gaussian noise of standard deviation s (in normalised
+    latent units) added, s ~ U(0, latent_noise) per clip: it learns to take a DiT's errors to
+    plausible pixels instead of decoding them as they are."""
     eval_clips: int = 32
     """Held-out clips (worlds never trained on) for the reconstruction PSNR."""
 
@@ -321,6 +328,7 @@ class TrainConfig:
             "optim.ema_decay must lie in [0, 1)": 0 <= self.optim.ema_decay < 1,
             "optim.warmup_steps must be >= 0": self.optim.warmup_steps >= 0,
             "run.steps must be >= 0": r.steps >= 0,
+            "vae_loss.latent_noise must be >= 0": self.vae_loss.latent_noise >= 0,
             "run.batch_size must be >= 1": r.batch_size >= 1,
             "run.global_batch_size must be >= 0": r.global_batch_size >= 0,
             f"run.precision must be one of {PRECISIONS}": r.precision in PRECISIONS,

@@ -14,6 +14,12 @@ are world clips plus `synthetic_clips` synthetic ones drawn on the device
 encode `stats_clips` clips, the per-channel mean / std of the posterior means become the
 VAE's latent normalisation (`set_latent_stats`), the VAE is saved to `RUN/vae`, and its
 reconstruction PSNR on `eval_clips` clips of held-out worlds goes to `RUN/vae_eval.json`.
+
+With `vae_loss.decoder_of` only the decoder of a saved VAE trains: the encoder and the latent
+statistics stay, so a DiT trained on that VAE's latents keeps working with the new decoder. With
+`vae_loss.latent_noise` the decoder reads z + s std eps (std the per-channel latent scale, s
+uniform per clip): the errors a DiT leaves in its latents then decode to plausible pixels rather
+than to the patterns a decoder trained on exact latents makes of them.
 """
 
 from __future__ import annotations
@@ -94,16 +100,29 @@ class AutoencoderPass(nn.Module):
     has `encode` / `decode` methods; this wrapper is what the VAE stage trains. Its state dict
     is the VAE's with a `vae.` prefix."""
 
-    def __init__(self, vae: nn.Module) -> None:
+    def __init__(self, vae: nn.Module, train_encoder: bool = True, latent_noise: float = 0.0) -> None:
         super().__init__()
         self.vae = vae
+        self.train_encoder = train_encoder
+        self.latent_noise = latent_noise
+        vae.encoder.requires_grad_(train_encoder)
 
     def forward(self, video: torch.Tensor, generators: list[torch.Generator]):
         """`generators`: one per clip; each clip's noise is drawn from its own (see `VAETask.loss`)."""
-        mean, logvar = self.vae.encode_distribution(video)
+        with torch.set_grad_enabled(self.train_encoder and torch.is_grad_enabled()):
+            mean, logvar = self.vae.encode_distribution(video)
         shape = (1, *mean.shape[1:])
-        noise = torch.cat([torch.randn(shape, generator=g, device=mean.device, dtype=mean.dtype) for g in generators])
+
+        def draw(g: torch.Generator) -> torch.Tensor:
+            return torch.randn(shape, generator=g, device=mean.device, dtype=mean.dtype)
+
+        noise = torch.cat([draw(g) for g in generators])
         z = mean + torch.exp(0.5 * logvar) * noise
+        if self.latent_noise > 0:  # drawn after the posterior sample, from the same generators
+            scale = torch.cat([torch.rand(1, generator=g, device=mean.device) for g in generators]) * self.latent_noise
+            extra = torch.cat([draw(g) for g in generators])
+            std = self.vae.latents_std.view(1, -1, 1, 1, 1).to(mean.dtype)
+            z = z + scale.view(-1, 1, 1, 1, 1).to(mean.dtype) * std * extra
         return self.vae.decode_raw(z), mean, logvar
 
 
@@ -155,19 +174,24 @@ class VAETask(StandardSteps):
 
         self.config = config
         self.ctx = ctx
-        self.vae_config = CompactVAEConfig(**dataclasses.asdict(config.vae))
+        self.decoder_only = bool(config.vae_loss.decoder_of)
         torch.manual_seed(config.run.seed)
-        vae = CompactVAE(self.vae_config).to(ctx.device)
+        if self.decoder_only:
+            vae = CompactVAE.load(config.vae_loss.decoder_of).to(ctx.device)
+            self.vae_config = vae.config
+        else:
+            self.vae_config = CompactVAEConfig(**dataclasses.asdict(config.vae))
+            vae = CompactVAE(self.vae_config).to(ctx.device)
         vae.check_num_frames(config.data.num_frames)
         vae.check_image_size(config.data.height, config.data.width)
-        if self.vae_config.linear_shortcut:  # (a resumed run loads its checkpoint over this)
+        if self.vae_config.linear_shortcut and not self.decoder_only:  # (a resumed run loads its checkpoint over this)
             fit_source = make_source(config.data, config.run.seed + 2)
             clips = fit_source.finish([fit_source.prepare(d) for d in range(SHORTCUT_FIT_CLIPS)], ctx.device).video
             d = config.data
             g = torch.Generator(device=ctx.device).manual_seed(config.run.seed + 2)
             clips = torch.cat([clips, synthetic_clips(SHORTCUT_FIT_CLIPS, d.num_frames, d.height, d.width, g)])
             fit_linear_shortcut(vae, VideoVAE.preprocess(clips))
-        self.module = AutoencoderPass(vae)
+        self.module = AutoencoderPass(vae, train_encoder=not self.decoder_only, latent_noise=config.vae_loss.latent_noise)
         source = make_source(config.data, config.run.seed)
         d = config.data
         # Synthetic clips per step count like run.batch_size: over all processes when
@@ -216,9 +240,10 @@ class VAETask(StandardSteps):
         vae.load_state_dict({k[len(prefix) :]: v for k, v in state.items()})
         vae = vae.to(device).eval()
         batch = max(1, min(cfg.run.local_batch(self.ctx.world_size), 8))
-        stats_source = make_source(cfg.data, cfg.run.seed + 1)
-        mean, std = latent_stats(vae, stats_source, range(cfg.vae_loss.stats_clips), device, batch)
-        vae.set_latent_stats(mean, std)
+        if not self.decoder_only:  # (a fixed encoder keeps the statistics its latents were normalised by)
+            stats_source = make_source(cfg.data, cfg.run.seed + 1)
+            mean, std = latent_stats(vae, stats_source, range(cfg.vae_loss.stats_clips), device, batch)
+            vae.set_latent_stats(mean, std)
         out = Path(run_dir) / VAE_DIR
         vae.cpu().save(out)
         vae.to(device)

@@ -50,6 +50,7 @@ FRAMES=${FRAMES:-33 81}
 NO_V1=${NO_V1:-}
 DECODER_S=${DECODER_S:-0}
 LATENT_NOISE=${LATENT_NOISE:-0.5}
+DECODER_POOL=${DECODER_POOL:-512}  # clips rendered before the decoder's first step
 STEPS=${STEPS:-}           # sampling steps for a quick check (default: the models' 24)
 THREADS=${THREADS:-3}      # CPU threads per evaluation process (four run at once)
 POSE_WORKERS=${POSE_WORKERS:-12}
@@ -93,7 +94,7 @@ if [ "$DECODER_S" -gt 0 ]; then
     [ -n "$MODEL" ] && [ -f "$MODEL/model.json" ] || { stamp "decoder: no model in $RUN/dit_export or START"; exit 1; }
     rm -rf "$RUN/decoder_run" "$RUN/decoder_export"
     OMP_NUM_THREADS=8 python3 -u "$HERE/scripts/train_embedded.py" --vae-only --decoder-of "$MODEL/vae" \
-        --latent-noise "$LATENT_NOISE" --budget "$DECODER_S" --run-dir "$RUN/decoder_run" --out "$RUN/decoder_export" \
+        --latent-noise "$LATENT_NOISE" --vae-pool "$DECODER_POOL" --budget "$DECODER_S" --run-dir "$RUN/decoder_run" --out "$RUN/decoder_export" \
         --no-progress $SMOKE > "$OUT/decoder.log" 2>&1
     stamp "decoder: exit $?"
     rm -rf "$RUN/model_dec" && mkdir -p "$RUN/model_dec"

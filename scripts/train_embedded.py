@@ -112,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vae-share", type=float, default=0.4, help="part of the budget for a new VAE")
     parser.add_argument("--batch-size", type=int, default=32, help="DiT clips per step")
     parser.add_argument("--vae-batch-size", type=int, default=8)
+    parser.add_argument("--vae-pool", type=int, default=512,
+                        help="VAE replay pool (clips rendered before the first step; smaller for short runs)")
     parser.add_argument("--pool", type=int, default=256, help="DiT replay pool (clips)")
     parser.add_argument("--fresh", type=int, default=4, help="new clips per DiT step")
     parser.add_argument("--workers", type=int, default=max(0, min(8, (os.cpu_count() or 1) - 2)))
@@ -160,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     vae_run = run_dir / "vae_stage"
     if args.vae_only:
         cfg = embedded_vae_config(
-            args.vae_batch_size, args.workers, latent_channels=args.vae_channels, linear_shortcut=args.linear_shortcut
+            args.vae_batch_size, args.workers, args.vae_pool, latent_channels=args.vae_channels,
+            linear_shortcut=args.linear_shortcut,
         )
         if args.smoke:
             cfg = _smoke(cfg, vae=True)
@@ -185,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     elif committed:
         vae_dir, vae_note = assets / "vae", "the committed one"
     else:
-        cfg = embedded_vae_config(args.vae_batch_size, args.workers)
+        cfg = embedded_vae_config(args.vae_batch_size, args.workers, args.vae_pool)
         if args.smoke:
             cfg = _smoke(cfg, vae=True)
         cfg.run.time_budget_s = args.vae_share * remaining()

@@ -117,6 +117,40 @@ def test_whitening_weighs_an_edge_across_it_and_a_corner_alike():
     np.testing.assert_allclose(w_corner, np.eye(2), atol=1e-6)
 
 
+def test_edge_ratio_is_zero_on_a_straight_edge_and_one_on_a_symmetric_corner():
+    """A vertical step edge has no gradient along y (ratio 0, under _EDGE_TRACK_RATIO: a track
+    along it takes no part in the choice of the start pair); the checkerboard corner of the test
+    above has as much gradient along x as along y (ratio 1)."""
+    from sanawm.evaluation import _pose_opencv
+
+    edge = np.zeros((40, 40), np.uint8)
+    edge[:, 20:] = 200
+    corner = edge.copy()
+    corner[20:, :] = 200 - corner[20:, :]
+    ratio_edge = _pose_opencv._edge_ratios(_pose_opencv._structure_tensor(edge), np.array([[19.5, 20.0]]))
+    ratio_corner = _pose_opencv._edge_ratios(_pose_opencv._structure_tensor(corner), np.array([[19.5, 19.5]]))
+    np.testing.assert_allclose(ratio_edge, [0.0], atol=1e-9)
+    assert _pose_opencv._EDGE_TRACK_RATIO > 0.0
+    np.testing.assert_allclose(ratio_corner, [1.0], atol=1e-6)
+
+
+def test_rotation_angle_matches_the_rotation_vector_length():
+    """`_angle_deg`, which bounds how far a start pair's essential-matrix rotation may stray from
+    its best pure turn (_START_TURN_FACTOR), against the length of OpenCV's rotation vector."""
+    import cv2
+
+    from sanawm.evaluation import _pose_opencv
+
+    rng = np.random.default_rng(3)
+    for degrees in (0.0, 0.2, 3.3, 45.0, 170.0):
+        axis = rng.normal(size=3)
+        rvec = np.radians(degrees) * axis / np.linalg.norm(axis)
+        rotation = cv2.Rodrigues(rvec)[0]
+        expected = np.degrees(np.linalg.norm(cv2.Rodrigues(rotation)[0]))
+        assert abs(_pose_opencv._angle_deg(rotation) - expected) < 1e-5
+        assert abs(_pose_opencv._angle_deg(rotation) - degrees) < 1e-5
+
+
 def test_opencv_backend_follows_a_rendered_walk(walk, walk_estimate):
     c2w, estimated = walk[0], walk_estimate
     assert estimated.shape == (24, 4, 4)

@@ -17,6 +17,7 @@
 # benchmarks/teacher2/model_step2965) the DiT starts from its weights on its own VAE (new AdamW
 # moments, a short warm-up); SEED other than its run's gives it clips it has not seen. LR: the DiT's
 # learning rate (default the recipe's 4e-4); a resumed run may change it between calls, SEED not.
+# CHANNEL_POWER: the DiT loss per latent channel ~ (latent std)^(2 x it) (default 0: alike).
 #
 # Decoder (DECODER_S > 0, after any training): the model's VAE decoder trains for DECODER_S seconds
 # on latents with noise up to LATENT_NOISE (`train_embedded.py --decoder-of`); its encoder and
@@ -41,6 +42,7 @@ RUN=${RUN:-$HERE/out/teacher2}
 TRAIN_S=${TRAIN_S:-540}
 START=${START:-}
 LR=${LR:-}
+CHANNEL_POWER=${CHANNEL_POWER:-0}
 SEED=${SEED:-0}
 EVAL=${EVAL:-}
 SCORE=${SCORE:-}
@@ -80,7 +82,7 @@ if [ "$TRAIN_S" -gt 0 ]; then
     fi
     budget=$(( TRAIN_S - ($(date +%s) - T0) ))
     OMP_NUM_THREADS=8 python3 -u "$HERE/scripts/train_embedded.py" "${FROM[@]}" --run-dir "$RUN/dit_run" \
-        --out "$RUN/dit_export" --budget "$budget" --seed "$SEED" ${LR:+--lr "$LR"} --no-progress $SMOKE \
+        --out "$RUN/dit_export" --budget "$budget" --seed "$SEED" ${LR:+--lr "$LR"} --channel-weight-power "$CHANNEL_POWER" --no-progress $SMOKE \
         > "$OUT/train.log" 2>&1
     stamp "train: exit $?"
     cp "$RUN/dit_export/train_log.jsonl" "$RUN/dit_export/summary.txt" "$OUT/" 2>/dev/null

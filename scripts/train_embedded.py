@@ -132,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="clips that fit the latent map of a warm start on another VAE (0: re-initialise)")
     parser.add_argument("--from-scratch", action="store_true", help="no warm start from the committed DiT")
     parser.add_argument("--lr", type=float, help="learning rate of the stage trained (default: the recipe's)")
+    parser.add_argument("--channel-weight-power", type=float, default=0.0,
+                        help="DiT loss per latent channel ~ (its latent std)^(2 x this): 0 alike, 1 as pixel variance")
     parser.add_argument("--seed", type=int, default=0,
                         help="DiT data and noise seed (another one when continuing a model on fresh clips)")
     parser.add_argument("--smoke", action="store_true", help="tiny CPU run (checks the script)")
@@ -143,6 +145,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--vae-steps needs --vae-only and a count >= 0")
     if (args.decoder_of or args.latent_noise) and not args.vae_only:
         parser.error("--decoder-of and --latent-noise need --vae-only")
+    if not 0 <= args.channel_weight_power <= 2:
+        parser.error("--channel-weight-power must lie in [0, 2]")
+    if args.channel_weight_power and args.vae_only:
+        parser.error("--channel-weight-power weighs the DiT's loss: not with --vae-only")
     if args.latent_noise < 0:
         parser.error("--latent-noise must be >= 0")
     if args.decoder_of and not (Path(args.decoder_of) / "config.json").is_file():
@@ -204,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.lr is not None:
         cfg.optim.lr = args.lr
     cfg.run.seed = args.seed
+    cfg.objective.channel_weight_power = args.channel_weight_power
     has_checkpoint = find_checkpoint(dit_run, "latest") is not None
     if not has_checkpoint and committed and not args.from_scratch:
         if vae_dir == assets / "vae" and _same_dit(cfg, assets):

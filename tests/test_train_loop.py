@@ -329,3 +329,30 @@ def test_dit_stage_on_an_ltx2_vae_references_it_in_the_export(clips, tmp_path):
 
     wm = WorldModel.load(tmp_path / "run" / "model", device="cpu")
     assert wm.transformer.config.in_channels == 8 and wm.transformer.config.plucker_channels == 48
+
+
+def test_channel_weight_power_weighs_the_dit_loss_by_the_vae_latent_std(vae_dir, tmp_path):
+    """The DiT stage takes its channel weights from its VAE: a VAE whose channels share one std
+    gives weights 1 (the same losses as power 0, bit for bit), the tiny VAE's unequal stds
+    change the loss; an LTX-2 VAE (other latent statistics) is refused."""
+    from _tiny_models import save_tiny_ltx2
+
+    from sanawm.errors import UserInputError
+
+    equal = load_vae(vae_dir)
+    equal.set_latent_stats(equal.latents_mean, torch.full((4,), 0.5))
+    equal.save(tmp_path / "equal_vae")
+    run = {"steps": 2, "log_every": 1, "progress": False}
+    losses = {}
+    for name, vae, power in (("plain", tmp_path / "equal_vae", 0.0), ("equal", tmp_path / "equal_vae", 1.0),
+                             ("tiny0", vae_dir, 0.0), ("tiny1", vae_dir, 1.0)):  # fmt: skip
+        train(dit_config(vae, run=run, objective={"channel_weight_power": power}), tmp_path / name)
+        losses[name] = _losses(tmp_path / name)
+    assert losses["equal"] == losses["plain"]
+    assert all(abs(a - b) > 1e-4 * a for a, b in zip(losses["tiny0"], losses["tiny1"])), losses
+    save_tiny_ltx2(tmp_path / "ltx2")
+    with pytest.raises(UserInputError, match="compact VAE"):
+        train(dit_config(tmp_path / "ltx2", data={"num_frames": 9, "height": 32, "width": 32},
+                         run=run, objective={"channel_weight_power": 1.0}), tmp_path / "ltx")  # fmt: skip
+    with pytest.raises(UserInputError, match="channel_weight_power must lie in"):
+        dit_config(vae_dir, objective={"channel_weight_power": 2.5}).validate()

@@ -2,6 +2,8 @@
 
 import math
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -10,6 +12,7 @@ from sanawm.sampling.schedule import FlowMatchingSchedule
 from sanawm.text import TextEmbedding
 from sanawm.train.config import FlowMatchingConfig
 from sanawm.train.objective import (
+    channel_loss_weights,
     flow_matching_loss,
     noise_latents,
     sample_noise_plan,
@@ -130,6 +133,43 @@ def test_loss_is_the_mean_over_noised_frames_only():
     changed = pred.clone()
     changed[:, :, 0] += 100.0  # clean frames do not count
     assert float(flow_matching_loss(changed, target, mask)) == pytest.approx(per_frame_mean, rel=1e-5)
+
+
+def test_channel_weighted_loss_against_a_float64_sum():
+    g = _gen(7)
+    pred = torch.randn(2, 3, 4, 2, 2, generator=g)
+    target = torch.randn(2, 3, 4, 2, 2, generator=g)
+    mask = torch.tensor([[0.0, 1, 1, 0], [0, 1, 0, 1]])
+    weights = torch.tensor([0.2, 1.3, 1.5])
+    p, t, w = pred.double().numpy(), target.double().numpy(), weights.double().numpy()
+    clip_means = []
+    for b in range(2):  # per sample: the mean over a clip's noised frames, then over the clips
+        frames = [sum(w[c] * (p[b, c, f] - t[b, c, f]) ** 2 for c in range(3)).mean() / 3 for f in range(4) if mask[b, f]]
+        clip_means.append(sum(frames) / len(frames))
+    expected = sum(clip_means) / 2
+    got = float(flow_matching_loss(pred, target, mask, per_sample=True, channel_weights=weights))
+    assert got == pytest.approx(expected, rel=1e-5)
+    ones = float(flow_matching_loss(pred, target, mask, per_sample=True, channel_weights=torch.ones(3)))
+    assert ones == pytest.approx(float(flow_matching_loss(pred, target, mask, per_sample=True)), rel=1e-6)
+
+
+def test_channel_weights_at_power_one_make_the_loss_pixel_mse_of_a_linear_code():
+    """An orthonormal linear code: pixels = basis @ (std * z) for normalised latents z. With
+    power 1 the weighted latent loss is the pixel MSE up to one constant, for any error."""
+    rng = np.random.default_rng(0)
+    std = torch.tensor([3.0, 1.2, 0.5, 0.1, 0.05], dtype=torch.float64)
+    basis = np.linalg.qr(rng.normal(size=(12, 5)))[0]  # 12 pixels, 5 orthonormal columns
+    weights = channel_loss_weights(std, 1.0).double()
+    np.testing.assert_allclose(weights.numpy(), std.numpy() ** 2 / np.mean(std.numpy() ** 2), rtol=1e-6)
+    np.testing.assert_allclose(channel_loss_weights(std, 0.5).double().numpy(), std.numpy() / std.numpy().mean(), rtol=1e-6)
+    ratios = []
+    for _ in range(4):
+        error = rng.normal(size=5)  # in normalised latent units
+        pixel_mse = np.mean((basis @ (std.numpy() * error)) ** 2)
+        latent = np.mean(weights.numpy() * error**2)
+        ratios.append(pixel_mse / latent)
+    np.testing.assert_allclose(ratios, ratios[0], rtol=1e-6)  # one constant: Σ std² / 12 pixels
+    assert ratios[0] == pytest.approx(float((std**2).sum()) / 12, rel=1e-6)
 
 
 def test_text_inputs_pad_keep_and_drop():

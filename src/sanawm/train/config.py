@@ -130,6 +130,10 @@ class FlowMatchingConfig:
     chunks, then one noise level per chunk."""
     chunk_size: int = 2
     """Latent frames per chunk in chunk-causal steps (and the exported streaming default)."""
+    channel_weight_power: float = 0.0
+    """Weigh each latent channel's error by (its VAE latent std)^(2 x this), mean 1
+    (`sanawm.train.objective.channel_loss_weights`): 0 alike, 1 as its share of pixel variance
+    under a linear code."""
 
 
 @dataclass
@@ -320,6 +324,7 @@ class TrainConfig:
             "objective.sigma_shift must be > 0": o.sigma_shift > 0,
             "objective.logit_std must be > 0": o.logit_std > 0,
             "objective.chunk_size must be >= 1": o.chunk_size >= 1,
+            "objective.channel_weight_power must lie in [0, 2]": 0 <= o.channel_weight_power <= 2,
             "objective probabilities must lie in [0, 1]": all(
                 0 <= v <= 1 for v in (o.frame_noise_prob, o.text_dropout, o.camera_dropout, o.causal_prob)
             ),

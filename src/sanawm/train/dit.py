@@ -25,7 +25,14 @@ from sanawm.train.data import ClipBatch, make_source
 from sanawm.train.distributed import DistContext
 from sanawm.train.export import ema_transformer, export_model_dir
 from sanawm.train.feed import ClipFeed, Encoded, randn_rows, sample_generators
-from sanawm.train.objective import NoisePlan, flow_matching_loss, noise_latents, sample_noise_plan, text_inputs
+from sanawm.train.objective import (
+    NoisePlan,
+    channel_loss_weights,
+    flow_matching_loss,
+    noise_latents,
+    sample_noise_plan,
+    text_inputs,
+)
 from sanawm.train.loop import StandardSteps
 
 MODEL_DIR = "model"
@@ -229,9 +236,10 @@ class DiTSteps(StandardSteps):
 
     name = "dit"
 
-    def __init__(self, config: TrainConfig, module: nn.Module) -> None:
+    def __init__(self, config: TrainConfig, module: nn.Module, channel_weights: torch.Tensor | None = None) -> None:
         self.config = config
         self.module = module
+        self.channel_weights = channel_weights  # (C,) or None (`channel_loss_weights`)
         self.find_unused_parameters = config.objective.camera_dropout > 0
 
     def shard_units(self) -> list[nn.Module]:
@@ -265,7 +273,9 @@ class DiTSteps(StandardSteps):
             batch["raymap"] if camera else None, batch["plucker"] if camera else None,
             chunk_size=plan.chunk_size,
         )  # fmt: skip
-        loss = flow_matching_loss(prediction, target, plan.loss_mask, per_sample=True)
+        loss = flow_matching_loss(
+            prediction, target, plan.loss_mask, per_sample=True, channel_weights=self.channel_weights
+        )
         return loss, {"causal_fraction": float(causal), "camera_fraction": float(camera)}
 
 
@@ -289,7 +299,7 @@ class DiTTask(DiTSteps):
         if config.dit.init_from:
             self.warm_start = warm_start(model, config.dit.init_from, self.vae, config, ctx.device)
         self.frozen = freeze_unused_parameters(model, self.vae.strides)
-        super().__init__(config, model)
+        super().__init__(config, model, self._channel_weights(config.objective.channel_weight_power))
 
         source = make_source(data, config.run.seed)
         self.feed = ClipFeed(
@@ -298,6 +308,17 @@ class DiTTask(DiTSteps):
             device=ctx.device, pool_size=data.pool_size,
             fresh_per_step=data.fresh_per_step, workers=data.workers, rank=ctx.rank, world_size=ctx.world_size,
         )  # fmt: skip
+
+    def _channel_weights(self, power: float) -> torch.Tensor | None:
+        """The loss weights of the latent channels (`objective.channel_weight_power`), from the
+        compact VAE's latent statistics; None weighs them alike."""
+        from sanawm.vae import CompactVAE
+
+        if power == 0.0:
+            return None
+        if not isinstance(self.vae, CompactVAE):
+            raise UserInputError("objective.channel_weight_power needs a compact VAE (its per-channel latent std)")
+        return channel_loss_weights(self.vae.latents_std, power)
 
     def encode(self, batch: ClipBatch) -> Encoded:
         return encode_clips(batch, self.vae, self.module.config.max_text_len, self.ctx.device)

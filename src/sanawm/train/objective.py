@@ -99,17 +99,37 @@ def noise_latents(latents: Tensor, noise: Tensor, sigmas: Tensor) -> tuple[Tenso
     return FlowMatchingSchedule.add_noise(x, n, s), FlowMatchingSchedule.velocity_target(x, n)
 
 
-def flow_matching_loss(prediction: Tensor, target: Tensor, loss_mask: Tensor, per_sample: bool = False) -> Tensor:
+def flow_matching_loss(
+    prediction: Tensor, target: Tensor, loss_mask: Tensor, per_sample: bool = False,
+    channel_weights: Tensor | None = None,
+) -> Tensor:  # fmt: skip
     """Mean squared error over the noised frames: per-frame MSE (B, T) averaged with `loss_mask`,
     over the whole batch at once, or (`per_sample`) within each clip and then over the clips.
+    `channel_weights` (C,), mean 1 (`channel_loss_weights`), weigh each latent channel's squared
+    error; None weighs them alike.
 
     Per sample, every clip weighs the same whatever its number of clean frames, so the mean
     over W processes of their batches' losses equals the loss of the whole batch on one
     process (the gradients DDP / FSDP average are those of the global batch)."""
-    per_frame = (prediction.float() - target.float()).square().mean(dim=(1, 3, 4))
+    error = (prediction.float() - target.float()).square()
+    if channel_weights is not None:
+        error = error * channel_weights.float().view(1, -1, 1, 1, 1)
+    per_frame = error.mean(dim=(1, 3, 4))
     if per_sample:
         return ((per_frame * loss_mask).sum(1) / loss_mask.sum(1).clamp_min(1.0)).mean()
     return (per_frame * loss_mask).sum() / loss_mask.sum().clamp_min(1.0)
+
+
+def channel_loss_weights(latents_std: Tensor, power: float) -> Tensor:
+    """Per-channel loss weights (C,) proportional to latents_std ** (2 * power), scaled to mean 1.
+
+    The DiT sees latents scaled to unit variance per channel, so an error of e in channel c is an
+    error of e * std_c in the VAE's own latent units. For a linear (PCA-started) code with an
+    orthonormal basis the pixel error is that latent error, so power 1 makes the loss pixel MSE
+    (the coarse channels that hold most of the image count most) and power 0 weighs the
+    low-variance fine-detail channels like the coarse ones."""
+    weights = latents_std.detach().double().square().pow(power)
+    return (weights / weights.mean()).float()
 
 
 def text_inputs(
@@ -147,4 +167,4 @@ def text_inputs(
     return states, mask
 
 
-__all__ = ["NoisePlan", "flow_matching_loss", "noise_latents", "sample_noise_plan", "text_inputs"]
+__all__ = ["NoisePlan", "channel_loss_weights", "flow_matching_loss", "noise_latents", "sample_noise_plan", "text_inputs"]

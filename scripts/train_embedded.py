@@ -251,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
         f"VAE: {vae_note} ({vae_dir})",
         f"DiT: {describe(SanaWMConfig(**exported))}",
         f"DiT run: {start}; data {cfg.data.num_frames} frames at {cfg.data.height}x{cfg.data.width}, "
-        f"batch {cfg.run.batch_size}, pool {cfg.data.pool_size} (+{cfg.data.fresh_per_step}/step)",
+        f"batch {cfg.run.batch_size}, pool {cfg.data.pool_size} (+{cfg.data.fresh_per_step}/step), "
+        f"lr {cfg.optim.lr:g}, seed {cfg.run.seed}, channel weights ~ latent std^(2 x {args.channel_weight_power:g})",
         f"total {time.monotonic() - t0:.0f} s of a {args.budget:.0f} s budget; model folder: {out / 'model'}",
     ]
     if (out / "vae_eval.json").is_file():

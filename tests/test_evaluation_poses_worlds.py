@@ -99,7 +99,8 @@ def test_opencv_backend_on_anti_aliased_renders(eval_poses, name):
 
 # The terrain walk 27 blurred: its tracks slide along the box, shadow and hill outlines (along
 # the edge, where Lucas-Kanade is weakly held), and before the closing adjustment weighed errors
-# along edges less it read 0.335 / 1.124; measured with it 0.121 / 0.297, rotation read 0.998.
+# along edges less it read 0.335 / 1.124; measured with it 0.121 / 0.297, rotation read 0.998
+# (0.121 / 0.290, 0.997 with the closing adjustment run to convergence, _FINAL_ITERATIONS).
 def test_opencv_backend_weighs_errors_along_edges_less(eval_poses):
     frames, c2w, k = _clip(eval_poses, "27_terrain_walk27")
     _check(eval_poses.score_clip(_blurred(frames), c2w, k, PoseEstimationConfig(backend="opencv")))
@@ -114,6 +115,18 @@ def test_opencv_backend_weighs_errors_along_edges_less(eval_poses):
 def test_opencv_backend_starts_without_tracks_along_straight_edges(eval_poses):
     frames, c2w, k = _clip(eval_poses, "27_terrain_walk27", supersample=3)
     _check(eval_poses.score_clip(frames, c2w, k, PoseEstimationConfig(backend="opencv")))
+
+
+# The same clip blurred to the model's sharpness: still off the RotErr bounds (0.852 / 2.002),
+# but the camera's turn is read within 10%. Its closing adjustment, stopped after 20 iterations
+# while every one still lowered the cost, read the turn 11% over (1.357 / 3.038, rotation read
+# 1.111); run until no step lowers the cost (_FINAL_ITERATIONS) it stops after 58, rotation read
+# 1.042 (Intel Xeon, OpenCV 5.1.0). Only the read is checked, at issue 10's 10%
+def test_opencv_backend_closing_adjustment_converges(eval_poses):
+    frames, c2w, k = _clip(eval_poses, "27_terrain_walk27", supersample=3)
+    row = eval_poses.score_clip(_blurred(frames), c2w, k, PoseEstimationConfig(backend="opencv"))
+    assert "failure" not in row, row
+    assert abs(row["ratio"] - 1.0) <= 0.1, row
 
 
 # COLMAP takes 15-60 s per 33-frame clip on 2 cores: one clip per way it can go, a pure turn

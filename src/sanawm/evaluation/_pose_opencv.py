@@ -76,10 +76,11 @@ _WINDOW = 6  # most recent cameras refined by each local bundle adjustment
 _BA_ITERATIONS = 3
 _START_ITERATIONS = 15  # for the adjustment of the first map
 _FINAL_ITERATIONS = 100  # for the closing adjustment of the whole clip, and the rotation-only one of a
-# turn (LM stops earlier once no step lowers the cost). A forward walk leaves a long, shallow
-# valley in which rotation trades for translation, and LM crawls along it: at 20 iterations the
-# anti-aliased terrain walk 27 of scripts/eval_poses.py, blurred to the model's sharpness, was
-# still moving (1.36 deg mean RotErr, rotation read 1.11); it stops after 58, at 0.85 deg and 1.04
+# turn (LM stops earlier once no step lowers the cost or the cost stalls, `_bundle_adjust.solve`). A
+# forward walk leaves a long, shallow valley in which rotation trades for translation, and LM
+# crawls along it: at 20 iterations the anti-aliased terrain walk 27 of scripts/eval_poses.py,
+# blurred to the model's sharpness, was still moving (1.36 deg mean RotErr, rotation read 1.11);
+# it stops after 53, at 0.85 deg and 1.04
 _START_OVERLAP = 0.5  # a start pair shares at least this fraction of the later frame's tracks
 _SLOW_START_OVERLAP = 0.35  # when no pair qualifies: a camera that translates slowly reaches the
 # start parallax only in pairs that share less (the street walks 26, blurred, and 30 of

@@ -124,9 +124,15 @@ def score(args: argparse.Namespace) -> int:
     names = [c.name for c in clip_specs(args.frames)]
     common = [n for n in names if all(n in d for d in data.values())]
     specs = [c for c in clip_specs(args.frames) if c.name in common]
-    # The embedded models' settings (all students share their teacher's cameras and size).
+    if not specs:
+        raise UserInputError(f"no clip is in every one of {', '.join(f'{label}.npz' for label in labels)}")
+    # The embedded models' cameras (all students share their teacher's); the ground truth is
+    # rendered at the clips' own size, which every label must share.
     settings = WorldModel.load(None, device="cpu").settings
-    size = (settings.height, settings.width)
+    sizes = {tuple(data[label][name].shape[1:3]) for label in labels for name in common}
+    if len(sizes) != 1:
+        raise UserInputError(f"the clips come in several sizes {sorted(sizes)}: score one size at a time")
+    size = sizes.pop()
     k = default_intrinsics(size, settings.fov_deg)
     config = PoseEstimationConfig(backend=args.backend)
     jobs = ee._PoseJobs(args.workers, config)

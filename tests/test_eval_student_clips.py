@@ -41,3 +41,36 @@ def test_clip_sets(es):
     assert trajectory_clearance(resolved.world, resolved.c2w) >= DEFAULT_MARGIN
     with pytest.raises(UserInputError, match="at least 2 frames"):
         es.clip_specs(1)
+
+
+def test_score_renders_the_ground_truth_at_the_clips_size(es, tmp_path, capsys):
+    """A label holding the renders themselves, at a size other than the embedded model's, scores
+    as the ground truth does: PSNR at the cap, the same poses (one estimator, one video)."""
+    import json
+
+    import numpy as np
+
+    from sanawm.evaluation.image_metrics import PSNR_CAP_DB
+    from sanawm.pipeline import WorldModel
+
+    settings = WorldModel.load(None, device="cpu").settings
+    spec = es.clip_specs(33)[0]
+    clip = es.ee.resolve_clip(spec, settings.translation_speed, settings.rotation_speed_deg)
+    size = (48, 64)
+    assert size != (settings.height, settings.width)
+    np.savez_compressed(tmp_path / "gt.npz", **{spec.name: es.ground_truth(clip, size, settings.fov_deg)})
+    meta = {"model": "renders", "mode": "-", "steps": 0, "timesteps": [], "camera_cfg": 0, "device": "cpu",
+            "generate_s": 0.0, "clips": 1, "frames": 33}  # as `generate` writes it
+    (tmp_path / "gt.json").write_text(json.dumps({"label": "gt", **meta}))
+    assert es.main(["score", "--clips", str(tmp_path), "--workers", "1", "--strips", "0", "--out", str(tmp_path / "r")]) == 0
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    (row,) = report["rows"]
+    assert row["gt"]["psnr"] == PSNR_CAP_DB
+    for key in ("rot_err_deg", "trans_err_rel", "pose_failed"):
+        assert row["gt"][key] == row[es.ee.REFERENCE][key]
+
+    np.savez_compressed(tmp_path / "small.npz", **{spec.name: es.ground_truth(clip, (32, 32), settings.fov_deg)})
+    (tmp_path / "small.json").write_text(json.dumps({"label": "small", **meta}))
+    assert es.main(["score", "--clips", str(tmp_path), "--out", str(tmp_path / "r2")]) == 2
+    assert "several sizes" in capsys.readouterr().err
+    assert not (tmp_path / "r2").exists()

@@ -127,13 +127,9 @@ def score(args: argparse.Namespace) -> int:
     if not specs:
         raise UserInputError(f"no clip is in every one of {', '.join(f'{label}.npz' for label in labels)}")
     # The embedded models' cameras (all students share their teacher's); the ground truth is
-    # rendered at the clips' own size, which every label must share.
+    # rendered at the clips' own size (read from the first clip), which every clip must share.
     settings = WorldModel.load(None, device="cpu").settings
-    sizes = {tuple(data[label][name].shape[1:3]) for label in labels for name in common}
-    if len(sizes) != 1:
-        raise UserInputError(f"the clips come in several sizes {sorted(sizes)}: score one size at a time")
-    size = sizes.pop()
-    k = default_intrinsics(size, settings.fov_deg)
+    size = None
     config = PoseEstimationConfig(backend=args.backend)
     jobs = ee._PoseJobs(args.workers, config)
     rows, waits, examples = [], [], {}
@@ -141,9 +137,14 @@ def score(args: argparse.Namespace) -> int:
     finished = False
     try:
         for spec in specs:
+            videos = {label: data[label][spec.name] for label in labels}
+            sizes = {video.shape[1:3] for video in videos.values()} | ({size} if size else set())
+            if len(sizes) != 1:
+                raise UserInputError(f"the clips come in several sizes {sorted(sizes)}: score one size at a time")
+            size = sizes.pop()
+            k = default_intrinsics(size, settings.fov_deg)
             clip = ee.resolve_clip(spec, settings.translation_speed, settings.rotation_speed_deg)
             truth = ground_truth(clip, size, settings.fov_deg)
-            videos = {label: data[label][spec.name] for label in labels}
             waits.append({m: jobs.submit(v, k.numpy()) for m, v in {ee.REFERENCE: truth, **videos}.items()})
             row = {"name": spec.name, "action": clip.action, "motion": clip.motion, "world_seed": clip.world_seed}
             for label, video in {**videos, REPEAT: np.repeat(truth[:1], len(truth), axis=0)}.items():

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from sanawm.errors import UserInputError
+from sanawm.evaluation.image_metrics import PSNR_CAP_DB
+from sanawm.pipeline import WorldModel
 from sanawm.worlds.trajectories import DEFAULT_MARGIN, trajectory_clearance
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "eval_student.py"
@@ -46,13 +50,6 @@ def test_clip_sets(es):
 def test_score_renders_the_ground_truth_at_the_clips_size(es, tmp_path, capsys):
     """A label holding the renders themselves, at a size other than the embedded model's, scores
     as the ground truth does: PSNR at the cap, the same poses (one estimator, one video)."""
-    import json
-
-    import numpy as np
-
-    from sanawm.evaluation.image_metrics import PSNR_CAP_DB
-    from sanawm.pipeline import WorldModel
-
     settings = WorldModel.load(None, device="cpu").settings
     spec = es.clip_specs(33)[0]
     clip = es.ee.resolve_clip(spec, settings.translation_speed, settings.rotation_speed_deg)

@@ -60,6 +60,7 @@ _CORNER_QUALITY = 0.005  # Shi-Tomasi threshold relative to the strongest corner
 # generated textures are soft, and more tracks condition forward motion far better (0.001 adds
 # faint corners that on generated turns read as parallax: 2 of 4 turns then came out 13-29% short)
 _FAINT_CORNER_QUALITY = 0.0005  # the same, for frames that have too few corners at the first
+_SEAM_BLUR_SIGMAS = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0)  # blurs tried on a sharper frame before a softer one
 _MIN_PARALLAX_DEG = 1.5  # rotation-compensated median parallax that a chained step trusts
 _START_PARALLAX_DEG = 0.75  # the same for the start pair, which must also be well conditioned.
 # 0.5 let the slow street walk 30 of scripts/eval_poses.py find a start (0.40 -> 0.12 deg mean
@@ -165,19 +166,22 @@ def _gray(frame: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) if frame.shape[-1] == 3 else np.ascontiguousarray(frame[..., 0])
 
 
-def _corners(gray: np.ndarray, count: int, spacing: float, existing: np.ndarray, needed: int = 0) -> np.ndarray:
+def _corners(
+    gray: np.ndarray, count: int, spacing: float, existing: np.ndarray, needed: int = 0, faint: bool = False
+) -> np.ndarray:
     """Up to `count` new corners (M, 2), at least `spacing` pixels from `existing` ones.
 
     When fewer than `needed` pass the quality threshold (a frame of sky and a soft horizon),
     fainter corners are taken too rather than giving the frame up; only then, because on
-    frames with texture enough the faint ones add more noise than constraint."""
+    frames with texture enough the faint ones add more noise than constraint. `faint` takes
+    them at once."""
     if count <= 0:
         return np.zeros((0, 2))
     mask = np.full(gray.shape, 255, dtype=np.uint8)
     for x, y in existing:
         cv2.circle(mask, (int(round(x)), int(round(y))), int(spacing), 0, -1)
     found = None
-    for quality in (_CORNER_QUALITY, _FAINT_CORNER_QUALITY):
+    for quality in (_FAINT_CORNER_QUALITY,) if faint else (_CORNER_QUALITY, _FAINT_CORNER_QUALITY):
         found = cv2.goodFeaturesToTrack(gray, count, quality, spacing, mask=mask, blockSize=5)
         if found is not None and len(found) >= needed:
             break
@@ -185,6 +189,22 @@ def _corners(gray: np.ndarray, count: int, spacing: float, existing: np.ndarray,
         return np.zeros((0, 2))
     criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_COUNT, 20, 0.01)
     return cv2.cornerSubPix(gray, found.astype(np.float32), (3, 3), (-1, -1), criteria).reshape(-1, 2).astype(np.float64)
+
+
+def _sharpness(gray: np.ndarray) -> float:
+    """Variance of the Laplacian: the energy of the finest detail."""
+    return float(cv2.Laplacian(gray.astype(np.float32), cv2.CV_32F).var())
+
+
+def _match_sharpness(gray: np.ndarray, softer: np.ndarray) -> np.ndarray:
+    """`gray` under the least Gaussian blur of a short ladder that leaves it no sharper than
+    `softer` (itself when it already is not)."""
+    target, blurred = _sharpness(softer), gray
+    for sigma in _SEAM_BLUR_SIGMAS:
+        if _sharpness(blurred) <= target:
+            break
+        blurred = cv2.GaussianBlur(gray, (0, 0), sigma)
+    return blurred
 
 
 def _structure_tensor(gray: np.ndarray) -> np.ndarray:
@@ -385,11 +405,11 @@ class _SequentialSfM:
         return _FrameData(pixels, normalized, track, _whitening(tensor, pixels), _edge_ratios(tensor, pixels))
 
     # ---- tracks -------------------------------------------------------------------------
-    def _link(self, i: int) -> None:
-        """Follow frame i-1's keypoints into frame i, keep the consistent ones, extend tracks."""
-        s = self.state
-        prev = s.frames[i - 1]
-        moved, reliable = _flow(self.gray[i - 1], self.gray[i], prev.keypoints)
+    def _follow(self, i: int, gray_prev: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Frame i-1's keypoints followed into frame i from `gray_prev` (frame i-1 as tracked):
+        (indices of the consistent ones, every keypoint's position in frame i)."""
+        prev = self.state.frames[i - 1]
+        moved, reliable = _flow(gray_prev, self.gray[i], prev.keypoints)
         ia = np.flatnonzero(reliable)
         fx, fy, cx, cy = self.intrinsics[i]
         x_cur = np.stack([(moved[ia, 0] - cx) / fx, (moved[ia, 1] - cy) / fy], axis=1)
@@ -401,11 +421,34 @@ class _SequentialSfM:
             turn = _rotation_only(x_prev, x_cur, self.threshold, self.rng)
             turned = np.linalg.norm(_bearings(x_prev) @ turn.T - _bearings(x_cur), axis=1) < self.threshold
             ia = ia[turned] if mask is None or turned.sum() > mask.sum() else ia[mask]
+        return ia, moved
+
+    def _link(self, i: int) -> None:
+        """Follow frame i-1's keypoints into frame i, keep the consistent ones, extend tracks.
+
+        When too few get through, the step is tried once more from frame i-1 blurred to frame
+        i's sharpness, its untracked corners taken again there with the faint threshold: the
+        input frame of a generated clip is sharper than the frames generated after it, and its
+        finest corners (the grain of grass and sand) are gone in frame 1, where coarser, fainter
+        ones survive. Only steps that would fail take this path, so every clip tracked without
+        it is tracked exactly as before."""
+        s = self.state
+        ia, moved = self._follow(i, self.gray[i - 1])
+        if len(ia) < self.config.min_matches:
+            prev = s.frames[i - 1]
+            tracked = len(prev.track) - int((prev.track < 0).sum())  # tracked keypoints come first
+            assert (prev.track[:tracked] >= 0).all()
+            kept = prev.keypoints[:tracked]
+            matched = _match_sharpness(self.gray[i - 1], self.gray[i])
+            fresh = _corners(matched, self.config.max_features - tracked, self.spacing, kept, faint=True)
+            s.frames[i - 1] = self._frame(i - 1, fresh, kept, prev.track[:tracked])
+            ia, moved = self._follow(i, matched)
         if len(ia) < self.config.min_matches:
             raise PoseEstimationError(
                 f"only {len(ia)} points could be followed from frame {i - 1} to frame {i} "
                 f"(need {self.config.min_matches}); the video may cut, flash or lose texture there"
             )
+        prev = s.frames[i - 1]
         for ka in ia:
             if prev.track[ka] < 0:
                 prev.track[ka] = len(s.track_obs)

@@ -6,6 +6,8 @@
 #   teacher.npz, ode4.npz, dmd4.npz, dmd3.npz, dmd2.npz   clips (eval_student.py generate)
 #   logs.tgz                           train.log, train_log.jsonl, summary, stage configs, clip metadata
 #   BUDGET=420 bash scripts/gpu_student.sh        # on the GPU, OUT set by the device tool
+#   TEACHER=DIR RUN=DIR NO_CLIPS=1 BUDGET=450 bash scripts/gpu_student.sh   # distil only (clips and
+#       scores later, e.g. by gpu_teacher2.sh's EXTRA models, while RUN stays on the device)
 set -uo pipefail
 OUT=${OUT:-out/gpu_student}
 BUDGET=${BUDGET:-420}
@@ -15,6 +17,7 @@ ODE_LR=${ODE_LR:-1e-4}  # the recipe's 2e-5 is for a 2.6B model; 8 M parameters 
 DEVICE=${DEVICE:-cuda}
 SMOKE=${SMOKE:-}
 LIMIT=${LIMIT:-32}
+NO_CLIPS=${NO_CLIPS:-}
 mkdir -p "$OUT"
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 export PYTHONPATH=$HERE/src${PYTHONPATH:+:$PYTHONPATH}
@@ -50,6 +53,7 @@ clips() {  # label, then eval_student.py generate options
     echo "$label exit $?" >> "$LOG/clips.log"
     [ -f "$WORK/clips/$label.npz" ] && cp "$WORK/clips/$label.npz" "$OUT/" && cp "$WORK/clips/$label.json" "$LOG/"
 }
+[ -n "$NO_CLIPS" ] && { pack_logs; ls -la "$OUT"; exit 0; }
 clips teacher --model "$TEACHER"
 [ -d "$RUN/dmd/model" ] && clips dmd4 --model "$RUN/dmd/model"
 [ -d "$RUN/ode/model" ] && clips ode4 --model "$RUN/ode/model"

@@ -29,7 +29,8 @@
 # (ASSETS, the committed model) and for the run's model: 33 frames (the 32 held-out clips) and 81
 # frames (its 16 random walks for 5 s), LIMIT clips of each; FRAMES="33" for one length, NO_V1=1
 # leaves v1 out, BASE=DIR adds the model folder DIR (label "base": e.g. START, beside what the
-# call trained from it). The clips come back as .npz (scored on
+# call trained from it), EXTRA="label=DIR ..." adds more model folders under their labels (a
+# student: its own mode and timesteps). The clips come back as .npz (scored on
 # any CPU with `eval_student.py score`); SCORE=1 also scores them here (pose estimation, CPU-bound).
 # Training runs alone: evaluation jobs beside it halved its step rate on 2026-12-02.
 #
@@ -53,6 +54,7 @@ LIMIT=${LIMIT:-32}
 FRAMES=${FRAMES:-33 81}
 NO_V1=${NO_V1:-}
 BASE=${BASE:-}
+EXTRA=${EXTRA:-}
 DECODER_S=${DECODER_S:-0}
 LATENT_NOISE=${LATENT_NOISE:-0.5}
 DECODER_POOL=${DECODER_POOL:-512}  # clips rendered before the decoder's first step
@@ -112,6 +114,7 @@ if [ -n "$EVAL" ]; then
     declare -A MODELS=([v2]=$MODEL)
     [ -z "$NO_V1" ] && MODELS[v1]=$ASSETS
     [ -n "$BASE" ] && MODELS[base]=$BASE
+    for pair in $EXTRA; do MODELS[${pair%%=*}]=${pair#*=}; done
     [ "$DECODER_S" -gt 0 ] && MODELS[v2dec]=$RUN/model_dec
     LABELS=$(printf '%s\n' "${!MODELS[@]}" | sort | tr '\n' ' ')
     E=$RUN/eval

@@ -6,12 +6,14 @@ intrinsics, and scores them against the exact cameras: RotErr (mean and max over
 after the similarity alignment of `camera_errors`) and the rotation read at the clip's peak
 frame over the commanded one (clips turning at least 5 degrees). `--blur SIGMA` first blurs
 every frame with a Gaussian: 1.25 px gives the embedded model's sharpness at 128x128 (the
-same `sanawm.evaluation.sharpness` as its generated clips). `--supersample S` renders with
+same `sanawm.evaluation.sharpness` as its generated clips); with `--sharp-first` frame 0 stays
+sharp, as an image-to-video model hands its input frame back. `--supersample S` renders with
 S x S rays per pixel (anti-aliased, as a camera integrates over its pixels) instead of one: the
 published figures use one, the renders the embedded model was trained on. Nothing is written.
 
     python scripts/eval_poses.py                        # sharp renders, OpenCV backend
     python scripts/eval_poses.py --blur 1.25            # as soft as the embedded model
+    python scripts/eval_poses.py --blur 1.25 --sharp-first   # ... but for the input frame 0
     python scripts/eval_poses.py --backend colmap --limit 4
     python scripts/eval_poses.py --clips 06 27            # clips whose names start so
     python scripts/eval_poses.py --supersample 3          # anti-aliased renders
@@ -57,12 +59,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backend", choices=("opencv", "colmap", "auto"), default="opencv")
     p.add_argument("--blur", type=float, default=0.0, metavar="SIGMA", help="Gaussian blur in pixels (default none)")
+    p.add_argument("--sharp-first", action="store_true", help="with --blur: leave frame 0 sharp")
     p.add_argument("--supersample", type=int, default=1, metavar="S", help="rays per pixel side (default 1)")
     p.add_argument("--limit", type=int, help="only the first N of the 32 clips")
     p.add_argument("--clips", nargs="+", metavar="PREFIX", help="only the clips whose names start with one of these")
     args = p.parse_args(argv)
     if args.blur < 0 or args.supersample < 1 or (args.limit is not None and args.limit < 1):
         print("error: --blur must be >= 0, --supersample and --limit >= 1", file=sys.stderr)
+        return 2
+    if args.sharp_first and args.blur == 0:
+        print("error: --sharp-first needs --blur", file=sys.stderr)
         return 2
     import cv2
 
@@ -82,7 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with torch.no_grad():
             frames = render(clip.world, clip.c2w, k.expand(len(clip.c2w), 4), size, supersample=args.supersample).numpy()
         if args.blur > 0:
-            frames = np.stack([cv2.GaussianBlur(f, (0, 0), args.blur) for f in frames])
+            first = int(args.sharp_first)
+            frames[first:] = np.stack([cv2.GaussianBlur(f, (0, 0), args.blur) for f in frames[first:]])
         start = time.perf_counter()
         row = {"name": spec.name, **score_clip(frames, clip.c2w.double().numpy(), k.double().numpy(), config)}
         row["seconds"] = time.perf_counter() - start
@@ -97,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     done = [r for r in rows if "failure" not in r]
     means, maxes = np.array([r["mean"] for r in done]), np.array([r["max"] for r in done])
     ratios = np.array([r["ratio"] for r in done if r["ratio"] is not None])
-    print(f"\n{args.backend}, blur {args.blur:g} px, supersample {args.supersample}, {size[0]}x{size[1]}: {len(rows)} clips")
+    print(f"\n{args.backend}, blur {args.blur:g} px{' after frame 0' if args.sharp_first else ''}, supersample {args.supersample}, {size[0]}x{size[1]}: {len(rows)} clips")
     print("| clips scored | failed | RotErr mean (mean / worst) | RotErr max (worst) | mean <= 0.3 and max <= 0.8 "
           "| rotation read (range) |")
     print("|---|---|---|---|---|---|")

@@ -18,7 +18,8 @@
 # moments, a short warm-up); SEED other than its run's gives it clips it has not seen. LR: the DiT's
 # learning rate (default the recipe's 4e-4); a resumed run may change it between calls, SEED not.
 # CHANNEL_POWER: the DiT loss per latent channel ~ (latent std)^(2 x it) (default 0.5, which beat
-# 0, all channels alike, in benchmarks/teacher2/README.md's fifth run).
+# 0, all channels alike, in benchmarks/teacher2/README.md's fifth run). CAUSAL_PROB: the chance a
+# DiT step is chunk-causal (default: the recipe's 0.25; the sixth run found v2's streaming drift).
 #
 # Decoder (DECODER_S > 0, after any training): the model's VAE decoder trains for DECODER_S seconds
 # on latents with noise up to LATENT_NOISE (`train_embedded.py --decoder-of`); its encoder and
@@ -30,7 +31,8 @@
 # frames (its 16 random walks for 5 s), LIMIT clips of each; FRAMES="33" for one length, NO_V1=1
 # leaves v1 out, BASE=DIR adds the model folder DIR (label "base": e.g. START, beside what the
 # call trained from it), EXTRA="label=DIR ..." adds more model folders under their labels (a
-# student: its own mode and timesteps). The clips come back as .npz (scored on
+# student: its own mode and timesteps); MODE=streaming generates every label chunk-causally
+# (default: each model's own mode). The clips come back as .npz (scored on
 # any CPU with `eval_student.py score`); SCORE=1 also scores them here (pose estimation, CPU-bound).
 # Training runs alone: evaluation jobs beside it halved its step rate on 2026-12-02.
 #
@@ -55,6 +57,8 @@ FRAMES=${FRAMES:-33 81}
 NO_V1=${NO_V1:-}
 BASE=${BASE:-}
 EXTRA=${EXTRA:-}
+MODE=${MODE:-}
+CAUSAL_PROB=${CAUSAL_PROB:-}
 DECODER_S=${DECODER_S:-0}
 LATENT_NOISE=${LATENT_NOISE:-0.5}
 DECODER_POOL=${DECODER_POOL:-512}  # clips rendered before the decoder's first step
@@ -87,7 +91,7 @@ if [ "$TRAIN_S" -gt 0 ]; then
     fi
     budget=$(( TRAIN_S - ($(date +%s) - T0) ))
     OMP_NUM_THREADS=8 python3 -u "$HERE/scripts/train_embedded.py" "${FROM[@]}" --run-dir "$RUN/dit_run" \
-        --out "$RUN/dit_export" --budget "$budget" --seed "$SEED" ${LR:+--lr "$LR"} --channel-weight-power "$CHANNEL_POWER" --no-progress $SMOKE \
+        --out "$RUN/dit_export" --budget "$budget" --seed "$SEED" ${LR:+--lr "$LR"} --channel-weight-power "$CHANNEL_POWER" ${CAUSAL_PROB:+--causal-prob "$CAUSAL_PROB"} --no-progress $SMOKE \
         > "$OUT/train.log" 2>&1
     stamp "train: exit $?"
     cp "$RUN/dit_export/train_log.jsonl" "$RUN/dit_export/summary.txt" "$OUT/" 2>/dev/null
@@ -122,7 +126,7 @@ if [ -n "$EVAL" ]; then
     export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
     gen() {  # label, frames, model folder
         timeout "$(left)" python3 -u "$HERE/scripts/eval_student.py" generate --label "$1" --frames "$2" --model "$3" --limit "$LIMIT" \
-            ${STEPS:+--steps "$STEPS"} --out "$E/c$2" > "$E/results/gen_$1_$2.log" 2>&1
+            ${STEPS:+--steps "$STEPS"} ${MODE:+--mode "$MODE"} --out "$E/c$2" > "$E/results/gen_$1_$2.log" 2>&1
         stamp "generate $1 $2 frames: exit $?"
     }
     for f in $FRAMES; do for m in $LABELS; do gen "$m" "$f" "${MODELS[$m]}" & done; done

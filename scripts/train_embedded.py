@@ -134,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, help="learning rate of the stage trained (default: the recipe's)")
     parser.add_argument("--channel-weight-power", type=float, default=0.0,
                         help="DiT loss per latent channel ~ (its latent std)^(2 x this): 0 alike, 1 as pixel variance")
+    parser.add_argument("--causal-prob", type=float,
+                        help="chance a DiT step is chunk-causal, as streaming runs (default: the recipe's)")
     parser.add_argument("--seed", type=int, default=0,
                         help="DiT data and noise seed (another one when continuing a model on fresh clips)")
     parser.add_argument("--smoke", action="store_true", help="tiny CPU run (checks the script)")
@@ -149,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--channel-weight-power must lie in [0, 2]")
     if args.channel_weight_power and args.vae_only:
         parser.error("--channel-weight-power weighs the DiT's loss: not with --vae-only")
+    if args.causal_prob is not None and (not 0 <= args.causal_prob <= 1 or args.vae_only):
+        parser.error("--causal-prob must lie in [0, 1], and not with --vae-only")
     if args.latent_noise < 0:
         parser.error("--latent-noise must be >= 0")
     if args.decoder_of and not (Path(args.decoder_of) / "config.json").is_file():
@@ -211,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg.optim.lr = args.lr
     cfg.run.seed = args.seed
     cfg.objective.channel_weight_power = args.channel_weight_power
+    if args.causal_prob is not None:
+        cfg.objective.causal_prob = args.causal_prob
     has_checkpoint = find_checkpoint(dit_run, "latest") is not None
     if not has_checkpoint and committed and not args.from_scratch:
         if vae_dir == assets / "vae" and _same_dit(cfg, assets):
@@ -252,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
         f"DiT: {describe(SanaWMConfig(**exported))}",
         f"DiT run: {start}; data {cfg.data.num_frames} frames at {cfg.data.height}x{cfg.data.width}, "
         f"batch {cfg.run.batch_size}, pool {cfg.data.pool_size} (+{cfg.data.fresh_per_step}/step), "
-        f"lr {cfg.optim.lr:g}, seed {cfg.run.seed}, channel weights ~ latent std^(2 x {args.channel_weight_power:g})",
+        f"lr {cfg.optim.lr:g}, seed {cfg.run.seed}, channel weights ~ latent std^(2 x {args.channel_weight_power:g}), "
+        f"chunk-causal steps {cfg.objective.causal_prob:g}",
         f"total {time.monotonic() - t0:.0f} s of a {args.budget:.0f} s budget; model folder: {out / 'model'}",
     ]
     if (out / "vae_eval.json").is_file():

@@ -214,14 +214,20 @@ def test_embedded_training_script_runs_end_to_end_in_smoke_mode(tmp_path, capsys
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     out = tmp_path / "out"
-    assert module.main(["--smoke", "--run-dir", str(tmp_path / "run"), "--out", str(out), "--no-progress"]) == 0
+    run = ["--smoke", "--run-dir", str(tmp_path / "run"), "--out", str(out), "--no-progress"]
+    assert module.main(run + ["--causal-prob", "0.75"]) == 0
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     assert len(files) <= 8 and "model/transformer/model.safetensors" in files and "summary.txt" in files
     text = capsys.readouterr().out
     assert "vae" in text and "dit" in text and "PSNR" in text
+    stage = json.loads((tmp_path / "run" / "dit_stage" / "config.json").read_text())
+    assert stage["objective"]["causal_prob"] == 0.75  # the recipe's is 0.25
     from sanawm.pipeline import WorldModel
 
     assert WorldModel.load(out / "model", device="cpu").settings.height == 16
+    with pytest.raises(SystemExit) as refused:
+        module.main(run + ["--causal-prob", "1.5"])
+    assert refused.value.code == 2 and "--causal-prob must lie in [0, 1]" in capsys.readouterr().err
 
 
 def test_embedded_training_script_trains_only_a_vae_with_vae_only(tmp_path, capsys):

@@ -45,6 +45,7 @@ import numpy as np
 
 from sanawm.evaluation import _bundle_adjust
 from sanawm.evaluation.geometry import invert_rigid
+from sanawm.evaluation.image_metrics import sharpness
 from sanawm.evaluation.pose_estimation import PoseEstimationConfig, PoseEstimationError
 
 log = logging.getLogger(__name__)
@@ -192,8 +193,7 @@ def _corners(
 
 
 def _sharpness(gray: np.ndarray) -> float:
-    """Variance of the Laplacian: the energy of the finest detail."""
-    return float(cv2.Laplacian(gray.astype(np.float32), cv2.CV_32F).var())
+    return float(sharpness(gray[..., None])[0])
 
 
 def _match_sharpness(gray: np.ndarray, softer: np.ndarray) -> np.ndarray:

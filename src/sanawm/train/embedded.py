@@ -4,8 +4,9 @@ Sizes: 128x128 video, 33 frames (9 latent frames of 16x16 through the compact VA
 strides, 2304 tokens), a DiT of the release's hybrid architecture scaled down: 8 blocks of
 width 192 (3 heads of 64), softmax attention in blocks 3 and 7 like the release's "every 4th",
 GDN in the others, the camera branch and chunk-Plücker injection in every block; about 8 M
-parameters. With the compact VAE (4.4 M) the float16 folder stays under 30 MB, and a 33-frame
-clip takes ~24 forwards of well under a second each on a 2-core CPU.
+parameters. With the compact VAE v2 (5.1 M, 64 latent channels) the shipped folder is 18.6 MB
+(DiT int8, VAE float16), and a 33-frame clip takes ~24 forwards of well under a second each on a
+2-core CPU.
 
 No text encoder: the DiT always sees its null caption (`max_text_len` 4 rows of width 64).
 """

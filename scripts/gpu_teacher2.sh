@@ -12,7 +12,8 @@
 #
 # Training. First call without START: builds the v2 VAE, v2-linear64 (64 latent channels started as
 # the linear code of their size, PCA, with no gradient step: benchmarks/vae2/README.md), then
-# warm-starts the DiT from the committed v1 DiT (`--vae`, latent layers mapped). With START = an
+# warm-starts the DiT from the committed DiT (`--vae`, latent layers mapped; it was v1's until
+# 2026-12-03, since then the shipped v2's). With START = an
 # exported v2 model folder (model.json, transformer/, vae/; e.g. commit 2e5d755's
 # benchmarks/teacher2/model_step2965) the DiT starts from its weights on its own VAE (new AdamW
 # moments, a short warm-up); SEED other than its run's gives it clips it has not seen. LR: the DiT's
@@ -27,7 +28,7 @@
 # (label v2dec in the evaluation, beside v2 with its old decoder) and vae_dec.tgz in $OUT.
 #
 # Evaluation (EVAL=1, after any training of the call): the clips of `scripts/eval_student.py` for v1
-# (ASSETS, the committed model) and for the run's model: 33 frames (the 32 held-out clips) and 81
+# (ASSETS, the committed model, still labelled v1: since 2026-12-03 it is the shipped v2) and for the run's model: 33 frames (the 32 held-out clips) and 81
 # frames (its 16 random walks for 5 s), LIMIT clips of each; FRAMES="33" for one length, NO_V1=1
 # leaves v1 out, BASE=DIR adds the model folder DIR (label "base": e.g. START, beside what the
 # call trained from it), EXTRA="label=DIR ..." adds more model folders under their labels (a

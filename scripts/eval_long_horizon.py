@@ -116,6 +116,7 @@ def run_config(job: dict) -> dict:
     window = job["window"]
     session = model.stream(
         truth[0], trajectory=Trajectory(c2w, k, size), steps=job["steps"], seed=job["seed"],
+        context_sigma=job["context_sigma"],
         window="full" if window == "full" else int(window),
     )  # fmt: skip
     keep = set(job["keep_frames"])
@@ -232,7 +233,8 @@ def report_md(summaries: list[dict], meta: dict) -> str:
     lines = [
         f"# Long-horizon streaming quality ({meta.get('model', 'embedded')} model)", "",
         f"{meta['frames']} frames ({meta['frames'] / meta['fps'] / 60:.1f} min at {meta['fps']:g} fps), "
-        f"{meta['steps']} sampling steps, camera guidance {meta['camera_cfg']}, world {meta['world']}, "
+        f"{meta['steps']} sampling steps, camera guidance {meta['camera_cfg']}, "
+        f"context noise {meta.get('context_sigma', 0.0):g}, world {meta['world']}, "
         f"device {meta['device']}. Window = recent chunks of softmax K/V kept besides the first-chunk sink "
         "('full' = every chunk).", "",
         "| trajectory | window | PSNR | SSIM | PSNR per minute | SSIM per minute | revisit PSNR (truth) | pairs | "
@@ -345,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", help="model folder or bundled name (default: the embedded model)")
     p.add_argument("--frames", type=int, default=4801, help="frames per clip (default 4801: 5 min at 16 fps)")
     p.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
+    p.add_argument("--context-sigma", type=float, help="noise level of committed chunks (default: the model's)")
     p.add_argument("--configs", default="full,1,4", help="comma-separated windows ('full' or chunks)")
     p.add_argument("--trajectories", default="loop,figure8")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -395,6 +398,7 @@ def main(argv: list[str] | None = None) -> int:
             jobs.append({
                 "trajectory": name, "window": window, "truth": str(truth_path), "c2w": str(out / f"{name}.c2w.npy"),
                 "model": args.model, "device": args.device, "steps": args.steps, "seed": 0, "deadline_s": args.deadline_s,
+                "context_sigma": args.context_sigma,
                 "threads": args.threads, "keep_frames": keep, "pairs": pairs, "camera_starts": camera_starts,
                 "frames_out": str(out / f"{name}_{window}.frames.npz"),
                 "result_out": str(out / f"run_{name}_{window}.json"),
@@ -408,6 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     summaries = [summarise(r, fps) for r in runs]
     meta = {
         "model": args.model or "embedded", "frames": args.frames, "fps": fps, "steps": args.steps or s.steps,
+        "context_sigma": s.context_sigma if args.context_sigma is None else args.context_sigma,
         "camera_cfg": s.camera_cfg,
         "world": f"{WORLD_KIND} seed {WORLD_SEED}", "device": args.device, "image_size": list(size),
         "fov_deg": s.fov_deg, "configs": configs, "torch": torch.__version__,

@@ -33,12 +33,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--vae", default="../embedded/vae", help="VAE component path, relative to --out")
     p.add_argument("--timesteps", type=float, nargs="+", help="sampling timesteps (default: the student's)")
     p.add_argument("--float16", action="store_true", help="store float16 weights instead of int8")
+    p.add_argument("--context-sigma", type=float,
+                   help="noise level streamed chunks are committed at (default: the student's setting)")
     args = p.parse_args(argv)
     spec = read_model_dir(args.student)
     settings = spec.settings
     if args.timesteps:
         settings = dataclasses.replace(settings, timesteps=tuple(args.timesteps), steps=len(args.timesteps))
     settings = dataclasses.replace(settings, cfg=1.0, camera_cfg=1.0, mode="streaming")
+    if args.context_sigma is not None:
+        settings = dataclasses.replace(settings, context_sigma=args.context_sigma)
     args.out.mkdir(parents=True, exist_ok=True)
     if not (args.out / args.vae).is_dir():
         print(f"error: no VAE folder at {args.out / args.vae}", file=sys.stderr)

@@ -118,6 +118,10 @@ BAD_INPUTS = {
     "flash4 on the cpu": (["--action", "w-8", "--device", "cpu", "--attention", "flash4"], "needs a CUDA GPU"),
     "fp8 attention on the cpu": (["--action", "w-8", "--device", "cpu", "--attention", "fp8"], "--attention fp8"),
     "cuda graphs bidirectional": (["--action", "w-8", "--mode", "bidirectional", "--cuda-graphs"], "streaming only"),
+    "context noise bidirectional": (["--action", "w-8", "--mode", "bidirectional", "--context-sigma", "0.1"],
+                                    "streaming only"),
+    "context noise of 1": (["--action", "w-8", "--mode", "streaming", "--context-sigma", "1"], "context_sigma"),
+    "negative context noise": (["--action", "w-8", "--mode", "streaming", "--context-sigma", "-0.1"], "context_sigma"),
 }
 
 

@@ -52,6 +52,7 @@ def test_shipped_settings_are_what_the_recipe_exports(embedded):
     assert (shipped.height, shipped.width) == EMBEDDED_SIZE
     assert shipped.steps == recipe.export.steps
     assert shipped.camera_cfg == recipe.export.camera_cfg
+    assert shipped.context_sigma == recipe.export.context_sigma
     assert shipped.fps == recipe.export.fps
     assert shipped.flow_shift == recipe.objective.sigma_shift
     assert shipped.chunk_size == recipe.objective.chunk_size
@@ -67,6 +68,7 @@ def test_embedded_fast_is_a_few_step_streaming_student_of_the_embedded_model(emb
     s = fast.settings
     assert s.steps <= 4 and len(s.timesteps) == s.steps
     assert s.camera_cfg == 1.0 and s.cfg == 1.0 and s.mode == "streaming"
+    assert s.context_sigma == embedded.settings.context_sigma > 0  # streams as its teacher does
     assert (s.height, s.width, s.fps, s.chunk_size) == (128, 128, 16.0, embedded.settings.chunk_size)
     spec = read_model_dir(_asset("embedded-fast"))
     assert spec.components["vae"].resolve() == (_asset("embedded") / "vae").resolve()

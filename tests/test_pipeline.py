@@ -1,6 +1,7 @@
 """`WorldModel`: model folders (text-free and the official layout), generation in both modes,
 the request checks."""
 
+import json
 import shutil
 
 import numpy as np
@@ -214,3 +215,20 @@ def test_a_cuda_device_without_cuda_is_a_user_error(text_free_dir):
         pytest.skip("CUDA is available here")
     with pytest.raises(UserInputError, match="CUDA is not available"):
         WorldModel.load(text_free_dir, device="cuda")
+
+
+def test_context_noise_comes_from_the_model_settings_and_is_checked(text_free_dir, tmp_path):
+    """`settings.context_sigma` of model.json is the streaming default that `prepare` hands the
+    sampler, a call may override it, and a level outside [0, 1) is a user error either way."""
+    folder = tmp_path / "noised"
+    shutil.copytree(text_free_dir, folder)
+    settings = json.loads((folder / "model.json").read_text())["settings"]
+    edit_model_json(folder, settings={**settings, "context_sigma": 0.15})
+    wm = WorldModel.load(folder, device="cpu")
+    assert wm.prepare(action="w-8").sampler.context_sigma == 0.15
+    assert wm.prepare(action="w-8", context_sigma=0.0).sampler.context_sigma == 0.0
+    with pytest.raises(UserInputError, match="context_sigma"):
+        wm.prepare(action="w-8", context_sigma=1.0)
+    edit_model_json(folder, settings={**settings, "context_sigma": 1.5})
+    with pytest.raises(UserInputError, match="context_sigma must be in"):
+        WorldModel.load(folder, device="cpu")

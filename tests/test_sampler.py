@@ -84,13 +84,16 @@ def test_one_step_is_the_guided_euler_step(model):
 
 def _one_shot_chunk_causal(model, cond, settings, chunk_size):
     """Reference: every step of every chunk runs the plain chunk-causal forward over the whole
-    prefix (finished chunks clean at timestep 0), with no cache."""
+    prefix, with no cache: finished chunks clean at timestep 0, or with `context_sigma` as
+    (1 - s) x + s n at timestep 1000 s (n drawn after the chunk; the image's frame clean)."""
     T = cond.num_latent_frames
     bounds = chunk_spans(chunk_starts_for(T, chunk_size), T)
     starts = [a for a, _ in bounds]
     sigmas = FlowMatchingSchedule(settings.flow_shift).sampling_sigmas(settings.steps)
     g = torch.Generator().manual_seed(settings.seed)
     done = torch.zeros(1, C, 0, H, W)
+    seen, seen_t = torch.zeros(1, C, 0, H, W), torch.zeros(1, 0)  # the prefix as the model sees it
+    s_ctx = settings.context_sigma
     text, neg = cond.text, cond.negative_text
     for a, b in bounds:
         x = torch.randn(1, C, b - a, H, W, generator=g)
@@ -99,9 +102,9 @@ def _one_shot_chunk_causal(model, cond, settings, chunk_size):
         prefix_starts = [s for s in starts if s < b]
         for i in range(settings.steps):
             t = torch.full((1, b), float(sigmas[i] * 1000))
-            t[:, :a] = 0.0
+            t[:, :a] = seen_t
             t[:, 0] = 0.0
-            full_x = torch.cat([done, x], dim=2)
+            full_x = torch.cat([seen, x], dim=2)
             ray, plk = cond.raymap[:, :b], cond.chunk_plucker[:, :, :b]
 
             def run(states, mask, camera):
@@ -117,6 +120,13 @@ def _one_shot_chunk_causal(model, cond, settings, chunk_size):
                 stepped[:, :, :1] = cond.first_latent
             x = stepped
         done = torch.cat([done, x], dim=2)
+        if b < T:
+            level = torch.full((b - a,), s_ctx)
+            level[: 1 if a == 0 else 0] = 0.0
+            noised = x
+            if s_ctx > 0:
+                noised = (1 - level.view(1, 1, -1, 1, 1)) * x + level.view(1, 1, -1, 1, 1) * torch.randn(x.shape, generator=g)
+            seen, seen_t = torch.cat([seen, noised], dim=2), torch.cat([seen_t, 1000 * level[None]], dim=1)
     return done
 
 
@@ -128,6 +138,22 @@ def test_streaming_equals_one_shot_chunk_causal_sampling(model):
     assert [c.shape[2] for c in chunks] == [3, 3]
     reference = _one_shot_chunk_causal(model, cond, settings, chunk_size=2)
     torch.testing.assert_close(torch.cat(chunks, dim=2), reference, rtol=1e-4, atol=1e-4)
+
+
+@torch.no_grad()
+def test_streaming_with_noised_context_equals_its_one_shot_reference(model):
+    """context_sigma: each finished chunk is committed noised (frame 0 clean) at its timestep;
+    the stream equals the one-shot chunk-causal forward over such a prefix, and differs from
+    the clean-context stream from the second chunk on."""
+    cond = _cond(model, 9, seed=2, negative=True)
+    noised = SamplerSettings(steps=2, flow_shift=3.0, cfg=2.0, camera_cfg=1.5, seed=5, context_sigma=0.3)
+    chunks = torch.cat(list(sample_streaming(model, cond, noised, chunk_size=2)), dim=2)
+    reference = _one_shot_chunk_causal(model, cond, noised, chunk_size=2)
+    torch.testing.assert_close(chunks, reference, rtol=1e-4, atol=1e-4)
+    clean = SamplerSettings(steps=2, flow_shift=3.0, cfg=2.0, camera_cfg=1.5, seed=5)
+    clean_chunks = torch.cat(list(sample_streaming(model, cond, clean, chunk_size=2)), dim=2)
+    assert torch.equal(chunks[:, :, :3], clean_chunks[:, :, :3])  # the first chunk reads no context
+    assert (chunks[:, :, 3:5] - clean_chunks[:, :, 3:5]).abs().max() > 1e-3
 
 
 def test_streaming_chunk_spans():

@@ -98,6 +98,10 @@ class GenerationSettings:
     mode: str = "bidirectional"
     """How `generate` runs when not told: "bidirectional" (the whole clip at once) or
     "streaming" (chunk by chunk; what a chunk-causal few-step student is made for)."""
+    context_sigma: float = 0.0
+    """Streaming: the noise level (0 <= level < 1) each finished chunk is committed to the stream
+    caches at. 0 commits the clean latents, as SANA-WM does; the embedded models use a small level
+    so that long streams do not feed their own output back (`sanawm.sampling.sampler`)."""
 
     def __post_init__(self) -> None:
         self.timesteps = tuple(float(t) for t in self.timesteps)
@@ -106,6 +110,8 @@ class GenerationSettings:
             raise UserInputError(f"generation settings: timesteps must start at 1000 and decrease above 0: {list(t)}")
         if self.mode not in MODES:
             raise UserInputError(f"generation settings: mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if not 0.0 <= self.context_sigma < 1.0:  # also refuses NaN
+            raise UserInputError(f"generation settings: context_sigma must be in [0, 1), got {self.context_sigma!r}")
         if t and self.steps != len(t):
             raise UserInputError(f"generation settings: steps ({self.steps}) must equal the timestep count ({len(t)})")
         positive = {

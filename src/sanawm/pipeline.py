@@ -269,6 +269,7 @@ class WorldModel:
         seed: int = 0,
         keys: str = "v1",
         frames_rounding: str = "down",
+        context_sigma: float | None = None,
     ) -> Request:
         """Check a request and resolve its defaults (see `generate` for the arguments)."""
         s = self.settings
@@ -306,6 +307,7 @@ class WorldModel:
             # another step count (GenerationSettings.timesteps).
             timesteps=s.timesteps if steps == len(s.timesteps) else (),
             few_step=bool(s.timesteps),
+            context_sigma=s.context_sigma if context_sigma is None else context_sigma,
         )
         _check_sampler(sampler)
         return Request(picture, traj, prompt or "", sampler, notes)
@@ -489,7 +491,9 @@ class WorldModel:
         rounded down to a count the VAE can make), `steps`, `cfg` (text guidance),
         `camera_cfg`, `seed`, `keys` (the action key layout, "v1" or "v2", see
         `sanawm.camera.actions`), `frames_rounding` ("down": the largest count the VAE can make
-        within `frames`; "nearest": the nearest one within the trajectory, as diffusers does).
+        within `frames`; "nearest": the nearest one within the trajectory, as diffusers does),
+        `context_sigma` (streaming: the noise level each finished chunk is committed to the
+        caches at, in [0, 1); default: the model's `settings.context_sigma`).
         `mode` is "bidirectional" (whole clip at once) or "streaming" (chunk-causal; `window` /
         `sink` bound its attention, see `stream`); None: the model's default (`settings.mode`). `progress(done, total)` is called after every
         model step. `refine` runs stage 2 (the loaded refiner) on the stage-1 latents before
@@ -651,6 +655,9 @@ def _check_sampler(s: SamplerSettings) -> None:
     for name, value in (("cfg", s.cfg), ("camera_cfg", s.camera_cfg)):
         if not np.isfinite(value) or value < 0:
             raise UserInputError(f"{name} must be a finite number >= 0, got {value!r}")
+    if isinstance(s.context_sigma, bool) or not isinstance(s.context_sigma, (int, float, np.number)) \
+            or not 0 <= s.context_sigma < 1:  # fmt: skip
+        raise UserInputError(f"context_sigma must be a number in [0, 1), got {s.context_sigma!r}")
     if isinstance(s.seed, bool) or not isinstance(s.seed, (int, np.integer)) or not 0 <= s.seed < 2**63:
         raise UserInputError(f"the seed must be an integer in [0, 2^63), got {s.seed!r}")
 

@@ -67,6 +67,9 @@ def register(subparsers) -> None:
                         "clip)")  # fmt: skip
     p.add_argument("--sink", type=int, metavar="FRAMES",
                    help="streaming: latent frames from the start always attended to (default: the first chunk)")
+    p.add_argument("--context-sigma", type=float, metavar="LEVEL",
+                   help="streaming: noise level in [0, 1) each finished chunk is committed to the caches at "
+                        "(default: the model's; 0, SANA-WM's, commits them clean)")  # fmt: skip
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--compile", action="store_true",
                    help="regional torch.compile of the DiT's blocks (inductor; CUDA inference is what it is for; "
@@ -153,8 +156,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check_window_mode(args: argparse.Namespace) -> None:
-    if args.mode == "bidirectional" and (args.window is not None or args.sink is not None or args.cuda_graphs):
-        raise UserInputError("--window, --sink and --cuda-graphs apply to --mode streaming only")
+    if args.mode == "bidirectional" and (args.window is not None or args.sink is not None or args.cuda_graphs
+                                         or args.context_sigma is not None):  # fmt: skip
+        raise UserInputError("--window, --sink, --context-sigma and --cuda-graphs apply to --mode streaming only")
 
 
 def _check_fast_paths(args: argparse.Namespace) -> None:
@@ -194,6 +198,7 @@ def _generate(args: argparse.Namespace, model, video_path: Path, camera_path: Pa
         seed=args.seed,
         keys=args.keys,
         frames_rounding=args.frames_rounding,
+        context_sigma=args.context_sigma,
     )
     # Every rank of a sequence-parallel group runs the check: its time estimate runs a forward,
     # whose collectives need all ranks.

@@ -9,7 +9,10 @@ the encoded input image: it is placed in the latents before sampling, its timest
   latent frames (the first chunk also holds frame 0); each chunk is fully denoised while
   reading the model's stream cache of the finished chunks before it, then committed to the
   cache as clean latents (timestep 0), and yielded. GDN layers keep a constant-size state, so
-  memory for them does not grow with the number of chunks.
+  memory for them does not grow with the number of chunks. With `context_sigma` > 0 a chunk is
+  committed noised to that level instead (at its timestep; the image's frame stays clean): the
+  stream then leans less on the fine detail of its own output, which in a model that never saw
+  its own output in training can otherwise feed back and grow chunk after chunk.
 
 Guidance: besides the conditional prediction, up to two unconditional ones are combined,
     v = v_no_text + cfg * (v_full - v_no_text)                  (text, as SANA-WM does)
@@ -80,6 +83,8 @@ class SamplerSettings:
     """Explicit timesteps (0..1000, from 1000 down) of a few-step student; `steps` equals their count."""
     few_step: bool = False
     """Sample with the few-step rule (see module doc), at `timesteps`, else at `shift(1 - i / steps)`."""
+    context_sigma: float = 0.0
+    """Streaming: the noise level finished chunks are committed to the caches at (0: clean)."""
 
     def sigmas(self) -> Tensor:
         """The levels of the run, ending at 0."""
@@ -131,10 +136,9 @@ class _Branch:
             return self.graphs(self.cache, *self._inputs(x, timestep, camera)).float()
         return self.model(*self._inputs(x, timestep, camera), cache=self.cache).float()
 
-    def commit(self, clean: Tensor, camera: Camera) -> None:
-        """Append finished latents to this branch's cache, as clean frames (timestep 0)."""
-        zero = torch.zeros(1, clean.shape[2], device=clean.device)
-        self.model.commit_to_cache(self.cache, *self._inputs(clean, zero, camera))
+    def commit(self, latents: Tensor, timestep: Tensor, camera: Camera) -> None:
+        """Append finished latents (1, C, t, h, w) to this branch's cache, seen at `timestep` (1, t)."""
+        self.model.commit_to_cache(self.cache, *self._inputs(latents, timestep, camera))
 
 
 @dataclass
@@ -190,11 +194,11 @@ class _GuidedModel:
         return combine_guidance(full, no_text, no_camera, self.settings.cfg, self.settings.camera_cfg)
 
     @torch.no_grad()
-    def commit(self, clean: Tensor, camera: Camera) -> None:
-        """Append finished latents to every branch's stream cache."""
+    def commit(self, latents: Tensor, timestep: Tensor, camera: Camera) -> None:
+        """Append finished latents, seen at `timestep` (1, t), to every branch's stream cache."""
         for branch in (self.main, self.no_camera):
             if branch is not None:
-                branch.commit(clean, camera)
+                branch.commit(latents, timestep, camera)
 
 
 def _denoise(
@@ -317,6 +321,8 @@ class ChunkSampler:
         total = None if total_chunks is None else settings.steps * total_chunks
         self.step = _counter(progress, total)
         self.next_start = 0
+        self.context_sigma = settings.context_sigma
+        self.committed = 0  # latent frames in the caches
 
     @property
     def caches(self) -> list[StreamCache]:
@@ -334,7 +340,19 @@ class ChunkSampler:
         return _denoise(self.guided, latents, pinned, camera, self.sigmas, self.step, renoise)
 
     def commit(self, latents: Tensor, camera: Camera) -> None:
-        self.guided.commit(latents, camera)
+        """Append the chunk just sampled (clean latents) to the caches: as they are, or noised
+        to `context_sigma` with a draw from the run's generator (the image's frame stays clean)."""
+        frames = latents.shape[2]
+        sigma = torch.full((frames,), float(self.context_sigma))
+        if self.committed == 0:
+            sigma[0] = 0.0  # the input image's frame, clean in training and sampling alike
+        self.committed += frames
+        if self.context_sigma > 0:
+            noise = _noise(self.generator, latents, frames)
+            s = sigma.view(1, 1, -1, 1, 1).to(latents.device)
+            latents = ((1 - s) * latents.float() + s * noise).to(latents.dtype)
+        timestep = FlowMatchingSchedule.timestep(sigma)[None].to(latents.device)
+        self.guided.commit(latents, timestep, camera)
 
 
 def sample_streaming(

@@ -277,6 +277,8 @@ class ExportConfig:
     steps: int = 24
     camera_cfg: float = 1.0
     fps: float = 16.0
+    context_sigma: float = 0.0
+    """Noise level streamed chunks are committed at (`GenerationSettings.context_sigma`)."""
     dtype: str = "float16"
     """Storage dtype of the exported weights: "float16", "bfloat16" or "float32"."""
 

@@ -339,6 +339,7 @@ class DiTTask(DiTSteps):
             cfg=1.0,
             camera_cfg=cfg.export.camera_cfg,
             chunk_size=cfg.objective.chunk_size,
+            context_sigma=cfg.export.context_sigma,
         )
 
     def finish(self, run_dir: Path, model_state: dict, ema_state: dict) -> dict:

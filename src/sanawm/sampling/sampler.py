@@ -27,7 +27,8 @@ student was distilled with); the last step returns the clean prediction.
 
 Noise comes from a CPU generator seeded with `seed` (the same seed gives the same video on any
 device): one draw for the whole clip in bidirectional mode, one per chunk, in order, when
-streaming; few-step sampling draws again after every step but the last.
+streaming (with `context_sigma`, one more for each chunk committed); few-step sampling draws
+again after every step but the last.
 """
 
 from __future__ import annotations

@@ -323,7 +323,6 @@ class ChunkSampler:
         self.step = _counter(progress, total)
         self.next_start = 0
         self.context_sigma = settings.context_sigma
-        self.committed = 0  # latent frames in the caches
 
     @property
     def caches(self) -> list[StreamCache]:
@@ -345,13 +344,12 @@ class ChunkSampler:
         to `context_sigma` with a draw from the run's generator (the image's frame stays clean)."""
         frames = latents.shape[2]
         sigma = torch.full((frames,), float(self.context_sigma))
-        if self.committed == 0:
-            sigma[0] = 0.0  # the input image's frame, clean in training and sampling alike
-        self.committed += frames
+        if self.next_start == frames:  # the first chunk: it holds the input image's frame,
+            sigma[0] = 0.0  # clean in training and sampling alike
         if self.context_sigma > 0:
             noise = _noise(self.generator, latents, frames)
             s = sigma.view(1, 1, -1, 1, 1).to(latents.device)
-            latents = ((1 - s) * latents.float() + s * noise).to(latents.dtype)
+            latents = FlowMatchingSchedule.add_noise(latents, noise, s).to(latents.dtype)
         timestep = FlowMatchingSchedule.timestep(sigma)[None].to(latents.device)
         self.guided.commit(latents, timestep, camera)
 

@@ -17,11 +17,20 @@ published figures use one, the renders the embedded model was trained on. Nothin
     python scripts/eval_poses.py --backend colmap --limit 4
     python scripts/eval_poses.py --clips 06 27            # clips whose names start so
     python scripts/eval_poses.py --supersample 3          # anti-aliased renders
+    python scripts/eval_poses.py --backend colmap --workers 16 --render-device cuda --json rows.json
+
+`--workers N` scores N clips at a time, each in its own process on one thread (the poses do
+not depend on it); `--render-device cuda` renders the clips on the GPU (float32 there rounds a
+few pixels differently from the CPU's renders); `--json` writes one row per clip. The model's
+settings come from its model.json: no weights are read.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import multiprocessing
 import sys
 import time
 from collections.abc import Sequence
@@ -30,9 +39,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import sanawm
 from sanawm.camera import default_intrinsics
 from sanawm.evaluation import PoseEstimationConfig, PoseEstimationError, camera_errors, estimate_poses_with_backend
-from sanawm.pipeline import WorldModel
+from sanawm.jsonfile import read_json_object
+from sanawm.modeldir import GenerationSettings
+from sanawm.pipeline import EMBEDDED_MODEL
 from sanawm.worlds import render
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -55,6 +67,36 @@ def score_clip(frames: np.ndarray, commanded: np.ndarray, k: np.ndarray, config:
     return {"backend": backend, "mean": float(rot.mean()), "max": float(rot.max()), "ratio": ratio}
 
 
+def embedded_settings() -> GenerationSettings:
+    """The embedded model's generation settings (size, speeds, field of view), from its
+    model.json alone."""
+    doc = read_json_object(Path(sanawm.__file__).parent / "assets" / EMBEDDED_MODEL / "model.json", "model description")
+    return GenerationSettings(**doc["settings"])
+
+
+def _score_spec(job) -> dict:
+    """Render one clip (`default_clips` spec) as the arguments say and score its poses."""
+    import cv2
+
+    spec, settings, args = job
+    torch.set_num_threads(1)
+    size = (settings.height, settings.width)
+    k = default_intrinsics(size, settings.fov_deg)
+    clip = resolve_clip(spec, settings.translation_speed, settings.rotation_speed_deg)
+    device = torch.device(args.render_device)
+    with torch.no_grad():
+        frames = render(clip.world.to(device), clip.c2w.to(device), k.expand(len(clip.c2w), 4).to(device), size,
+                        supersample=args.supersample).cpu().numpy()  # fmt: skip
+    if args.blur > 0:
+        first = int(args.sharp_first)
+        frames[first:] = np.stack([cv2.GaussianBlur(f, (0, 0), args.blur) for f in frames[first:]])
+    config = PoseEstimationConfig(backend=args.backend)
+    start = time.perf_counter()
+    row = {"name": spec.name, **score_clip(frames, clip.c2w.double().numpy(), k.double().numpy(), config)}
+    row["seconds"] = time.perf_counter() - start
+    return row
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backend", choices=("opencv", "colmap", "auto"), default="opencv")
@@ -63,43 +105,48 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--supersample", type=int, default=1, metavar="S", help="rays per pixel side (default 1)")
     p.add_argument("--limit", type=int, help="only the first N of the 32 clips")
     p.add_argument("--clips", nargs="+", metavar="PREFIX", help="only the clips whose names start with one of these")
+    p.add_argument("--workers", type=int, default=1, help="clips scored at a time (default 1)")
+    p.add_argument("--render-device", default="cpu", help="where the clips are rendered (default cpu)")
+    p.add_argument("--json", metavar="PATH", help="write the rows here")
     args = p.parse_args(argv)
-    if args.blur < 0 or args.supersample < 1 or (args.limit is not None and args.limit < 1):
-        print("error: --blur must be >= 0, --supersample and --limit >= 1", file=sys.stderr)
+    if args.blur < 0 or args.supersample < 1 or args.workers < 1 or (args.limit is not None and args.limit < 1):
+        print("error: --blur must be >= 0, --supersample, --workers and --limit >= 1", file=sys.stderr)
         return 2
     if args.sharp_first and args.blur == 0:
         print("error: --sharp-first needs --blur", file=sys.stderr)
         return 2
-    import cv2
-
-    model = WorldModel.load(device="cpu")  # for its size, speeds and field of view
-    settings, size = model.settings, model.image_size
-    k = default_intrinsics(size, settings.fov_deg)
-    config = PoseEstimationConfig(backend=args.backend)
-    rows = []
+    try:
+        device = torch.device(args.render_device)
+    except RuntimeError:
+        print(f"error: --render-device: not a device: {args.render_device!r}", file=sys.stderr)
+        return 2
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("error: --render-device cuda: no CUDA GPU here", file=sys.stderr)
+        return 2
+    settings = embedded_settings()
     specs = default_clips()[: args.limit]
     if args.clips:
         specs = [spec for spec in specs if spec.name.startswith(tuple(args.clips))]
         if not specs:
             print("error: --clips matches none of the clips", file=sys.stderr)
             return 2
-    for spec in specs:
-        clip = resolve_clip(spec, settings.translation_speed, settings.rotation_speed_deg)
-        with torch.no_grad():
-            frames = render(clip.world, clip.c2w, k.expand(len(clip.c2w), 4), size, supersample=args.supersample).numpy()
-        if args.blur > 0:
-            first = int(args.sharp_first)
-            frames[first:] = np.stack([cv2.GaussianBlur(f, (0, 0), args.blur) for f in frames[first:]])
-        start = time.perf_counter()
-        row = {"name": spec.name, **score_clip(frames, clip.c2w.double().numpy(), k.double().numpy(), config)}
-        row["seconds"] = time.perf_counter() - start
-        rows.append(row)
-        if "failure" in row:
-            print(f"{spec.name:26s} failed: {row['failure']}", flush=True)
-        else:
-            ratio = "-" if row["ratio"] is None else f"{row['ratio']:.3f}"
-            print(f"{spec.name:26s} RotErr mean {row['mean']:.3f} max {row['max']:.3f} deg, "
-                  f"rotation read {ratio} ({row['seconds']:.1f} s)", flush=True)  # fmt: skip
+    jobs = [(spec, settings, args) for spec in specs]
+    rows = []
+    pool = multiprocessing.get_context("fork").Pool(args.workers) if args.workers > 1 else contextlib.nullcontext()
+    with pool:
+        for row in pool.imap(_score_spec, jobs) if args.workers > 1 else map(_score_spec, jobs):
+            rows.append(row)
+            if "failure" in row:
+                print(f"{row['name']:26s} failed: {row['failure']}", flush=True)
+            else:
+                ratio = "-" if row["ratio"] is None else f"{row['ratio']:.3f}"
+                print(f"{row['name']:26s} RotErr mean {row['mean']:.3f} max {row['max']:.3f} deg, "
+                      f"rotation read {ratio} ({row['seconds']:.1f} s)", flush=True)  # fmt: skip
+    size = (settings.height, settings.width)
+    if args.json:
+        record = {"backend": args.backend, "blur": args.blur, "sharp_first": args.sharp_first,
+                  "supersample": args.supersample, "render_device": args.render_device, "rows": rows}  # fmt: skip
+        Path(args.json).write_text(json.dumps(record, indent=1))
 
     done = [r for r in rows if "failure" not in r]
     means, maxes = np.array([r["mean"] for r in done]), np.array([r["max"] for r in done])

@@ -65,22 +65,26 @@ def _check(row: dict) -> None:
 # with the edge weighting of the closing adjustment (_pose_opencv._whitening). The terrain walk 31
 # left the list with it (blurred 0.154 / 0.287, over half the mean bound; was 0.073 / 0.178): the
 # terrain walk 3 stands for the terrain clips
+# The street walk 26 is checked blurred only: sharp it read 0.063 / 0.118 here but 0.173 / 0.315 on
+# the H200 host's CPUs with the clip rendered on its GPU (a few pixels rounded differently;
+# OpenCV 5.0.0, benchmarks/logs/eval_poses_h200/), under the 2x margin a test needs; blurred it
+# read 0.091 / 0.176 there. Every other row's sharp and blurred values there are 2.6-7.9x inside.
 OPENCV_CLIPS = [
-    "03_terrain_walk3",  # 0.084 / 0.212, 0.998 | 0.057 / 0.149, 0.998
-    "07_street_walk7",  # 0.077 / 0.201 | 0.073 / 0.175
-    "10_room_j-32",  # 0.073 / 0.155, 1.001 | 0.070 / 0.152, 1.001
-    "20_corridor_w-32",  # 0.066 / 0.130 | 0.053 / 0.120
-    "26_street_walk26",  # 0.063 / 0.118 | 0.089 / 0.172 (blurred: a slow start, _SLOW_START_OVERLAP)
-    "30_street_walk30",  # 0.111 / 0.309, 1.007 | 0.079 / 0.135, 1.007 (slow starts both)
+    ("03_terrain_walk3", (False, True)),  # 0.084 / 0.212, 0.998 | 0.057 / 0.149, 0.998
+    ("07_street_walk7", (False, True)),  # 0.077 / 0.201 | 0.073 / 0.175
+    ("10_room_j-32", (False, True)),  # 0.073 / 0.155, 1.001 | 0.070 / 0.152, 1.001
+    ("20_corridor_w-32", (False, True)),  # 0.066 / 0.130 | 0.053 / 0.120
+    ("26_street_walk26", (True,)),  # 0.089 / 0.172 (a slow start, _SLOW_START_OVERLAP)
+    ("30_street_walk30", (False, True)),  # 0.111 / 0.309, 1.007 | 0.079 / 0.135, 1.007 (slow starts both)
 ]
 
 
-@pytest.mark.parametrize("name", OPENCV_CLIPS)
-def test_opencv_backend_on_ground_truth_clips(eval_poses, name):
+@pytest.mark.parametrize("name, blurs", OPENCV_CLIPS)
+def test_opencv_backend_on_ground_truth_clips(eval_poses, name, blurs):
     frames, c2w, k = _clip(eval_poses, name)
     config = PoseEstimationConfig(backend="opencv")
-    for video in (frames, _blurred(frames)):
-        _check(eval_poses.score_clip(video, c2w, k, config))
+    for blurred in blurs:
+        _check(eval_poses.score_clip(_blurred(frames) if blurred else frames, c2w, k, config))
 
 
 # Two clips the estimator misses at one ray per pixel (blurred: 0.405 / 0.763 and 0.509 / 1.360;

@@ -1,6 +1,7 @@
 """The FFN's dense temporal conv (kernel 3 along frames, C -> C) plus its residual at 961 frames:
 cuDNN's conv (what the model runs) against three accumulating cuBLAS GEMMs on the token rows
-with the identity folded into the centre tap (a lever of issue 12, not in the model).
+with the identity folded into the centre tap, or the residual added through the first GEMM's
+beta (a lever of issue 12, not in the model).
 
     python scripts/bench_temporal_conv.py [--frames 121] [--repeat 20]
 
@@ -32,6 +33,15 @@ def gemm_form(rows: torch.Tensor, taps: torch.Tensor, frame: int) -> torch.Tenso
     return out
 
 
+def gemm_beta_form(rows: torch.Tensor, taps: torch.Tensor, frame: int) -> torch.Tensor:
+    """As `gemm_form`, but taps[1] holds W1 alone and the residual comes in through the first
+    GEMM's beta (out = rows + rows W1): no identity rounded into bf16 weights."""
+    out = torch.addmm(rows, rows, taps[1])
+    out[frame:].addmm_(rows[:-frame], taps[0])
+    out[:-frame].addmm_(rows[frame:], taps[2])
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--frames", type=int, default=121, help="latent frames (121: a 961-frame clip)")
@@ -45,14 +55,16 @@ def main() -> None:
     x = torch.randn(1, T, S, C, device=dev, dtype=dt)
     weight = (torch.randn(C, C, 3, 1, device=dev) / (3 * C) ** 0.5).to(dt)
     y = x.permute(0, 3, 1, 2)  # (B, C, T, S) view, channels-last memory
-    taps = weight[:, :, :, 0].permute(2, 1, 0).contiguous()  # (3, C_in, C_out)
+    plain = weight[:, :, :, 0].permute(2, 1, 0).contiguous()  # (3, C_in, C_out)
+    taps = plain.clone()
     taps[1] += torch.eye(C, device=dev, dtype=dt)
     rows = x.reshape(T * S, C)
 
     ref = conv_form(y.float(), weight.float()).reshape(T * S, C)
     results = {}
     for name, fn in (("cuDNN conv + residual", lambda: conv_form(y, weight)),
-                     ("3 cuBLAS GEMMs, identity folded", lambda: gemm_form(rows, taps, S))):  # fmt: skip
+                     ("3 cuBLAS GEMMs, identity folded", lambda: gemm_form(rows, taps, S)),
+                     ("3 cuBLAS GEMMs, residual through beta", lambda: gemm_beta_form(rows, plain, S))):  # fmt: skip
         out = fn().reshape(T * S, C).float()
         err = ((out - ref).norm() / ref.norm()).item()
         for _ in range(3):

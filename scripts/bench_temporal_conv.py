@@ -6,8 +6,9 @@ beta (a lever of issue 12, not in the model).
     python scripts/bench_temporal_conv.py [--frames 121] [--repeat 20]
 
 y is the FFN's spatial output, (B, C, T, S) viewed on (B, T, S, C) memory as in
-`GLUFeedForward`; both forms compute y + conv(y) for one bidirectional chunk. Prints ms per call,
-TFLOP/s of the conv's multiply-adds and the relative L2 between the two (bf16, random weights).
+`GLUFeedForward`; every form computes y + conv(y) for one bidirectional chunk. Prints ms per call,
+TFLOP/s of the conv's multiply-adds and each form's relative L2 against the float32 conv (bf16,
+random weights).
 """
 
 from __future__ import annotations

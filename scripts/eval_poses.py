@@ -42,8 +42,7 @@ import torch
 import sanawm
 from sanawm.camera import default_intrinsics
 from sanawm.evaluation import PoseEstimationConfig, PoseEstimationError, camera_errors, estimate_poses_with_backend
-from sanawm.jsonfile import read_json_object
-from sanawm.modeldir import GenerationSettings
+from sanawm.modeldir import GenerationSettings, read_model_dir
 from sanawm.pipeline import EMBEDDED_MODEL
 from sanawm.worlds import render
 
@@ -69,9 +68,8 @@ def score_clip(frames: np.ndarray, commanded: np.ndarray, k: np.ndarray, config:
 
 def embedded_settings() -> GenerationSettings:
     """The embedded model's generation settings (size, speeds, field of view), from its
-    model.json alone."""
-    doc = read_json_object(Path(sanawm.__file__).parent / "assets" / EMBEDDED_MODEL / "model.json", "model description")
-    return GenerationSettings(**doc["settings"])
+    model.json alone (`read_model_dir` reads no weights)."""
+    return read_model_dir(Path(sanawm.__file__).parent / "assets" / EMBEDDED_MODEL).settings
 
 
 def _score_spec(job) -> dict:

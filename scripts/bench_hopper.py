@@ -32,6 +32,10 @@ Implementations:
 - diffusers: diffusers' `SanaWMTransformer3DModel` with its default (2.6B release) config
   (needs diffusers 0.42.1 importable).
 
+`--temporal-conv cudnn` runs the sanawm implementations with the FFN's temporal conv + residual
+on the reference conv path (cuDNN) instead of the GEMM op (`sanawm.ops.frame_conv_gemm`), to
+measure the op side by side (patched in the worker process only; the records say which).
+
 Writes a JSON list of records {"impl", "precision", "mode", "frames", "s_per_forward",
 "peak_gb", "gpu", ...} (`--json`, default benchmarks/hopper.json; records already there with
 another (impl, precision, mode, frames) are kept) and prints a table of ratios last.
@@ -110,6 +114,10 @@ def sanawm_worker(impl: str, args, device: torch.device, dtype: torch.dtype) -> 
     from sanawm.ops.flash import use_attention_kernel
     from sanawm.ops.fp8 import convert_to_fp8
 
+    if args.temporal_conv == "cudnn":  # this worker process only: the reference conv path everywhere
+        from sanawm.ops import frame_conv_gemm
+
+        frame_conv_gemm.gemm_applies = lambda y, weight: False
     preset = "tiny" if args.tiny else "sanawm-2.6b"
     torch.manual_seed(0)
     model = random_model(preset, device, dtype)
@@ -135,7 +143,8 @@ def sanawm_worker(impl: str, args, device: torch.device, dtype: torch.dtype) -> 
         inputs = make_inputs(model, size, device, dtype, text_len, torch.Generator().manual_seed(frames))
         with torch.inference_mode():
             rec = timed_runs(lambda: model(**inputs), device, args.warmup, args.iters)
-        rec.update(latents="x".join(map(str, size)), **(extra if frames == args.frames[0] else {}))
+        rec.update(latents="x".join(map(str, size)), temporal_conv=args.temporal_conv,
+                   **(extra if frames == args.frames[0] else {}))  # fmt: skip
         if args.compile_mode and impl != "sanawm-eager":
             rec["compile_mode"] = args.compile_mode
         print(f"[{impl}] {frames} frames: {rec['s_per_forward']:.3f} s, first call {rec['first_call_s']:.1f} s",
@@ -278,6 +287,7 @@ def run_worker(impl: str, args, timeout: float) -> list[dict]:
         cmd += ["--tiny"] if args.tiny else []
         cmd += ["--skip-accuracy"] if args.skip_accuracy else []
         cmd += ["--compile-mode", args.compile_mode] if args.compile_mode else []
+        cmd += ["--temporal-conv", args.temporal_conv]
         t0 = time.perf_counter()
         try:
             proc = subprocess.run(cmd, timeout=timeout, check=False)
@@ -334,6 +344,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=0, help="untimed calls after the first call")
     parser.add_argument("--compile-mode", help="torch.compile mode of the compiled implementations' blocks "
                         "(e.g. max-autotune-no-cudagraphs; default: inductor's default), kept in the records")
+    parser.add_argument("--temporal-conv", choices=("gemm", "cudnn"), default="gemm",
+                        help="the FFN's temporal conv on CUDA: the GEMM op (the model's default) or cuDNN's conv")
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--text-len", type=int, default=300)
     parser.add_argument("--tiny", action="store_true", help="tiny models on the CPU, float32")

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from sanawm.ops.depthwise_glu import silu_depthwise_glu
 from sanawm.ops.fp8 import FP8Conv1x1
+from sanawm.ops.frame_conv_gemm import frame_conv_residual
 from sanawm.ops.temporal import frame_conv_channels_first
 
 if TYPE_CHECKING:
@@ -227,7 +228,11 @@ class GLUFeedForward(nn.Module):
         return _pointwise_conv(self.point_conv.conv, glu).reshape(N, S, C)
 
     def temporal(self, y: Tensor, chunk_starts: Sequence[int] | None, context: Tensor | None) -> Tensor:
-        """y (B, C, T, S) -> y + t_conv(y) as (B, T, S, C)."""
+        """y (B, C, T, S) -> y + t_conv(y) as (B, T, S, C). One chunk without context (a
+        bidirectional clip) goes through `frame_conv_residual` (cuBLAS GEMMs on CUDA)."""
+        one_chunk = chunk_starts is None or len(chunk_starts) == 1
+        if one_chunk and (context is None or context.shape[2] == 0):
+            return frame_conv_residual(y, self.t_conv.weight)
         out = y + frame_conv_channels_first(y, self.t_conv.weight, chunk_starts=chunk_starts, context=context)
         return out.permute(0, 2, 3, 1)
 

@@ -9,7 +9,9 @@ every frame with a Gaussian: 1.25 px gives the embedded model's sharpness at 128
 same `sanawm.evaluation.sharpness` as its generated clips); with `--sharp-first` frame 0 stays
 sharp, as an image-to-video model hands its input frame back. `--supersample S` renders with
 S x S rays per pixel (anti-aliased, as a camera integrates over its pixels) instead of one: the
-published figures use one, the renders the embedded model was trained on. Nothing is written.
+figures are published for both (benchmarks/README.md): one ray is how the embedded model's
+training clips were rendered, but it folds fine texture into patterns that do not move with the
+surface, as no camera does (its pixels integrate over their area). Nothing is written.
 
     python scripts/eval_poses.py                        # sharp renders, OpenCV backend
     python scripts/eval_poses.py --blur 1.25            # as soft as the embedded model
@@ -130,7 +132,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     jobs = [(spec, settings, args) for spec in specs]
     rows = []
-    pool = multiprocessing.get_context("fork").Pool(args.workers) if args.workers > 1 else contextlib.nullcontext()
+    # asking whether CUDA is there (above) initialises it, and a forked child cannot use it then
+    start_method = "spawn" if device.type == "cuda" else "fork"
+    pool = multiprocessing.get_context(start_method).Pool(args.workers) if args.workers > 1 else contextlib.nullcontext()
     with pool:
         for row in pool.imap(_score_spec, jobs) if args.workers > 1 else map(_score_spec, jobs):
             rows.append(row)

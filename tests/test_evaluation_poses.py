@@ -134,6 +134,41 @@ def test_edge_ratio_is_zero_on_a_straight_edge_and_one_on_a_symmetric_corner():
     np.testing.assert_allclose(ratio_corner, [1.0], atol=1e-6)
 
 
+def test_consensus_counts_the_tracks_the_cameras_explain():
+    """`_consensus` against the points the tracks were made from: with the true cameras every
+    track of 3 or more views agrees; tracks moved 0.2 px in one view still agree, those moved
+    1.5 px do not; a camera turned by 2 degrees loses the tracks it sees (each of them in view of
+    it); two-view tracks are never counted."""
+    from sanawm.evaluation import _pose_opencv
+
+    rng = np.random.default_rng(3)
+    cams, focal = 5, 100.0
+    truth, points, cam_idx, point_idx, in_cam = synthetic_scene(rng, cams, n=60)
+    observed = in_cam[:, :2] / in_cam[:, 2:]
+    moved = {0: 0.2, 1: 1.5, 2: 0.2, 3: 1.5}  # track -> pixels added to its view in camera 1
+    for track, px in moved.items():
+        observed[(point_idx == track) & (cam_idx == 1), 0] += px / focal
+    two_view = 59  # seen by cameras 0 and 1 only
+    sfm = object.__new__(_pose_opencv._SequentialSfM)
+    sfm.intrinsics = np.tile([focal, focal, 0.0, 0.0], (cams, 1))
+    frames, track_obs = [], [[] for _ in range(len(points))]
+    for c in range(cams):
+        rows = np.flatnonzero((cam_idx == c) & ((point_idx != two_view) | (c < 2)))
+        for k, row in enumerate(rows):
+            track_obs[point_idx[row]].append((c, k))
+        frames.append(_pose_opencv._FrameData(
+            keypoints=observed[rows] * focal, normalized=observed[rows], track=point_idx[rows],
+            whiten=np.tile(np.eye(2), (len(rows), 1, 1)), edge_ratio=np.ones(len(rows)),
+        ))  # fmt: skip
+    sfm.state = _pose_opencv._State(frames=frames, w2c=list(truth), track_obs=track_obs)
+    counted = len(points) - 1
+    assert sfm._consensus() == (counted - 2, counted)  # the two tracks moved 1.5 px fail
+    turned = truth.copy()
+    turned[4, :3, :3] = axis_angle_to_matrix(np.array([0.0, 1.0, 0.0]), 2.0) @ truth[4, :3, :3]
+    sfm.state.w2c = list(turned)
+    assert sfm._consensus() == (0, counted)  # 2 degrees are 3.5 px at this focal length
+
+
 def test_rotation_angle_matches_the_rotation_vector_length():
     """`_angle_deg`, which bounds how far a start pair's essential-matrix rotation may stray from
     its best pure turn (_START_TURN_FACTOR), against the length of OpenCV's rotation vector."""

@@ -71,10 +71,10 @@ def _check(row: dict) -> None:
 # read 0.091 / 0.176 there. Every other row's sharp and blurred values there are 2.6-7.9x inside.
 OPENCV_CLIPS = [
     ("03_terrain_walk3", (False, True)),  # 0.084 / 0.212, 0.998 | 0.057 / 0.149, 0.998
-    ("07_street_walk7", (False, True)),  # 0.077 / 0.201 | 0.073 / 0.175
+    ("07_street_walk7", (False, True)),  # 0.077 / 0.203 | 0.083 / 0.207 (0.073 / 0.175 from one start pair)
     ("10_room_j-32", (False, True)),  # 0.073 / 0.155, 1.001 | 0.070 / 0.152, 1.001
     ("20_corridor_w-32", (False, True)),  # 0.066 / 0.130 | 0.053 / 0.120
-    ("26_street_walk26", (True,)),  # 0.089 / 0.172 (a slow start, _SLOW_START_OVERLAP)
+    ("26_street_walk26", (True,)),  # 0.085 / 0.162 (a slow start, _SLOW_START_OVERLAP)
     ("30_street_walk30", (False, True)),  # 0.111 / 0.309, 1.007 | 0.079 / 0.135, 1.007 (slow starts both)
 ]
 
@@ -91,7 +91,8 @@ def test_opencv_backend_on_ground_truth_clips(eval_poses, name, blurs):
 # sharp 0.298 / 0.572 and 0.246 / 0.610), rendered anti-aliased (3 x 3 rays per pixel): what is
 # left there is the estimator's own error, measured 0.039 / 0.075 and 0.056 / 0.138 (sharp). Their
 # misses come from the aliasing of the one-ray renders, not from the estimator (benchmarks/README.md).
-# With the edge weighting of the closing adjustment: 0.033 / 0.070, 0.032 / 0.064 and 0.049 / 0.087.
+# With the edge weighting of the closing adjustment: 0.033 / 0.070, 0.032 / 0.064 and 0.049 / 0.087;
+# mapped from several start pairs (_START_TRIES) 0.033 / 0.067, 0.084 / 0.219 and 0.049 / 0.087.
 # The slow street walk 26, anti-aliased, never shows the start parallax of 0.75 deg (0.74 at most)
 # and was mapped as a camera turning on the spot (0.432 / 0.882); its slow start from 0.5 deg
 # (_SLOW_START_PARALLAX_DEG) reads 0.057 / 0.103.
@@ -121,16 +122,19 @@ def test_opencv_backend_starts_without_tracks_along_straight_edges(eval_poses):
     _check(eval_poses.score_clip(frames, c2w, k, PoseEstimationConfig(backend="opencv")))
 
 
-# The same clip blurred to the model's sharpness: still off the RotErr bounds (0.852 / 2.002),
-# but the camera's turn is read within 10%. Its closing adjustment, stopped after 20 iterations
-# while every one still lowered the cost, read the turn 11% over (1.357 / 3.038, rotation read
-# 1.111); run until its cost stops falling (_FINAL_ITERATIONS, _bundle_adjust's stall stop) it
-# stops after 53, rotation read 1.042 (Intel Xeon, OpenCV 5.1.0). Only the read is checked, at
-# issue 10's 10%
-def test_opencv_backend_closing_adjustment_converges(eval_poses):
+# The same clip blurred to the model's sharpness. Mapped from its best-determined start pair (frames
+# 16-24) it reads 0.901 / 2.104: the start pairs of this clip lead to two minima, 0.78-0.96 deg mean
+# RotErr (93-99 of its 193 tracks of 3 or more frames within 0.5 px of the cameras) or 0.17 (107).
+# Mapped from six spread-out start pairs, the cameras kept are those that explain the most tracks
+# (_START_TRIES, `_consensus`): frames 16-31, 0.166 / 0.467, rotation read 1.002 (Intel Xeon,
+# OpenCV 5.1.0). The mean is checked at 0.4 deg, 2.4x above the minimum kept and 2x under the other
+# (the issue's 0.3 would leave less than 2x of margin); the read at issue 10's 10%. Before the closing adjustment ran to
+# convergence (_FINAL_ITERATIONS, _bundle_adjust's stall stop) it read the turn 11% over
+def test_opencv_backend_keeps_the_map_that_explains_most_tracks(eval_poses):
     frames, c2w, k = _clip(eval_poses, "27_terrain_walk27", supersample=3)
     row = eval_poses.score_clip(_blurred(frames), c2w, k, PoseEstimationConfig(backend="opencv"))
     assert "failure" not in row, row
+    assert row["mean"] <= 0.4, row
     assert abs(row["ratio"] - 1.0) <= 0.1, row
 
 

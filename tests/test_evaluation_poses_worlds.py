@@ -49,6 +49,16 @@ def _clip(eval_poses, name: str, supersample: int = 1):
     return frames, clip.c2w.double().numpy(), k.double().numpy()
 
 
+@pytest.fixture(scope="module")
+def walk27_anti_aliased(eval_poses):
+    """The terrain walk 27 rendered anti-aliased, for the two tests below (16 s to render on 2
+    cores); read-only, as both only read it."""
+    frames, c2w, k = _clip(eval_poses, "27_terrain_walk27", supersample=3)
+    for array in (frames, c2w, k):
+        array.setflags(write=False)
+    return frames, c2w, k
+
+
 def _blurred(frames: np.ndarray) -> np.ndarray:
     import cv2
 
@@ -93,10 +103,12 @@ def test_opencv_backend_on_ground_truth_clips(eval_poses, name, blurs):
 # misses come from the aliasing of the one-ray renders, not from the estimator (benchmarks/README.md).
 # With the edge weighting of the closing adjustment: 0.033 / 0.070, 0.032 / 0.064 and 0.049 / 0.087;
 # mapped from several start pairs (_START_TRIES) 0.033 / 0.067, 0.084 / 0.219 and 0.049 / 0.087.
+# The room walk 00 (the first of the two) left this test then, for the suite's time (40 s on 2
+# cores); every anti-aliased clip is measured in benchmarks/README.md ("Several start pairs").
 # The slow street walk 26, anti-aliased, never shows the start parallax of 0.75 deg (0.74 at most)
 # and was mapped as a camera turning on the spot (0.432 / 0.882); its slow start from 0.5 deg
 # (_SLOW_START_PARALLAX_DEG) reads 0.057 / 0.103.
-@pytest.mark.parametrize("name", ["00_room_w-32", "11_corridor_walk11", "26_street_walk26"])
+@pytest.mark.parametrize("name", ["11_corridor_walk11", "26_street_walk26"])
 def test_opencv_backend_on_anti_aliased_renders(eval_poses, name):
     frames, c2w, k = _clip(eval_poses, name, supersample=3)
     _check(eval_poses.score_clip(frames, c2w, k, PoseEstimationConfig(backend="opencv")))
@@ -117,8 +129,8 @@ def test_opencv_backend_weighs_errors_along_edges_less(eval_poses):
 # (frames 16-20) led to a wrong minimum: 1.185 / 2.046 (0.926 / 1.842 on an AMD EPYC machine).
 # With the tracks along straight edges hidden while the start pair is chosen (_EDGE_TRACK_RATIO)
 # it starts at frames 26-32: 0.063 / 0.115, rotation read 1.003 (Intel Xeon, OpenCV 5.1.0)
-def test_opencv_backend_starts_without_tracks_along_straight_edges(eval_poses):
-    frames, c2w, k = _clip(eval_poses, "27_terrain_walk27", supersample=3)
+def test_opencv_backend_starts_without_tracks_along_straight_edges(eval_poses, walk27_anti_aliased):
+    frames, c2w, k = walk27_anti_aliased
     _check(eval_poses.score_clip(frames, c2w, k, PoseEstimationConfig(backend="opencv")))
 
 
@@ -130,8 +142,8 @@ def test_opencv_backend_starts_without_tracks_along_straight_edges(eval_poses):
 # OpenCV 5.1.0). The mean is checked at 0.4 deg, 2.4x above the minimum kept and 2x under the other
 # (the issue's 0.3 would leave less than 2x of margin); the read at issue 10's 10%. Before the closing adjustment ran to
 # convergence (_FINAL_ITERATIONS, _bundle_adjust's stall stop) it read the turn 11% over
-def test_opencv_backend_keeps_the_map_that_explains_most_tracks(eval_poses):
-    frames, c2w, k = _clip(eval_poses, "27_terrain_walk27", supersample=3)
+def test_opencv_backend_keeps_the_map_that_explains_most_tracks(eval_poses, walk27_anti_aliased):
+    frames, c2w, k = walk27_anti_aliased
     row = eval_poses.score_clip(_blurred(frames), c2w, k, PoseEstimationConfig(backend="opencv"))
     assert "failure" not in row, row
     assert row["mean"] <= 0.4, row

@@ -140,8 +140,9 @@ def test_opencv_backend_starts_without_tracks_along_straight_edges(eval_poses, w
 # Mapped from six spread-out start pairs, the cameras kept are those that explain the most tracks
 # (_START_TRIES, `_consensus`): frames 16-31, 0.166 / 0.467, rotation read 1.002 (Intel Xeon,
 # OpenCV 5.1.0). The mean is checked at 0.4 deg, 2.4x above the minimum kept and 2x under the other
-# (the issue's 0.3 would leave less than 2x of margin); the read at issue 10's 10%. Before the closing adjustment ran to
-# convergence (_FINAL_ITERATIONS, _bundle_adjust's stall stop) it read the turn 11% over
+# (the issue's 0.3 would leave less than 2x of margin); the read at issue 10's 10%. Before the
+# closing adjustment ran to convergence (_FINAL_ITERATIONS, _bundle_adjust's stall stop) it read the
+# turn 11% over
 def test_opencv_backend_keeps_the_map_that_explains_most_tracks(eval_poses, walk27_anti_aliased):
     frames, c2w, k = walk27_anti_aliased
     row = eval_poses.score_clip(_blurred(frames), c2w, k, PoseEstimationConfig(backend="opencv"))

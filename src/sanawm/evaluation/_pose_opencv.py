@@ -817,8 +817,8 @@ class _SequentialSfM:
             if not starts:  # slower still: less parallax, over the same long pairs
                 starts = self._start_pairs(_SLOW_START_OVERLAP, _SLOW_START_GAP, _SLOW_START_PARALLAX_DEG)
         if not starts or not self._map(*starts[0]):
-            # never any usable parallax: a camera turning on the spot
-            s.w2c, s.points = [None] * count, {}
+            # never any usable parallax: a camera turning on the spot (a failed `_map` leaves
+            # nothing mapped)
             s.w2c[0] = np.eye(4)
             for j in range(1, count):
                 self._chain(j, j - 1)

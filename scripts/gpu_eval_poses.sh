@@ -9,7 +9,8 @@
 # tiny state, which eval_poses.py does not read: it takes the model's settings from model.json).
 # Writes $OUT/poses_<backend>_<set>.json and the log; sets: sharp and blurred (Gaussian 1.25 px),
 # one ray per pixel and anti-aliased (3 x 3). On the H200 host of 2026-12-03 the four OpenCV sets
-# took 85 s, the four COLMAP sets ~510 s: give each backend its own call (10-minute limit).
+# took 85 s, the four COLMAP sets ~510 s: give each backend its own call (10-minute limit), or
+# name the sets (SETS="3 0,3 1.25": supersample and blur, comma-separated) to split one.
 set -u
 OUT=${OUT:-out}
 mkdir -p "$OUT"
@@ -25,7 +26,8 @@ python3 -c "import pycolmap; print('pycolmap', pycolmap.__version__)" 2>/dev/nul
 nproc; lscpu | grep "Model name"
 WORKERS=${WORKERS:-16}
 for backend in "${@:-opencv}"; do
-  for set in "1 0" "1 1.25" "3 0" "3 1.25"; do
+  IFS=, read -r -a sets <<<"${SETS:-1 0,1 1.25,3 0,3 1.25}"
+  for set in "${sets[@]}"; do
     read -r ss blur <<<"$set"
     name=${backend}_ss${ss}_blur${blur}
     echo "=== $name ==="

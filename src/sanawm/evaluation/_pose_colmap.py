@@ -12,11 +12,12 @@ spot (most verified pairs explained by a rotation alone) skips the mapper: its r
 from a rotation-only adjustment over the verified matches (`_pure_turn`).
 
 When SIFT verifies few matches between consecutive frames (`_FEW_MATCHES`: grass, sky and soft
-hills at 128x128), the backend does not map SIFT's matches: it writes the OpenCV backend's
-Lucas-Kanade tracks (`_pose_opencv.opencv_tracks`, corners followed frame to frame and checked
-against an essential matrix or a pure turn) into COLMAP's database as keypoints and matches,
-and COLMAP verifies and maps those instead. The verification, the pure-turn test, the global
-mapper and its bundle adjustment are COLMAP's either way; the features are not.
+hills at 128x128), SIFT's map is kept only if its points live long (`_SIFT_MIN_TRACK_LENGTH`
+frames on average) and the clip is no turn on the spot; otherwise the backend writes the OpenCV
+backend's Lucas-Kanade tracks (`_pose_opencv.opencv_tracks`, corners followed frame to frame and
+checked against an essential matrix or a pure turn) into COLMAP's database as keypoints and
+matches, and COLMAP verifies and maps those instead. The verification, the pure-turn test, the
+global mapper and its bundle adjustment are COLMAP's either way; the features are not.
 
 COLMAP's random generator and every stage's seed are fixed and every stage runs on one thread:
 RANSAC draws the same samples in every run, whatever the thread settings.
@@ -59,12 +60,21 @@ _MAX_H_INLIER_RATIO = 1.0  # a verified pair counts as planar or panoramic only 
 # 32 sharp clips: the room walks 15 and 19 within 0.3 / 0.8 deg (0.12 / 0.28 and 0.14 / 0.72,
 # were 0.20 / 1.62 and 0.20 / 0.81)
 _FEW_MATCHES = 120  # median verified SIFT matches between consecutive frames below which the
-# OpenCV backend's Lucas-Kanade tracks replace SIFT's matches. Grass, sky and soft hills at
-# 128x128 give SIFT few distinctive points, and wrong matches survive verification: the terrain
-# clips 14, 23, 27 and 31 (95-114 matches; rooms, corridors and streets 170-420, the terrain clips
-# that SIFT maps well 128-183) came out 4.5-11.7 deg mean RotErr, with the tracks 0.13-0.37 deg
-# but for 27. Blurred to the embedded model's sharpness, 21 of those 32 clips fall under it
-# (benchmarks/README.md)
+# OpenCV backend's Lucas-Kanade tracks may replace SIFT's matches. Grass, sky and soft hills at
+# 128x128 give SIFT few distinctive points, and on renders of one ray per pixel wrong matches
+# survive verification: the terrain clips 14, 23, 27 and 31 (95-114 matches; rooms, corridors and
+# streets 170-420, the terrain clips that SIFT maps well 128-183) came out 4.5-11.7 deg mean
+# RotErr, with the tracks 0.13-0.37 deg but for 27. Blurred to the embedded model's sharpness,
+# 21 of those 32 clips fall under it (benchmarks/README.md)
+_SIFT_MIN_TRACK_LENGTH = 11.0  # under _FEW_MATCHES, SIFT's map is kept when its 3D points are seen
+# in at least this many frames on average, or a third of a shorter clip's frames (no point outlives
+# the clip; measured on clips of 33 frames). Texture finer than the pixels (one ray per pixel)
+# re-matches differently from frame to frame, and SIFT's points break into short tracks: its
+# maps that miss by 3-12 deg mean RotErr on the terrain clips of scripts/eval_poses.py average
+# 2.5-8.5 frames per point, where its maps of the other clips under _FEW_MATCHES average 12.0-17.4
+# and read 0.06-0.18 deg, better than the tracks' maps of the same clips (0.05-0.44): on the
+# anti-aliased blurred terrain walk 27 SIFT reads 0.176 / 0.389 deg (13.8 frames per point), the
+# tracks 0.425 / 1.065 (benchmarks/README.md)
 _ROTATION_SIGMA_DEG = 2.0  # scale of rotation averaging's robust loss (Geman-McClure; COLMAP: 5).
 # A slow walk's frame pairs with little parallax can decompose into a wrong relative pose that trades
 # rotation for translation: on the anti-aliased terrain walk 23 of scripts/eval_poses.py at least 19
@@ -130,18 +140,53 @@ def colmap_poses(frames: np.ndarray, intrinsics: np.ndarray, config: PoseEstimat
             database, matching_options=matching, pairing_options=pairing,
             verification_options=verification, device=pycolmap.Device.cpu,
         )
-        if _median_consecutive_matches(pycolmap, database, names) < _FEW_MATCHES:
-            tracks = _opencv_tracks(original, original_k, config)
-            if tracks is not None:
-                _import_tracks(pycolmap, database, root / "pairs.txt", names, tracks, scale, verification, config)
         turn = _pure_turn(pycolmap, database, names, intrinsics, config)
         if turn is not None:
             return turn
-        reconstructions = pycolmap.global_mapping(database, images, output, _mapper_options(pycolmap, config))
+        few = _median_consecutive_matches(pycolmap, database, names) < _FEW_MATCHES
+        tracks = _opencv_tracks(original, original_k, config) if few else None
+        if tracks is None:
+            return _poses(_global_mapping(pycolmap, database, images, output / "sift", config), names)
+        # SIFT's map first (the tracks replace its matches in the database), then the tracks':
+        # a turn on the spot, which the tracks may show where SIFT's scattered matches did not,
+        # wins over both maps
+        sift = _global_mapping(pycolmap, database, images, output / "sift", config)
+        try:
+            sift_poses = _poses(sift, names)
+        except PoseEstimationError:
+            sift_poses = None
+        _import_tracks(pycolmap, database, root / "pairs.txt", names, tracks, scale, verification, config)
+        turn = _pure_turn(pycolmap, database, names, intrinsics, config)
+        if turn is not None:
+            return turn
+        if sift_poses is not None and _points_live_long(_largest(sift), len(names)):
+            return sift_poses
+        return _poses(_global_mapping(pycolmap, database, images, output / "tracks", config), names)
 
+
+def _global_mapping(pycolmap, database: Path, images: Path, output: Path, config: PoseEstimationConfig) -> dict:
+    """COLMAP's global mapper on the database's verified matches, into `output`."""
+    output.mkdir()
+    return pycolmap.global_mapping(database, images, output, _mapper_options(pycolmap, config))
+
+
+def _points_live_long(reconstruction, frames: int) -> bool:
+    """Whether the reconstruction's points are seen in `_SIFT_MIN_TRACK_LENGTH` frames on
+    average, or in a third of a shorter clip's `frames`."""
+    return reconstruction.compute_mean_track_length() >= min(_SIFT_MIN_TRACK_LENGTH, frames / 3)
+
+
+def _largest(reconstructions: dict):
+    """The reconstruction with the most registered frames."""
     if not reconstructions:
         raise PoseEstimationError("COLMAP could not reconstruct the clip (too few verified frame pairs)")
-    best = max(reconstructions.values(), key=lambda r: r.num_reg_images())
+    return max(reconstructions.values(), key=lambda r: r.num_reg_images())
+
+
+def _poses(reconstructions: dict, names: list[str]) -> np.ndarray:
+    """Camera-to-world poses (F, 4, 4) of the frames `names` from the largest reconstruction,
+    relative to the first frame."""
+    best = _largest(reconstructions)
     w2c = {}
     for image in best.images.values():
         if image.has_pose:

@@ -201,7 +201,9 @@ def _count_colmap_maps(monkeypatch) -> list[str]:
 
     mapped = []
     global_mapping = _pose_colmap._global_mapping
-    monkeypatch.setattr(_pose_colmap, "_global_mapping", lambda *args: mapped.append(args[3].name) or global_mapping(*args))
+    monkeypatch.setattr(
+        _pose_colmap, "_global_mapping", lambda *args: mapped.append(args[3].name) or global_mapping(*args)
+    )
     return mapped
 
 

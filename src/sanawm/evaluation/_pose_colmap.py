@@ -146,22 +146,22 @@ def colmap_poses(frames: np.ndarray, intrinsics: np.ndarray, config: PoseEstimat
         few = _median_consecutive_matches(pycolmap, database, names) < _FEW_MATCHES
         tracks = _opencv_tracks(original, original_k, config) if few else None
         if tracks is None:
-            return _poses(_global_mapping(pycolmap, database, images, output / "sift", config), names)
+            return _poses(_largest(_global_mapping(pycolmap, database, images, output / "sift", config)), names)
         # SIFT's map first (the tracks replace its matches in the database), then the tracks':
         # a turn on the spot, which the tracks may show where SIFT's scattered matches did not,
         # wins over both maps
-        sift = _global_mapping(pycolmap, database, images, output / "sift", config)
         try:
+            sift = _largest(_global_mapping(pycolmap, database, images, output / "sift", config))
             sift_poses = _poses(sift, names)
         except PoseEstimationError:
-            sift_poses = None
+            sift = sift_poses = None
         _import_tracks(pycolmap, database, root / "pairs.txt", names, tracks, scale, verification, config)
         turn = _pure_turn(pycolmap, database, names, intrinsics, config)
         if turn is not None:
             return turn
-        if sift_poses is not None and _points_live_long(_largest(sift), len(names)):
+        if sift_poses is not None and _points_live_long(sift, len(names)):
             return sift_poses
-        return _poses(_global_mapping(pycolmap, database, images, output / "tracks", config), names)
+        return _poses(_largest(_global_mapping(pycolmap, database, images, output / "tracks", config)), names)
 
 
 def _global_mapping(pycolmap, database: Path, images: Path, output: Path, config: PoseEstimationConfig) -> dict:
@@ -183,12 +183,11 @@ def _largest(reconstructions: dict):
     return max(reconstructions.values(), key=lambda r: r.num_reg_images())
 
 
-def _poses(reconstructions: dict, names: list[str]) -> np.ndarray:
-    """Camera-to-world poses (F, 4, 4) of the frames `names` from the largest reconstruction,
-    relative to the first frame."""
-    best = _largest(reconstructions)
+def _poses(reconstruction, names: list[str]) -> np.ndarray:
+    """Camera-to-world poses (F, 4, 4) of the frames `names` in `reconstruction`, relative to the
+    first frame."""
     w2c = {}
-    for image in best.images.values():
+    for image in reconstruction.images.values():
         if image.has_pose:
             w2c[image.name] = np.asarray(image.cam_from_world().matrix(), dtype=np.float64)
     missing = [i for i, name in enumerate(names) if name not in w2c]

@@ -32,6 +32,11 @@ Implementations:
 - diffusers: diffusers' `SanaWMTransformer3DModel` with its default (2.6B release) config
   (needs diffusers 0.42.1 importable).
 
+`--gdn-precision ieee|tf32` sets the GDN blocks' kernel precision (`SanaWMConfig.gdn_precision`,
+default the model's "auto": tf32 for bf16) and `--inductor KEY=VALUE` (repeatable) passes
+inductor options to the compiled implementations (e.g. coordinate_descent_tuning=1); the
+records keep both.
+
 `--temporal-conv cudnn` runs the sanawm implementations with the FFN's temporal conv + residual
 on the reference conv path (cuDNN) instead of the GEMM op (`sanawm.ops.frame_conv_gemm`), to
 measure the op side by side (patched in the worker process only; the records say which).
@@ -121,6 +126,10 @@ def sanawm_worker(impl: str, args, device: torch.device, dtype: torch.dtype) -> 
     preset = "tiny" if args.tiny else "sanawm-2.6b"
     torch.manual_seed(0)
     model = random_model(preset, device, dtype)
+    if args.gdn_precision:
+        for block in model.blocks:
+            if hasattr(block.attn, "precision"):  # GDN blocks
+                block.attn.precision = args.gdn_precision
     text_len = min(args.text_len, model.config.max_text_len)
     extra: dict = {}
     if PRECISION[impl] == "fp8":
@@ -136,7 +145,8 @@ def sanawm_worker(impl: str, args, device: torch.device, dtype: torch.dtype) -> 
     if impl in ATTENTION:
         use_attention_kernel(model, ATTENTION[impl])
     if impl != "sanawm-eager":
-        compile_blocks(model, backend="aot_eager" if args.tiny else "inductor", mode=args.compile_mode)
+        compile_blocks(model, backend="aot_eager" if args.tiny else "inductor", mode=args.compile_mode,
+                       options=inductor_options(args))  # fmt: skip
     records = []
     for frames in args.frames:
         size = latent_size(frames, args.tiny)
@@ -147,6 +157,9 @@ def sanawm_worker(impl: str, args, device: torch.device, dtype: torch.dtype) -> 
                    **(extra if frames == args.frames[0] else {}))  # fmt: skip
         if args.compile_mode and impl != "sanawm-eager":
             rec["compile_mode"] = args.compile_mode
+        if args.inductor and impl != "sanawm-eager":
+            rec["inductor_options"] = inductor_options(args)
+        rec["gdn_precision"] = args.gdn_precision or model.config.gdn_precision
         print(f"[{impl}] {frames} frames: {rec['s_per_forward']:.3f} s, first call {rec['first_call_s']:.1f} s",
               flush=True)  # fmt: skip
         records.append(record(impl, frames, rec, device))
@@ -161,6 +174,21 @@ def sanawm_worker(impl: str, args, device: torch.device, dtype: torch.dtype) -> 
             v_compiled, v_eager))  # fmt: skip
         save(args, records)
     return records
+
+
+def inductor_options(args) -> dict | None:
+    """--inductor KEY=VALUE pairs as torch.compile options (integers where they parse)."""
+    if not args.inductor or args.tiny:
+        return None
+    pairs = (item.split("=", 1) for item in args.inductor)
+    return {key: parse_option(value) for key, value in pairs}
+
+
+def parse_option(value: str):
+    """An inductor option's value: true / false as booleans, integers as int, else the string."""
+    if value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return int(value) if value.lstrip("-").isdigit() else value
 
 
 def fp8_accuracy(model, preset: str, args, device, dtype, text_len: int, attention: str = "sdpa") -> dict:
@@ -189,7 +217,7 @@ def fp8_accuracy(model, preset: str, args, device, dtype, text_len: int, attenti
         fp8 = copy.deepcopy(model)
         convert_to_fp8(fp8)
         use_attention_kernel(fp8, attention)
-        compile_blocks(fp8, backend="aot_eager" if args.tiny else "inductor")
+        compile_blocks(fp8, backend="aot_eager" if args.tiny else "inductor", options=inductor_options(args))
         v_fp8 = fp8(**inputs).float()
         del fp8
         g = torch.Generator().manual_seed(5)
@@ -288,6 +316,8 @@ def run_worker(impl: str, args, timeout: float) -> list[dict]:
         cmd += ["--skip-accuracy"] if args.skip_accuracy else []
         cmd += ["--compile-mode", args.compile_mode] if args.compile_mode else []
         cmd += ["--temporal-conv", args.temporal_conv]
+        cmd += ["--gdn-precision", args.gdn_precision] if args.gdn_precision else []
+        cmd += [f"--inductor={item}" for item in args.inductor]
         t0 = time.perf_counter()
         try:
             proc = subprocess.run(cmd, timeout=timeout, check=False)
@@ -346,6 +376,10 @@ def main() -> None:
                         "(e.g. max-autotune-no-cudagraphs; default: inductor's default), kept in the records")
     parser.add_argument("--temporal-conv", choices=("gemm", "cudnn"), default="gemm",
                         help="the FFN's temporal conv on CUDA: the GEMM op (the model's default) or cuDNN's conv")
+    parser.add_argument("--gdn-precision", choices=("ieee", "tf32"), default=None,
+                        help="the GDN kernels' precision (default: the model's, auto = tf32 for bf16)")
+    parser.add_argument("--inductor", action="append", default=[], metavar="KEY=VALUE",
+                        help="inductor option for the compiled implementations (repeatable)")
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--text-len", type=int, default=300)
     parser.add_argument("--tiny", action="store_true", help="tiny models on the CPU, float32")
@@ -358,6 +392,10 @@ def main() -> None:
     bad = [f for f in [*args.frames, args.accuracy_frames] if f < 1 or (f - 1) % 8]
     if bad:
         parser.error(f"frame counts must be 8k+1, got {bad}")
+    if any("=" not in item for item in args.inductor):
+        parser.error(f"--inductor takes KEY=VALUE, got {args.inductor}")
+    if args.inductor and args.compile_mode:
+        parser.error("--inductor and --compile-mode cannot be combined (torch.compile takes one or the other)")
 
     if args.worker:
         device = torch.device("cpu" if args.tiny else "cuda")

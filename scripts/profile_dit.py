@@ -260,7 +260,11 @@ def main() -> None:
     parser.add_argument("--device", default=None)
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--gdn-backend", default="auto", choices=["auto", "torch", "triton"])
+    parser.add_argument("--gdn-precision", default=None, choices=["ieee", "tf32"],
+                        help="the fused GDN kernels' precision (default: the model's, auto = tf32 for bf16)")
     parser.add_argument("--compile", action="store_true", help="regional torch.compile (compile_blocks)")
+    parser.add_argument("--inductor", action="append", default=[], metavar="KEY=VALUE",
+                        help="inductor option for --compile (repeatable), e.g. coordinate_descent_tuning=1")
     parser.add_argument("--variants", nargs="+", default=["bf16"], choices=["bf16", "fp8"])
     parser.add_argument("--attention", default="sdpa", choices=ATTENTION_KERNELS,
                         help="softmax-attention kernel (flash4 needs FlashAttention-4 installed)")
@@ -295,6 +299,10 @@ def main() -> None:
     model = random_model(preset, device, dtype)
     for block in model.blocks:
         block.attn.backend = args.gdn_backend
+        if args.gdn_precision and hasattr(block.attn, "precision"):
+            block.attn.precision = args.gdn_precision
+    options = {k: v.lower() == "true" if v.lower() in ("true", "false") else int(v) if v.isdigit() else v
+               for k, v in (item.split("=", 1) for item in args.inductor)} or None  # fmt: skip
     use_attention_kernel(model, args.attention)
     text_len = min(300, model.config.max_text_len)
     if args.velocity_check:
@@ -305,13 +313,15 @@ def main() -> None:
             convert_to_fp8(model)
             torch._dynamo.reset()  # the bf16 graphs are not needed again
         if args.compile:
-            compile_blocks(model, backend="aot_eager" if device.type == "cpu" else "inductor")
+            compile_blocks(model, backend="aot_eager" if device.type == "cpu" else "inductor",
+                           options=None if device.type == "cpu" else options)  # fmt: skip
         for size in sizes:
             inputs = make_inputs(model, size, device, dtype, text_len, torch.Generator().manual_seed(size[0]))
             with torch.inference_mode():
                 res = profile_call(lambda: model(**inputs), device, args.rows)
             res.update(variant=variant, compiled=args.compile, attention=args.attention, latents="x".join(map(str, size)),
-                       gdn_backend=args.gdn_backend, preset=preset,
+                       gdn_backend=args.gdn_backend, preset=preset, inductor_options=options,
+                       gdn_precision=args.gdn_precision or model.config.gdn_precision,
                        gpu=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu")  # fmt: skip
             results.append(res)
             title = (f"=== {preset} {res['latents']} {variant}{' compiled' if args.compile else ''}: "

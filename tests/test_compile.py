@@ -102,3 +102,21 @@ def test_apply_fast_paths_compiles_and_refuses_fp8_where_it_cannot_run():
         apply_fast_paths(model, compile=True, attention="fp8")
     assert {m.attention_kernel for m in model.modules() if hasattr(m, "attention_kernel")} == {"sdpa"}
     assert apply_fast_paths(model, compile=True) is model and is_compiled(model)
+
+
+def test_tuned_compile_hands_inductor_the_tuning_option(monkeypatch):
+    """`--compile tuned` reaches torch.compile as TUNED_OPTIONS; plain `--compile` passes none."""
+    from sanawm.cli import build_parser
+    from sanawm.model import compile as compile_module
+
+    seen = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kwargs: seen.append(kwargs.get("options")))
+    compile_module.apply_fast_paths(tiny(), compile=True, tune=True)
+    compile_module.apply_fast_paths(tiny(), compile=True)
+    depth = len(tiny().blocks)
+    assert seen == [{"coordinate_descent_tuning": True}] * depth + [None] * depth
+    parser = build_parser()
+    for command in (["generate", "--out", "o.mp4", "--action", "w-4"], ["bench"]):
+        assert parser.parse_args([*command, "--compile", "tuned"]).compile == "tuned"
+        assert parser.parse_args([*command, "--compile"]).compile == "default"
+        assert parser.parse_args(command).compile is None

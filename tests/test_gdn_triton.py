@@ -75,6 +75,17 @@ def test_bad_backend_and_unavailable_triton_raise():
             delta_rule(x[3], x[4], x[2], x[5], x[6], backend="triton")
     with pytest.raises(UserInputError, match="gdn_backend"):
         SanaWMConfig(gdn_backend="fused")
+    with pytest.raises(UserInputError, match="gdn_precision"):
+        SanaWMConfig(gdn_precision="bf16")
+
+
+@needs_triton
+def test_auto_precision_is_tf32_for_16_bit_inputs_only():
+    """16-bit outputs are rounded to 16 bits anyway; float32 keeps the exact-product path."""
+    from sanawm.ops.gdn.fused import precision_for
+
+    assert precision_for(torch.bfloat16) == precision_for(torch.float16) == "tf32"
+    assert precision_for(torch.float32) == "ieee"
 
 
 # ---------------------------------------------------------------------------------------
@@ -210,15 +221,26 @@ def test_interpreted_tf32_precision_runs(fused):
 
 
 @interpreted
-def test_interpreted_model_forward():
-    """The tiny DiT with gdn_backend="triton" (interpreted kernels) matches gdn_backend="torch"."""
+def test_interpreted_model_forward(monkeypatch):
+    """The tiny DiT with gdn_backend="triton" (interpreted kernels) matches gdn_backend="torch",
+    and its kernels get the precision its config names (main and camera branch)."""
+    from sanawm.ops.gdn import fused
+
+    precisions = []
+    kernels = fused._fused
+
+    def spy(*args, **kwargs):
+        precisions.append(kwargs["precision"])
+        return kernels(*args, **kwargs)
+
+    monkeypatch.setattr(fused, "_fused", spy)
     B, T, H, W = 1, 3, 2, 3
     outputs = {}
     for backend in ("torch", "triton"):
         torch.manual_seed(0)
         model = build_preset(
             "tiny", depth=2, hidden_size=32, head_dim=16, softmax_blocks=(1,), softmax_attn_dtype=None,
-            gdn_backend=backend,
+            gdn_backend=backend, gdn_precision="tf32",
         )  # fmt: skip
         model.init_weights()
         with torch.no_grad():
@@ -242,4 +264,5 @@ def test_interpreted_model_forward():
         with torch.no_grad():
             outputs[backend] = model(**inputs, chunk_starts=[0, 1])
     ref = outputs["torch"]
-    assert rel(outputs["triton"], ref.double()) < 1e-5
+    assert rel(outputs["triton"], ref.double()) < 1e-5  # the interpreter computes tf32 dots in fp32
+    assert precisions == ["tf32", "tf32"]

@@ -242,3 +242,42 @@ def test_chunk_and_cache_misuse(tiny_model):
         m(**x, cache=cache, frame_offset=0)
     with pytest.raises(AssertionError, match="does not match the cache"):
         m(**good_inputs(W=4), cache=cache)
+
+
+# ---------------------------------------------------------------------------------------
+# Merged projections
+# ---------------------------------------------------------------------------------------
+
+
+class _Wrapped(torch.nn.Module):
+    """A linear layer behind another module (as an adapter would wrap it): adds 1 to the output."""
+
+    def __init__(self, inner: torch.nn.Linear):
+        super().__init__()
+        self.inner = inner
+        self.out_features = inner.out_features
+        self.weight, self.bias = inner.weight, inner.bias
+
+    def forward(self, x):
+        return self.inner(x) + 1.0
+
+
+def test_merged_linear_is_each_layer_on_its_own():
+    """One matmul per run of plain (or FP8) linears; anything else is called as it is."""
+    from sanawm.model.layers import merged_linear
+    from sanawm.ops.fp8 import FP8Linear, dequantized_linear
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 16, dtype=torch.float64)
+    plain = [torch.nn.Linear(16, n, bias=b, dtype=torch.float64) for n, b in ((48, False), (16, True), (8, True))]
+    fp8 = [FP8Linear.from_weight(torch.randn(n, 16), torch.randn(n) if b else None) for n, b in ((32, False), (16, True))]
+    wrapped = _Wrapped(torch.nn.Linear(16, 16, dtype=torch.float64))
+    with torch.no_grad():
+        outs = merged_linear(x, [*plain, wrapped, plain[1]])
+        for out, layer in zip(outs, [*plain, wrapped, plain[1]]):
+            assert torch.allclose(out, layer(x), rtol=0, atol=1e-12)
+        x32 = x.float()
+        for out, layer in zip(merged_linear(x32, fp8), fp8):
+            assert out.shape == (2, 5, layer.out_features)
+            assert torch.allclose(out.double(), dequantized_linear(x32, layer), rtol=1e-5, atol=1e-5)
+        assert torch.allclose(outs[3] - wrapped.inner(x), torch.ones((), dtype=x.dtype), rtol=0, atol=1e-12)  # the wrapper ran

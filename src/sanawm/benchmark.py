@@ -117,6 +117,8 @@ class BenchConfig:
     call of a new shape runs eagerly, the second captures."""
     compile: bool = False
     """Regional torch.compile of the blocks (`sanawm.model.compile.compile_blocks`)."""
+    tune: bool = False
+    """With `compile`: also tune the fused kernels' launch shapes (`sanawm.model.compile.TUNED_OPTIONS`)."""
     fp8: bool = False
     """FP8 block matmuls (`sanawm.ops.fp8`; CUDA sm89+, bfloat16)."""
     attention: str = "sdpa"
@@ -414,7 +416,7 @@ def run_benchmark(
     dtype = getattr(torch, config.dtype)
     if model is None:
         model = random_model(config.preset, device, dtype)
-        apply_fast_paths(model, compile=config.compile, fp8=config.fp8, attention=config.attention)
+        apply_fast_paths(model, compile=config.compile, fp8=config.fp8, attention=config.attention, tune=config.tune)
     text_len = min(config.text_len, model.config.max_text_len)
     if config.warmup:
         _warm_up(model, config, device, dtype, text_len)

@@ -34,7 +34,7 @@ from sanawm.benchmark import (
 from sanawm.cli.traj import image_size_arg
 from sanawm.errors import UserInputError
 from sanawm.model import PRESETS
-from sanawm.model.compile import apply_fast_paths, attention_unsupported, fp8_unsupported
+from sanawm.model.compile import COMPILE_CHOICES, apply_fast_paths, attention_unsupported, fp8_unsupported
 from sanawm.ops.flash import ATTENTION_KERNELS
 
 
@@ -72,7 +72,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="streaming with --window: latent frames from the start always kept (default: the first chunk)")
     p.add_argument("--cuda-graphs", action="store_true",
                    help="streaming with --window: replay each chunk's forward from a CUDA graph (CUDA only)")
-    p.add_argument("--compile", action="store_true", help="regional torch.compile of the blocks (inductor)")
+    p.add_argument("--compile", nargs="?", const="default", choices=COMPILE_CHOICES,
+                   help="regional torch.compile of the blocks (inductor); '--compile tuned' also tunes each "
+                        "fused kernel's launch shapes (minutes more compile, a few %% faster)")  # fmt: skip
     p.add_argument("--attention", choices=ATTENTION_KERNELS, default="sdpa",
                    help="softmax attention kernel: sdpa (PyTorch), flash4 (FlashAttention-4, Hopper), fp8 "
                         "(FP8 Triton kernel, sm89+) or flash3-fp8 (FP8 on FlashAttention-3, Hopper); the FP8 "
@@ -136,7 +138,8 @@ def _run(args: argparse.Namespace, sp) -> int:
         window=args.window,
         sink=args.sink,
         cuda_graphs=args.cuda_graphs,
-        compile=args.compile,
+        compile=args.compile is not None,
+        tune=args.compile == "tuned",
         fp8=args.fp8,
         attention=args.attention,
     )
@@ -157,7 +160,7 @@ def _run(args: argparse.Namespace, sp) -> int:
         sp.check(params, latent_height=min(h for _, h, _ in config.latent_sizes()))
         torch.manual_seed(config.seed)  # the same random weights on every rank
         model = random_model(config.preset, resolve_device(config), getattr(torch, config.dtype))
-        apply_fast_paths(model, compile=config.compile, fp8=config.fp8, attention=config.attention)
+        apply_fast_paths(model, compile=config.compile, fp8=config.fp8, attention=config.attention, tune=config.tune)
         model.sequence_parallel = sp
         if not sp.is_main:  # the other ranks compute their share and print nothing
             run_benchmark(config, model=model)
@@ -168,6 +171,7 @@ def _run(args: argparse.Namespace, sp) -> int:
         + (f" (chunks of {config.chunk_size} latent frames" if config.mode == "streaming" else "")
         + (_window_text(config) + ")" if config.mode == "streaming" else "")
         + "".join(f", {name}" for name in ("compile", "fp8", "cuda_graphs") if getattr(config, name))
+        + (" (tuned)" if config.compile and config.tune else "")
         + (f", attention {config.attention}" if config.attention != "sdpa" else "")
         + f", median of {config.iters} after {config.warmup} warm-up"
         + f", {min(config.text_len, params.max_text_len)} text tokens"

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from sanawm.errors import UserInputError
+from sanawm.model.compile import COMPILE_CHOICES
 from sanawm.ops.flash import ATTENTION_KERNELS
 from sanawm.outputs import check_outputs
 
@@ -71,9 +72,11 @@ def register(subparsers) -> None:
                    help="streaming: noise level in [0, 1) each finished chunk is committed to the caches at "
                         "(default: the model's; 0, SANA-WM's, commits them clean)")  # fmt: skip
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
-    p.add_argument("--compile", action="store_true",
+    p.add_argument("--compile", nargs="?", const="default", choices=COMPILE_CHOICES,
                    help="regional torch.compile of the DiT's blocks (inductor; CUDA inference is what it is for; "
-                        "the first step of each clip length pays the compile)")  # fmt: skip
+                        "the first step of each clip length pays the compile); '--compile tuned' also tunes each "
+                        "fused kernel's launch shapes: minutes more compile, a few %% faster per step (for many "
+                        "clips of one length)")  # fmt: skip
     p.add_argument("--fp8", action="store_true",
                    help="FP8 matmuls in the DiT's blocks (CUDA GPU of compute capability 8.9+, e.g. H100 / "
                         "H200 / L40; changes results slightly, see benchmarks/README.md)")  # fmt: skip
@@ -205,7 +208,10 @@ def _generate(args: argparse.Namespace, model, video_path: Path, camera_path: Pa
     estimate = model.check_resources(request, args.mode, window=args.window, sink=args.sink)
     # After the check: its timing forward (streaming) would compile a shape the run never uses;
     # the estimate is then that of the eager model.
-    apply_fast_paths(model.transformer, compile=args.compile, fp8=args.fp8, attention=args.attention)
+    apply_fast_paths(
+        model.transformer, compile=args.compile is not None, fp8=args.fp8, attention=args.attention,
+        tune=args.compile == "tuned",
+    )  # fmt: skip
     if not model.is_main:  # another rank of a sequence-parallel group: compute, write nothing
         if args.mode == "streaming":
             for _ in model.stream(request=request, window=args.window, sink=args.sink, refine=refine,

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from sanawm.chunks import chunk_spans
 from sanawm.model.camera import CameraTransforms, rms_clamp, transform_keys, transform_outputs, transform_queries
 from sanawm.model.config import SanaWMConfig
-from sanawm.model.layers import RMSNorm, at_least_f32
+from sanawm.model.layers import RMSNorm, at_least_f32, merged_linear
 from sanawm.model.rope import Rotation, apply_rope
 from sanawm.ops.flash import attention
 from sanawm.ops.gdn import GDNState, delta_rule, gdn
@@ -175,18 +175,22 @@ class _AttentionBase(nn.Module):
         gamma = gamma.transpose(1, 2)
         return beta, gamma if ctx.sequence is None else ctx.sequence.local_heads(gamma)
 
-    def camera_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        w = torch.cat([self.q_proj_cam.weight, self.k_proj_cam.weight, self.v_proj_cam.weight])
-        b = torch.cat([self.q_proj_cam.bias, self.k_proj_cam.bias, self.v_proj_cam.bias])
-        return F.linear(x, w, b).chunk(3, dim=-1)
+    def project(self, x: Tensor, camera: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, list[Tensor]]:
+        """q, k, v, the output gate's pre-activation and (with `camera`, else []) the camera
+        branch's q, k, v: every projection of x, in as few matmuls as `merged_linear` can."""
+        cam = [self.q_proj_cam, self.k_proj_cam, self.v_proj_cam] if camera else []
+        qkv, gate, *cam_qkv = merged_linear(x, [self.qkv, self.output_gate, *cam])
+        q, k, v = qkv.chunk(3, dim=-1)
+        return q, k, v, gate, cam_qkv
 
     @staticmethod
     def camera_transform(q: Tensor, k: Tensor, v: Tensor, cam: CameraTransforms) -> tuple[Tensor, Tensor, Tensor]:
         return transform_queries(q, cam), transform_keys(k, cam), transform_keys(v, cam)
 
-    def finish(self, x: Tensor, main: Tensor, cam: Tensor | None) -> Tensor:
+    def finish(self, gate: Tensor, main: Tensor, cam: Tensor | None) -> Tensor:
+        """The layer output from the output gate's pre-activation and the two branches."""
         combined = main if cam is None else main + self.out_proj_cam(cam)
-        combined = combined * F.silu(at_least_f32(self.output_gate(x)))
+        combined = combined * F.silu(at_least_f32(gate))
         return self.proj(combined.to(self.proj.weight.dtype))
 
 
@@ -197,6 +201,7 @@ class GDNAttention(_AttentionBase):
         super().__init__(cfg, device=device)
         self.eps = cfg.gdn_eps
         self.backend = cfg.gdn_backend
+        self.precision = cfg.gdn_precision
         self.camera_rms_clamp = cfg.camera_rms_clamp
         self.conv_k = KeyConv(cfg.hidden_size, cfg.key_conv_kernel, device=device)
         self.conv_k_cam = KeyConv(cfg.hidden_size, cfg.key_conv_kernel, device=device)
@@ -212,7 +217,7 @@ class GDNAttention(_AttentionBase):
         S = ctx.tokens_per_frame
         beta, gamma = self.gates(x, ctx)
 
-        q, k_raw, v = self.qkv(x).chunk(3, dim=-1)
+        q, k_raw, v, gate, cam_qkv = self.project(x, camera=ctx.camera is not None)
         k = self.conv_k(k_raw, ctx.chunk_starts, past.key_context if past else None)
         q, k, v, beta = self.heads(ctx, self.q_norm(q), self.k_norm(k), v, beta)
         frames = (B, q.shape[1], T, S, self.head_dim)  # q.shape[1]: this rank's heads
@@ -222,13 +227,13 @@ class GDNAttention(_AttentionBase):
         out, state = gdn(
             *(t.reshape(frames) for t in (q, k, v, q_rot, k_rot)),
             beta, gamma, eps=self.eps, chunk_starts=ctx.chunk_starts,
-            initial_state=past.state if past else None, backend=self.backend,
+            initial_state=past.state if past else None, backend=self.backend, precision=self.precision,
         )  # fmt: skip
         out = out.reshape(B, -1, T * S, self.head_dim)
 
         cam = cam_state = cam_k_raw = None
         if ctx.camera is not None:
-            cam, cam_state, cam_k_raw = self._camera(x, ctx, beta, gamma, past)
+            cam, cam_state, cam_k_raw = self._camera(cam_qkv, T, ctx, beta, gamma, past)
         main, cam = self.merge_branches(ctx, T, out, cam)
 
         new_past = None
@@ -241,15 +246,16 @@ class GDNAttention(_AttentionBase):
                 if cam_k_raw is None
                 else self.conv_k_cam.new_context(past.cam_key_context if past else None, cam_k_raw),
             )
-        return self.finish(x, main, cam), new_past
+        return self.finish(gate, main, cam), new_past
 
     def _camera(
-        self, x: Tensor, ctx: CallContext, beta: Tensor, gamma: Tensor, past: GDNPast | None
+        self, qkv: list[Tensor], T: int, ctx: CallContext, beta: Tensor, gamma: Tensor, past: GDNPast | None
     ) -> tuple[Tensor, GDNState, Tensor]:
-        """The camera branch's output in the heads layout (B, H, N, D), its state, raw keys."""
-        B, T = x.shape[:2]
+        """The camera branch's output in the heads layout (B, H, N, D), its state, raw keys,
+        from its projections q, k, v (B, T, S, C) of a call over T frames."""
+        B = qkv[0].shape[0]
         S = ctx.tokens_per_frame
-        q, k_raw, v = self.camera_qkv(x)
+        q, k_raw, v = qkv
         k = self.conv_k_cam(k_raw, ctx.chunk_starts, past.cam_key_context if past else None)
         q, k, v = self.heads(ctx, self.q_norm_cam(q), self.k_norm_cam(k), v)
         frames = (B, q.shape[1], T, S, self.head_dim)
@@ -267,7 +273,7 @@ class GDNAttention(_AttentionBase):
         out, state = delta_rule(
             *(t.reshape(frames) for t in (qt, kt, vt)),
             beta_cam, gamma, chunk_starts=ctx.chunk_starts,
-            initial_state=past.cam_state if past else None, backend=self.backend,
+            initial_state=past.cam_state if past else None, backend=self.backend, precision=self.precision,
         )  # fmt: skip
         out = transform_outputs(out.reshape(B, -1, T * S, self.head_dim), ctx.camera)
         return out, state, k_raw
@@ -319,7 +325,7 @@ class SoftmaxAttention(_AttentionBase):
         self, x: Tensor, ctx: CallContext, past: SoftmaxPast | None = None, commit: bool = False
     ) -> tuple[Tensor, SoftmaxPast | None]:
         T, S = x.shape[1], ctx.tokens_per_frame
-        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        q, k, v, gate, cam_qkv = self.project(x, camera=ctx.camera is not None)
         q, k, v = self.heads(ctx, self.q_norm(q), self.k_norm(k), v)
         q, k = apply_rope(q, ctx.rope), apply_rope(k, ctx.rope)
         q, k, v = self._attn_cast(q, k, v)
@@ -334,8 +340,7 @@ class SoftmaxAttention(_AttentionBase):
 
         cam = cam_keys = cam_values = None
         if ctx.camera is not None:
-            qc, kc, vc = self.camera_qkv(x)
-            qc, kc, vc = self.heads(ctx, self.q_norm_cam(qc), self.k_norm_cam(kc), vc)
+            qc, kc, vc = self.heads(ctx, self.q_norm_cam(cam_qkv[0]), self.k_norm_cam(cam_qkv[1]), cam_qkv[2])
             qt, kt, vt = self.camera_transform(qc, kc, vc, ctx.camera)
             # Softmax blocks always clamp the transformed tensors to their pre-transform RMS
             # (GDN blocks lower beta, and clamp only with `camera_rms_clamp`).
@@ -352,7 +357,7 @@ class SoftmaxAttention(_AttentionBase):
         new_past = None
         if commit:
             new_past = SoftmaxPast(keys.detach(), values.detach(), _detach(cam_keys), _detach(cam_values))
-        return self.finish(x, main, cam), new_past
+        return self.finish(gate, main, cam), new_past
 
 
 def _detach(t: Tensor | None) -> Tensor | None:

@@ -38,17 +38,31 @@ from torch import nn
 
 from sanawm.errors import UserInputError
 
+COMPILE_CHOICES = ("default", "tuned")
+"""Values of the command line's `--compile [tuned]`."""
+TUNED_OPTIONS = {"coordinate_descent_tuning": True}
+"""Inductor options of a tuned compile (`apply_fast_paths(..., tune=True)`, `--compile tuned`):
+inductor times each fused kernel's launch shapes (block sizes, warps) one at a time on the real
+shapes and keeps the fastest. On an H200 at 961 frames it took the compiled forward from 2.860 to
+2.810 s and the first call from 24 to 165 s (benchmarks/README.md)."""
+
 
 def compile_blocks(
-    model: nn.Module, *, backend: str = "inductor", mode: str | None = None, dynamic: bool = False
+    model: nn.Module,
+    *,
+    backend: str = "inductor",
+    mode: str | None = None,
+    dynamic: bool = False,
+    options: dict | None = None,
 ) -> nn.Module:
     """Compile every block of `model.blocks` in place (nn.Module.compile) and return `model`.
 
-    backend / mode / dynamic go to `torch.compile` ("inductor" and default mode: fused Triton
-    kernels on CUDA; "aot_eager" only traces, as the CPU tests use it).
+    backend / mode / dynamic / options go to `torch.compile` ("inductor" and default mode:
+    fused Triton kernels on CUDA; "aot_eager" only traces, as the CPU tests use it; options
+    are inductor settings such as {"coordinate_descent_tuning": True}, not with `mode`).
     """
     for block in model.blocks:
-        block.compile(backend=backend, mode=mode, dynamic=dynamic)
+        block.compile(backend=backend, mode=mode, dynamic=dynamic, options=options)
     return model
 
 
@@ -86,11 +100,11 @@ def attention_unsupported(kernel: str, device: torch.device | str) -> str | None
 
 
 def apply_fast_paths(
-    model: nn.Module, *, compile: bool = False, fp8: bool = False, attention: str = "sdpa"
+    model: nn.Module, *, compile: bool = False, fp8: bool = False, attention: str = "sdpa", tune: bool = False
 ) -> nn.Module:
     """The opt-in inference fast paths, in place: FP8 block matmuls (`sanawm.ops.fp8`, after any
     dtype change), the softmax attention kernel (`sanawm.ops.flash`), then regional compile
-    (`compile_blocks`, inductor). Raises UserInputError where FP8 or the kernel cannot run
+    (`compile_blocks`, inductor; with `tune`, `TUNED_OPTIONS`). Raises UserInputError where FP8 or the kernel cannot run
     (see `fp8_unsupported`, `flash4_unavailable`, `fp8_attention_unavailable`)."""
     weight = next(model.parameters())
     if attention != "sdpa":
@@ -108,8 +122,8 @@ def apply_fast_paths(
             raise UserInputError(reason)
         convert_to_fp8(model)
     if compile:
-        compile_blocks(model)
+        compile_blocks(model, options=TUNED_OPTIONS if tune else None)
     return model
 
 
-__all__ = ["compile_blocks", "is_compiled", "fp8_unsupported", "attention_unsupported", "apply_fast_paths"]
+__all__ = ["COMPILE_CHOICES", "TUNED_OPTIONS", "compile_blocks", "is_compiled", "fp8_unsupported", "attention_unsupported", "apply_fast_paths"]

@@ -62,6 +62,10 @@ class SanaWMConfig:
     """Implementation of the GDN recurrences (`sanawm.ops.gdn`): "torch", "triton" (fused
     kernels, CUDA, inference only) or "auto" (triton on CUDA when importable and no gradient
     is needed, torch otherwise). Same function either way, to fp32 rounding."""
+    gdn_precision: str = "auto"
+    """Tensor-core precision of the fused GDN kernels (`sanawm.ops.gdn.fused`): "ieee" (fp32
+    products from exact bf16 pieces), "tf32", or "auto" (tf32 for bf16 / fp16 activations,
+    whose outputs are rounded to 16 bits anyway; ieee for float32). The torch path ignores it."""
 
     def __post_init__(self) -> None:
         checks = {
@@ -74,6 +78,7 @@ class SanaWMConfig:
             "softmax_attn_dtype must be None, 'bfloat16', 'float16' or 'float32'": self.softmax_attn_dtype
             in (None, "bfloat16", "float16", "float32"),
             "gdn_backend must be 'auto', 'torch' or 'triton'": self.gdn_backend in ("auto", "torch", "triton"),
+            "gdn_precision must be 'auto', 'ieee' or 'tf32'": self.gdn_precision in ("auto", "ieee", "tf32"),
         }
         bad = [msg for msg, ok in checks.items() if not ok]
         if bad:

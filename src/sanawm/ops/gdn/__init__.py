@@ -104,20 +104,24 @@ def gdn(
     chunk_starts: Sequence[int] | None = None,
     initial_state: GDNState | None = None,
     backend: str = "auto",
+    precision: str = "auto",
 ) -> tuple[Tensor, GDNState]:
     """Main-branch GDN: forward scan over all frames plus reverse scan within each chunk.
 
     q/k feed the normaliser, q_rot/k_rot (RoPE applied) the numerator. Returns the output
     (B, H, T, S, D) = (num_fwd + num_rev) / (den_fwd + den_rev + eps) in q's dtype and the
     forward state after the last frame (seed it as `initial_state` of the next chunk).
-    Computes in float32 (float64 for float64 inputs). `backend`: see the module docstring.
+    Computes in float32 (float64 for float64 inputs). `backend`: see the module docstring;
+    `precision`: the fused kernels' tensor-core precision (`sanawm.ops.gdn.fused`; the torch
+    path computes in float32 or float64 whatever it says).
     """
     check_shapes("gdn", dict(q=q, k=k, v=v, q_rot=q_rot, k_rot=k_rot), beta, gamma)
     if _select(backend, q, beta, gamma, (q, k, v, q_rot, k_rot)).name == "triton":
         from sanawm.ops.gdn.fused import gdn_triton
 
         return gdn_triton(
-            q, k, v, q_rot, k_rot, beta, gamma, eps=eps, chunk_starts=chunk_starts, initial_state=initial_state
+            q, k, v, q_rot, k_rot, beta, gamma, eps=eps, chunk_starts=chunk_starts, initial_state=initial_state,
+            precision=precision,
         )
     return torch_scan(
         q, k, v, q_rot, k_rot, beta, gamma, eps=eps, chunk_starts=chunk_starts, initial_state=initial_state
@@ -134,17 +138,20 @@ def delta_rule(
     chunk_starts: Sequence[int] | None = None,
     initial_state: GDNState | None = None,
     backend: str = "auto",
+    precision: str = "auto",
 ) -> tuple[Tensor, GDNState]:
     """Camera-branch delta rule: numerator only, forward plus reverse-within-chunk.
 
     Returns (B, H, T, S, D) = num_fwd + num_rev and the forward state (z is None).
-    `backend`: see the module docstring.
+    `backend`, `precision`: as for `gdn`.
     """
     check_shapes("delta_rule", dict(q=q_rot, k=k_rot, v=v), beta, gamma)
     if _select(backend, q_rot, beta, gamma, (q_rot, k_rot, v)).name == "triton":
         from sanawm.ops.gdn.fused import delta_rule_triton
 
-        return delta_rule_triton(q_rot, k_rot, v, beta, gamma, chunk_starts=chunk_starts, initial_state=initial_state)
+        return delta_rule_triton(
+            q_rot, k_rot, v, beta, gamma, chunk_starts=chunk_starts, initial_state=initial_state, precision=precision
+        )
     return torch_scan(
         q_rot, k_rot, v, q_rot, k_rot, beta, gamma, eps=None, chunk_starts=chunk_starts, initial_state=initial_state
     )

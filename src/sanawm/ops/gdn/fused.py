@@ -36,6 +36,10 @@ Precision (`precision=`):
 - "tf32": one tf32 tensor-core product per dot (operands lose 13 significand bits; bf16
   inputs are exact in tf32, products with beta or a state are not). Relative error ~1e-3
   to 2e-3; 12-16 % faster at the 2.6B shapes.
+- "auto" (the default): "tf32" for bf16 / fp16 inputs, "ieee" for fp32. A bf16 output is
+  rounded to 8 significand bits anyway: on 880-token frames of 112-wide heads (H200,
+  benchmarks/logs/check_gdn_gpu_sweep_h200.log) tf32 puts the bf16 output 1.8e-3 (gdn) and
+  2.0e-3 (delta_rule) from float64, where the rounding alone is 1.65e-3.
 benchmarks/logs/check_gdn_gpu_h100.log holds the accuracy table and timings.
 """
 
@@ -55,6 +59,8 @@ from sanawm.chunks import chunk_spans
 from sanawm.ops.gdn.common import GDNState, check_shapes, check_state
 
 PRECISIONS = ("ieee", "tf32")
+AUTO_PRECISION = "auto"
+"""Precision by input dtype (`precision_for`): tf32 for bf16 / fp16 inputs, ieee for fp32."""
 MAX_HEAD_DIM = 128
 """Widest head the kernels take: one D x D fp32 accumulator per program must fit in registers."""
 INPUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
@@ -402,6 +408,11 @@ def _pack_state(state: GDNState, B: int, H: int, D: int, P: int, R: int, normali
 
 # Launched eagerly under torch.compile (`sanawm.model.compile`): the host-side launch logic is
 # plain Python over shapes, and the kernels gain nothing from being traced.
+def precision_for(dtype: torch.dtype) -> str:
+    """The "auto" precision for inputs of `dtype`."""
+    return "tf32" if dtype in (torch.bfloat16, torch.float16) else "ieee"
+
+
 @torch.compiler.disable
 def _fused(
     q: Tensor,
@@ -418,6 +429,7 @@ def _fused(
     precision: str,
     tuning: Tuning,
 ) -> tuple[Tensor, GDNState]:
+    precision = precision_for(q.dtype) if precision == AUTO_PRECISION else precision
     assert precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {precision!r}"
     normalizer = eps is not None
     B, H, T, S, D = q.shape
@@ -511,7 +523,7 @@ def gdn_triton(
     eps: float,
     chunk_starts: Sequence[int] | None = None,
     initial_state: GDNState | None = None,
-    precision: str = "ieee",
+    precision: str = AUTO_PRECISION,
 ) -> tuple[Tensor, GDNState]:
     """`sanawm.ops.gdn.gdn` by the fused kernels (see the module docstring for `precision`)."""
     check_shapes("gdn", dict(q=q, k=k, v=v, q_rot=q_rot, k_rot=k_rot), beta, gamma)
@@ -530,7 +542,7 @@ def delta_rule_triton(
     *,
     chunk_starts: Sequence[int] | None = None,
     initial_state: GDNState | None = None,
-    precision: str = "ieee",
+    precision: str = AUTO_PRECISION,
 ) -> tuple[Tensor, GDNState]:
     """`sanawm.ops.gdn.delta_rule` by the fused kernels (no normaliser; z is None)."""
     check_shapes("delta_rule", dict(q=q_rot, k=k_rot, v=v), beta, gamma)
@@ -548,5 +560,7 @@ __all__ = [
     "Tuning",
     "DEFAULT_TUNING",
     "PRECISIONS",
+    "AUTO_PRECISION",
+    "precision_for",
     "MAX_HEAD_DIM",
 ]

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from sanawm.chunks import chunk_spans
 from sanawm.model.camera import CameraTransforms, rms_clamp, transform_keys, transform_outputs, transform_queries
 from sanawm.model.config import SanaWMConfig
-from sanawm.model.layers import RMSNorm, at_least_f32, merged_linear
+from sanawm.model.layers import RMSNorm, at_least_f32
 from sanawm.model.rope import Rotation, apply_rope
 from sanawm.ops.flash import attention
 from sanawm.ops.gdn import GDNState, delta_rule, gdn
@@ -177,11 +177,17 @@ class _AttentionBase(nn.Module):
 
     def project(self, x: Tensor, camera: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, list[Tensor]]:
         """q, k, v, the output gate's pre-activation and (with `camera`, else []) the camera
-        branch's q, k, v: every projection of x, in as few matmuls as `merged_linear` can."""
-        cam = [self.q_proj_cam, self.k_proj_cam, self.v_proj_cam] if camera else []
-        qkv, gate, *cam_qkv = merged_linear(x, [self.qkv, self.output_gate, *cam])
-        q, k, v = qkv.chunk(3, dim=-1)
-        return q, k, v, gate, cam_qkv
+        branch's q, k, v (its three projections as one matmul).
+
+        Measured on an H200 (benchmarks/README.md): putting all of these into one matmul
+        over concatenated weights made the 961-frame forward ~20 ms slower, not faster."""
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        gate = self.output_gate(x)
+        if not camera:
+            return q, k, v, gate, []
+        w = torch.cat([self.q_proj_cam.weight, self.k_proj_cam.weight, self.v_proj_cam.weight])
+        b = torch.cat([self.q_proj_cam.bias, self.k_proj_cam.bias, self.v_proj_cam.bias])
+        return q, k, v, gate, list(F.linear(x, w, b).chunk(3, dim=-1))
 
     @staticmethod
     def camera_transform(q: Tensor, k: Tensor, v: Tensor, cam: CameraTransforms) -> tuple[Tensor, Tensor, Tensor]:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sanawm.ops.depthwise_glu import silu_depthwise_glu
-from sanawm.ops.fp8 import FP8Conv1x1, FP8Linear, fp8_matmul
+from sanawm.ops.fp8 import FP8Conv1x1
 from sanawm.ops.frame_conv_gemm import frame_conv_residual
 from sanawm.ops.temporal import frame_conv_channels_first
 
@@ -50,41 +50,6 @@ class RMSNorm(nn.Module):
         x32 = at_least_f32(x)
         normed = x32 * torch.rsqrt(x32.square().mean(dim=-1, keepdim=True) + self.eps)
         return (self.weight * normed).to(x.dtype)
-
-
-def merged_linear(x: Tensor, layers: Sequence[nn.Module]) -> list[Tensor]:
-    """[layer(x) for layer in layers], with each run of consecutive plain `nn.Linear` layers
-    (or of `FP8Linear` layers) done as one matmul over their concatenated weights.
-
-    Projections that read the same tokens are narrow (the 2.6B model's are 2240 to 6720
-    wide); one wide GEMM runs nearer the tensor cores' peak than several narrow ones, and
-    under FP8 it quantises x once. The weights are concatenated per call (the checkpoint
-    keeps them apart); any other module (e.g. one wrapped by an adapter) runs on its own."""
-    outs: list[Tensor] = []
-    i = 0
-    while i < len(layers):
-        kind = type(layers[i])
-        run = [layers[i]]
-        while kind in (nn.Linear, FP8Linear) and i + len(run) < len(layers) and type(layers[i + len(run)]) is kind:
-            run.append(layers[i + len(run)])
-        i += len(run)
-        if len(run) == 1:
-            outs.append(run[0](x))
-            continue
-        widths = [layer.out_features for layer in run]
-        biases = [layer.bias for layer in run]
-        bias = None
-        if any(b is not None for b in biases):
-            ref = next(b for b in biases if b is not None)
-            bias = torch.cat([b if b is not None else ref.new_zeros(w) for b, w in zip(biases, widths)])
-        if kind is FP8Linear:
-            qw = torch.cat([layer.qweight for layer in run])
-            scale = torch.cat([layer.weight_scale for layer in run])
-            y = fp8_matmul(x, qw, scale, bias)
-        else:
-            y = F.linear(x, torch.cat([layer.weight for layer in run]), bias)
-        outs.extend(y.split(widths, dim=-1))
-    return outs
 
 
 def layer_norm(x: Tensor) -> Tensor:

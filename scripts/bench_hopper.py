@@ -34,8 +34,9 @@ Implementations:
 
 `--gdn-precision ieee|tf32` sets the GDN blocks' kernel precision (`SanaWMConfig.gdn_precision`,
 default the model's "auto": tf32 for bf16) and `--inductor KEY=VALUE` (repeatable) passes
-inductor options to the compiled implementations (e.g. coordinate_descent_tuning=1); the
-records keep both.
+inductor options to the compiled implementations (e.g. coordinate_descent_tuning=true, what
+`--compile tuned` sets); the records keep both, and the impl of a run with inductor options
+gets the suffix "-tuned".
 
 `--temporal-conv cudnn` runs the sanawm implementations with the FFN's temporal conv + residual
 on the reference conv path (cuDNN) instead of the GEMM op (`sanawm.ops.frame_conv_gemm`), to
@@ -162,7 +163,7 @@ def sanawm_worker(impl: str, args, device: torch.device, dtype: torch.dtype) -> 
         rec["gdn_precision"] = args.gdn_precision or model.config.gdn_precision
         print(f"[{impl}] {frames} frames: {rec['s_per_forward']:.3f} s, first call {rec['first_call_s']:.1f} s",
               flush=True)  # fmt: skip
-        records.append(record(impl, frames, rec, device))
+        records.append(record(impl, frames, rec, device, suffix="-tuned" if inductor_options(args) else ""))
         save(args, records)
         del inputs
         if device.type == "cuda":
@@ -293,9 +294,9 @@ def precision_of(impl: str, device: torch.device) -> str:
     return PRECISION[impl] if device.type == "cuda" or PRECISION[impl] == "fp8" else "fp32"
 
 
-def record(impl: str, frames: int, rec: dict, device: torch.device) -> dict:
+def record(impl: str, frames: int, rec: dict, device: torch.device, suffix: str = "") -> dict:
     return {
-        "impl": impl, "precision": precision_of(impl, device), "mode": "forward", "frames": frames,
+        "impl": impl + suffix, "precision": precision_of(impl, device), "mode": "forward", "frames": frames,
         "s_per_forward": rec.pop("s_per_forward"), "peak_gb": rec.pop("peak_gb"), "gpu": gpu_name(device),
         "torch": torch.__version__, **rec,
     }  # fmt: skip
@@ -335,7 +336,7 @@ def ratio_table(records: list[dict], frames: list[int]) -> str:
     by = {(r["impl"], r["frames"]): r for r in records}
     lines = [f"{'impl':>15} {'prec':>5} {'frames':>6} {'s/fwd':>8} {'peak GB':>8} {'1st call s':>10} "
              f"{'vs diffusers':>12} {'vs eager':>9}"]  # fmt: skip
-    for impl in IMPLS:
+    for impl in dict.fromkeys(r["impl"] for r in records):  # in the order they ran
         for f in frames:
             r = by.get((impl, f))
             if r is None:

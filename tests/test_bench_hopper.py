@@ -23,3 +23,19 @@ def test_tiny_run_writes_one_record_per_frame_count(tmp_path):
             "sanawm-eager", "fp32", "forward", "cpu", None)  # fmt: skip
         assert r["s_per_forward"] > 0
     assert "sanawm-eager" in proc.stdout.splitlines()[-1]  # the table comes last
+
+
+def test_inductor_options_parse_and_name_the_records():
+    """--inductor KEY=VALUE: booleans and integers typed as torch.compile wants them; a run with
+    options is recorded as "<impl>-tuned" so it sits beside the default run in hopper.json."""
+    import argparse
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_hopper", SCRIPT)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    args = argparse.Namespace(inductor=["coordinate_descent_tuning=true", "max_fusion_size=64", "x=a"], tiny=False)
+    assert bench.inductor_options(args) == {"coordinate_descent_tuning": True, "max_fusion_size": 64, "x": "a"}
+    assert bench.inductor_options(argparse.Namespace(inductor=[], tiny=False)) is None
+    rec = bench.record("sanawm-flash4", 961, {"s_per_forward": 1.0, "peak_gb": 1.0}, bench.torch.device("cpu"), "-tuned")
+    assert rec["impl"] == "sanawm-flash4-tuned" and rec["precision"] == "fp32"

@@ -175,28 +175,20 @@ class _AttentionBase(nn.Module):
         gamma = gamma.transpose(1, 2)
         return beta, gamma if ctx.sequence is None else ctx.sequence.local_heads(gamma)
 
-    def project(self, x: Tensor, camera: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, list[Tensor]]:
-        """q, k, v, the output gate's pre-activation and (with `camera`, else []) the camera
-        branch's q, k, v (its three projections as one matmul).
-
-        Measured on an H200 (benchmarks/README.md): putting all of these into one matmul
-        over concatenated weights made the 961-frame forward ~20 ms slower, not faster."""
-        q, k, v = self.qkv(x).chunk(3, dim=-1)
-        gate = self.output_gate(x)
-        if not camera:
-            return q, k, v, gate, []
+    def camera_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        # Measured on an H200: the main q / k / v and the output gate in the same matmul as
+        # these three (weights concatenated per call) made the 961-frame forward ~20 ms slower.
         w = torch.cat([self.q_proj_cam.weight, self.k_proj_cam.weight, self.v_proj_cam.weight])
         b = torch.cat([self.q_proj_cam.bias, self.k_proj_cam.bias, self.v_proj_cam.bias])
-        return q, k, v, gate, list(F.linear(x, w, b).chunk(3, dim=-1))
+        return F.linear(x, w, b).chunk(3, dim=-1)
 
     @staticmethod
     def camera_transform(q: Tensor, k: Tensor, v: Tensor, cam: CameraTransforms) -> tuple[Tensor, Tensor, Tensor]:
         return transform_queries(q, cam), transform_keys(k, cam), transform_keys(v, cam)
 
-    def finish(self, gate: Tensor, main: Tensor, cam: Tensor | None) -> Tensor:
-        """The layer output from the output gate's pre-activation and the two branches."""
+    def finish(self, x: Tensor, main: Tensor, cam: Tensor | None) -> Tensor:
         combined = main if cam is None else main + self.out_proj_cam(cam)
-        combined = combined * F.silu(at_least_f32(gate))
+        combined = combined * F.silu(at_least_f32(self.output_gate(x)))
         return self.proj(combined.to(self.proj.weight.dtype))
 
 
@@ -223,7 +215,7 @@ class GDNAttention(_AttentionBase):
         S = ctx.tokens_per_frame
         beta, gamma = self.gates(x, ctx)
 
-        q, k_raw, v, gate, cam_qkv = self.project(x, camera=ctx.camera is not None)
+        q, k_raw, v = self.qkv(x).chunk(3, dim=-1)
         k = self.conv_k(k_raw, ctx.chunk_starts, past.key_context if past else None)
         q, k, v, beta = self.heads(ctx, self.q_norm(q), self.k_norm(k), v, beta)
         frames = (B, q.shape[1], T, S, self.head_dim)  # q.shape[1]: this rank's heads
@@ -239,7 +231,7 @@ class GDNAttention(_AttentionBase):
 
         cam = cam_state = cam_k_raw = None
         if ctx.camera is not None:
-            cam, cam_state, cam_k_raw = self._camera(cam_qkv, T, ctx, beta, gamma, past)
+            cam, cam_state, cam_k_raw = self._camera(x, ctx, beta, gamma, past)
         main, cam = self.merge_branches(ctx, T, out, cam)
 
         new_past = None
@@ -252,16 +244,15 @@ class GDNAttention(_AttentionBase):
                 if cam_k_raw is None
                 else self.conv_k_cam.new_context(past.cam_key_context if past else None, cam_k_raw),
             )
-        return self.finish(gate, main, cam), new_past
+        return self.finish(x, main, cam), new_past
 
     def _camera(
-        self, qkv: list[Tensor], T: int, ctx: CallContext, beta: Tensor, gamma: Tensor, past: GDNPast | None
+        self, x: Tensor, ctx: CallContext, beta: Tensor, gamma: Tensor, past: GDNPast | None
     ) -> tuple[Tensor, GDNState, Tensor]:
-        """The camera branch's output in the heads layout (B, H, N, D), its state, raw keys,
-        from its projections q, k, v (B, T, S, C) of a call over T frames."""
-        B = qkv[0].shape[0]
+        """The camera branch's output in the heads layout (B, H, N, D), its state, raw keys."""
+        B, T = x.shape[:2]
         S = ctx.tokens_per_frame
-        q, k_raw, v = qkv
+        q, k_raw, v = self.camera_qkv(x)
         k = self.conv_k_cam(k_raw, ctx.chunk_starts, past.cam_key_context if past else None)
         q, k, v = self.heads(ctx, self.q_norm_cam(q), self.k_norm_cam(k), v)
         frames = (B, q.shape[1], T, S, self.head_dim)
@@ -331,7 +322,7 @@ class SoftmaxAttention(_AttentionBase):
         self, x: Tensor, ctx: CallContext, past: SoftmaxPast | None = None, commit: bool = False
     ) -> tuple[Tensor, SoftmaxPast | None]:
         T, S = x.shape[1], ctx.tokens_per_frame
-        q, k, v, gate, cam_qkv = self.project(x, camera=ctx.camera is not None)
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
         q, k, v = self.heads(ctx, self.q_norm(q), self.k_norm(k), v)
         q, k = apply_rope(q, ctx.rope), apply_rope(k, ctx.rope)
         q, k, v = self._attn_cast(q, k, v)
@@ -346,7 +337,8 @@ class SoftmaxAttention(_AttentionBase):
 
         cam = cam_keys = cam_values = None
         if ctx.camera is not None:
-            qc, kc, vc = self.heads(ctx, self.q_norm_cam(cam_qkv[0]), self.k_norm_cam(cam_qkv[1]), cam_qkv[2])
+            qc, kc, vc = self.camera_qkv(x)
+            qc, kc, vc = self.heads(ctx, self.q_norm_cam(qc), self.k_norm_cam(kc), vc)
             qt, kt, vt = self.camera_transform(qc, kc, vc, ctx.camera)
             # Softmax blocks always clamp the transformed tensors to their pre-transform RMS
             # (GDN blocks lower beta, and clamp only with `camera_rms_clamp`).
@@ -363,7 +355,7 @@ class SoftmaxAttention(_AttentionBase):
         new_past = None
         if commit:
             new_past = SoftmaxPast(keys.detach(), values.detach(), _detach(cam_keys), _detach(cam_values))
-        return self.finish(gate, main, cam), new_past
+        return self.finish(x, main, cam), new_past
 
 
 def _detach(t: Tensor | None) -> Tensor | None:

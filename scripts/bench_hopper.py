@@ -178,18 +178,10 @@ def sanawm_worker(impl: str, args, device: torch.device, dtype: torch.dtype) -> 
 
 
 def inductor_options(args) -> dict | None:
-    """--inductor KEY=VALUE pairs as torch.compile options (integers where they parse)."""
-    if not args.inductor or args.tiny:
-        return None
-    pairs = (item.split("=", 1) for item in args.inductor)
-    return {key: parse_option(value) for key, value in pairs}
+    """--inductor KEY=VALUE pairs as torch.compile options (none on --tiny: aot_eager takes none)."""
+    from sanawm.benchmark import parse_inductor_options
 
-
-def parse_option(value: str):
-    """An inductor option's value: true / false as booleans, integers as int, else the string."""
-    if value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    return int(value) if value.lstrip("-").isdigit() else value
+    return None if args.tiny else parse_inductor_options(args.inductor)
 
 
 def fp8_accuracy(model, preset: str, args, device, dtype, text_len: int, attention: str = "sdpa") -> dict:

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from sanawm.benchmark import latents_for_frames, make_inputs, parse_latent_size, random_model
+from sanawm.benchmark import latents_for_frames, make_inputs, parse_inductor_options, parse_latent_size, random_model
 from sanawm.ops.flash import ATTENTION_KERNELS, use_attention_kernel
 
 KINDS = (
@@ -301,8 +301,7 @@ def main() -> None:
         block.attn.backend = args.gdn_backend
         if args.gdn_precision and hasattr(block.attn, "precision"):
             block.attn.precision = args.gdn_precision
-    options = {k: v.lower() == "true" if v.lower() in ("true", "false") else int(v) if v.isdigit() else v
-               for k, v in (item.split("=", 1) for item in args.inductor)} or None  # fmt: skip
+    options = parse_inductor_options(args.inductor)
     use_attention_kernel(model, args.attention)
     text_len = min(300, model.config.max_text_len)
     if args.velocity_check:

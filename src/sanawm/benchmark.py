@@ -277,6 +277,21 @@ def time_call(fn: Callable[[], object], device: torch.device, warmup: int = 0, i
     return statistics.median(times)
 
 
+def parse_inductor_options(items: list[str]) -> dict | None:
+    """KEY=VALUE strings (the scripts' repeatable `--inductor`) as torch.compile options:
+    true / false as booleans (inductor checks the types), integers as int, else the string;
+    None for no items."""
+
+    def value(text: str):
+        if text.lower() in ("true", "false"):
+            return text.lower() == "true"
+        return int(text) if text.lstrip("-").isdigit() else text
+
+    if any("=" not in item for item in items):
+        raise UserInputError(f"inductor options take KEY=VALUE, got {items}")
+    return {key: value(text) for key, text in (item.split("=", 1) for item in items)} or None
+
+
 def merge_records(path: Path, new: list[dict]) -> list[dict]:
     """The benchmark records stored in `path` (a JSON list; none if it does not exist) with
     `new` added, replacing those of the same (impl, precision, mode, frames): one file such as

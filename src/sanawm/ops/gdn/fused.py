@@ -41,7 +41,8 @@ Precision (`precision=`):
   benchmarks/logs/check_gdn_gpu_sweep_h200.log) tf32 puts the bf16 output 1.8e-3 (gdn) and
   2.0e-3 (delta_rule) from float64, where the rounding alone is 1.65e-3; the 2.6B model's bf16
   velocity stays 1.27e-2 from float32 either way, and the 961-frame forward is 18 ms faster
-  (H200, scripts/check_gdn_precision.py and benchmarks/README.md).
+  (H200, scripts/check_gdn_precision.py and benchmarks/README.md). The reference port's own
+  fused kernels multiply in bf16 by default (benchmarks/PARITY.md), coarser than either.
 benchmarks/logs/check_gdn_gpu_h100.log holds the accuracy table and timings.
 """
 

@@ -168,6 +168,19 @@ def timings(device, shape, sweep: bool) -> list[str]:
                 changed = {k: v for k, v in vars(tuning).items() if getattr(gdn_triton.DEFAULT_TUNING, k) != v}
                 rows.append(f"sweep gdn ieee {changed or 'default'}: {ms:.2f} ms")
                 print(rows[-1], flush=True)
+            # tf32 (the model's precision for bf16): transitions in tf32 or from bf16 pieces, both
+            # branches (the camera branch's fp32 beta needs 3 pieces, the main branch's bf16 beta 2).
+            cam = (x_cam[3], x_cam[4], x_cam[2], x_cam[3], x_cam[4])
+            for pieces in (0, 2, 3):
+                tuning = gdn_triton.Tuning(tf32_transition_pieces=pieces)
+                main_ms = bench(lambda: gdn_triton._fused(*x, eps=1e-8, chunk_starts=None, initial_state=None,
+                                                          precision="tf32", tuning=tuning))  # fmt: skip
+                cam_ms = bench(lambda: gdn_triton._fused(
+                    *cam, x_cam[5], x_cam[6], eps=None, chunk_starts=None, initial_state=None, precision="tf32",
+                    tuning=tuning))  # fmt: skip
+                rows.append(f"sweep tf32 tf32_transition_pieces={pieces}: gdn {main_ms:.2f} ms, "
+                            f"delta_rule {cam_ms:.2f} ms")  # fmt: skip
+                print(rows[-1], flush=True)
         # Kernel breakdown of one fused and one torch call.
         from torch.profiler import ProfilerActivity, profile
 

@@ -37,5 +37,6 @@ def test_inductor_options_parse_and_name_the_records():
     args = argparse.Namespace(inductor=["coordinate_descent_tuning=true", "max_fusion_size=64", "x=a"], tiny=False)
     assert bench.inductor_options(args) == {"coordinate_descent_tuning": True, "max_fusion_size": 64, "x": "a"}
     assert bench.inductor_options(argparse.Namespace(inductor=[], tiny=False)) is None
-    rec = bench.record("sanawm-flash4", 961, {"s_per_forward": 1.0, "peak_gb": 1.0}, bench.torch.device("cpu"), "-tuned")
+    cpu = bench.torch.device("cpu")
+    rec = bench.record("sanawm-flash4", 961, {"s_per_forward": 1.0, "peak_gb": 1.0}, cpu, "-tuned")
     assert rec["impl"] == "sanawm-flash4-tuned" and rec["precision"] == "fp32"

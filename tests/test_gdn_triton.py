@@ -213,6 +213,19 @@ def test_interpreted_bf16_inputs(fused, beta_dtype):
 
 
 @interpreted
+@pytest.mark.parametrize("beta_dtype", [torch.bfloat16, torch.float32])
+def test_interpreted_tf32_with_transitions_from_pieces(fused, beta_dtype):
+    """tf32 storage with the transition products from bf16 pieces (Tuning.tf32_transition_pieces):
+    the fp32 W the tf32 scan reads, written by the pieces' products."""
+    x = make_inputs((1, 2, 4, 19, 16), dtype=torch.bfloat16, seed=8, beta_dtype=beta_dtype)
+    for branch in ("gdn", "delta_rule"):
+        out, state = run(fused, x, branch, [0, 3], precision="tf32", tuning=fused.Tuning(tf32_transition_pieces=3))
+        ref, ref_state = reference(x, branch, [0, 3])
+        assert state_error(state, ref_state) < 2e-6  # the interpreter computes tf32 dots in fp32
+        assert ((out.double() - ref).abs() <= 2**-7 * ref.abs() + 1e-6).all()
+
+
+@interpreted
 def test_interpreted_tf32_precision_runs(fused):
     x = make_inputs((1, 1, 3, 16, 8), seed=7)
     out, _ = run(fused, x, "gdn", None, precision="tf32")
@@ -266,3 +279,40 @@ def test_interpreted_model_forward(monkeypatch):
     ref = outputs["torch"]
     assert rel(outputs["triton"], ref.double()) < 1e-5  # the interpreter computes tf32 dots in fp32
     assert precisions == ["tf32", "tf32"]
+
+
+@needs_triton
+@pytest.mark.parametrize("tf32_mma", [True, False])
+def test_transition_kernel_compiles_for_sm90_with_tf32_storage(tf32_mma):
+    """Ahead-of-time build of the transition kernel for an H100 / H200 (Triton's own ptxas, no
+    GPU) in tf32 precision, its products in tf32 or from bf16 pieces
+    (Tuning.tf32_transition_pieces): tf32 or bf16 tensor-core instructions, W stored as fp32."""
+    import inspect
+
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from sanawm.ops.gdn.fused import _transition_kernel
+
+    names = list(inspect.signature(_transition_kernel.fn).parameters)
+    const = dict(GROUP=0, G=2, R=144, ROW0=0, DECAY=True, ROW_SUM=False, Z_ROWS=16, A_PIECES=2, B_PIECES=1,
+                 TF32=True, TF32_MMA=tf32_mma, INTERPRET=False, P=128, BLOCK_S=64, BLOCK_N=64)  # fmt: skip
+    pointers = {"a_ptr": "*bf16", "b_ptr": "*bf16", "beta_ptr": "*bf16", "gamma_ptr": "*fp32", "w_ptr": "*fp32",
+                "u_ptr": "*fp32"}  # fmt: skip
+    signature = {n: pointers.get(n, "constexpr" if n in const else "i32") for n in names}
+    source = ASTSource(
+        _transition_kernel, signature, constexprs={(names.index(n),): v for n, v in const.items()},
+        attrs={(names.index(n),): [["tt.divisibility", 16]] for n in pointers},
+    )  # fmt: skip
+    try:
+        compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})
+    except RuntimeError as err:  # no ptxas in this triton install
+        if "ptxas" in str(err):
+            pytest.skip(str(err))
+        raise
+    ptx = compiled.asm["ptx"]
+    assert ".target sm_90" in ptx and compiled.asm["cubin"]
+    kind = "f32.tf32.tf32" if tf32_mma else "f32.bf16.bf16"
+    mma = [line for line in ptx.splitlines() if "wgmma.mma_async" in line]
+    assert mma and all(kind in line for line in mma)

@@ -126,4 +126,12 @@ def apply_fast_paths(
     return model
 
 
-__all__ = ["COMPILE_CHOICES", "TUNED_OPTIONS", "compile_blocks", "is_compiled", "fp8_unsupported", "attention_unsupported", "apply_fast_paths"]
+__all__ = [
+    "COMPILE_CHOICES",
+    "TUNED_OPTIONS",
+    "compile_blocks",
+    "is_compiled",
+    "fp8_unsupported",
+    "attention_unsupported",
+    "apply_fast_paths",
+]

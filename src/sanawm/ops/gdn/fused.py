@@ -90,6 +90,13 @@ class Tuning:
     readout_block_s: int = 64
     readout_warps: int = 4
     readout_stages: int = 2
+    tf32_transition_pieces: int = 0
+    """Precision "tf32" only: a transition product whose factors are bf16 inputs, the weighted
+    one exact in at most this many bf16 pieces (2 with a bf16 beta, 3 with an fp32 beta), is
+    computed from those pieces on the bf16 tensor cores instead of in tf32 (0: never); the
+    transitions are still stored in fp32 for the tf32 scan. Why: in a 961-frame forward on an
+    H200 the transition kernel took 68 ms in "ieee" and 77 ms in tf32, the scan and read-out
+    the other way round (benchmarks/logs/profile_dit_h200_961_flash4_{dw,tf32}.log)."""
 
 
 DEFAULT_TUNING = Tuning()
@@ -199,7 +206,8 @@ def _transition_kernel(
     Z_ROWS: tl.constexpr,  # rows of the z block (u^z and zero padding)
     A_PIECES: tl.constexpr,
     B_PIECES: tl.constexpr,
-    TF32: tl.constexpr,
+    TF32: tl.constexpr,  # how W is stored: one fp32 plane (tf32) or three bf16 planes
+    TF32_MMA: tl.constexpr,  # how the product is computed: tf32, or from A_PIECES x B_PIECES bf16 pieces
     INTERPRET: tl.constexpr,
     P: tl.constexpr,
     BLOCK_S: tl.constexpr,
@@ -231,7 +239,7 @@ def _transition_kernel(
         # A fresh accumulator per block: the tensor cores truncate when they add into a large
         # running sum (a bias that grows with S); the fp32 add across blocks rounds.
         zero = tl.zeros((P, BLOCK_N), dtype=tl.float32)
-        acc += _mma(zero, tl.trans(a * beta[:, None]), b, A_PIECES, B_PIECES, TF32, INTERPRET)
+        acc += _mma(zero, tl.trans(a * beta[:, None]), b, A_PIECES, B_PIECES, TF32_MMA, INTERPRET)
         if ROW_SUM:
             row_sum += tl.sum(b * beta[:, None], axis=0)
 
@@ -469,8 +477,10 @@ def _fused(
     w = torch.empty(BH, T, G, pieces, P, P, device=device, dtype=piece_dtype)
     u = torch.empty(BH, T, R, P, device=device, dtype=torch.float32)
     block_n = min(tuning.transition_block_n, P)
+    pieces_mma = tf32 and x_pieces == 1 and weighted_pieces <= tuning.tf32_transition_pieces
     common = dict(
-        A_PIECES=weighted_pieces, B_PIECES=x_pieces, TF32=tf32, INTERPRET=_INTERPRETED, P=P, G=G, R=R, Z_ROWS=BR,
+        A_PIECES=weighted_pieces, B_PIECES=x_pieces, TF32=tf32, TF32_MMA=tf32 and not pieces_mma,
+        INTERPRET=_INTERPRETED, P=P, G=G, R=R, Z_ROWS=BR,
         BLOCK_S=tuning.transition_block_s, BLOCK_N=block_n,
         num_warps=tuning.transition_warps, num_stages=tuning.transition_stages,
     )  # fmt: skip

@@ -28,13 +28,22 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sanawm.chunks import chunk_spans
-from sanawm.model.camera import CameraTransforms, rms_clamp, transform_keys, transform_outputs, transform_queries
+from sanawm.model.camera import (
+    CameraTransforms,
+    rms_clamp,
+    rms_clamp_from_sums,
+    rms_clamp_scale,
+    transform_keys,
+    transform_outputs,
+    transform_queries,
+)
 from sanawm.model.config import SanaWMConfig
 from sanawm.model.layers import RMSNorm, at_least_f32
 from sanawm.model.rope import Rotation, apply_rope
 from sanawm.ops.flash import attention
 from sanawm.ops.gdn import GDNState, delta_rule, gdn
 from sanawm.ops.temporal import key_conv
+from sanawm.ops.ucpe import ucpe_transform
 
 if TYPE_CHECKING:
     from sanawm.parallel.sequence import RowShard
@@ -141,6 +150,8 @@ class _AttentionBase(nn.Module):
         self.out_proj_cam = nn.Linear(C, C, device=device)
         self.q_norm_cam = RMSNorm(C, cfg.attn_norm_eps, device=device)
         self.k_norm_cam = RMSNorm(C, cfg.attn_norm_eps, device=device)
+        # Camera transforms through `sanawm.ops.ucpe` (`use_camera_kernel`; opt-in until timed).
+        self.camera_kernel = False
 
     def heads(self, ctx: CallContext, *xs: Tensor) -> list[Tensor]:
         """(B, T, S, H * D_x) -> (B, H, T * S, D_x) each. Under sequence parallelism one
@@ -185,6 +196,26 @@ class _AttentionBase(nn.Module):
     @staticmethod
     def camera_transform(q: Tensor, k: Tensor, v: Tensor, cam: CameraTransforms) -> tuple[Tensor, Tensor, Tensor]:
         return transform_queries(q, cam), transform_keys(k, cam), transform_keys(v, cam)
+
+    @staticmethod
+    def camera_transform_with_sums(
+        q: Tensor, k: Tensor, v: Tensor, cam: CameraTransforms
+    ) -> tuple[list[Tensor], list[tuple[Tensor, Tensor]]]:
+        """`camera_transform` through `sanawm.ops.ucpe` (one pass per tensor), with each
+        tensor's sums of squares over D before and after: [qt, kt, vt], [(ss_q, ss_qt), ...]."""
+        cos, sin = cam.rope.cos, cam.rope.sin
+        outs, sums = [], []
+        for x, m in ((q, cam.p.transpose(-1, -2)), (k, cam.p_inv), (v, cam.p_inv)):
+            out, ss_in, ss_out = ucpe_transform(x, m, cos, sin, False)
+            outs.append(out)
+            sums.append((ss_in, ss_out))
+        return outs, sums
+
+    def camera_output(self, out: Tensor, cam: CameraTransforms) -> Tensor:
+        """Attention output (B, H, N, D) of the camera branch back to the token frame."""
+        if self.camera_kernel:
+            return ucpe_transform(out, cam.p, cam.rope.cos, cam.rope.sin, True)[0]
+        return transform_outputs(out, cam)
 
     def finish(self, x: Tensor, main: Tensor, cam: Tensor | None) -> Tensor:
         combined = main if cam is None else main + self.out_proj_cam(cam)
@@ -257,14 +288,23 @@ class GDNAttention(_AttentionBase):
         q, k, v = self.heads(ctx, self.q_norm_cam(q), self.k_norm_cam(k), v)
         frames = (B, q.shape[1], T, S, self.head_dim)
         q, k = self._kernel_qk(q, k, S)
-        qt, kt, vt = self.camera_transform(q, k, v, ctx.camera)
-        if self.camera_rms_clamp:  # the diffusers / sglang variant (SanaWMConfig.camera_rms_clamp)
-            qt, kt, vt = rms_clamp(qt, q), rms_clamp(kt, k), rms_clamp(vt, v)
+        work = torch.promote_types(k.dtype, torch.float32)
+        if self.camera_kernel:
+            (qt, kt, vt), sums = self.camera_transform_with_sums(q, k, v, ctx.camera)
+            ss_k, ss_kt = sums[1]
+            if self.camera_rms_clamp:
+                qt, kt, vt = (rms_clamp_from_sums(t, ss_t, ss) for t, (ss, ss_t) in zip((qt, kt, vt), sums))
+                ss_kt = ss_kt * rms_clamp_scale(ss_kt, ss_k, k.shape[-1]) ** 2  # the clamped keys' norms
+            norm_k, norm_t = ss_k.sqrt().clamp_min(1e-6), ss_kt.sqrt().clamp_min(1e-6)
+        else:
+            qt, kt, vt = self.camera_transform(q, k, v, ctx.camera)
+            if self.camera_rms_clamp:  # the diffusers / sglang variant (SanaWMConfig.camera_rms_clamp)
+                qt, kt, vt = rms_clamp(qt, q), rms_clamp(kt, k), rms_clamp(vt, v)
+            norm_t = torch.linalg.vector_norm(kt, dim=-1, dtype=work).clamp_min(1e-6)
+            norm_k = torch.linalg.vector_norm(k, dim=-1, dtype=work).clamp_min(1e-6)
         # The transforms can inflate the keys; lower beta by the frame's mean squared inflation
         # so the delta rule stays stable.
-        work = torch.promote_types(k.dtype, torch.float32)
-        norm_t = torch.linalg.vector_norm(kt, dim=-1, dtype=work).clamp_min(1e-6)
-        inflation = (norm_t / torch.linalg.vector_norm(k, dim=-1, dtype=work).clamp_min(1e-6)) ** 2
+        inflation = (norm_t / norm_k) ** 2
         inflation = inflation.reshape(frames[:-1]).mean(dim=-1)
         beta_cam = beta / inflation.clamp_min(1.0)[..., None]
         out, state = delta_rule(
@@ -272,7 +312,7 @@ class GDNAttention(_AttentionBase):
             beta_cam, gamma, chunk_starts=ctx.chunk_starts,
             initial_state=past.cam_state if past else None, backend=self.backend, precision=self.precision,
         )  # fmt: skip
-        out = transform_outputs(out.reshape(B, -1, T * S, self.head_dim), ctx.camera)
+        out = self.camera_output(out.reshape(B, -1, T * S, self.head_dim), ctx.camera)
         return out, state, k_raw
 
 
@@ -339,17 +379,22 @@ class SoftmaxAttention(_AttentionBase):
         if ctx.camera is not None:
             qc, kc, vc = self.camera_qkv(x)
             qc, kc, vc = self.heads(ctx, self.q_norm_cam(qc), self.k_norm_cam(kc), vc)
-            qt, kt, vt = self.camera_transform(qc, kc, vc, ctx.camera)
             # Softmax blocks always clamp the transformed tensors to their pre-transform RMS
             # (GDN blocks lower beta, and clamp only with `camera_rms_clamp`).
-            qc, kc, vc = self._attn_cast(rms_clamp(qt, qc), rms_clamp(kt, kc), rms_clamp(vt, vc))
+            if self.camera_kernel:
+                transformed, sums = self.camera_transform_with_sums(qc, kc, vc, ctx.camera)
+                clamped = [rms_clamp_from_sums(t, ss_t, ss) for t, (ss, ss_t) in zip(transformed, sums)]
+            else:
+                qt, kt, vt = self.camera_transform(qc, kc, vc, ctx.camera)
+                clamped = [rms_clamp(qt, qc), rms_clamp(kt, kc), rms_clamp(vt, vc)]
+            qc, kc, vc = self._attn_cast(*clamped)
             cam_keys = kc if past is None or past.cam_k is None else torch.cat([past.cam_k, kc], dim=2)
             cam_values = vc if past is None or past.cam_v is None else torch.cat([past.cam_v, vc], dim=2)
             out = _chunk_causal_sdpa(
                 qc, cam_keys, cam_values, tokens_per_frame=S, chunk_starts=ctx.chunk_starts,
                 past_tokens=cam_keys.shape[2] - qc.shape[2], scale=self.cam_scale, kernel=self.attention_kernel,
             )  # fmt: skip
-            cam = transform_outputs(out.to(x.dtype), ctx.camera)
+            cam = self.camera_output(out.to(x.dtype), ctx.camera)
         main, cam = self.merge_branches(ctx, T, main, cam)
 
         new_past = None

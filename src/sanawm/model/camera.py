@@ -101,24 +101,39 @@ def apply_4x4_pointwise(x: Tensor, m: Tensor) -> Tensor:
     return torch.stack(rows, dim=-1).flatten(-2).to(x.dtype)
 
 
-def _split_apply(x: Tensor, m: Tensor, rope: Rotation, inverse_rope: bool) -> Tensor:
+def split_apply(x: Tensor, m: Tensor, rope: Rotation, inverse_rope: bool) -> Tensor:
+    """x (B, H, N, D): the first half's groups of 4 channels multiplied by m (B, N, 4, 4), the
+    second half rotated by `rope` (inverse with `inverse_rope`)."""
     half = x.shape[-1] // 2
     return torch.cat([_apply_4x4(x[..., :half], m), apply_rope(x[..., half:], rope, inverse=inverse_rope)], dim=-1)
 
 
 def transform_queries(q: Tensor, cam: CameraTransforms) -> Tensor:
     """q (B, H, N, D) -> camera-branch queries."""
-    return _split_apply(q, cam.p.transpose(-1, -2), cam.rope, inverse_rope=False)
+    return split_apply(q, cam.p.transpose(-1, -2), cam.rope, inverse_rope=False)
 
 
 def transform_keys(k: Tensor, cam: CameraTransforms) -> Tensor:
     """k or v (B, H, N, D) -> camera-branch keys / values."""
-    return _split_apply(k, cam.p_inv, cam.rope, inverse_rope=False)
+    return split_apply(k, cam.p_inv, cam.rope, inverse_rope=False)
 
 
 def transform_outputs(o: Tensor, cam: CameraTransforms) -> Tensor:
     """Attention output (B, H, N, D) -> back to the token frame."""
-    return _split_apply(o, cam.p, cam.rope, inverse_rope=True)
+    return split_apply(o, cam.p, cam.rope, inverse_rope=True)
+
+
+def rms_clamp_scale(ss_x: Tensor, ss_ref: Tensor, width: int, eps: float = 1e-6) -> Tensor:
+    """The factor (..., N) `rms_clamp` scales each vector of x by, from the sums of squares over
+    the `width` channels of x and of ref (computed beside them by `sanawm.ops.ucpe`)."""
+    ref_rms = (ss_ref / width + eps).sqrt()
+    x_rms = (ss_x / width + eps).sqrt()
+    return (ref_rms / x_rms.clamp_min(eps)).clamp(max=1.0)
+
+
+def rms_clamp_from_sums(x: Tensor, ss_x: Tensor, ss_ref: Tensor, eps: float = 1e-6) -> Tensor:
+    """`rms_clamp` of x (..., N, D) from the sums of squares of x and ref (`rms_clamp_scale`)."""
+    return x * rms_clamp_scale(ss_x, ss_ref, x.shape[-1], eps)[..., None].to(x.dtype)
 
 
 def rms_clamp(x: Tensor, ref: Tensor, eps: float = 1e-6) -> Tensor:
@@ -137,6 +152,9 @@ __all__ = [
     "transform_keys",
     "transform_outputs",
     "rms_clamp",
+    "rms_clamp_from_sums",
+    "rms_clamp_scale",
+    "split_apply",
     "apply_4x4_matmul",
     "apply_4x4_pointwise",
 ]

@@ -1,0 +1,192 @@
+"""The camera transform in one pass (`sanawm.ops.ucpe`) and the model's use of it.
+
+CI has no GPU. Here: the reference against float64 math written out from the definition, the
+model with `use_camera_kernel` (on the CPU: the reference and the sums-of-squares code around
+it) against the model without it, the custom op's CPU implementation and layout, and the Triton
+kernel in Triton's CPU interpreter (`test_kernel_in_interpreter` re-runs this file with
+TRITON_INTERPRET=1) and built for sm90 ahead of time.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from _triton_interpreter import HAVE_TRITON, INTERPRETING, rerun_interpreted
+
+from sanawm.ops.ucpe import kernel_applies, ucpe_transform_op, ucpe_transform_reference, use_camera_kernel
+
+
+def inputs(B, H, N, D, dtype, seed=0):
+    """x (B, H, N, D), rigid-like 4x4 matrices with translations, RoPE angles of a few turns."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, H, N, D, generator=g, dtype=torch.float64)
+    m = torch.randn(B, N, 4, 4, generator=g, dtype=torch.float64)
+    m[..., 3, :3] = 0
+    m[..., 3, 3] = 1
+    angles = 6.0 * torch.rand(N, D // 4, generator=g, dtype=torch.float64)
+    return x.to(dtype), m.float(), angles.cos(), angles.sin()
+
+
+def float64_transform(x, m, cos, sin, inverse):
+    """The definition, group by group and pair by pair in float64."""
+    x, m = x.double(), m.double()
+    D = x.shape[-1]
+    out = torch.empty_like(x)
+    for grp in range(D // 8):
+        c = slice(4 * grp, 4 * grp + 4)
+        out[..., c] = torch.einsum("bnij,bhnj->bhni", m, x[..., c])
+    s = -sin if inverse else sin
+    for p in range(D // 4):
+        re, im = x[..., D // 2 + 2 * p], x[..., D // 2 + 2 * p + 1]
+        out[..., D // 2 + 2 * p] = re * cos[:, p] - im * s[:, p]
+        out[..., D // 2 + 2 * p + 1] = re * s[:, p] + im * cos[:, p]
+    return out, x.square().sum(-1), out.square().sum(-1)
+
+
+def rel(a, b):
+    return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+
+def tiny_model_and_inputs(camera_rms_clamp: bool):
+    """A 2-block DiT (GDN, softmax; float32 attention) with perturbed weights, and a camera that
+    turns and moves (so the transforms and the clamp matter), chunk-causal over 3 frames."""
+    from sanawm.model import build_preset
+
+    torch.manual_seed(0)
+    model = build_preset("tiny", depth=2, hidden_size=32, head_dim=16, softmax_blocks=(1,),
+                         softmax_attn_dtype=None, camera_rms_clamp=camera_rms_clamp)  # fmt: skip
+    model.init_weights()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    model.eval()
+    cfg, (B, T, H, W) = model.config, (1, 3, 2, 3)
+    g = torch.Generator().manual_seed(1)
+    raymap = torch.zeros(B, T, 20)
+    yaw = 0.3 * torch.arange(T)
+    c2w = torch.eye(4).repeat(T, 1, 1)
+    c2w[:, 0, 0], c2w[:, 0, 2], c2w[:, 2, 0], c2w[:, 2, 2] = yaw.cos(), yaw.sin(), -yaw.sin(), yaw.cos()
+    c2w[:, :3, 3] = torch.tensor([0.4, -0.2, 1.0]) * torch.arange(T)[:, None]
+    raymap[0, :, :16] = c2w.flatten(1)
+    raymap[..., 16:] = torch.tensor([3.0, 3.0, (W - 1) / 2, (H - 1) / 2])
+    inputs_ = dict(
+        latents=torch.randn(B, cfg.in_channels, T, H, W, generator=g),
+        timestep=torch.tensor([[0.0, 500.0, 900.0]]),
+        text=torch.randn(B, 4, cfg.caption_channels, generator=g),
+        text_mask=torch.ones(B, 4, dtype=torch.int64),
+        raymap=raymap,
+        chunk_plucker=torch.randn(B, cfg.plucker_channels, T, H, W, generator=g),
+        chunk_starts=[0, 1],
+    )
+    return model, inputs_
+
+
+@pytest.mark.parametrize("inverse", [False, True])
+def test_reference_is_the_definition(inverse):
+    x, m, cos, sin = inputs(2, 3, 10, 16, torch.float64)
+    out, ss_in, ss_out = ucpe_transform_reference(x, m.double(), cos, sin, inverse)
+    for got, want in zip((out, ss_in, ss_out), float64_transform(x, m, cos, sin, inverse)):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_kernel_only_for_16_bit_cuda_inference():
+    x = torch.zeros(1, 1, 2, 8, dtype=torch.bfloat16)
+    assert not kernel_applies(x)  # CPU
+    assert not kernel_applies(x.float())
+
+
+def test_op_cpu_implementation_is_the_reference_in_token_major_layout():
+    x, m, cos, sin = inputs(1, 2, 7, 16, torch.float32)
+    out, ss_in, ss_out = ucpe_transform_op(x, m, cos.float(), sin.float(), True)
+    assert out.stride() == (7 * 2 * 16, 16, 2 * 16, 1)  # (B, N, H, D) memory seen as (B, H, N, D)
+    want = float64_transform(x, m, cos, sin, True)
+    for got, ref in zip((out, ss_in, ss_out), want):
+        assert got.dtype == torch.float32 and rel(got, ref) < 1e-6
+
+
+def test_op_is_one_node_under_compile():
+    """The custom op traces with its fake (shapes, token-major strides) and runs as itself."""
+    x, m, cos, sin = inputs(1, 2, 7, 16, torch.float32)
+    args = (x, m, cos.float(), sin.float(), False)
+    compiled = torch.compile(ucpe_transform_op, backend="aot_eager", fullgraph=True)
+    for got, want in zip(compiled(*args), ucpe_transform_op(*args)):
+        assert got.stride() == want.stride() and torch.equal(got, want)
+
+
+@pytest.mark.parametrize("camera_rms_clamp", [False, True])
+def test_model_with_the_camera_kernel_path_matches_the_default(camera_rms_clamp):
+    """On the CPU the camera-kernel path runs the reference transform plus the code that uses
+    its sums of squares (key inflation, RMS clamps); it must compute what the default path does."""
+    model, inputs_ = tiny_model_and_inputs(camera_rms_clamp=camera_rms_clamp)
+    fused = use_camera_kernel(copy.deepcopy(model))
+    assert all(m.camera_kernel for m in fused.modules() if hasattr(m, "camera_kernel"))
+    with torch.no_grad():
+        ref, out = model(**inputs_), fused(**inputs_)
+    assert rel(out, ref) < 1e-5
+
+
+def test_kernel_in_interpreter():
+    if not HAVE_TRITON:
+        pytest.skip("triton is not installed")
+    rerun_interpreted(__file__)
+
+
+@pytest.mark.skipif(
+    not (HAVE_TRITON and INTERPRETING), reason="runs under TRITON_INTERPRET=1 (test_kernel_in_interpreter)"
+)
+@pytest.mark.parametrize("inverse", [False, True])
+def test_interpreted_kernel_matches_float64(inverse):
+    """Head width 112 (14 groups and 28 pairs, padded to 16 / 32), a partial token block, x
+    head-major or token-major, m a transposed view (as queries use it)."""
+    from sanawm.ops.ucpe import launch
+
+    x, m, cos, sin = inputs(1, 2, 45, 112, torch.float32, seed=4)
+    m_t = m.transpose(-1, -2)
+    want = float64_transform(x, m_t, cos, sin, inverse)
+    for layout in ("head-major", "token-major"):
+        xin = x if layout == "head-major" else x.transpose(1, 2).contiguous().transpose(1, 2)
+        out = torch.empty(1, 45, 2, 112).transpose(1, 2)
+        ss_in, ss_out = torch.empty(1, 2, 45), torch.empty(1, 2, 45)
+        launch(xin, m_t, cos.float(), sin.float(), inverse, out, ss_in, ss_out, block_n=16)
+        for got, ref in zip((out, ss_in, ss_out), want):
+            assert rel(got, ref) < 1e-6
+    xb = x.bfloat16()
+    out = torch.empty(1, 2, 45, 112, dtype=torch.bfloat16)
+    ss_in, ss_out = torch.empty(1, 2, 45), torch.empty(1, 2, 45)
+    launch(xb, m_t, cos.float(), sin.float(), inverse, out, ss_in, ss_out)
+    want = float64_transform(xb, m_t, cos, sin, inverse)
+    assert rel(out, want[0]) < 4e-3  # one bf16 rounding of the result
+    assert rel(ss_in, want[1]) < 1e-6 and rel(ss_out, want[2]) < 1e-5
+
+
+@pytest.mark.skipif(not HAVE_TRITON or INTERPRETING, reason="needs triton, not the interpreter")
+def test_kernel_compiles_for_sm90():
+    """Ahead-of-time build for an H100 / H200 (Triton's own ptxas, no GPU), bf16 in and out,
+    head width 112."""
+    import inspect
+
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from sanawm.ops.ucpe import BLOCK_N, NUM_WARPS, _ucpe_kernel
+
+    names = list(inspect.signature(_ucpe_kernel.fn).parameters)
+    const = dict(D=112, GROUPS=14, GROUPS_P=16, PAIRS=28, PAIRS_P=32, INVERSE=False, BLOCK_N=BLOCK_N)
+    pointers = {"x_ptr": "*bf16", "m_ptr": "*fp32", "cos_ptr": "*fp32", "sin_ptr": "*fp32", "out_ptr": "*bf16",
+                "ss_in_ptr": "*fp32", "ss_out_ptr": "*fp32"}  # fmt: skip
+    signature = {n: pointers.get(n, "constexpr" if n in const else "i32") for n in names}
+    source = ASTSource(
+        _ucpe_kernel, signature, constexprs={(names.index(n),): v for n, v in const.items()},
+        attrs={(names.index(n),): [["tt.divisibility", 16]] for n in pointers},
+    )  # fmt: skip
+    try:
+        compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": NUM_WARPS})
+    except RuntimeError as err:  # no ptxas in this triton install
+        if "ptxas" in str(err):
+            pytest.skip(str(err))
+        raise
+    ptx = compiled.asm["ptx"]
+    assert ".target sm_90" in ptx and compiled.asm["cubin"] and "ld.global" in ptx and "st.global" in ptx

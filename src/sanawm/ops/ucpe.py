@@ -139,20 +139,21 @@ if triton is not None:
         first = tl.sum(mat[:, None, :, :] * grp[:, :, None, :], axis=3)  # (BLOCK_N, GROUPS_P, 4 rows i)
         tl.store(o_row[:, None, None] + ch[None, :, :], first.to(out_ptr.dtype.element_ty), mask=ok)
 
-        # Second half: PAIRS pairs rotated by the token's angles.
+        # Second half: PAIRS pairs rotated by the token's angles (loaded and stored as
+        # (pair, 2) tiles, so each token's half-head is one contiguous access).
         p = tl.arange(0, PAIRS_P)
         p_ok = n_ok[:, None] & (p < PAIRS)[None, :]
-        re_ch = D // 2 + 2 * p
-        re = tl.load(x_row[:, None] + re_ch[None, :], mask=p_ok, other=0.0).to(tl.float32)
-        im = tl.load(x_row[:, None] + re_ch[None, :] + 1, mask=p_ok, other=0.0).to(tl.float32)
+        pair_ch = D // 2 + 2 * p[:, None] + tl.arange(0, 2)[None, :]  # (PAIRS_P, 2)
+        pair_ok = p_ok[:, :, None]
+        re, im = tl.split(tl.load(x_row[:, None, None] + pair_ch[None, :, :], mask=pair_ok, other=0.0).to(tl.float32))
         c = tl.load(cos_ptr + n[:, None] * PAIRS + p[None, :], mask=p_ok, other=0.0)
         s = tl.load(sin_ptr + n[:, None] * PAIRS + p[None, :], mask=p_ok, other=0.0)
         if INVERSE:
             s = -s
         out_re = re * c - im * s
         out_im = re * s + im * c
-        tl.store(o_row[:, None] + re_ch[None, :], out_re.to(out_ptr.dtype.element_ty), mask=p_ok)
-        tl.store(o_row[:, None] + re_ch[None, :] + 1, out_im.to(out_ptr.dtype.element_ty), mask=p_ok)
+        rotated = tl.join(out_re, out_im).to(out_ptr.dtype.element_ty)
+        tl.store(o_row[:, None, None] + pair_ch[None, :, :], rotated, mask=pair_ok)
 
         # Sums of squares over the head (the input as stored, the output as computed).
         ss_x = tl.sum(tl.sum(grp * grp, axis=2), axis=1) + tl.sum(re * re + im * im, axis=1)

@@ -101,25 +101,17 @@ def timed_runs(fn, device: torch.device, warmup: int, iters: int) -> dict:
     return {"first_call_s": first, "s_per_forward": seconds, "peak_gb": peak_memory_gb(device)}
 
 
-def rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.double(), b.double()
-    return ((a - b).norm() / b.norm()).item()
-
-
-def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
-    return torch.nn.functional.cosine_similarity(a.double().flatten(), b.double().flatten(), dim=0).item()
-
-
 # ----------------------------------------------------------------------------------------
 # Workers (one process each)
 # ----------------------------------------------------------------------------------------
 
 
 def sanawm_worker(impl: str, args, device: torch.device, dtype: torch.dtype) -> list[dict]:
-    from sanawm.benchmark import make_inputs, random_model
+    from sanawm.benchmark import cosine, make_inputs, random_model, rel_l2
     from sanawm.model.compile import compile_blocks
     from sanawm.ops.flash import use_attention_kernel
     from sanawm.ops.fp8 import convert_to_fp8
+    from sanawm.ops.gdn import use_gdn_precision
 
     if args.temporal_conv == "cudnn":  # this worker process only: the reference conv path everywhere
         from sanawm.ops import frame_conv_gemm
@@ -129,9 +121,7 @@ def sanawm_worker(impl: str, args, device: torch.device, dtype: torch.dtype) -> 
     torch.manual_seed(0)
     model = random_model(preset, device, dtype)
     if args.gdn_precision:
-        for block in model.blocks:
-            if hasattr(block.attn, "precision"):  # GDN blocks
-                block.attn.precision = args.gdn_precision
+        use_gdn_precision(model, args.gdn_precision)
     if args.camera_kernel:
         from sanawm.ops.ucpe import use_camera_kernel
 
@@ -195,7 +185,7 @@ def fp8_accuracy(model, preset: str, args, device, dtype, text_len: int, attenti
     `attention`) vs bf16 eager and vs float32; bf16 eager vs float32 for scale; the CUDA FP8
     matmul vs its float32 emulation; with attention "fp8" also the eager bf16 model with only
     its attention in FP8."""
-    from sanawm.benchmark import make_inputs, random_model
+    from sanawm.benchmark import cosine, make_inputs, random_model, rel_l2
     from sanawm.model.compile import compile_blocks
     from sanawm.ops.flash import use_attention_kernel
     from sanawm.ops.fp8 import convert_to_fp8, fp8_matmul, quantize_rows, scaled_mm_emulated
@@ -394,8 +384,13 @@ def main() -> None:
     bad = [f for f in [*args.frames, args.accuracy_frames] if f < 1 or (f - 1) % 8]
     if bad:
         parser.error(f"frame counts must be 8k+1, got {bad}")
-    if any("=" not in item for item in args.inductor):
-        parser.error(f"--inductor takes KEY=VALUE, got {args.inductor}")
+    from sanawm.benchmark import parse_inductor_options
+    from sanawm.errors import UserInputError
+
+    try:
+        parse_inductor_options(args.inductor)  # a malformed option fails here, not in every worker
+    except UserInputError as err:
+        parser.error(str(err))
     if args.inductor and args.compile_mode:
         parser.error("--inductor and --compile-mode cannot be combined (torch.compile takes one or the other)")
 

@@ -17,22 +17,8 @@ from pathlib import Path
 
 import torch
 
-from sanawm.benchmark import make_inputs, random_model
-
-
-def rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.double(), b.double()
-    return ((a - b).norm() / b.norm()).item()
-
-
-def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
-    return torch.nn.functional.cosine_similarity(a.double().flatten(), b.double().flatten(), dim=0).item()
-
-
-def set_precision(model, precision: str) -> None:
-    for block in model.blocks:
-        if hasattr(block.attn, "precision"):  # GDN blocks
-            block.attn.precision = precision
+from sanawm.benchmark import cosine, make_inputs, random_model, rel_l2
+from sanawm.ops.gdn import use_gdn_precision
 
 
 def velocities(frames: int, device: torch.device) -> dict[str, torch.Tensor]:
@@ -43,7 +29,7 @@ def velocities(frames: int, device: torch.device) -> dict[str, torch.Tensor]:
     inputs = make_inputs(model, size, device, torch.bfloat16, 300, torch.Generator().manual_seed(frames))
     with torch.inference_mode():
         for precision in ("ieee", "tf32"):
-            set_precision(model, precision)
+            use_gdn_precision(model, precision)
             out[precision] = model(**inputs).float().cpu()
     del model
     torch.cuda.empty_cache()

@@ -293,6 +293,7 @@ def main() -> None:
 
     from sanawm.model.compile import compile_blocks
     from sanawm.ops.fp8 import convert_to_fp8
+    from sanawm.ops.gdn import use_gdn_precision
 
 
     # Two block kinds per clip size (static shapes): keep every size compiled.
@@ -301,8 +302,8 @@ def main() -> None:
     model = random_model(preset, device, dtype)
     for block in model.blocks:
         block.attn.backend = args.gdn_backend
-        if args.gdn_precision and hasattr(block.attn, "precision"):
-            block.attn.precision = args.gdn_precision
+    if args.gdn_precision:
+        use_gdn_precision(model, args.gdn_precision)
     options = parse_inductor_options(args.inductor)
     if args.camera_kernel:
         from sanawm.ops.ucpe import use_camera_kernel

@@ -79,6 +79,17 @@ def test_bad_backend_and_unavailable_triton_raise():
         SanaWMConfig(gdn_precision="bf16")
 
 
+def test_use_gdn_precision_sets_every_gdn_layer():
+    from sanawm.model.attention import GDNAttention
+    from sanawm.ops.gdn import use_gdn_precision
+
+    model = build_preset("tiny", depth=3, hidden_size=32, head_dim=16, softmax_blocks=(1,))
+    layers = [m for m in model.modules() if isinstance(m, GDNAttention)]
+    assert len(layers) == 2 and {m.precision for m in layers} == {"auto"}
+    assert use_gdn_precision(model, "ieee") is model and {m.precision for m in layers} == {"ieee"}
+    assert not hasattr(model.blocks[1].attn, "precision")  # the softmax block
+
+
 @needs_triton
 def test_auto_precision_is_tf32_for_16_bit_inputs_only():
     """16-bit outputs are rounded to 16 bits anyway; float32 keeps the exact-product path."""

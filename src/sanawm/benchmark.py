@@ -277,6 +277,17 @@ def time_call(fn: Callable[[], object], device: torch.device, warmup: int = 0, i
     return statistics.median(times)
 
 
+def rel_l2(a: Tensor, b: Tensor) -> float:
+    """Relative L2 distance |a - b| / |b|, in float64."""
+    a, b = a.double(), b.double()
+    return ((a - b).norm() / b.norm()).item()
+
+
+def cosine(a: Tensor, b: Tensor) -> float:
+    """Cosine similarity of a and b flattened, in float64."""
+    return torch.nn.functional.cosine_similarity(a.double().flatten(), b.double().flatten(), dim=0).item()
+
+
 def parse_inductor_options(items: list[str]) -> dict | None:
     """KEY=VALUE strings (the scripts' repeatable `--inductor`) as torch.compile options:
     true / false as booleans (inductor checks the types), integers as int, else the string;

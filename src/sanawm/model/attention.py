@@ -288,7 +288,6 @@ class GDNAttention(_AttentionBase):
         q, k, v = self.heads(ctx, self.q_norm_cam(q), self.k_norm_cam(k), v)
         frames = (B, q.shape[1], T, S, self.head_dim)
         q, k = self._kernel_qk(q, k, S)
-        work = torch.promote_types(k.dtype, torch.float32)
         if self.camera_kernel:
             (qt, kt, vt), sums = self.camera_transform_with_sums(q, k, v, ctx.camera)
             ss_k, ss_kt = sums[1]
@@ -300,6 +299,7 @@ class GDNAttention(_AttentionBase):
             qt, kt, vt = self.camera_transform(q, k, v, ctx.camera)
             if self.camera_rms_clamp:  # the diffusers / sglang variant (SanaWMConfig.camera_rms_clamp)
                 qt, kt, vt = rms_clamp(qt, q), rms_clamp(kt, k), rms_clamp(vt, v)
+            work = torch.promote_types(k.dtype, torch.float32)
             norm_t = torch.linalg.vector_norm(kt, dim=-1, dtype=work).clamp_min(1e-6)
             norm_k = torch.linalg.vector_norm(k, dim=-1, dtype=work).clamp_min(1e-6)
         # The transforms can inflate the keys; lower beta by the frame's mean squared inflation

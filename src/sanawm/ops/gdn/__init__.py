@@ -157,8 +157,19 @@ def delta_rule(
     )
 
 
+def use_gdn_precision(model: torch.nn.Module, precision: str) -> torch.nn.Module:
+    """Set the fused kernels' precision ("auto", "ieee" or "tf32") of every GDN layer of `model`
+    (in place; what `SanaWMConfig.gdn_precision` sets at construction)."""
+    assert precision in ("auto", "ieee", "tf32"), f"GDN precision must be auto, ieee or tf32, got {precision!r}"
+    for module in model.modules():
+        if hasattr(module, "precision") and hasattr(module, "backend"):  # GDN layers
+            module.precision = precision
+    return model
+
+
 __all__ = [
     "BACKENDS",
+    "use_gdn_precision",
     "BackendChoice",
     "GDNState",
     "delta_rule",

@@ -152,3 +152,37 @@ def tiny_model_float32_attention():
         if hasattr(module, "attention_kernel"):
             module.attn_dtype = None
     return model
+
+
+def tiny_camera_dit(**overrides):
+    """A 2-block DiT (GDN, softmax; float32 attention unless overridden) with perturbed weights,
+    and the keyword inputs of one chunk-causal call over 3 frames whose camera turns and moves
+    (so the camera transforms, the key inflation and the RMS clamps all matter). `overrides` go
+    to the config (e.g. gdn_backend, camera_rms_clamp)."""
+    torch.manual_seed(0)
+    config = dict(depth=2, hidden_size=32, head_dim=16, softmax_blocks=(1,), softmax_attn_dtype=None)
+    model = build_preset("tiny", **{**config, **overrides})
+    model.init_weights()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    model.eval()
+    cfg, (B, T, H, W) = model.config, (1, 3, 2, 3)
+    g = torch.Generator().manual_seed(1)
+    raymap = torch.zeros(B, T, 20)
+    yaw = 0.3 * torch.arange(T)
+    c2w = torch.eye(4).repeat(T, 1, 1)
+    c2w[:, 0, 0], c2w[:, 0, 2], c2w[:, 2, 0], c2w[:, 2, 2] = yaw.cos(), yaw.sin(), -yaw.sin(), yaw.cos()
+    c2w[:, :3, 3] = torch.tensor([0.4, -0.2, 1.0]) * torch.arange(T)[:, None]
+    raymap[0, :, :16] = c2w.flatten(1)
+    raymap[..., 16:] = torch.tensor([3.0, 3.0, (W - 1) / 2, (H - 1) / 2])
+    inputs = dict(
+        latents=torch.randn(B, cfg.in_channels, T, H, W, generator=g),
+        timestep=torch.tensor([[0.0, 500.0, 900.0]]),
+        text=torch.randn(B, 4, cfg.caption_channels, generator=g),
+        text_mask=torch.ones(B, 4, dtype=torch.int64),
+        raymap=raymap,
+        chunk_plucker=torch.randn(B, cfg.plucker_channels, T, H, W, generator=g),
+        chunk_starts=[0, 1],
+    )
+    return model, inputs

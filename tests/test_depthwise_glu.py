@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _triton_interpreter import HAVE_TRITON, INTERPRETING, rerun_interpreted
+from _triton_interpreter import HAVE_TRITON, INTERPRETING, build_for_sm90, rerun_interpreted
 
 from sanawm.ops.depthwise_glu import silu_depthwise_glu, silu_depthwise_glu_op, silu_depthwise_glu_reference
 
@@ -128,27 +128,12 @@ def test_kernel_compiles_for_sm90():
     FFN launches it (bf16 in and out, 16-byte aligned pointers and strides)."""
     import inspect
 
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
     from sanawm.ops.depthwise_glu import BLOCK_C, BLOCK_W, NUM_WARPS, _depthwise_glu_kernel
 
-    names = list(inspect.signature(_depthwise_glu_kernel.fn).parameters)
-    const = {"BLOCK_W": BLOCK_W, "BLOCK_C": BLOCK_C}
+    strides = [n for n in inspect.signature(_depthwise_glu_kernel.fn).parameters if n.startswith("stride")]
     pointers = {"act": "*bf16", "taps": "*fp32", "bias": "*fp32", "out": "*bf16"}
-    signature = {n: pointers.get(n, "constexpr" if n in const else "i32") for n in names}
-    aligned = [n for n in names if n in pointers or n.startswith("stride")]
-    source = ASTSource(
-        _depthwise_glu_kernel, signature, constexprs={(names.index(n),): v for n, v in const.items()},
-        attrs={(names.index(n),): [["tt.divisibility", 16]] for n in aligned},
-    )  # fmt: skip
-    try:
-        compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": NUM_WARPS})
-    except RuntimeError as err:  # no ptxas in this triton install
-        if "ptxas" in str(err):
-            pytest.skip(str(err))
-        raise
+    compiled = build_for_sm90(_depthwise_glu_kernel, pointers, {"BLOCK_W": BLOCK_W, "BLOCK_C": BLOCK_C}, NUM_WARPS,
+                              aligned=strides)  # fmt: skip
     assert compiled.metadata.num_warps == NUM_WARPS and compiled.asm["cubin"]
     ptx = compiled.asm["ptx"]
     assert ".target sm_90" in ptx and "ld.global" in ptx and "st.global" in ptx

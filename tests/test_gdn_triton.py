@@ -14,7 +14,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from _triton_interpreter import HAVE_TRITON, INTERPRETING, rerun_interpreted
+from _tiny_models import tiny_camera_dit
+from _triton_interpreter import HAVE_TRITON, INTERPRETING, build_for_sm90, rerun_interpreted
 
 from sanawm.errors import UserInputError
 from sanawm.model import build_preset
@@ -258,35 +259,11 @@ def test_interpreted_model_forward(monkeypatch):
         return kernels(*args, **kwargs)
 
     monkeypatch.setattr(fused, "_fused", spy)
-    B, T, H, W = 1, 3, 2, 3
     outputs = {}
     for backend in ("torch", "triton"):
-        torch.manual_seed(0)
-        model = build_preset(
-            "tiny", depth=2, hidden_size=32, head_dim=16, softmax_blocks=(1,), softmax_attn_dtype=None,
-            gdn_backend=backend, gdn_precision="tf32",
-        )  # fmt: skip
-        model.init_weights()
+        model, inputs = tiny_camera_dit(gdn_backend=backend, gdn_precision="tf32")
         with torch.no_grad():
-            for p in model.parameters():
-                p.add_(0.05 * torch.randn_like(p))
-        model.eval()
-        cfg = model.config
-        g = torch.Generator().manual_seed(1)
-        raymap = torch.zeros(B, T, 20)
-        raymap[..., :16] = torch.eye(4).flatten()
-        raymap[..., 11] = torch.arange(T) * 0.1  # move along z
-        raymap[..., 16:] = torch.tensor([3.0, 3.0, (W - 1) / 2, (H - 1) / 2])
-        inputs = dict(
-            latents=torch.randn(B, cfg.in_channels, T, H, W, generator=g),
-            timestep=torch.tensor([[0.0, 500.0, 900.0]]),
-            text=torch.randn(B, 4, cfg.caption_channels, generator=g),
-            text_mask=torch.ones(B, 4, dtype=torch.int64),
-            raymap=raymap,
-            chunk_plucker=torch.randn(B, cfg.plucker_channels, T, H, W, generator=g),
-        )
-        with torch.no_grad():
-            outputs[backend] = model(**inputs, chunk_starts=[0, 1])
+            outputs[backend] = model(**inputs)
     ref = outputs["torch"]
     assert rel(outputs["triton"], ref.double()) < 1e-5  # the interpreter computes tf32 dots in fp32
     assert precisions == ["tf32", "tf32"]
@@ -298,30 +275,13 @@ def test_transition_kernel_compiles_for_sm90_with_tf32_storage(tf32_mma):
     """Ahead-of-time build of the transition kernel for an H100 / H200 (Triton's own ptxas, no
     GPU) in tf32 precision, its products in tf32 or from bf16 pieces
     (Tuning.tf32_transition_pieces): tf32 or bf16 tensor-core instructions, W stored as fp32."""
-    import inspect
-
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
     from sanawm.ops.gdn.fused import _transition_kernel
 
-    names = list(inspect.signature(_transition_kernel.fn).parameters)
     const = dict(GROUP=0, G=2, R=144, ROW0=0, DECAY=True, ROW_SUM=False, Z_ROWS=16, A_PIECES=2, B_PIECES=1,
                  TF32=True, TF32_MMA=tf32_mma, INTERPRET=False, P=128, BLOCK_S=64, BLOCK_N=64)  # fmt: skip
     pointers = {"a_ptr": "*bf16", "b_ptr": "*bf16", "beta_ptr": "*bf16", "gamma_ptr": "*fp32", "w_ptr": "*fp32",
                 "u_ptr": "*fp32"}  # fmt: skip
-    signature = {n: pointers.get(n, "constexpr" if n in const else "i32") for n in names}
-    source = ASTSource(
-        _transition_kernel, signature, constexprs={(names.index(n),): v for n, v in const.items()},
-        attrs={(names.index(n),): [["tt.divisibility", 16]] for n in pointers},
-    )  # fmt: skip
-    try:
-        compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})
-    except RuntimeError as err:  # no ptxas in this triton install
-        if "ptxas" in str(err):
-            pytest.skip(str(err))
-        raise
+    compiled = build_for_sm90(_transition_kernel, pointers, const, num_warps=4)
     ptx = compiled.asm["ptx"]
     assert ".target sm_90" in ptx and compiled.asm["cubin"]
     kind = "f32.tf32.tf32" if tf32_mma else "f32.bf16.bf16"

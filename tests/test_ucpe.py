@@ -13,7 +13,8 @@ import copy
 
 import pytest
 import torch
-from _triton_interpreter import HAVE_TRITON, INTERPRETING, rerun_interpreted
+from _tiny_models import tiny_camera_dit
+from _triton_interpreter import HAVE_TRITON, INTERPRETING, build_for_sm90, rerun_interpreted
 
 from sanawm.ops.ucpe import kernel_applies, ucpe_transform_op, ucpe_transform_reference, use_camera_kernel
 
@@ -47,40 +48,6 @@ def float64_transform(x, m, cos, sin, inverse):
 
 def rel(a, b):
     return ((a.double() - b.double()).norm() / b.double().norm()).item()
-
-
-def tiny_model_and_inputs(camera_rms_clamp: bool):
-    """A 2-block DiT (GDN, softmax; float32 attention) with perturbed weights, and a camera that
-    turns and moves (so the transforms and the clamp matter), chunk-causal over 3 frames."""
-    from sanawm.model import build_preset
-
-    torch.manual_seed(0)
-    model = build_preset("tiny", depth=2, hidden_size=32, head_dim=16, softmax_blocks=(1,),
-                         softmax_attn_dtype=None, camera_rms_clamp=camera_rms_clamp)  # fmt: skip
-    model.init_weights()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    model.eval()
-    cfg, (B, T, H, W) = model.config, (1, 3, 2, 3)
-    g = torch.Generator().manual_seed(1)
-    raymap = torch.zeros(B, T, 20)
-    yaw = 0.3 * torch.arange(T)
-    c2w = torch.eye(4).repeat(T, 1, 1)
-    c2w[:, 0, 0], c2w[:, 0, 2], c2w[:, 2, 0], c2w[:, 2, 2] = yaw.cos(), yaw.sin(), -yaw.sin(), yaw.cos()
-    c2w[:, :3, 3] = torch.tensor([0.4, -0.2, 1.0]) * torch.arange(T)[:, None]
-    raymap[0, :, :16] = c2w.flatten(1)
-    raymap[..., 16:] = torch.tensor([3.0, 3.0, (W - 1) / 2, (H - 1) / 2])
-    inputs_ = dict(
-        latents=torch.randn(B, cfg.in_channels, T, H, W, generator=g),
-        timestep=torch.tensor([[0.0, 500.0, 900.0]]),
-        text=torch.randn(B, 4, cfg.caption_channels, generator=g),
-        text_mask=torch.ones(B, 4, dtype=torch.int64),
-        raymap=raymap,
-        chunk_plucker=torch.randn(B, cfg.plucker_channels, T, H, W, generator=g),
-        chunk_starts=[0, 1],
-    )
-    return model, inputs_
 
 
 @pytest.mark.parametrize("inverse", [False, True])
@@ -119,7 +86,7 @@ def test_op_is_one_node_under_compile():
 def test_model_with_the_camera_kernel_path_matches_the_default(camera_rms_clamp):
     """On the CPU the camera-kernel path runs the reference transform plus the code that uses
     its sums of squares (key inflation, RMS clamps); it must compute what the default path does."""
-    model, inputs_ = tiny_model_and_inputs(camera_rms_clamp=camera_rms_clamp)
+    model, inputs_ = tiny_camera_dit(camera_rms_clamp=camera_rms_clamp)
     fused = use_camera_kernel(copy.deepcopy(model))
     assert all(m.camera_kernel for m in fused.modules() if hasattr(m, "camera_kernel"))
     with torch.no_grad():
@@ -165,28 +132,11 @@ def test_interpreted_kernel_matches_float64(inverse):
 def test_kernel_compiles_for_sm90():
     """Ahead-of-time build for an H100 / H200 (Triton's own ptxas, no GPU), bf16 in and out,
     head width 112."""
-    import inspect
-
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
     from sanawm.ops.ucpe import BLOCK_N, NUM_WARPS, _ucpe_kernel
 
-    names = list(inspect.signature(_ucpe_kernel.fn).parameters)
     const = dict(D=112, GROUPS=14, GROUPS_P=16, PAIRS=28, PAIRS_P=32, INVERSE=False, BLOCK_N=BLOCK_N)
     pointers = {"x_ptr": "*bf16", "m_ptr": "*fp32", "cos_ptr": "*fp32", "sin_ptr": "*fp32", "out_ptr": "*bf16",
                 "ss_in_ptr": "*fp32", "ss_out_ptr": "*fp32"}  # fmt: skip
-    signature = {n: pointers.get(n, "constexpr" if n in const else "i32") for n in names}
-    source = ASTSource(
-        _ucpe_kernel, signature, constexprs={(names.index(n),): v for n, v in const.items()},
-        attrs={(names.index(n),): [["tt.divisibility", 16]] for n in pointers},
-    )  # fmt: skip
-    try:
-        compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": NUM_WARPS})
-    except RuntimeError as err:  # no ptxas in this triton install
-        if "ptxas" in str(err):
-            pytest.skip(str(err))
-        raise
+    compiled = build_for_sm90(_ucpe_kernel, pointers, const, NUM_WARPS)
     ptx = compiled.asm["ptx"]
     assert ".target sm_90" in ptx and compiled.asm["cubin"] and "ld.global" in ptx and "st.global" in ptx

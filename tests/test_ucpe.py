@@ -124,7 +124,9 @@ def test_interpreted_kernel_matches_float64(inverse):
     ss_in, ss_out = torch.empty(1, 2, 45), torch.empty(1, 2, 45)
     launch(xb, m_t, cos.float(), sin.float(), inverse, out, ss_in, ss_out)
     want = float64_transform(xb, m_t, cos, sin, inverse)
-    assert rel(out, want[0]) < 4e-3  # one bf16 rounding of the result
+    # One bf16 rounding of the result and nothing more: every element within 2^-7 of itself
+    # (the interpreter truncates: rel. L2 3.4e-3; the old bound here, 4e-3 in L2, sat 1.2x above it).
+    assert ((out.double() - want[0]).abs() <= 2**-7 * want[0].abs() + 1e-6).all()
     assert rel(ss_in, want[1]) < 1e-6 and rel(ss_out, want[2]) < 1e-5
 
 

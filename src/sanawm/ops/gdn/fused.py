@@ -33,9 +33,10 @@ Precision (`precision=`):
   blocks are added in (rounded) fp32. Measured on an H100 against float64: relative L2 error
   <= 2.6e-7 (output) and <= 4.4e-7 (final state) for fp32 and bf16 inputs, like the PyTorch
   fp32 path (~2.4e-7); bf16 outputs carry exactly the bf16 rounding of the exact result.
-- "tf32": one tf32 tensor-core product per dot (operands lose 13 significand bits; bf16
-  inputs are exact in tf32, products with beta or a state are not). Relative error ~1e-3
-  to 2e-3; 12-16 % faster at the 2.6B shapes.
+- "tf32": states and transitions stored in fp32, products with a state in tf32 (operands
+  lose 13 significand bits); transition products of bf16 inputs from their exact bf16 pieces
+  (`Tuning.tf32_transition_pieces`). Relative error ~1e-3 to 2e-3; faster at the 2.6B shapes
+  (H200, one `gdn` call: 4.86 ms "ieee", 3.98 ms "tf32").
 - "auto" (the default): "tf32" for bf16 / fp16 inputs, "ieee" for fp32. A bf16 output is
   rounded to 8 significand bits anyway: on 880-token frames of 112-wide heads (H200,
   benchmarks/logs/check_gdn_gpu_sweep_h200.log) tf32 puts the bf16 output 1.8e-3 (gdn) and
@@ -90,13 +91,15 @@ class Tuning:
     readout_block_s: int = 64
     readout_warps: int = 4
     readout_stages: int = 2
-    tf32_transition_pieces: int = 0
+    tf32_transition_pieces: int = 3
     """Precision "tf32" only: a transition product whose factors are bf16 inputs, the weighted
     one exact in at most this many bf16 pieces (2 with a bf16 beta, 3 with an fp32 beta), is
     computed from those pieces on the bf16 tensor cores instead of in tf32 (0: never); the
-    transitions are still stored in fp32 for the tf32 scan. Why: in a 961-frame forward on an
-    H200 the transition kernel took 68 ms in "ieee" and 77 ms in tf32, the scan and read-out
-    the other way round (benchmarks/logs/profile_dit_h200_961_flash4_{dw,tf32}.log)."""
+    transitions are still stored in fp32 for the tf32 scan. The pieces' products are exact, so
+    this is both more accurate and faster than tf32 products: on an H200 at the 2.6B shapes
+    (880-token frames, 121 frames, 20 heads of 112) one `gdn` call took 4.75 ms with tf32
+    products and 3.98 ms from pieces, one `delta_rule` call (fp32 beta) 3.58 and 3.40 ms
+    (benchmarks/logs/check_gdn_gpu_sweep_h200_pieces.log)."""
 
 
 DEFAULT_TUNING = Tuning()

@@ -36,8 +36,7 @@ Implementations:
 default the model's "auto": tf32 for bf16) and `--inductor KEY=VALUE` (repeatable) passes
 inductor options to the compiled implementations (e.g. coordinate_descent_tuning=true, what
 `--compile tuned` sets); the records keep both, and the impl of a run with inductor options
-gets the suffix "-tuned". `--camera-kernel` runs the sanawm implementations with
-`sanawm.ops.ucpe.use_camera_kernel` (the camera transforms in one Triton pass each).
+gets the suffix "-tuned".
 
 `--temporal-conv cudnn` runs the sanawm implementations with the FFN's temporal conv + residual
 on the reference conv path (cuDNN) instead of the GEMM op (`sanawm.ops.frame_conv_gemm`), to
@@ -122,10 +121,6 @@ def sanawm_worker(impl: str, args, device: torch.device, dtype: torch.dtype) -> 
     model = random_model(preset, device, dtype)
     if args.gdn_precision:
         use_gdn_precision(model, args.gdn_precision)
-    if args.camera_kernel:
-        from sanawm.ops.ucpe import use_camera_kernel
-
-        use_camera_kernel(model)
     text_len = min(args.text_len, model.config.max_text_len)
     extra: dict = {}
     if PRECISION[impl] == "fp8":
@@ -156,7 +151,6 @@ def sanawm_worker(impl: str, args, device: torch.device, dtype: torch.dtype) -> 
         if args.inductor and impl != "sanawm-eager":
             rec["inductor_options"] = inductor_options(args)
         rec["gdn_precision"] = args.gdn_precision or model.config.gdn_precision
-        rec["camera_kernel"] = args.camera_kernel
         print(f"[{impl}] {frames} frames: {rec['s_per_forward']:.3f} s, first call {rec['first_call_s']:.1f} s",
               flush=True)  # fmt: skip
         records.append(record(impl, frames, rec, device, suffix="-tuned" if inductor_options(args) else ""))
@@ -307,7 +301,6 @@ def run_worker(impl: str, args, timeout: float) -> list[dict]:
         cmd += ["--temporal-conv", args.temporal_conv]
         cmd += ["--gdn-precision", args.gdn_precision] if args.gdn_precision else []
         cmd += [f"--inductor={item}" for item in args.inductor]
-        cmd += ["--camera-kernel"] if args.camera_kernel else []
         t0 = time.perf_counter()
         try:
             proc = subprocess.run(cmd, timeout=timeout, check=False)
@@ -370,8 +363,6 @@ def main() -> None:
                         help="the GDN kernels' precision (default: the model's, auto = tf32 for bf16)")
     parser.add_argument("--inductor", action="append", default=[], metavar="KEY=VALUE",
                         help="inductor option for the compiled implementations (repeatable)")
-    parser.add_argument("--camera-kernel", action="store_true",
-                        help="the camera transforms through sanawm.ops.ucpe (use_camera_kernel)")
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--text-len", type=int, default=300)
     parser.add_argument("--tiny", action="store_true", help="tiny models on the CPU, float32")

@@ -263,8 +263,6 @@ def main() -> None:
     parser.add_argument("--gdn-precision", default=None, choices=["ieee", "tf32"],
                         help="the fused GDN kernels' precision (default: the model's, auto = tf32 for bf16)")
     parser.add_argument("--compile", action="store_true", help="regional torch.compile (compile_blocks)")
-    parser.add_argument("--camera-kernel", action="store_true",
-                        help="the camera transforms through sanawm.ops.ucpe (use_camera_kernel)")
     parser.add_argument("--inductor", action="append", default=[], metavar="KEY=VALUE",
                         help="inductor option for --compile (repeatable), e.g. coordinate_descent_tuning=1")
     parser.add_argument("--variants", nargs="+", default=["bf16"], choices=["bf16", "fp8"])
@@ -305,10 +303,6 @@ def main() -> None:
     if args.gdn_precision:
         use_gdn_precision(model, args.gdn_precision)
     options = parse_inductor_options(args.inductor)
-    if args.camera_kernel:
-        from sanawm.ops.ucpe import use_camera_kernel
-
-        use_camera_kernel(model)
     use_attention_kernel(model, args.attention)
     text_len = min(300, model.config.max_text_len)
     if args.velocity_check:
@@ -328,7 +322,6 @@ def main() -> None:
             res.update(variant=variant, compiled=args.compile, attention=args.attention, latents="x".join(map(str, size)),
                        gdn_backend=args.gdn_backend, preset=preset, inductor_options=options,
                        gdn_precision=args.gdn_precision or model.config.gdn_precision,
-                       camera_kernel=args.camera_kernel,
                        gpu=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu")  # fmt: skip
             results.append(res)
             title = (f"=== {preset} {res['latents']} {variant}{' compiled' if args.compile else ''}: "

@@ -1,30 +1,34 @@
 """The UCPE camera transform of one tensor in one pass, with the squared norms the camera
 branch needs around it.
 
-    out, ss_in, ss_out = ucpe_transform(x, m, cos, sin, inverse_rope)
+    out, ss_in, ss_out = ucpe_transform_op(x, m, cos, sin, inverse_rope)
 
 x (B, H, N, D) (any strides, unit last stride), m (B, N, 4, 4) float32 (any strides): each
 group of 4 channels of the first half of a head becomes m[b, n] @ group; the second half's
-D/4 channel pairs are rotated by cos / sin (N, D/4) (by -sin with `inverse_rope`), as
+D/4 channel pairs are rotated by cos / sin (N, D/4) float32 (by -sin with `inverse_rope`), as
 `sanawm.model.camera` does it. ss_in / ss_out (B, H, N) float32 are the sums of squares of x
 and of the result over D: the GDN blocks' key-inflation factor and the RMS clamp read them, so
-neither needs another pass over the tensors.
+neither needs another pass over the tensors. The result comes token-major ((B, N, H, D) memory).
 
 - `ucpe_transform_reference`: the model's own transform (`sanawm.model.camera`) plus the sums,
-  in PyTorch (what the CPU runs and the tests hold the kernel to).
+  in PyTorch (the op's CPU implementation; the tests hold the kernel to it).
 - On CUDA (custom op `sanawm::ucpe_transform`, one opaque node under torch.compile): one Triton
   program per block of tokens and head reads x once and writes the result once; the 4x4
-  products and the rotation are done in float32 and rounded once.
+  products and the rotation are done in float32 and rounded once. The attention layers take
+  this path where `kernel_applies` (16-bit CUDA inference).
 
-Why: in a compiled 961-frame forward on an H200 inductor's kernels for these transforms and
-their norms took ~6 ms per GDN block where reading and writing the tensors once takes ~1.2 ms
-(benchmarks/README.md). Opt-in (`use_camera_kernel`) until measured on the GPU.
+On an H200 (961 frames: 106,480 tokens x 20 heads of 112, bf16) one call takes 0.62-0.84 ms
+(1.1-1.5 TB/s of the bytes one pass moves) where inductor's kernel for the same transform and
+sums takes 2.0 ms (scripts/bench_ucpe.py), and the compiled 961-frame forward is 2.816 -> 2.744 s
+(benchmarks/README.md). The first version, a program per token block walking all tokens of one
+head before the next head, with 4 x 4 products as broadcast-and-sum over 4-D tiles, took 1.8 ms
+per call and made the forward 8 ms slower.
 """
 
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 try:
     import triton
@@ -32,16 +36,9 @@ try:
 except ImportError:  # CPU-only installs: the reference runs
     triton = None
 
-BLOCK_N = 32
-"""Tokens per program."""
+BLOCK_N = 64
+"""Tokens per program (the fastest of 16 / 32 / 64 / 128 on an H200, scripts/bench_ucpe.py)."""
 NUM_WARPS = 4
-
-
-def ucpe_transform(x: Tensor, m: Tensor, cos: Tensor, sin: Tensor, inverse_rope: bool) -> tuple[Tensor, Tensor, Tensor]:
-    """(transformed x, ss_in, ss_out); the kernel where `kernel_applies`, else the reference."""
-    if kernel_applies(x):
-        return ucpe_transform_op(x, m, cos.float(), sin.float(), inverse_rope)
-    return ucpe_transform_reference(x, m, cos, sin, inverse_rope)
 
 
 def kernel_applies(x: Tensor) -> bool:
@@ -54,7 +51,7 @@ def kernel_applies(x: Tensor) -> bool:
 def ucpe_transform_reference(
     x: Tensor, m: Tensor, cos: Tensor, sin: Tensor, inverse_rope: bool
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """The model's transform (`sanawm.model.camera._split_apply`) and the sums of squares."""
+    """The model's transform (`sanawm.model.camera.split_apply`) and the sums of squares."""
     from sanawm.model.camera import split_apply
     from sanawm.model.rope import Rotation
 
@@ -97,12 +94,10 @@ def launch(x: Tensor, m: Tensor, cos: Tensor, sin: Tensor, inverse_rope: bool, o
     assert D % 8 == 0 and x.stride(-1) == 1 and out.stride(-1) == 1, "ucpe_transform: head width / layout"
     assert cos.shape == sin.shape == (N, D // 4) and cos.dtype == sin.dtype == torch.float32
     cos, sin = cos.contiguous(), sin.contiguous()
-    groups, pairs = D // 8, D // 4
-    grid = (triton.cdiv(N, block_n), B * H)
+    grid = (B * H * triton.cdiv(N, block_n),)
     _ucpe_kernel[grid](
-        x, *x.stride()[:3], m, *m.stride(), cos, sin, out, *out.stride()[:3], ss_in, ss_out, H, N,
-        D=D, GROUPS=groups, GROUPS_P=triton.next_power_of_2(groups), PAIRS=pairs,
-        PAIRS_P=triton.next_power_of_2(pairs), INVERSE=inverse_rope, BLOCK_N=block_n, num_warps=num_warps,
+        x, *x.stride()[:3], m, *m.stride(), cos, sin, out, *out.stride()[:3], ss_in, ss_out, B * H, H, N,
+        D=D, D_P=triton.next_power_of_2(D), INVERSE=inverse_rope, BLOCK_N=block_n, num_warps=num_warps,
     )  # fmt: skip
 
 
@@ -115,60 +110,77 @@ if triton is not None:
         cos_ptr, sin_ptr,
         out_ptr, o_sb, o_sh, o_sn,
         ss_in_ptr, ss_out_ptr,
-        H, N,
-        D: tl.constexpr, GROUPS: tl.constexpr, GROUPS_P: tl.constexpr, PAIRS: tl.constexpr,
-        PAIRS_P: tl.constexpr, INVERSE: tl.constexpr, BLOCK_N: tl.constexpr,
+        BH, H, N,
+        D: tl.constexpr, D_P: tl.constexpr, INVERSE: tl.constexpr, BLOCK_N: tl.constexpr,
     ):  # fmt: skip
-        bh = tl.program_id(1)
+        # Heads vary fastest between consecutive programs: the heads of a token block sit side
+        # by side in the token-major activations, and the block's matrices and angles are read
+        # from memory once and from L2 by the other heads.
+        pid = tl.program_id(0)
+        bh = pid % BH
         b = bh // H
         h = bh % H
-        n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        n = (pid // BH) * BLOCK_N + tl.arange(0, BLOCK_N)
         n_ok = n < N
-        x_row = x_ptr + b * x_sb + h * x_sh + n * x_sn  # (BLOCK_N,) pointers
-        o_row = out_ptr + b * o_sb + h * o_sh + n * o_sn
+        d = tl.arange(0, D_P)
+        tile_ok = n_ok[:, None] & (d < D)[None, :]
+        x_tile = x_ptr + b * x_sb + h * x_sh + n.to(tl.int64)[:, None] * x_sn + d[None, :]
+        x = tl.load(x_tile, mask=tile_ok, other=0.0).to(tl.float32)  # each token's head, contiguous
 
-        # First half: GROUPS groups of 4 channels, each multiplied by m[b, n] (4 x 4).
-        g = tl.arange(0, GROUPS_P)
-        j = tl.arange(0, 4)
-        ch = g[:, None] * 4 + j[None, :]  # (GROUPS_P, 4) channel index
-        ok = n_ok[:, None, None] & (g < GROUPS)[None, :, None]
-        grp = tl.load(x_row[:, None, None] + ch[None, :, :], mask=ok, other=0.0).to(tl.float32)
-        m_row = m_ptr + b * m_sb + n * m_sn
-        mat = tl.load(m_row[:, None, None] + j[None, :, None] * m_si + j[None, None, :] * m_sj,
-                      mask=n_ok[:, None, None], other=0.0)  # fmt: skip  # (BLOCK_N, 4 rows i, 4 cols j)
-        first = tl.sum(mat[:, None, :, :] * grp[:, :, None, :], axis=3)  # (BLOCK_N, GROUPS_P, 4 rows i)
-        tl.store(o_row[:, None, None] + ch[None, :, :], first.to(out_ptr.dtype.element_ty), mask=ok)
-
-        # Second half: PAIRS pairs rotated by the token's angles (loaded and stored as
-        # (pair, 2) tiles, so each token's half-head is one contiguous access).
-        p = tl.arange(0, PAIRS_P)
-        p_ok = n_ok[:, None] & (p < PAIRS)[None, :]
-        pair_ch = D // 2 + 2 * p[:, None] + tl.arange(0, 2)[None, :]  # (PAIRS_P, 2)
-        pair_ok = p_ok[:, :, None]
-        re, im = tl.split(tl.load(x_row[:, None, None] + pair_ch[None, :, :], mask=pair_ok, other=0.0).to(tl.float32))
-        c = tl.load(cos_ptr + n[:, None] * PAIRS + p[None, :], mask=p_ok, other=0.0)
-        s = tl.load(sin_ptr + n[:, None] * PAIRS + p[None, :], mask=p_ok, other=0.0)
+        # Both halves are, per group g of 4 channels (c = 4g + i), out_i = sum_j A_ij x_j: the
+        # token's matrix m[b, n] in the first half; in the second half the rotations of the
+        # group's two channel pairs (2 x 2 blocks on the diagonal). The four channels of a group
+        # are split out of the tile (they are adjacent in each thread's registers).
+        G: tl.constexpr = D_P // 4
+        x0, x1, x2, x3 = _quarters(x, BLOCK_N, G)
+        g = tl.arange(0, G)
+        in_first = (g < D // 8)[None, :]
+        m_row = m_ptr + b * m_sb + n.to(tl.int64) * m_sn
+        r0 = _matrix_row(m_row + 0 * m_si, m_sj, n_ok, x0, x1, x2, x3)
+        r1 = _matrix_row(m_row + 1 * m_si, m_sj, n_ok, x0, x1, x2, x3)
+        r2 = _matrix_row(m_row + 2 * m_si, m_sj, n_ok, x0, x1, x2, x3)
+        r3 = _matrix_row(m_row + 3 * m_si, m_sj, n_ok, x0, x1, x2, x3)
+        # Second half: group g holds pairs 2 (g - D/8) and 2 (g - D/8) + 1 of the rotation.
+        PAIRS: tl.constexpr = D // 4
+        pair = 2 * (g - D // 8)
+        angle_ok = n_ok[:, None] & ((pair >= 0) & (pair < PAIRS))[None, :]
+        angle = n.to(tl.int64)[:, None] * PAIRS + pair[None, :]
+        c_a = tl.load(cos_ptr + angle, mask=angle_ok, other=0.0)
+        s_a = tl.load(sin_ptr + angle, mask=angle_ok, other=0.0)
+        c_b = tl.load(cos_ptr + angle + 1, mask=angle_ok, other=0.0)
+        s_b = tl.load(sin_ptr + angle + 1, mask=angle_ok, other=0.0)
         if INVERSE:
-            s = -s
-        out_re = re * c - im * s
-        out_im = re * s + im * c
-        rotated = tl.join(out_re, out_im).to(out_ptr.dtype.element_ty)
-        tl.store(o_row[:, None, None] + pair_ch[None, :, :], rotated, mask=pair_ok)
+            s_a = -s_a
+            s_b = -s_b
+        o0 = tl.where(in_first, r0, x0 * c_a - x1 * s_a)
+        o1 = tl.where(in_first, r1, x0 * s_a + x1 * c_a)
+        o2 = tl.where(in_first, r2, x2 * c_b - x3 * s_b)
+        o3 = tl.where(in_first, r3, x2 * s_b + x3 * c_b)
+        out = tl.reshape(tl.join(tl.join(o0, o2), tl.join(o1, o3)), (BLOCK_N, D_P))
+        o_tile = out_ptr + b * o_sb + h * o_sh + n.to(tl.int64)[:, None] * o_sn + d[None, :]
+        tl.store(o_tile, out.to(out_ptr.dtype.element_ty), mask=tile_ok)
 
-        # Sums of squares over the head (the input as stored, the output as computed).
-        ss_x = tl.sum(tl.sum(grp * grp, axis=2), axis=1) + tl.sum(re * re + im * im, axis=1)
-        ss_o = tl.sum(tl.sum(first * first, axis=2), axis=1) + tl.sum(out_re * out_re + out_im * out_im, axis=1)
-        tl.store(ss_in_ptr + bh * N + n, ss_x, mask=n_ok)
-        tl.store(ss_out_ptr + bh * N + n, ss_o, mask=n_ok)
+        # Sums of squares over the head (the input as stored, the output as computed; padded
+        # channels are zero in both).
+        tl.store(ss_in_ptr + bh * N + n, tl.sum(x * x, axis=1), mask=n_ok)
+        tl.store(ss_out_ptr + bh * N + n, tl.sum(o0 * o0 + o1 * o1 + o2 * o2 + o3 * o3, axis=1), mask=n_ok)
+
+    @triton.jit
+    def _quarters(x, BLOCK_N: tl.constexpr, G: tl.constexpr):
+        """(BLOCK_N, 4 G) -> channels 4g, 4g + 1, 4g + 2, 4g + 3 as four (BLOCK_N, G) tiles."""
+        even, odd = tl.split(tl.reshape(x, (BLOCK_N, G, 2, 2)))  # [.., a, c] = channel 4g + 2a + c
+        x0, x2 = tl.split(even)
+        x1, x3 = tl.split(odd)
+        return x0, x1, x2, x3
+
+    @triton.jit
+    def _matrix_row(m_i, m_sj, n_ok, x0, x1, x2, x3):
+        """Row i of each token's matrix (pointers m_i, (BLOCK_N,)) times its groups' channels."""
+        m0 = tl.load(m_i, mask=n_ok, other=0.0)[:, None]
+        m1 = tl.load(m_i + m_sj, mask=n_ok, other=0.0)[:, None]
+        m2 = tl.load(m_i + 2 * m_sj, mask=n_ok, other=0.0)[:, None]
+        m3 = tl.load(m_i + 3 * m_sj, mask=n_ok, other=0.0)[:, None]
+        return m0 * x0 + m1 * x1 + m2 * x2 + m3 * x3
 
 
-def use_camera_kernel(model: nn.Module, on: bool = True) -> nn.Module:
-    """Run the camera transforms of every attention layer of `model` through `ucpe_transform`
-    (in place; where `kernel_applies`, i.e. CUDA inference in 16-bit, the Triton kernel)."""
-    for module in model.modules():
-        if hasattr(module, "camera_kernel"):
-            module.camera_kernel = on
-    return model
-
-
-__all__ = ["ucpe_transform", "ucpe_transform_reference", "kernel_applies", "launch", "use_camera_kernel"]
+__all__ = ["ucpe_transform_op", "ucpe_transform_reference", "kernel_applies", "launch"]

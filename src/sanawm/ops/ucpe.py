@@ -17,12 +17,13 @@ neither needs another pass over the tensors. The result comes token-major ((B, N
   products and the rotation are done in float32 and rounded once. The attention layers take
   this path where `kernel_applies` (16-bit CUDA inference).
 
-On an H200 (961 frames: 106,480 tokens x 20 heads of 112, bf16) one call takes 0.62-0.84 ms
-(1.1-1.5 TB/s of the bytes one pass moves) where inductor's kernel for the same transform and
-sums takes 2.0 ms (scripts/bench_ucpe.py), and the compiled 961-frame forward is 2.816 -> 2.744 s
-(benchmarks/README.md). The first version, a program per token block walking all tokens of one
-head before the next head, with 4 x 4 products as broadcast-and-sum over 4-D tiles, took 1.8 ms
-per call and made the forward 8 ms slower.
+On an H200 (961 frames: 106,480 tokens x 20 heads of 112, bf16) one call takes 0.58-0.62 ms
+(1.5-1.65 TB/s of the bytes one pass moves) where inductor's kernel for the same transform and
+sums takes 2.0 ms (scripts/bench_ucpe.py, benchmarks/logs/bench_ucpe_h200.log); the compiled
+961-frame forward went 2.816 -> 2.744 s side by side (benchmarks/README.md, run 23). The first
+version, a program per token block walking all tokens of one head before the next head, with
+the 4 x 4 products as broadcast-and-sum over 4-D tiles, took 1.8 ms per call and made the
+forward 8 ms slower (run 21).
 """
 
 from __future__ import annotations

@@ -7,13 +7,12 @@ too), and each process must hold about half of the weights (the model really is 
 import importlib.util
 import json
 import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+from _workers import free_port, spawn
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "gpu_fsdp_step.py"
 ARGS = ["step", "--smoke", "--global-batch", "2", "--warmup", "1", "--steps", "1"]
@@ -26,12 +25,6 @@ def _script():
     return module
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _worker(rank: int, port: int, out: Path) -> None:
     os.environ.update(
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank)
@@ -41,7 +34,7 @@ def _worker(rank: int, port: int, out: Path) -> None:
 
 @pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()), reason="needs torch.distributed with gloo")
 def test_two_fsdp_processes_train_like_one(tmp_path):
-    mp.spawn(_worker, args=(_free_port(), tmp_path), nprocs=2, join=True)
+    spawn(_worker, free_port(), tmp_path)
     threads = torch.get_num_threads()
     try:  # the one-process run in this process (the smoke mode sets one thread)
         _script().main([*ARGS, "--json", str(tmp_path / "one.json"), "--save-state", str(tmp_path / "one.pt")])

@@ -4,11 +4,10 @@ one process computes, bidirectionally, chunk-causally, and streaming with a cach
 import datetime
 import math
 import os
-import socket
 
 import pytest
 import torch
-import torch.multiprocessing as mp
+from _workers import free_port, spawn
 
 from sanawm.errors import UserInputError
 from sanawm.model import build_preset
@@ -17,12 +16,6 @@ from sanawm.parallel import SequenceParallel
 B, T, H, W = 2, 7, 5, 4  # 5 latent rows over 2 ranks: uneven bands (3 + 2)
 CHUNK = 2  # chunk starts [0, 3, 5]
 TOLERANCE = 1e-5  # relative, float32
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _model():
@@ -109,7 +102,6 @@ def _worker(rank: int, world: int, port: int, out_dir) -> None:
     model.sequence_parallel = sp
     with torch.no_grad():
         torch.save(_outputs(model), out_dir / f"rank{rank}.pt")
-    dist.destroy_process_group()
 
 
 def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -117,7 +109,7 @@ def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def test_two_processes_compute_the_single_process_forward(tmp_path):
-    mp.spawn(_worker, args=(2, _free_port(), tmp_path), nprocs=2, join=True)
+    spawn(_worker, 2, free_port(), tmp_path)
     with torch.no_grad():
         want = _outputs(_model())
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]

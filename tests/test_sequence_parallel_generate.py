@@ -6,14 +6,13 @@ import contextlib
 import datetime
 import io
 import os
-import socket
 
 import numpy as np
 import pytest
 import torch
 import torch.distributed
-import torch.multiprocessing as mp
 from _tiny_models import make_text_free_model_dir
+from _workers import free_port, spawn
 
 from sanawm.cli import main
 from sanawm.pipeline import WorldModel
@@ -22,12 +21,6 @@ from sanawm.video import read_video
 
 ARGS = dict(action="w-4,j-4", seed=3)
 TOLERANCE = 1e-5  # relative, float32
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _latents(wm: WorldModel) -> dict:
@@ -68,7 +61,7 @@ def _worker(rank: int, world: int, port: int, model_dir, out_dir) -> None:
 
 def test_generate_on_two_processes_equals_one_process(tmp_path):
     model_dir = make_text_free_model_dir(tmp_path / "tiny")  # 2 heads, 4 x 6 latent pixels
-    mp.spawn(_worker, args=(2, _free_port(), model_dir, tmp_path), nprocs=2, join=True)
+    spawn(_worker, 2, free_port(), model_dir, tmp_path)
 
     want = _latents(WorldModel.load(model_dir, device="cpu"))
     for rank in range(2):

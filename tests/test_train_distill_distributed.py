@@ -4,18 +4,11 @@ clips: the replicas stay identical and both strategies end at the same weights. 
 shares the pair generation between the ranks."""
 
 import os
-import socket
 
 import torch
-import torch.multiprocessing as mp
 from _tiny_models import make_text_free_model_dir
+from _workers import free_port, spawn
 from safetensors.torch import load_file
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _worker(rank: int, world: int, port: int, teacher, out) -> None:
@@ -23,8 +16,6 @@ def _worker(rank: int, world: int, port: int, teacher, out) -> None:
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank)
     )
     torch.set_num_threads(1)
-    import torch.distributed as dist
-
     from sanawm.train import from_dict
     from sanawm.train.distill_dmd import DMDTask
     from sanawm.train.distributed import setup
@@ -52,12 +43,11 @@ def _worker(rank: int, world: int, port: int, teacher, out) -> None:
         if strategy == "ddp":
             state = {k: v.detach().clone() for k, v in task.module.state_dict().items()}
             torch.save(state, out / f"ddp_rank{rank}.pt")
-    dist.destroy_process_group()
 
 
 def test_dmd_with_ddp_and_fsdp_on_two_cpu_processes(tmp_path):
     teacher = make_text_free_model_dir(tmp_path / "teacher", chunk_size=1)
-    mp.spawn(_worker, args=(2, _free_port(), teacher, tmp_path), nprocs=2, join=True)
+    spawn(_worker, 2, free_port(), teacher, tmp_path)
     replicas = [torch.load(tmp_path / f"ddp_rank{r}.pt") for r in range(2)]
     assert all(torch.equal(replicas[0][k], replicas[1][k]) for k in replicas[0])
 

@@ -11,20 +11,13 @@ the same weights (the other direction: tests/test_train_world_size.py, for the D
 
 import json
 import os
-import socket
 
 import torch
-import torch.multiprocessing as mp
 from _tiny_models import make_text_free_model_dir
+from _workers import free_port, spawn
 from safetensors.torch import load_file
 
 STEPS = 2
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _config(teacher, stage, steps=STEPS, **distill):
@@ -52,13 +45,10 @@ def _worker(rank: int, port: int, teacher, out) -> None:
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank)
     )
     torch.set_num_threads(1)
-    import torch.distributed as dist
-
     _run_both(teacher, out / "two")
     # The pairs are a function of their index (to rounding): the resumed runs reuse these.
     pairs = str(out / "two" / "ode" / "ode_pairs")
     _run_both(teacher, out / "two_then_one", 1, pairs_dir=pairs)
-    dist.destroy_process_group()
 
 
 def _metrics(run_dir, key):
@@ -87,7 +77,7 @@ def test_the_distill_stages_train_alike_on_one_and_two_processes(tmp_path):
     torch.set_num_threads(1)
     try:
         _run_both(teacher, tmp_path / "one")
-        mp.spawn(_worker, args=(_free_port(), teacher, tmp_path), nprocs=2, join=True)
+        spawn(_worker, free_port(), teacher, tmp_path)
         pairs = str(tmp_path / "two" / "ode" / "ode_pairs")
         _run_both(teacher, tmp_path / "two_then_one", STEPS, "latest", pairs_dir=pairs)
     finally:

@@ -3,18 +3,11 @@
 full checkpoints works under both."""
 
 import os
-import socket
 
 import torch
-import torch.multiprocessing as mp
 from _train_fixtures import dit_config, save_tiny_vae, write_clip_folder
+from _workers import free_port, spawn
 from safetensors.torch import load_file
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _worker(rank: int, world: int, port: int, vae_dir, clips, out) -> None:
@@ -22,8 +15,6 @@ def _worker(rank: int, world: int, port: int, vae_dir, clips, out) -> None:
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank)
     )
     torch.set_num_threads(1)
-    import torch.distributed as dist
-
     from sanawm.train import train
 
     for strategy in ("ddp", "fsdp"):
@@ -38,13 +29,12 @@ def _worker(rank: int, world: int, port: int, vae_dir, clips, out) -> None:
             summary = train(cfg, out / strategy, resume=resume)
         torch.save({"loss": summary.last_loss, "span": (summary.start_step, summary.end_step)},
                    out / f"{strategy}_rank{rank}.pt")  # fmt: skip
-    dist.destroy_process_group()
 
 
 def test_ddp_and_fsdp_on_two_cpu_processes(tmp_path):
     vae_dir = save_tiny_vae(tmp_path / "vae")
     clips = write_clip_folder(tmp_path / "clips", clips=2, frames=9)
-    mp.spawn(_worker, args=(2, _free_port(), vae_dir, clips, tmp_path), nprocs=2, join=True)
+    spawn(_worker, 2, free_port(), vae_dir, clips, tmp_path)
     for strategy in ("ddp", "fsdp"):
         ranks = [torch.load(tmp_path / f"{strategy}_rank{r}.pt") for r in range(2)]
         assert ranks[0] == ranks[1] and ranks[0]["span"] == (2, 3)  # the logged loss is the mean over ranks

@@ -11,20 +11,13 @@ trains alike on one process of batch 2 and two of batch 1.
 import json
 import os
 import shutil
-import socket
 
 import torch
-import torch.multiprocessing as mp
 from _train_fixtures import dit_config, save_tiny_vae, write_clip_folder
+from _workers import free_port, spawn
 from safetensors.torch import load_file
 
 STEPS, HALF = 6, 3
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _config(vae_dir, clips, steps, **run):
@@ -57,8 +50,6 @@ def _worker(rank: int, port: int, vae_dir, clips, out) -> None:
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank)
     )
     torch.set_num_threads(1)
-    import torch.distributed as dist
-
     from sanawm.train import train
 
     # Per-process batch 1 (the old meaning of run.batch_size) and the global batch of 2: the same run.
@@ -66,7 +57,6 @@ def _worker(rank: int, port: int, vae_dir, clips, out) -> None:
     train(_config(vae_dir, clips, HALF, global_batch_size=2), out / "two_half")
     train(_config(vae_dir, clips, STEPS, global_batch_size=2), out / "one_then_two", resume="latest")
     train(_vae_config(clips, 2), out / "vae_two")
-    dist.destroy_process_group()
 
 
 def _losses(run_dir):
@@ -87,7 +77,7 @@ def test_one_and_two_processes_train_alike_and_resume_across(tmp_path):
     torch.set_num_threads(1)
     try:
         train(_config(vae_dir, clips, HALF, global_batch_size=2), tmp_path / "one_then_two")
-        mp.spawn(_worker, args=(_free_port(), vae_dir, clips, tmp_path), nprocs=2, join=True)
+        spawn(_worker, free_port(), vae_dir, clips, tmp_path)
         train(_config(vae_dir, clips, STEPS, batch_size=2), tmp_path / "one")
         shutil.copytree(tmp_path / "two_half", tmp_path / "two_then_one")
         train(_config(vae_dir, clips, STEPS, global_batch_size=2), tmp_path / "two_then_one", resume="latest")

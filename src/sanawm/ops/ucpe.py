@@ -119,7 +119,7 @@ if triton is not None:
         # from memory once and from L2 by the other heads.
         pid = tl.program_id(0)
         bh = pid % BH
-        b = bh // H
+        b = (bh // H).to(tl.int64)  # clip offsets pass 2^31 elements in long batched clips
         h = bh % H
         n = (pid // BH) * BLOCK_N + tl.arange(0, BLOCK_N)
         n_ok = n < N

@@ -6,6 +6,10 @@
 # Rows (ROWS, in the order given; default "default tuned ucpe sweep"):
 #   default    bench_hopper.py, sanawm-flash4 at 961 frames, default inductor settings
 #   tuned      the same with `--compile tuned` (coordinate-descent tuning of every fused kernel)
+#   sizes      sanawm-flash4 at 321 and 81 frames, default and tuned
+#   fp8        sanawm-fp8-flash3 at 961 frames, default and tuned (FP8 linears + FA3's FP8
+#              attention: run inside gpu_fa3.sh too, e.g.
+#              bash scripts/gpu_flash4.sh bash scripts/gpu_fa3.sh env ROWS=fp8 bash scripts/gpu_hopper_levers.sh)
 #   ucpe       scripts/bench_ucpe.py: the camera transform alone, inductor vs sanawm.ops.ucpe
 #   sweep      scripts/check_gdn_gpu.py --sweep: the GDN kernels' accuracy and launch shapes
 #   precision  scripts/check_gdn_precision.py: the 2.6B velocity with the GDN kernels' precisions
@@ -16,19 +20,27 @@ set -u
 OUT=${OUT:-out}
 mkdir -p "$OUT"
 quiet() { grep --line-buffered -v "^W1\|UserWarning\|_warn_once\|exe_args"; }
-bench() {  # NAME ARGS...
-  local name=$1; shift
-  python3 scripts/bench_hopper.py --skip-accuracy --impls sanawm-flash4 --frames 961 --json "$OUT/$name.json" "$@" \
+bench() {  # NAME IMPL FRAMES ARGS...
+  local name=$1 impl=$2 frames=$3; shift 3
+  python3 scripts/bench_hopper.py --skip-accuracy --impls "$impl" --frames $frames --json "$OUT/$name.json" "$@" \
     2>&1 | quiet > "$OUT/$name.log"
   grep "frames:\|FAILED\|Error" "$OUT/$name.log" | sed "s/^/$name /"
 }
 names=""
-if [ -d .ab/src ]; then PYTHONPATH=$PWD/.ab/src:$PYTHONPATH bench ab_default --timeout 150; names="ab_default"; fi
+if [ -d .ab/src ]; then PYTHONPATH=$PWD/.ab/src:$PYTHONPATH bench ab_default sanawm-flash4 961 --timeout 150; names="ab_default"; fi
 ROWS=${ROWS:-default tuned ucpe sweep}
 for row in $ROWS; do
   case $row in
-    default) bench default --timeout 150; names="$names default" ;;
-    tuned) bench tuned --timeout 300 --inductor coordinate_descent_tuning=true; names="$names tuned" ;;
+    default) bench default sanawm-flash4 961 --timeout 150; names="$names default" ;;
+    tuned) bench tuned sanawm-flash4 961 --timeout 300 --inductor coordinate_descent_tuning=true; names="$names tuned" ;;
+    sizes)
+      bench sizes sanawm-flash4 "321 81" --timeout 150
+      bench sizes_tuned sanawm-flash4 "321 81" --timeout 300 --inductor coordinate_descent_tuning=true
+      names="$names sizes sizes_tuned" ;;
+    fp8)
+      bench fp8 sanawm-fp8-flash3 961 --timeout 150
+      bench fp8_tuned sanawm-fp8-flash3 961 --timeout 300 --inductor coordinate_descent_tuning=true
+      names="$names fp8 fp8_tuned" ;;
     ucpe)
       timeout 120 python3 scripts/bench_ucpe.py 2>&1 | quiet > "$OUT/bench_ucpe.log"; tail -9 "$OUT/bench_ucpe.log" ;;
     sweep)

@@ -14,6 +14,8 @@
 #   sweep      scripts/check_gdn_gpu.py --sweep: the GDN kernels' accuracy and launch shapes
 #   precision  scripts/check_gdn_precision.py: the 2.6B velocity with the GDN kernels' precisions
 #   profile    scripts/profile_dit.py: kernel breakdown of the compiled FA4 forward
+#   profile_fp8  the same for FP8 linears + FA3's FP8 attention (inside gpu_fa3.sh too): which
+#              activation quantisations inductor fuses into their producers
 # If .ab/src exists (another version of src/, carried beside it), its default row runs first.
 # Logs and records go to $OUT.
 set -u
@@ -53,6 +55,10 @@ for row in $ROWS; do
       timeout 200 python3 scripts/profile_dit.py --frames 961 --compile --attention flash4 --rows 40 \
         --json "$OUT/profile.json" 2>&1 | quiet > "$OUT/profile.log"
       grep -A40 "^===" "$OUT/profile.log" | cut -c1-160 | head -45 ;;
+    profile_fp8)
+      timeout 200 python3 scripts/profile_dit.py --frames 961 --compile --variants fp8 --attention flash3-fp8 \
+        --rows 60 --json "$OUT/profile_fp8.json" 2>&1 | quiet > "$OUT/profile_fp8.log"
+      grep -A60 "^===" "$OUT/profile_fp8.log" | cut -c1-160 | head -65 ;;
     *) echo "unknown row $row"; exit 2 ;;
   esac
 done

@@ -10,6 +10,8 @@ for sm90 ahead of time.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from _tiny_models import tiny_camera_dit
@@ -149,5 +151,6 @@ def test_kernel_compiles_for_sm90():
     compiled = build_for_sm90(_ucpe_kernel, pointers, const, NUM_WARPS, aligned=strides)
     ptx = compiled.asm["ptx"]
     assert ".target sm_90" in ptx and compiled.asm["cubin"]
-    assert "ld.global.v4.b32" in ptx and "st.global.v4.b32" in ptx
-    assert "ld.global.b16" not in ptx and "st.global.b16" not in ptx
+    for access in ("ld", "st"):
+        assert re.search(rf"\b{access}\.global\S*\.v4\.", ptx), access  # 4 x 32 bits
+        assert not re.search(rf"\b{access}\.global\S*\.[bus]16\b", ptx), access  # no 2-byte accesses

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 
 def main() -> None:
-    from sanawm.benchmark import time_call
+    from sanawm.benchmark import format_kernel_rows, time_kernel_rows
     from sanawm.model.config import SanaWMConfig
     from sanawm.ops.depthwise_glu import launch, silu_depthwise_glu_op, silu_depthwise_glu_reference
 
@@ -46,22 +46,16 @@ def main() -> None:
             rows.append((f"kernel alone, {bw} px x {bc} ch, {warps} warps",
                          lambda bw=bw, bc=bc, warps=warps: launch(act, weight, bias, out, block_w=bw, block_c=bc,
                                                                    num_warps=warps)))  # fmt: skip
-        table = []
-        for name, fn in rows:
-            try:
-                result = fn()
-                result = out if result is None else result
-                err = "-" if name == "SiLU alone" else f"{((result.float() - ref).norm() / ref.norm()).item():.2e}"
-                ms = 1e3 * time_call(fn, device, 2, 5)
-            except Exception as exc:  # one shape failing must not lose the other rows
-                print(f"{name}: FAILED {type(exc).__name__}: {str(exc)[:200]}", flush=True)
-                continue
-            table.append((name, ms, moved / ms / 1e6, err))
-            print(f"{name}: {ms:.3f} ms", flush=True)
+
+        def error(name, result):
+            if name == "SiLU alone":
+                return "-"
+            result = out if result is None else result  # the kernel rows write into `out`
+            return f"{((result.float() - ref).norm() / ref.norm()).item():.2e}"
+
+        table = time_kernel_rows(rows, device, moved, error, warmup=2, iters=5)
     print(f"\nslice {tuple(pre.shape)} bf16, {torch.cuda.get_device_name(device)}")
-    print(f"{'':45} {'ms':>8} {'GB/s':>7} {'rel L2':>9}")
-    for name, ms, gbs, err in table:
-        print(f"{name:45} {ms:8.3f} {gbs:7.0f} {err:>9}")
+    print(format_kernel_rows(table, 45))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import torch
 
 
 def main() -> None:
-    from sanawm.benchmark import time_call
+    from sanawm.benchmark import format_kernel_rows, time_kernel_rows
     from sanawm.ops.ucpe import launch, ucpe_transform_op, ucpe_transform_reference
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -48,22 +48,14 @@ def main() -> None:
             rows.append((f"kernel alone, {block_n} tokens, {warps} warps",
                          lambda block_n=block_n, warps=warps: launch(x, m, cos, sin, False, out, ss_in, ss_out,
                                                                      block_n=block_n, num_warps=warps)))  # fmt: skip
-        table = []
-        for name, fn in rows:
-            try:
-                result = fn()
-                result = out if result is None else result
-                err = ((result.float() - ref).norm() / ref.norm()).item()
-                ms = 1e3 * time_call(fn, device, 3, 10)
-            except Exception as exc:  # one shape failing must not lose the other rows
-                print(f"{name}: FAILED {type(exc).__name__}: {str(exc)[:200]}", flush=True)
-                continue
-            table.append((name, ms, moved / ms / 1e6, err))
-            print(f"{name}: {ms:.3f} ms", flush=True)
+
+        def error(name, result):
+            result = out if result is None else result  # the kernel rows write into `out`
+            return f"{((result.float() - ref).norm() / ref.norm()).item():.2e}"
+
+        table = time_kernel_rows(rows, device, moved, error, warmup=3, iters=10)
     print(f"\nx {tuple(x.shape)} bf16 token-major, {torch.cuda.get_device_name(device)}")
-    print(f"{'':40} {'ms':>8} {'GB/s':>7} {'rel L2':>9}")
-    for name, ms, gbs, err in table:
-        print(f"{name:40} {ms:8.3f} {gbs:7.0f} {err:9.2e}")
+    print(format_kernel_rows(table, 40))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from sanawm.benchmark import BenchConfig, latents_for_frames, parse_latent_size
+from sanawm.benchmark import BenchConfig, format_kernel_rows, latents_for_frames, parse_latent_size, time_kernel_rows
 from sanawm.cli import main
 from sanawm.errors import UserInputError
 from sanawm.model import preset_config
@@ -171,3 +171,22 @@ def test_every_size_is_warmed_up_before_the_first_is_timed():
     # One untimed pass over all sizes, then per size: its warm-up call and the timed calls.
     assert shapes == sizes + [s for s in sizes for _ in range(1 + 2)]
     assert [r.latents for r in rows] == ["2x2x3", "3x1x2", "5x1x1"]
+
+
+def test_kernel_rows_keep_the_rows_that_run_and_report_the_one_that_fails(capsys):
+    """The kernel micro-benchmarks' shared loop (scripts/bench_depthwise_glu.py, bench_ucpe.py):
+    the error text comes from what each row returned, GB/s from the bytes moved per call, and a
+    row that raises is printed as FAILED and left out of the table."""
+
+    def broken():
+        raise RuntimeError("no such tile")
+
+    rows = [("ones", lambda: torch.ones(3)), ("broken", broken), ("twos", lambda: torch.full((3,), 2.0))]
+    table = time_kernel_rows(rows, torch.device("cpu"), 1e6, lambda name, r: f"{r.sum().item():.1f}", 0, 1)
+    assert [(name, err) for name, _, _, err in table] == [("ones", "3.0"), ("twos", "6.0")]
+    for _, ms, gbs, _ in table:
+        assert ms > 0 and gbs == pytest.approx(1e6 / ms / 1e6)
+    assert "broken: FAILED RuntimeError: no such tile" in capsys.readouterr().out
+    text = format_kernel_rows(table, 10).splitlines()
+    assert len(text) == 3 and text[0].split() == ["ms", "GB/s", "rel", "L2"] and text[2].split()[-1] == "6.0"
+

@@ -288,6 +288,38 @@ def cosine(a: Tensor, b: Tensor) -> float:
     return torch.nn.functional.cosine_similarity(a.double().flatten(), b.double().flatten(), dim=0).item()
 
 
+def time_kernel_rows(
+    rows: list[tuple[str, Callable[[], object]]],
+    device: torch.device,
+    moved_bytes: float,
+    error: Callable[[str, object], str],
+    warmup: int,
+    iters: int,
+) -> list[tuple[str, float, float, str]]:
+    """The kernel micro-benchmarks' rows (scripts/bench_depthwise_glu.py, bench_ucpe.py): each
+    (name, fn) run once for `error(name, what fn returned)` (text for the table), then timed
+    (`time_call`): (name, ms, GB/s of `moved_bytes` per call, error). A row that raises is
+    reported and left out: one failing shape must not lose the other rows."""
+    table = []
+    for name, fn in rows:
+        try:
+            err = error(name, fn())
+            ms = 1e3 * time_call(fn, device, warmup, iters)
+        except Exception as exc:
+            print(f"{name}: FAILED {type(exc).__name__}: {str(exc)[:200]}", flush=True)
+            continue
+        table.append((name, ms, moved_bytes / ms / 1e6, err))
+        print(f"{name}: {ms:.3f} ms", flush=True)
+    return table
+
+
+def format_kernel_rows(table: list[tuple[str, float, float, str]], name_width: int) -> str:
+    """`time_kernel_rows`' table as text: ms, GB/s and the error column (relative L2)."""
+    lines = [f"{'':{name_width}} {'ms':>8} {'GB/s':>7} {'rel L2':>9}"]
+    lines += [f"{name:{name_width}} {ms:8.3f} {gbs:7.0f} {err:>9}" for name, ms, gbs, err in table]
+    return "\n".join(lines)
+
+
 def parse_inductor_options(items: list[str]) -> dict | None:
     """KEY=VALUE strings (the scripts' repeatable `--inductor`) as torch.compile options:
     true / false as booleans (inductor checks the types), integers as int, else the string;

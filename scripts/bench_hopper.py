@@ -135,9 +135,10 @@ def sanawm_worker(impl: str, args, device: torch.device, dtype: torch.dtype) -> 
             v_eager = model(**check).float()
     if impl in ATTENTION:
         use_attention_kernel(model, ATTENTION[impl])
+    options = inductor_options(args)
     if impl != "sanawm-eager":
         compile_blocks(model, backend="aot_eager" if args.tiny else "inductor", mode=args.compile_mode,
-                       options=inductor_options(args))  # fmt: skip
+                       options=options)  # fmt: skip
     records = []
     for frames in args.frames:
         size = latent_size(frames, args.tiny)
@@ -149,11 +150,11 @@ def sanawm_worker(impl: str, args, device: torch.device, dtype: torch.dtype) -> 
         if args.compile_mode and impl != "sanawm-eager":
             rec["compile_mode"] = args.compile_mode
         if args.inductor and impl != "sanawm-eager":
-            rec["inductor_options"] = inductor_options(args)
+            rec["inductor_options"] = options
         rec["gdn_precision"] = args.gdn_precision or model.config.gdn_precision
         print(f"[{impl}] {frames} frames: {rec['s_per_forward']:.3f} s, first call {rec['first_call_s']:.1f} s",
               flush=True)  # fmt: skip
-        records.append(record(impl, frames, rec, device, suffix="-tuned" if inductor_options(args) else ""))
+        records.append(record(impl, frames, rec, device, suffix="-tuned" if options else ""))
         save(args, records)
         del inputs
         if device.type == "cuda":

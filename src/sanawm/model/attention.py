@@ -40,10 +40,10 @@ from sanawm.model.camera import (
 from sanawm.model.config import SanaWMConfig
 from sanawm.model.layers import RMSNorm, at_least_f32
 from sanawm.model.rope import Rotation, apply_rope
+from sanawm.ops import ucpe
 from sanawm.ops.flash import attention
 from sanawm.ops.gdn import GDNState, delta_rule, gdn
 from sanawm.ops.temporal import key_conv
-from sanawm.ops import ucpe
 
 if TYPE_CHECKING:
     from sanawm.parallel.sequence import RowShard

@@ -104,8 +104,9 @@ def apply_fast_paths(
 ) -> nn.Module:
     """The opt-in inference fast paths, in place: FP8 block matmuls (`sanawm.ops.fp8`, after any
     dtype change), the softmax attention kernel (`sanawm.ops.flash`), then regional compile
-    (`compile_blocks`, inductor; with `tune`, `TUNED_OPTIONS`). Raises UserInputError where FP8 or the kernel cannot run
-    (see `fp8_unsupported`, `flash4_unavailable`, `fp8_attention_unavailable`)."""
+    (`compile_blocks`, inductor; with `tune`, `TUNED_OPTIONS`). Raises UserInputError where FP8
+    or the kernel cannot run (see `fp8_unsupported`, `flash4_unavailable`,
+    `fp8_attention_unavailable`)."""
     weight = next(model.parameters())
     if attention != "sdpa":
         from sanawm.ops.flash import use_attention_kernel

@@ -11,8 +11,9 @@ from the dequantised operands in float32, which is what the CPU tests check.
 `convert_to_fp8(model)` swaps the large matmuls of every DiT block (attention qkv / proj /
 output gate / camera output projection, Plücker projection, cross-attention q / proj, and the
 FFN's two 1x1 convs) for FP8 modules; everything else (embedders, norms, GDN, softmax
-attention, the camera q/k/v projections) stays as it was. FP8 changes results: its error against bf16 is measured by `scripts/bench_hopper.py`
-and published in benchmarks/README.md; it is opt-in. Convert after any `model.to(dtype)`:
+attention, the camera q/k/v projections) stays as it was. FP8 changes results: its error
+against bf16 is measured by `scripts/bench_hopper.py` and published in benchmarks/README.md;
+it is opt-in. Convert after any `model.to(dtype)`:
 `.to` would cast the FP8 buffers too.
 """
 

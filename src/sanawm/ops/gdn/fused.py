@@ -39,10 +39,13 @@ Precision (`precision=`):
   (H200, one `gdn` call: 4.86 ms "ieee", 3.98 ms "tf32").
 - "auto" (the default): "tf32" for bf16 / fp16 inputs, "ieee" for fp32. A bf16 output is
   rounded to 8 significand bits anyway: on 880-token frames of 112-wide heads (H200,
-  benchmarks/logs/check_gdn_gpu_sweep_h200.log) tf32 puts the bf16 output 1.8e-3 (gdn) and
-  2.0e-3 (delta_rule) from float64, where the rounding alone is 1.65e-3; the 2.6B model's bf16
-  velocity stays 1.27e-2 from float32 either way, and the 961-frame forward is 18 ms faster
-  (H200, scripts/check_gdn_precision.py and benchmarks/README.md). The reference port's own
+  benchmarks/logs/check_gdn_gpu_sweep_h200.log) tf32, measured with tf32 transition products
+  (before `Tuning.tf32_transition_pieces`, whose exact products drop tf32's rounding there), puts the bf16
+  output 1.8e-3 (gdn) and 2.0e-3 (delta_rule) from float64, where the rounding alone is 1.65e-3;
+  the 2.6B model's bf16 velocity stays 1.27e-2 from float32 with either product and with "ieee",
+  and the 961-frame forward was 18 ms faster than "ieee" before the pieces (H200,
+  scripts/check_gdn_precision.py, benchmarks/logs/check_gdn_precision_h200_pieces.log and
+  benchmarks/README.md). The reference port's own
   fused kernels multiply in bf16 by default (benchmarks/PARITY.md), coarser than either.
 benchmarks/logs/check_gdn_gpu_h100.log holds the accuracy table and timings.
 """
@@ -420,13 +423,13 @@ def _pack_state(state: GDNState, B: int, H: int, D: int, P: int, R: int, normali
     return rows
 
 
-# Launched eagerly under torch.compile (`sanawm.model.compile`): the host-side launch logic is
-# plain Python over shapes, and the kernels gain nothing from being traced.
 def precision_for(dtype: torch.dtype) -> str:
     """The "auto" precision for inputs of `dtype`."""
     return "tf32" if dtype in (torch.bfloat16, torch.float16) else "ieee"
 
 
+# Launched eagerly under torch.compile (`sanawm.model.compile`): the host-side launch logic is
+# plain Python over shapes, and the kernels gain nothing from being traced.
 @torch.compiler.disable
 def _fused(
     q: Tensor,

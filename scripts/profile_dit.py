@@ -176,7 +176,7 @@ def primitives(device: torch.device, frames: int, rows: int) -> list[str]:
     qw, sw = quantize_rows(qkv_w)
     q_compiled = torch.compile(quantize_rows)
 
-    from sanawm.ops.depthwise_glu import silu_depthwise_glu_op, silu_depthwise_glu_reference
+    from sanawm.ops.depthwise_glu import depthwise_glu_op, silu_depthwise_glu_reference
 
     slice_frames = min(T, 90)  # the FFN's frame slice at 961 frames (2^30 elements of 2F channels)
     pre = torch.randn(slice_frames, H, W, 2 * cfg.ffn_hidden, device=device, dtype=torch.bfloat16, generator=g)
@@ -195,7 +195,7 @@ def primitives(device: torch.device, frames: int, rows: int) -> list[str]:
         (f"SiLU + 3x3 depthwise + GLU over {slice_frames} frames, reference (3 kernels)",
          lambda: silu_depthwise_glu_reference(pre, dw.weight, dw.bias)),
         (f"SiLU + 3x3 depthwise + GLU over {slice_frames} frames, fused Triton kernel",
-         lambda: silu_depthwise_glu_op(pre, dw.weight, dw.bias)),
+         lambda: depthwise_glu_op(F.silu(pre), dw.weight, dw.bias)),
         ("ffn 1x1 conv C->2F on channels-last frames", lambda: mlp.inverted_conv.conv(
             x.reshape(T, H, W, C).permute(0, 3, 1, 2))),
         ("ffn linear C->2F (same math, cuBLAS)", lambda: F.linear(

@@ -12,7 +12,12 @@ import pytest
 import torch
 from _triton_interpreter import HAVE_TRITON, INTERPRETING, build_for_sm90, rerun_interpreted
 
-from sanawm.ops.depthwise_glu import silu_depthwise_glu, silu_depthwise_glu_op, silu_depthwise_glu_reference
+from sanawm.ops.depthwise_glu import (
+    depthwise_glu_op,
+    depthwise_glu_reference,
+    silu_depthwise_glu,
+    silu_depthwise_glu_reference,
+)
 
 
 def inputs(N, H, W, F, dtype, *, bias=True, seed=3):
@@ -72,20 +77,23 @@ def test_fused_kernel_only_for_cuda_inference():
 
 
 def test_op_under_compile_is_one_node_and_matches_eager():
+    """The op takes SiLU(pre) (SiLU stays outside, where inductor fuses it into pre's producer)."""
     pre, weight, b = inputs(2, 4, 5, 8, torch.float32)
+    act = torch.nn.functional.silu(pre)
     graphs = []
 
     def backend(gm, example_inputs):
         graphs.append(gm)
         return gm.forward
 
-    compiled = torch.compile(silu_depthwise_glu_op, backend=backend, fullgraph=True)
-    torch.testing.assert_close(compiled(pre, weight, b), silu_depthwise_glu_reference(pre, weight, b))
+    compiled = torch.compile(depthwise_glu_op, backend=backend, fullgraph=True)
+    torch.testing.assert_close(compiled(act, weight, b), silu_depthwise_glu_reference(pre, weight, b))
     targets = [n.target for gm in graphs for n in gm.graph.nodes if n.op == "call_function"]
-    assert targets.count(torch.ops.sanawm.silu_depthwise_glu.default) == 1
+    assert targets.count(torch.ops.sanawm.depthwise_glu.default) == 1
     # Through AOT autograd (as inductor takes it): the fake's shape and strides match the kernel's.
-    aot = torch.compile(silu_depthwise_glu_op, backend="aot_eager", fullgraph=True)
-    torch.testing.assert_close(aot(pre, weight, None), silu_depthwise_glu_reference(pre, weight, None))
+    aot = torch.compile(depthwise_glu_op, backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(aot(act, weight, None), depthwise_glu_reference(act, weight, None))
+    assert aot(act, weight, None).is_contiguous()
 
 
 @pytest.mark.skipif(not HAVE_TRITON, reason="triton is not installed")

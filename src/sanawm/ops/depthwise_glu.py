@@ -7,12 +7,15 @@ halves of h = depthwise_conv3x3(SiLU(pre)) + bias, the result is a * SiLU(g).
 
 - `silu_depthwise_glu_reference`: SiLU, `F.conv2d(groups=2F)` on the channels-last view, GLU
   (three kernels and two 2F-wide intermediates; what the CPU and eager code run).
-- On CUDA (custom op `sanawm::silu_depthwise_glu`, one opaque node under torch.compile): SiLU
-  as one element-wise kernel, then the Triton kernel below: each program reads its 3x3
-  neighbourhood of SiLU(pre) (from cache after the first read) and writes only the F-wide
-  result, so the 2F-wide conv output never goes to memory. SiLU is not recomputed in the
-  kernel: for each of the 9 taps it would be (an H200 profile at 961 frames: 13.9 ms per
-  90-frame slice that way, against ~5 ms for the three kernels; benchmarks/README.md).
+- On CUDA: SiLU in PyTorch (under torch.compile inductor fuses it into the kernel that
+  produces `pre`: the first 1x1 conv's bias add or FP8 epilogue), then the custom op
+  `sanawm::depthwise_glu` (one opaque node) on SiLU(pre): the Triton kernel below, where each
+  program reads its 3x3 neighbourhood (from cache after the first read) and writes only the
+  F-wide result, so the 2F-wide conv output never goes to memory. SiLU is not recomputed in
+  the kernel: for each of the 9 taps it would be (an H200 profile at 961 frames: 13.9 ms per
+  90-frame slice that way, against ~5 ms for the three kernels; benchmarks/README.md). Inside
+  the op SiLU ran as its own eager kernel (one more pass over the 2F-wide tensor, ~30 ms of a
+  961-frame forward on an H200).
   On an H200 (90-frame slice of the 2.6B shapes): 3.8 ms against 8.6 ms for the three eager
   kernels; in a compiled forward on par with inductor's SiLU and GLU fused around cuDNN's
   depthwise conv (~110 ms per 961-frame forward either way).
@@ -42,7 +45,7 @@ def silu_depthwise_glu(pre: Tensor, weight: Tensor, bias: Tensor | None) -> Tens
     (N, H, W, F) in pre's dtype. The fused kernel where `fused_kernel_applies`, otherwise the
     reference."""
     if fused_kernel_applies(pre, weight):
-        return silu_depthwise_glu_op(pre, weight, bias)
+        return depthwise_glu_op(F.silu(pre), weight, bias)
     return silu_depthwise_glu_reference(pre, weight, bias)
 
 
@@ -55,28 +58,34 @@ def fused_kernel_applies(pre: Tensor, weight: Tensor) -> bool:
 
 def silu_depthwise_glu_reference(pre: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """The reference form: SiLU, one depthwise conv2d, GLU."""
-    h = F.conv2d(F.silu(pre).permute(0, 3, 1, 2), weight, bias, padding=1, groups=weight.shape[0])
+    return depthwise_glu_reference(F.silu(pre), weight, bias)
+
+
+def depthwise_glu_reference(act: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """The depthwise conv2d and the GLU of act = SiLU(pre) (N, H, W, 2F) -> (N, H, W, F)."""
+    h = F.conv2d(act.permute(0, 3, 1, 2), weight, bias, padding=1, groups=weight.shape[0])
     a, g = h.chunk(2, dim=1)
     return (a * F.silu(g)).permute(0, 2, 3, 1)
 
 
-@torch.library.custom_op("sanawm::silu_depthwise_glu", mutates_args=(), device_types="cuda")
-def silu_depthwise_glu_op(pre: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    N, H, W, C2 = pre.shape
-    out = pre.new_empty(N, H, W, C2 // 2)
-    launch(F.silu(pre), weight, bias, out)
+@torch.library.custom_op("sanawm::depthwise_glu", mutates_args=(), device_types="cuda")
+def depthwise_glu_op(act: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """act = SiLU(pre) (N, H, W, 2F) -> (N, H, W, F) contiguous."""
+    N, H, W, C2 = act.shape
+    out = act.new_empty(N, H, W, C2 // 2)
+    launch(act if act.stride(-1) == 1 else act.contiguous(), weight, bias, out)
     return out
 
 
-@silu_depthwise_glu_op.register_kernel("cpu")
-def _silu_depthwise_glu_cpu(pre: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    return silu_depthwise_glu_reference(pre, weight, bias).contiguous()  # the kernel's layout
+@depthwise_glu_op.register_kernel("cpu")
+def _depthwise_glu_cpu(act: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    return depthwise_glu_reference(act, weight, bias).contiguous()  # the kernel's layout
 
 
-@silu_depthwise_glu_op.register_fake
-def _silu_depthwise_glu_fake(pre: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    N, H, W, C2 = pre.shape
-    return pre.new_empty(N, H, W, C2 // 2)
+@depthwise_glu_op.register_fake
+def _depthwise_glu_fake(act: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    N, H, W, C2 = act.shape
+    return act.new_empty(N, H, W, C2 // 2)
 
 
 # Pixels x channels per program. 8 pixels divide SANA-WM's 40-latent rows (704x1280) with no
@@ -142,4 +151,11 @@ if triton is not None:
         tl.store(dst, result.to(out.dtype.element_ty), mask=(xs < W)[:, None] & c_ok[None, :])
 
 
-__all__ = ["silu_depthwise_glu", "silu_depthwise_glu_reference", "silu_depthwise_glu_op", "fused_kernel_applies", "launch"]
+__all__ = [
+    "silu_depthwise_glu",
+    "silu_depthwise_glu_reference",
+    "depthwise_glu_reference",
+    "depthwise_glu_op",
+    "fused_kernel_applies",
+    "launch",
+]

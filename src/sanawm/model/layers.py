@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sanawm.ops.depthwise_glu import silu_depthwise_glu
-from sanawm.ops.fp8 import FP8Conv1x1
+from sanawm.ops.fp8 import FP8Conv1x1, FP8FrameConv
 from sanawm.ops.frame_conv_gemm import frame_conv_residual
 from sanawm.ops.temporal import frame_conv_channels_first
 
@@ -232,6 +232,8 @@ class GLUFeedForward(nn.Module):
         bidirectional clip) goes through `frame_conv_residual` (cuBLAS GEMMs on CUDA)."""
         one_chunk = chunk_starts is None or len(chunk_starts) == 1
         if one_chunk and (context is None or context.shape[2] == 0):
+            if isinstance(self.t_conv, FP8FrameConv):  # after `convert_to_fp8`: one FP8 matmul
+                return self.t_conv.residual(y.permute(0, 2, 3, 1))
             return frame_conv_residual(y, self.t_conv.weight)
         out = y + frame_conv_channels_first(y, self.t_conv.weight, chunk_starts=chunk_starts, context=context)
         return out.permute(0, 2, 3, 1)

@@ -9,9 +9,11 @@ vectors applied in the epilogue); elsewhere `scaled_mm_emulated` computes the sa
 from the dequantised operands in float32, which is what the CPU tests check.
 
 `convert_to_fp8(model)` swaps the large matmuls of every DiT block (attention qkv / proj /
-output gate / camera output projection, Plücker projection, cross-attention q / proj, and the
-FFN's two 1x1 convs) for FP8 modules; everything else (embedders, norms, GDN, softmax
-attention, the camera q/k/v projections) stays as it was. FP8 changes results: its error
+output gate / camera output projection, Plücker projection, cross-attention q / proj, the
+FFN's two 1x1 convs and its temporal conv) for FP8 modules; everything else (embedders,
+norms, GDN, softmax attention, the camera q / k / v projections) stays as it was. The camera
+q / k / v in FP8 too made the forward ~1 % faster and the velocity measurably less exact
+(benchmarks/README.md, run 27): left in bf16. FP8 changes results: its error
 against bf16 is measured by `scripts/bench_hopper.py` and published in benchmarks/README.md;
 it is opt-in. Convert after any `model.to(dtype)`:
 `.to` would cast the FP8 buffers too.
@@ -20,6 +22,7 @@ it is opt-in. Convert after any `model.to(dtype)`:
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 FP8_DTYPE = torch.float8_e4m3fn
@@ -36,23 +39,33 @@ def quantize_rows(x: Tensor) -> tuple[Tensor, Tensor]:
     return q, scale
 
 
-def scaled_mm_emulated(qa: Tensor, qb: Tensor, scale_a: Tensor, scale_b: Tensor, out_dtype: torch.dtype) -> Tensor:
-    """What `torch._scaled_mm(qa, qb.t(), scale_a, scale_b.t())` computes, in float32 on any
-    device: qa (M, K), qb (N, K) fp8; scale_a (M, 1), scale_b (N, 1)."""
-    return ((qa.float() * scale_a) @ (qb.float() * scale_b).t()).to(out_dtype)
+def scaled_mm_emulated(
+    qa: Tensor, qb: Tensor, scale_a: Tensor, scale_b: Tensor, out_dtype: torch.dtype, bias: Tensor | None = None
+) -> Tensor:
+    """What `torch._scaled_mm(qa, qb.t(), scale_a, scale_b.t(), bias)` computes, in float32 on
+    any device: qa (M, K), qb (N, K) fp8; scale_a (M, 1), scale_b (N, 1); bias (N,) added before
+    the one rounding to `out_dtype`."""
+    out = (qa.float() * scale_a) @ (qb.float() * scale_b).t()
+    return (out if bias is None else out + bias.float()).to(out_dtype)
 
 
 def fp8_matmul(x: Tensor, qw: Tensor, w_scale: Tensor, bias: Tensor | None) -> Tensor:
     """x (..., K) @ dequant(qw (N, K))^T + bias, activations quantised per row on the fly."""
     lead = x.shape[:-1]
     qx, x_scale = quantize_rows(x.reshape(-1, x.shape[-1]))
+    return _scaled_product(qx, x_scale, qw, w_scale, bias, x).reshape(*lead, qw.shape[0])
+
+
+def _scaled_product(qx: Tensor, x_scale: Tensor, qw: Tensor, w_scale: Tensor, bias: Tensor | None, x: Tensor) -> Tensor:
+    """(qx * x_scale) @ (qw * w_scale)^T + bias in x's dtype: `torch._scaled_mm` for bf16 on
+    CUDA, `scaled_mm_emulated` elsewhere. The bias is added in the matmul's epilogue, before the
+    output is rounded: as a separate add it is one more pass over the output wherever inductor
+    finds no consumer to fuse it into (an H200 profile showed one of ~0.66 ms per call after an
+    FP8 q / k / v projection at 961 frames)."""
+    bias = None if bias is None else bias.to(x.dtype)
     if x.is_cuda and x.dtype == torch.bfloat16:
-        out = torch._scaled_mm(qx, qw.t(), scale_a=x_scale, scale_b=w_scale.t(), out_dtype=torch.bfloat16)
-    else:
-        out = scaled_mm_emulated(qx, qw, x_scale, w_scale, x.dtype)
-    if bias is not None:
-        out = out + bias.to(out.dtype)
-    return out.reshape(*lead, qw.shape[0])
+        return torch._scaled_mm(qx, qw.t(), scale_a=x_scale, scale_b=w_scale.t(), bias=bias, out_dtype=torch.bfloat16)
+    return scaled_mm_emulated(qx, qw, x_scale, w_scale, x.dtype, bias)
 
 
 class FP8Linear(nn.Module):
@@ -101,6 +114,64 @@ class FP8Conv1x1(FP8Linear):
         return super().forward(x)
 
 
+def quantize_frame_stacks(x: Tensor, taps: int) -> tuple[Tensor, Tensor]:
+    """x (B, T, S, C) -> the rows of a centred `taps`-frame conv's stacked input, quantised:
+    q (B * T * S, taps * C) e4m3 holding [x[t - taps // 2], ..., x[t + taps // 2]] of each
+    token (zeros past either end of the clip), scale (B * T * S, 1) float32. One scale per row
+    (_scaled_mm takes one): the largest of its frames' amaxes, so each frame's slice of the
+    row is quantised on the scale of the loudest of the three."""
+    B, T, S, C = x.shape
+    half = taps // 2
+    amax = F.pad(x.abs().amax(dim=-1, keepdim=True).float(), (0, 0, 0, 0, half, half))
+    shared = torch.stack([amax[:, k : k + T] for k in range(taps)]).amax(dim=0)
+    scale = shared.clamp_min(_MIN_AMAX) / E4M3_MAX
+    padded = F.pad(x, (0, 0, 0, 0, half, half))
+    stacked = torch.cat([padded[:, k : k + T] for k in range(taps)], dim=-1)
+    q = (stacked.float() / scale).clamp(-E4M3_MAX, E4M3_MAX).to(FP8_DTYPE)
+    return q.reshape(-1, taps * C), scale.reshape(-1, 1)
+
+
+class FP8FrameConv(nn.Module):
+    """Inference-only stand-in for the FFN's temporal conv (an nn.Conv2d (C, C, K, 1) along
+    frames, centred, no bias): its K taps side by side as one FP8 weight (C_out, K * C_in)
+    with per-output-channel scales.
+
+    `residual(x)` gives x + conv(x) for frames that form one chunk with no carried context
+    (a bidirectional clip: the stage-1 forward) as one FP8 matmul over the frame-stacked rows
+    of `quantize_frame_stacks`. Chunk-causal and streaming calls take `.weight`, the
+    dequantised kernel, through the model's bf16 conv."""
+
+    def __init__(self, qweight: Tensor, weight_scale: Tensor, kernel_size: tuple[int, int], weight_dtype: torch.dtype):
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.weight_dtype = weight_dtype
+        self.register_buffer("qweight", qweight)
+        self.register_buffer("weight_scale", weight_scale)
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d) -> FP8FrameConv:
+        w = conv.weight.detach()
+        taps = w[..., 0].permute(0, 2, 1).reshape(w.shape[0], -1)  # (C_out, K * C_in), tap-major
+        q, scale = quantize_rows(taps)
+        return cls(q, scale, tuple(conv.kernel_size), w.dtype)
+
+    @property
+    def weight(self) -> Tensor:
+        """The dequantised kernel (C_out, C_in, K, 1) in the original dtype."""
+        c_out, k = self.qweight.shape[0], self.kernel_size[0]
+        taps = (self.qweight.float() * self.weight_scale).to(self.weight_dtype)
+        return taps.reshape(c_out, k, -1).permute(0, 2, 1)[..., None]
+
+    def residual(self, x: Tensor) -> Tensor:
+        """x (B, T, S, C), one chunk, no context -> x + conv(x) along T, (B, T, S, C)."""
+        q, scale = quantize_frame_stacks(x, self.kernel_size[0])
+        out = _scaled_product(q, scale, self.qweight, self.weight_scale, None, x)
+        return x + out.reshape(x.shape)
+
+    def extra_repr(self) -> str:
+        return f"{self.qweight.shape[0]}, kernel_size={self.kernel_size}, fp8=e4m3"
+
+
 def _fits(out_features: int, in_features: int) -> bool:
     # _scaled_mm wants both matrix sides in multiples of 16.
     return out_features % 16 == 0 and in_features % 16 == 0
@@ -119,6 +190,11 @@ def convert_to_fp8(model: nn.Module) -> int:
             lin = getattr(parent, name)
             if isinstance(lin, nn.Linear) and _fits(lin.out_features, lin.in_features):
                 setattr(parent, name, FP8Linear.from_weight(lin.weight, lin.bias))
+                swapped += 1
+        t_conv = block.mlp.t_conv
+        if isinstance(t_conv, nn.Conv2d) and t_conv.kernel_size[1] == 1 and t_conv.bias is None:
+            if _fits(t_conv.out_channels, t_conv.in_channels * t_conv.kernel_size[0]):
+                block.mlp.t_conv = FP8FrameConv.from_conv(t_conv)
                 swapped += 1
         for holder in (block.mlp.inverted_conv, block.mlp.point_conv):
             conv = holder.conv
@@ -147,6 +223,8 @@ __all__ = [
     "fp8_matmul",
     "FP8Linear",
     "FP8Conv1x1",
+    "FP8FrameConv",
+    "quantize_frame_stacks",
     "convert_to_fp8",
     "dequantized_linear",
 ]

@@ -17,7 +17,9 @@ Implementations:
 - sanawm-compile: `sanawm.model.compile.compile_blocks` (regional torch.compile);
 - sanawm-fp8: `sanawm.ops.fp8.convert_to_fp8` (FP8 linears, per-row scales) + compile;
   it also measures its accuracy at `--accuracy-frames` (81): relative L2 and cosine of the
-  velocity vs the eager bf16 model and vs float32, next to bf16's own error vs float32;
+  velocity vs the eager bf16 model and vs float32, next to bf16's own error vs float32 (with
+  the weights that the from-scratch init zeroes given random values first, so that the temporal
+  conv and the camera branch count: `open_every_branch`);
 - sanawm-flash4 / sanawm-fp8-flash4: sanawm-compile / sanawm-fp8 with the softmax blocks'
   attention on FlashAttention-4 (`sanawm.ops.flash`, head dim 112 unpadded; needs the
   flash-attn-4 package and an sm90 GPU; on --tiny the op's CPU implementation);
@@ -175,8 +177,25 @@ def inductor_options(args) -> dict | None:
     return None if args.tiny else parse_inductor_options(args.inductor)
 
 
+@torch.no_grad()
+def open_every_branch(model, seed: int = 0):
+    """Give the weights that the from-scratch init zeroes and that shut whole paths off random
+    values (std 0.5 / sqrt(fan-in), from `seed`, the same on every device): the FFN's temporal
+    convs, the camera branch's output projections, the output gates' and the GDN gates' weights.
+    At zero, a velocity comparison cannot see the error of the temporal conv or of the camera
+    branch, which a trained model uses. Returns the model (changed in place)."""
+    g = torch.Generator().manual_seed(seed)
+    for block in model.blocks:
+        attn = block.attn
+        for w in (block.mlp.t_conv.weight, attn.out_proj_cam.weight, attn.output_gate.weight, attn.beta_proj.weight,
+                  attn.gate_proj.weight):  # fmt: skip
+            w.copy_(torch.randn(w.shape, generator=g) * (0.5 / w[0].numel() ** 0.5))
+    return model
+
+
 def fp8_accuracy(model, preset: str, args, device, dtype, text_len: int, attention: str = "sdpa") -> dict:
-    """Velocity errors at `--accuracy-frames`: FP8 (compiled; softmax attention with kernel
+    """Velocity errors at `--accuracy-frames`, with every branch open (`open_every_branch`, on
+    `model` too): FP8 (compiled; softmax attention with kernel
     `attention`) vs bf16 eager and vs float32; bf16 eager vs float32 for scale; the CUDA FP8
     matmul vs its float32 emulation; with attention "fp8" also the eager bf16 model with only
     its attention in FP8."""
@@ -188,9 +207,10 @@ def fp8_accuracy(model, preset: str, args, device, dtype, text_len: int, attenti
     size = latent_size(args.accuracy_frames, args.tiny)
     inputs = make_inputs(model, size, device, dtype, text_len, torch.Generator().manual_seed(1234))
     with torch.inference_mode():
+        open_every_branch(model)
         v_bf16 = model(**inputs).float()
         torch.manual_seed(0)
-        ref32 = random_model(preset, device, torch.float32)  # same seed: the weights bf16 rounds
+        ref32 = open_every_branch(random_model(preset, device, torch.float32))  # the weights bf16 rounds
         v_f32 = ref32(**{k: (v.float() if v.is_floating_point() else v) for k, v in inputs.items()})
         del ref32
         attn_only = {}
@@ -207,9 +227,11 @@ def fp8_accuracy(model, preset: str, args, device, dtype, text_len: int, attenti
         g = torch.Generator().manual_seed(5)
         x = torch.randn(4096, 2240, generator=g).to(device, dtype)
         w = torch.randn(6720, 2240, generator=g).to(device, dtype) / 2240**0.5
+        b = torch.randn(6720, generator=g).to(device, dtype)
         qw, sw = quantize_rows(w)
         qx, sx = quantize_rows(x)
-        mm_err = rel_l2(fp8_matmul(x, qw, sw, None), scaled_mm_emulated(qx, qw, sx, sw, torch.float32))
+        # With a bias: _scaled_mm adds it in the epilogue (the model's FP8 linears pass theirs).
+        mm_err = rel_l2(fp8_matmul(x, qw, sw, b), scaled_mm_emulated(qx, qw, sx, sw, torch.float32) + b.float())
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return {
@@ -217,7 +239,8 @@ def fp8_accuracy(model, preset: str, args, device, dtype, text_len: int, attenti
         "fp8_vs_bf16_rel_l2": rel_l2(v_fp8, v_bf16), "fp8_vs_bf16_cos": cosine(v_fp8, v_bf16),
         "fp8_vs_f32_rel_l2": rel_l2(v_fp8, v_f32), "fp8_vs_f32_cos": cosine(v_fp8, v_f32),
         "bf16_vs_f32_rel_l2": rel_l2(v_bf16, v_f32), "bf16_vs_f32_cos": cosine(v_bf16, v_f32),
-        "fp8_matmul_vs_emulation_rel_l2": mm_err, "attention": attention, **attn_only,
+        "fp8_matmul_vs_emulation_rel_l2": mm_err, "attention": attention, "weights": "every branch open",
+        **attn_only,
     }  # fmt: skip
 
 

@@ -10,39 +10,54 @@
 #   fp8        sanawm-fp8-flash3 at 961 frames, default and tuned (FP8 linears + FA3's FP8
 #              attention: run inside gpu_fa3.sh too, e.g.
 #              bash scripts/gpu_flash4.sh bash scripts/gpu_fa3.sh env ROWS=fp8 bash scripts/gpu_hopper_levers.sh)
+#   fp8_accuracy  sanawm-fp8-flash3 at 961 frames, default compile, with its velocity errors at 81
+#              frames (vs eager bf16 and float32; inside gpu_fa3.sh)
 #   ucpe       scripts/bench_ucpe.py: the camera transform alone, inductor vs sanawm.ops.ucpe
 #   sweep      scripts/check_gdn_gpu.py --sweep: the GDN kernels' accuracy and launch shapes
 #   precision  scripts/check_gdn_precision.py: the 2.6B velocity with the GDN kernels' precisions
 #   profile    scripts/profile_dit.py: kernel breakdown of the compiled FA4 forward
 #   profile_fp8  the same for FP8 linears + FA3's FP8 attention (inside gpu_fa3.sh too): which
 #              activation quantisations inductor fuses into their producers
-# If .ab/src exists (another version of src/, carried beside it), its default row runs first.
+# If .ab/src exists (another version of src/, carried beside it), its rows AB_ROWS (default
+# "default"; any of default, tuned, fp8, fp8_accuracy) run first, named ab_<row>.
 # Logs and records go to $OUT.
 set -u
 OUT=${OUT:-out}
 mkdir -p "$OUT"
 quiet() { grep --line-buffered -v "^W1\|UserWarning\|_warn_once\|exe_args"; }
-bench() {  # NAME IMPL FRAMES ARGS...
+bench() {  # NAME IMPL FRAMES ARGS...   (--skip-accuracy unless ACCURACY=1)
   local name=$1 impl=$2 frames=$3; shift 3
-  python3 scripts/bench_hopper.py --skip-accuracy --impls "$impl" --frames $frames --json "$OUT/$name.json" "$@" \
+  local skip="--skip-accuracy"; [ "${ACCURACY:-0}" = 1 ] && skip=""
+  python3 scripts/bench_hopper.py $skip --impls "$impl" --frames $frames --json "$OUT/$name.json" "$@" \
     2>&1 | quiet > "$OUT/$name.log"
   grep "frames:\|FAILED\|Error" "$OUT/$name.log" | sed "s/^/$name /"
+  names="$names $name"
+}
+timed_row() {  # PREFIX ROW: the rows that time the forward; 1 if ROW is not one of them
+  local p=$1
+  case $2 in
+    default) bench ${p}default sanawm-flash4 961 --timeout 150 ;;
+    tuned) bench ${p}tuned sanawm-flash4 961 --timeout 300 --inductor coordinate_descent_tuning=true ;;
+    sizes)
+      bench ${p}sizes sanawm-flash4 "321 81" --timeout 150
+      bench ${p}sizes_tuned sanawm-flash4 "321 81" --timeout 300 --inductor coordinate_descent_tuning=true ;;
+    fp8)
+      bench ${p}fp8 sanawm-fp8-flash3 961 --timeout 150
+      bench ${p}fp8_tuned sanawm-fp8-flash3 961 --timeout 300 --inductor coordinate_descent_tuning=true ;;
+    fp8_accuracy) ACCURACY=1 bench ${p}fp8_accuracy sanawm-fp8-flash3 961 --timeout 300 ;;
+    *) return 1 ;;
+  esac
 }
 names=""
-if [ -d .ab/src ]; then PYTHONPATH=$PWD/.ab/src:$PYTHONPATH bench ab_default sanawm-flash4 961 --timeout 150; names="ab_default"; fi
+if [ -d .ab/src ]; then
+  for row in ${AB_ROWS:-default}; do
+    PYTHONPATH=$PWD/.ab/src:$PYTHONPATH timed_row ab_ $row || { echo "unknown A/B row $row"; exit 2; }
+  done
+fi
 ROWS=${ROWS:-default tuned ucpe sweep}
 for row in $ROWS; do
+  timed_row "" $row && continue
   case $row in
-    default) bench default sanawm-flash4 961 --timeout 150; names="$names default" ;;
-    tuned) bench tuned sanawm-flash4 961 --timeout 300 --inductor coordinate_descent_tuning=true; names="$names tuned" ;;
-    sizes)
-      bench sizes sanawm-flash4 "321 81" --timeout 150
-      bench sizes_tuned sanawm-flash4 "321 81" --timeout 300 --inductor coordinate_descent_tuning=true
-      names="$names sizes sizes_tuned" ;;
-    fp8)
-      bench fp8 sanawm-fp8-flash3 961 --timeout 150
-      bench fp8_tuned sanawm-fp8-flash3 961 --timeout 300 --inductor coordinate_descent_tuning=true
-      names="$names fp8 fp8_tuned" ;;
     ucpe)
       timeout 120 python3 scripts/bench_ucpe.py 2>&1 | quiet > "$OUT/bench_ucpe.log"; tail -9 "$OUT/bench_ucpe.log" ;;
     sweep)
@@ -64,5 +79,12 @@ for row in $ROWS; do
 done
 echo "--- summary (s per forward) ---"
 for f in $names; do
-  python3 -c "import json,sys; [print(f'{sys.argv[1]:>12} {r[\"frames\"]:>4} {r[\"s_per_forward\"]:.3f} s {r[\"peak_gb\"]:.1f} GB first {r[\"first_call_s\"]:.0f} s') for r in json.load(open(sys.argv[2]))]" "$f" "$OUT/$f.json" 2>/dev/null
+  python3 - "$f" "$OUT/$f.json" <<'PY' 2>/dev/null
+import json, sys
+for r in json.load(open(sys.argv[2])):
+    print(f"{sys.argv[1]:>16} {r['frames']:>4} {r['s_per_forward']:.3f} s {r['peak_gb']:.1f} GB first {r['first_call_s']:.0f} s")
+    errors = {k: r[k] for k in r if k.endswith(("_rel_l2", "_cos"))}
+    if errors:
+        print(" " * 17, f"at {r['accuracy_frames']} frames:", ", ".join(f"{k} {v:.4g}" for k, v in errors.items()))
+PY
 done

@@ -12,8 +12,8 @@ from the dequantised operands in float32, which is what the CPU tests check.
 output gate / camera output projection, Plücker projection, cross-attention q / proj, the
 FFN's two 1x1 convs and its temporal conv) for FP8 modules; everything else (embedders,
 norms, GDN, softmax attention, the camera q / k / v projections) stays as it was. The camera
-q / k / v in FP8 too made the forward ~1 % faster and the velocity measurably less exact
-(benchmarks/README.md, run 27): left in bf16. FP8 changes results: its error
+q / k / v were tried in FP8 too and left in bf16: less than 1 % of the forward's time for ~20 %
+more velocity error (benchmarks/README.md, runs 25-27). FP8 changes results: its error
 against bf16 is measured by `scripts/bench_hopper.py` and published in benchmarks/README.md;
 it is opt-in. Convert after any `model.to(dtype)`:
 `.to` would cast the FP8 buffers too.

@@ -8,18 +8,22 @@ runs as one `torch._scaled_mm` (FP8 tensor cores, fp32 accumulation, bf16 output
 vectors applied in the epilogue); elsewhere `scaled_mm_emulated` computes the same function
 from the dequantised operands in float32, which is what the CPU tests check.
 
-`convert_to_fp8(model)` swaps the large matmuls of every DiT block (attention qkv / proj /
-output gate / camera output projection, Plücker projection, cross-attention q / proj, the
-FFN's two 1x1 convs and its temporal conv) for FP8 modules; everything else (embedders,
-norms, GDN, softmax attention, the camera q / k / v projections) stays as it was. The camera
-q / k / v were tried in FP8 too and left in bf16: less than 1 % of the forward's time for ~20 %
-more velocity error (benchmarks/README.md, runs 25-27). FP8 changes results: its error
+`convert_to_fp8(model)` swaps the large matmuls of every DiT block (attention qkv and output
+gate, Plücker projection, cross-attention q / proj, the FFN's two 1x1 convs and its temporal
+conv) for FP8 modules; everything else (embedders, norms, GDN, softmax attention) stays as it
+was. Left out on purpose, by measurement (scripts/check_fp8_modules.py, benchmarks/README.md):
+the attention output projection and the camera branch's output projection, which carry most
+of the FP8 error (the public tiny checkpoint: 4.0e-2 from the reference's output with them in
+FP8, 1.4e-2 without), and the camera q / k / v (tried: less than 1 % of the forward's time for
+~20 % more velocity error). FP8 changes results: its error
 against bf16 is measured by `scripts/bench_hopper.py` and published in benchmarks/README.md;
 it is opt-in. Convert after any `model.to(dtype)`:
 `.to` would cast the FP8 buffers too.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -177,30 +181,53 @@ def _fits(out_features: int, in_features: int) -> bool:
     return out_features % 16 == 0 and in_features % 16 == 0
 
 
-def convert_to_fp8(model: nn.Module) -> int:
-    """Swap the large matmuls of every block of `model.blocks` for FP8 modules, in place.
-    Returns how many modules were swapped. Inference only (no gradients through them)."""
+# The matmul families of a block that can run in FP8: name -> the (parent, attribute) slots
+# of one block. Linears and 1x1 convs become FP8Linear / FP8Conv1x1, the temporal conv
+# FP8FrameConv.
+FP8_FAMILIES: dict[str, Callable[[nn.Module], list[tuple[nn.Module, str]]]] = {
+    "attention qkv": lambda b: [(b.attn, "qkv")],
+    "attention proj": lambda b: [(b.attn, "proj")],
+    "output gate": lambda b: [(b.attn, "output_gate")],
+    "camera out proj": lambda b: [(b.attn, "out_proj_cam")],
+    "Plucker proj": lambda b: [(b, "plucker_proj")],
+    "cross-attention q / proj": lambda b: [(b.cross_attn, "q_linear"), (b.cross_attn, "proj")],
+    "FFN 1x1 in": lambda b: [(b.mlp.inverted_conv, "conv")],
+    "FFN 1x1 out": lambda b: [(b.mlp.point_conv, "conv")],
+    "temporal conv": lambda b: [(b.mlp, "t_conv")],
+}
+# What `convert_to_fp8` converts by default: all but the two output projections, which carry
+# most of the FP8 error (scripts/check_fp8_modules.py).
+DEFAULT_FP8_FAMILIES = tuple(f for f in FP8_FAMILIES if f not in ("attention proj", "camera out proj"))
+
+
+def _to_fp8(module: nn.Module) -> nn.Module | None:
+    """The FP8 stand-in for a block matmul, or None where there is none (shape, kind)."""
+    if isinstance(module, nn.Linear) and _fits(module.out_features, module.in_features):
+        return FP8Linear.from_weight(module.weight, module.bias)
+    if not isinstance(module, nn.Conv2d) or module.groups != 1:
+        return None
+    if module.kernel_size == (1, 1) and _fits(module.out_channels, module.in_channels):
+        return FP8Conv1x1.from_weight(module.weight.flatten(1), module.bias)
+    kernel = module.kernel_size
+    if kernel[0] > 1 and kernel[1] == 1 and module.bias is None and _fits(module.out_channels, module.in_channels * kernel[0]):
+        return FP8FrameConv.from_conv(module)  # the FFN's temporal conv
+    return None
+
+
+def convert_to_fp8(model: nn.Module, families: Sequence[str] = DEFAULT_FP8_FAMILIES) -> int:
+    """Swap the matmuls of `families` (names of `FP8_FAMILIES`) in every block of
+    `model.blocks` for FP8 modules, in place. Returns how many modules were swapped.
+    Inference only (no gradients through them)."""
+    unknown = set(families) - set(FP8_FAMILIES)
+    if unknown:
+        raise ValueError(f"unknown FP8 families {sorted(unknown)}; known: {', '.join(FP8_FAMILIES)}")
     swapped = 0
     for block in model.blocks:
-        targets = [
-            (block.attn, "qkv"), (block.attn, "proj"), (block.attn, "output_gate"), (block.attn, "out_proj_cam"),
-            (block, "plucker_proj"), (block.cross_attn, "q_linear"), (block.cross_attn, "proj"),
-        ]  # fmt: skip
-        for parent, name in targets:
-            lin = getattr(parent, name)
-            if isinstance(lin, nn.Linear) and _fits(lin.out_features, lin.in_features):
-                setattr(parent, name, FP8Linear.from_weight(lin.weight, lin.bias))
-                swapped += 1
-        t_conv = block.mlp.t_conv
-        if isinstance(t_conv, nn.Conv2d) and t_conv.kernel_size[1] == 1 and t_conv.bias is None:
-            if _fits(t_conv.out_channels, t_conv.in_channels * t_conv.kernel_size[0]):
-                block.mlp.t_conv = FP8FrameConv.from_conv(t_conv)
-                swapped += 1
-        for holder in (block.mlp.inverted_conv, block.mlp.point_conv):
-            conv = holder.conv
-            if isinstance(conv, nn.Conv2d) and conv.kernel_size == (1, 1) and conv.groups == 1:
-                if _fits(conv.out_channels, conv.in_channels):
-                    holder.conv = FP8Conv1x1.from_weight(conv.weight.flatten(1), conv.bias)
+        for family in families:
+            for parent, name in FP8_FAMILIES[family](block):
+                fp8 = _to_fp8(getattr(parent, name))
+                if fp8 is not None:
+                    setattr(parent, name, fp8)
                     swapped += 1
     return swapped
 
@@ -225,6 +252,8 @@ __all__ = [
     "FP8Conv1x1",
     "FP8FrameConv",
     "quantize_frame_stacks",
+    "FP8_FAMILIES",
+    "DEFAULT_FP8_FAMILIES",
     "convert_to_fp8",
     "dequantized_linear",
 ]

@@ -3,7 +3,7 @@
 # levers of the fast path (run inside gpu_flash4.sh):
 #   bash scripts/gpu_flash4.sh bash scripts/gpu_hopper_levers.sh
 #   ROWS="default tuned" bash scripts/gpu_flash4.sh bash scripts/gpu_hopper_levers.sh
-# Rows (ROWS, in the order given; default "default tuned ucpe sweep"):
+# Rows (ROWS, in the order given; unset: "default tuned ucpe sweep"; empty: none):
 #   default    bench_hopper.py, sanawm-flash4 at 961 frames, default inductor settings
 #   tuned      the same with `--compile tuned` (coordinate-descent tuning of every fused kernel)
 #   sizes      sanawm-flash4 at 321 and 81 frames, default and tuned
@@ -12,6 +12,8 @@
 #              bash scripts/gpu_flash4.sh bash scripts/gpu_fa3.sh env ROWS=fp8 bash scripts/gpu_hopper_levers.sh)
 #   fp8_accuracy  sanawm-fp8-flash3 at 961 frames, default compile, with its velocity errors at 81
 #              frames (vs eager bf16 and float32; inside gpu_fa3.sh)
+#   fp8_modules  scripts/check_fp8_modules.py on the 2.6B model at 81 frames: the velocity error of
+#              each FP8 matmul family (eager, cuBLAS FP8, every branch open)
 #   ucpe       scripts/bench_ucpe.py: the camera transform alone, inductor vs sanawm.ops.ucpe
 #   sweep      scripts/check_gdn_gpu.py --sweep: the GDN kernels' accuracy and launch shapes
 #   precision  scripts/check_gdn_precision.py: the 2.6B velocity with the GDN kernels' precisions
@@ -19,7 +21,8 @@
 #   profile_fp8  the same for FP8 linears + FA3's FP8 attention (inside gpu_fa3.sh too): which
 #              activation quantisations inductor fuses into their producers
 # If .ab/src exists (another version of src/, carried beside it), its rows AB_ROWS (default
-# "default"; any of default, tuned, fp8, fp8_accuracy) run first, named ab_<row>.
+# "default"; any of default, tuned, sizes, fp8, fp8_accuracy) run first, named ab_<row>. The
+# scripts are this tree's: what they call must exist in .ab/src too.
 # Logs and records go to $OUT.
 set -u
 OUT=${OUT:-out}
@@ -51,13 +54,17 @@ timed_row() {  # PREFIX ROW: the rows that time the forward; 1 if ROW is not one
 names=""
 if [ -d .ab/src ]; then
   for row in ${AB_ROWS:-default}; do
-    PYTHONPATH=$PWD/.ab/src:$PYTHONPATH timed_row ab_ $row || { echo "unknown A/B row $row"; exit 2; }
+    PYTHONPATH=$PWD/.ab/src${PYTHONPATH:+:$PYTHONPATH} timed_row ab_ $row || { echo "unknown A/B row $row"; exit 2; }
   done
 fi
-ROWS=${ROWS:-default tuned ucpe sweep}
+ROWS=${ROWS-default tuned ucpe sweep}  # ROWS="" runs none (only the A/B rows)
 for row in $ROWS; do
   timed_row "" $row && continue
   case $row in
+    fp8_modules)
+      timeout 400 python3 scripts/check_fp8_modules.py --models random --preset sanawm-2.6b --device cuda \
+        --frames 81 --together "attention proj+camera out proj" 2>&1 | quiet > "$OUT/check_fp8_modules.log"
+      tail -14 "$OUT/check_fp8_modules.log" ;;
     ucpe)
       timeout 120 python3 scripts/bench_ucpe.py 2>&1 | quiet > "$OUT/bench_ucpe.log"; tail -9 "$OUT/bench_ucpe.log" ;;
     sweep)

@@ -2,13 +2,15 @@
 (`sanawm.ops.fp8.FP8_FAMILIES`) in FP8, `convert_to_fp8`'s default families, then each family
 in turn left at the model's own precision.
 
-    python scripts/check_fp8_modules.py                                  # CPU: both tiny models
+    python scripts/check_fp8_modules.py                                  # CPU: the three small models
     python scripts/check_fp8_modules.py --models random --preset sanawm-2.6b --device cuda --frames 81 \
         --together "attention proj+camera out proj"
 
 Models:
 - "checkpoint": the public tiny checkpoint (tests/data, trained weights) on its parity inputs,
   against the reference's output;
+- "embedded": the package's embedded model (trained on procedural worlds; width 192) on random
+  latents, text and camera, against its own output before conversion;
 - "random": `--preset` with the from-scratch init and every branch open (scripts/bench_hopper.py's
   `open_every_branch`), against its own output before conversion.
 Eager forwards with the model's softmax attention (only the linears change). On the CPU the FP8
@@ -31,6 +33,7 @@ from torch import Tensor, nn
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"
+EMBEDDED_LATENTS = (9, 16, 16)  # the embedded model's latents of a 33-frame clip at its 128 x 128 (strides 4 x 8 x 8)
 
 def rel_l2(a: Tensor, b: Tensor) -> float:
     a, b = a.double(), b.double()
@@ -67,6 +70,20 @@ def checkpoint_case(device: torch.device) -> tuple[nn.Module, Callable[[nn.Modul
     return model, lambda m: m(*args), io["expected"].to(device)
 
 
+def embedded_case(device: torch.device) -> tuple[nn.Module, Callable[[nn.Module], Tensor], Tensor]:
+    from sanawm.benchmark import make_inputs
+    from sanawm.modeldir import load_transformer, read_model_dir
+    from sanawm.pipeline import EMBEDDED_MODEL, _asset
+
+    spec = read_model_dir(_asset(EMBEDDED_MODEL))
+    model = load_transformer(spec.components["transformer"], dtype=torch.float32).to(device).eval()
+    inputs = make_inputs(model, EMBEDDED_LATENTS, device, torch.float32, min(300, model.config.max_text_len),
+                         torch.Generator().manual_seed(1234))  # fmt: skip
+    with torch.no_grad():
+        target = model(**inputs)
+    return model, lambda m: m(**inputs), target
+
+
 def random_case(preset: str, frames: int, device: torch.device) -> tuple[nn.Module, Callable[[nn.Module], Tensor], Tensor]:
     from sanawm.benchmark import latents_for_frames, make_inputs, random_model
 
@@ -87,7 +104,8 @@ def main() -> None:
     from sanawm.ops.fp8 import FP8_FAMILIES
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", choices=("checkpoint", "random"), default=["checkpoint", "random"])
+    parser.add_argument("--models", nargs="+", choices=("checkpoint", "embedded", "random"),
+                        default=["checkpoint", "embedded", "random"])
     parser.add_argument("--preset", default="tiny", help="preset of the random model (default tiny)")
     parser.add_argument("--frames", type=int, default=33, help="clip length of the random model's input")
     parser.add_argument("--device", default="cpu")
@@ -101,10 +119,17 @@ def main() -> None:
     device = torch.device(args.device)
     tables = []
     for name in args.models:
-        model, run, target = checkpoint_case(device) if name == "checkpoint" else random_case(args.preset, args.frames, device)
+        if name == "checkpoint":
+            model, run, target = checkpoint_case(device)
+            label = "public tiny checkpoint vs the reference"
+        elif name == "embedded":
+            model, run, target = embedded_case(device)
+            label = f"embedded model (trained), random latents {EMBEDDED_LATENTS}, vs itself"
+        else:
+            model, run, target = random_case(args.preset, args.frames, device)
+            label = f"{args.preset} random, every branch open, {args.frames} frames, vs itself"
         with torch.inference_mode():
             errors = leave_out(model, run, target, groups)
-        label = "public tiny checkpoint vs the reference" if name == "checkpoint" else f"{args.preset} random, every branch open, {args.frames} frames"
         tables.append((label, errors))
         del model
     for label, errors in tables:

@@ -67,3 +67,12 @@ def test_leave_out_compares_the_family_sets_it_names():
     assert errors["all"] > 1e-3 and errors["all but attention proj"] > 1e-3  # measured 5.8e-3, 3.6e-3
     assert errors["all but " + " + ".join(every)] == 0.0  # nothing in FP8: the model itself
     assert type(model.blocks[0].attn.qkv) is torch.nn.Linear  # the model given is not converted
+
+
+def test_embedded_case_feeds_the_bundled_model_its_own_camera_channels():
+    script = load_script()
+    model, run, target = script.embedded_case(torch.device("cpu"))
+    assert model.config.plucker_channels != 48  # make_inputs follows the model's config
+    with torch.no_grad():
+        again = run(model)
+    assert target.shape[2:] == script.EMBEDDED_LATENTS and torch.equal(again, target)

@@ -216,10 +216,11 @@ def random_model(preset: str, device: torch.device, dtype: torch.dtype) -> SanaW
 
 
 def camera_inputs(
-    batch: int, frames: int, height: int, width: int, device, dtype, generator: torch.Generator | None = None
-) -> tuple[Tensor, Tensor]:
+    batch: int, frames: int, height: int, width: int, device, dtype, generator: torch.Generator | None = None,
+    channels: int = 48,
+) -> tuple[Tensor, Tensor]:  # fmt: skip
     """A forward-moving, slowly turning camera: raymap (B, T, 20) and random Plücker rays
-    (B, 48, T, H, W) of a realistic scale."""
+    (B, channels, T, H, W) of a realistic scale (48: six per raw frame of a latent frame)."""
     t = torch.arange(frames, dtype=torch.float32)
     yaw = 0.02 * t
     c2w = torch.eye(4).repeat(frames, 1, 1)
@@ -227,7 +228,7 @@ def camera_inputs(
     c2w[:, 2, 3] = 0.05 * t
     intrinsics = torch.tensor([0.6 * width, 0.6 * width, (width - 1) / 2, (height - 1) / 2]).expand(frames, 4)
     raymap = torch.cat([c2w.flatten(1), intrinsics], dim=1).expand(batch, -1, -1).to(device)
-    plucker = 0.1 * torch.randn(batch, 48, frames, height, width, generator=generator)
+    plucker = 0.1 * torch.randn(batch, channels, frames, height, width, generator=generator)
     return raymap.contiguous(), plucker.to(device=device, dtype=dtype)
 
 
@@ -244,7 +245,7 @@ def make_inputs(
 
     timestep = 1000 * torch.rand(1, frames, generator=generator)
     timestep[:, 0] = 0
-    raymap, plucker = camera_inputs(1, frames, height, width, device, dtype, generator)
+    raymap, plucker = camera_inputs(1, frames, height, width, device, dtype, generator, cfg.plucker_channels)
     return dict(
         latents=randn(1, cfg.in_channels, frames, height, width),
         timestep=timestep.to(device),

@@ -35,10 +35,6 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"
 EMBEDDED_LATENTS = (9, 16, 16)  # the embedded model's latents of a 33-frame clip at its 128 x 128 (strides 4 x 8 x 8)
 
-def rel_l2(a: Tensor, b: Tensor) -> float:
-    a, b = a.double(), b.double()
-    return ((a - b).norm() / b.norm()).item()
-
 
 def leave_out(
     model: nn.Module, run: Callable[[nn.Module], Tensor], target: Tensor, groups: list[tuple[str, ...]]
@@ -46,6 +42,7 @@ def leave_out(
     """Relative L2 of `run(model)` against `target` with every family of `FP8_FAMILIES` in FP8
     ("all"), with `convert_to_fp8`'s default families ("default"), and with each group of
     families left as in `model` ("all but <families>"). `model` itself is not changed."""
+    from sanawm.benchmark import rel_l2
     from sanawm.ops.fp8 import DEFAULT_FP8_FAMILIES, FP8_FAMILIES, convert_to_fp8
 
     def error(families) -> float:
@@ -71,12 +68,10 @@ def checkpoint_case(device: torch.device) -> tuple[nn.Module, Callable[[nn.Modul
 
 
 def embedded_case(device: torch.device) -> tuple[nn.Module, Callable[[nn.Module], Tensor], Tensor]:
+    from sanawm import WorldModel
     from sanawm.benchmark import make_inputs
-    from sanawm.modeldir import load_transformer, read_model_dir
-    from sanawm.pipeline import EMBEDDED_MODEL, _asset
 
-    spec = read_model_dir(_asset(EMBEDDED_MODEL))
-    model = load_transformer(spec.components["transformer"], dtype=torch.float32).to(device).eval()
+    model = WorldModel.load(device=device, dtype=torch.float32).transformer  # the embedded default
     inputs = make_inputs(model, EMBEDDED_LATENTS, device, torch.float32, min(300, model.config.max_text_len),
                          torch.Generator().manual_seed(1234))  # fmt: skip
     with torch.no_grad():

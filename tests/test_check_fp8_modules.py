@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sanawm.benchmark import make_inputs, random_model
+from sanawm.benchmark import make_inputs, random_model, rel_l2
 from sanawm.ops.fp8 import DEFAULT_FP8_FAMILIES, FP8_FAMILIES, FP8FrameConv, FP8Linear, convert_to_fp8
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "check_fp8_modules.py"
@@ -60,7 +60,7 @@ def test_leave_out_compares_the_family_sets_it_names():
                                ("all but attention proj", without_proj)):  # fmt: skip
             fp8 = copy.deepcopy(model)
             convert_to_fp8(fp8, families)
-            direct[name] = script.rel_l2(run(fp8), target)
+            direct[name] = rel_l2(run(fp8), target)
         errors = script.leave_out(model, run, target, [("attention proj",), every])
     for name, value in direct.items():
         assert errors[name] == value, name

@@ -94,11 +94,22 @@ def test_fp8_matmul_off_cuda_emulates_in_the_input_dtype():
     qx, sx = quantize_rows(x)
     assert out.dtype == torch.bfloat16
     assert torch.equal(out, scaled_mm_emulated(qx, qw, sx, sw, torch.bfloat16))
-    # The bias is added before the one rounding to bf16 (as in _scaled_mm's epilogue).
-    with_bias = fp8_matmul(x, qw, sw, b)
-    exact = (qx.double() * sx.double()) @ (qw.double() * sw.double()).t() + b.double()
-    assert torch.equal(with_bias, exact.float().bfloat16())  # float32 sums of 64 products: same rounding
-    assert not torch.equal(with_bias, (out.float() + b.float()).bfloat16())  # rounded twice: differs
+    assert torch.equal(fp8_matmul(x, qw, sw, b), scaled_mm_emulated(qx, qw, sx, sw, torch.bfloat16, b))
+
+
+def test_scaled_mm_emulation_adds_the_bias_before_its_one_rounding():
+    """As _scaled_mm's epilogue does. Operands whose products and sums are exact in float32
+    (small integers, power-of-two scales), so the only rounding is the last one, on any CPU."""
+    g = torch.Generator().manual_seed(8)
+    qa = torch.randint(-16, 17, (8, 32), generator=g).float().to(FP8_DTYPE)  # integers up to 16: exact in e4m3
+    qb = torch.randint(-16, 17, (24, 32), generator=g).float().to(FP8_DTYPE)
+    sa, sb = torch.full((8, 1), 2.0), torch.full((24, 1), 0.5)
+    bias = (torch.randint(-64, 65, (24,), generator=g) / 16).bfloat16()  # multiples of 1/16: exact in bf16
+    exact = (qa.double() @ qb.double().t()) + bias.double()  # sums up to 8192: exact in float32 too
+    once = scaled_mm_emulated(qa, qb, sa, sb, torch.bfloat16, bias)
+    assert torch.equal(once, exact.bfloat16())
+    twice = (scaled_mm_emulated(qa, qb, sa, sb, torch.bfloat16).float() + bias.float()).bfloat16()
+    assert not torch.equal(once, twice)  # rounding before the bias differs (here in 10 % of the elements)
 
 
 def test_fp8_conv1x1_is_the_linear_over_channels():

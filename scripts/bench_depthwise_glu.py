@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 
 def main() -> None:
-    from sanawm.benchmark import format_kernel_rows, time_kernel_rows
+    from sanawm.benchmark import format_kernel_rows, rel_l2_column, time_kernel_rows
     from sanawm.model.config import SanaWMConfig
     from sanawm.ops.depthwise_glu import depthwise_glu_op, launch, silu_depthwise_glu_reference
 
@@ -46,13 +46,7 @@ def main() -> None:
             rows.append((f"kernel alone, {bw} px x {bc} ch, {warps} warps",
                          lambda bw=bw, bc=bc, warps=warps: launch(act, weight, bias, out, block_w=bw, block_c=bc,
                                                                    num_warps=warps)))  # fmt: skip
-
-        def error(name, result):
-            if name == "SiLU alone":
-                return "-"
-            result = out if result is None else result  # the kernel rows write into `out`
-            return f"{((result.float() - ref).norm() / ref.norm()).item():.2e}"
-
+        error = rel_l2_column(ref, out, skip=("SiLU alone",))
         table = time_kernel_rows(rows, device, moved, error, warmup=2, iters=5)
     print(f"\nslice {tuple(pre.shape)} bf16, {torch.cuda.get_device_name(device)}")
     print(format_kernel_rows(table, 45))

@@ -19,7 +19,7 @@ import torch
 
 
 def main() -> None:
-    from sanawm.benchmark import format_kernel_rows, time_kernel_rows
+    from sanawm.benchmark import format_kernel_rows, rel_l2_column, time_kernel_rows
     from sanawm.ops.ucpe import launch, ucpe_transform_op, ucpe_transform_reference
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -48,12 +48,7 @@ def main() -> None:
             rows.append((f"kernel alone, {block_n} tokens, {warps} warps",
                          lambda block_n=block_n, warps=warps: launch(x, m, cos, sin, False, out, ss_in, ss_out,
                                                                      block_n=block_n, num_warps=warps)))  # fmt: skip
-
-        def error(name, result):
-            result = out if result is None else result  # the kernel rows write into `out`
-            return f"{((result.float() - ref).norm() / ref.norm()).item():.2e}"
-
-        table = time_kernel_rows(rows, device, moved, error, warmup=3, iters=10)
+        table = time_kernel_rows(rows, device, moved, rel_l2_column(ref, out), warmup=3, iters=10)
     print(f"\nx {tuple(x.shape)} bf16 token-major, {torch.cuda.get_device_name(device)}")
     print(format_kernel_rows(table, 40))
 

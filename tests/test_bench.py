@@ -7,7 +7,14 @@ import json
 import pytest
 import torch
 
-from sanawm.benchmark import BenchConfig, format_kernel_rows, latents_for_frames, parse_latent_size, time_kernel_rows
+from sanawm.benchmark import (
+    BenchConfig,
+    format_kernel_rows,
+    latents_for_frames,
+    parse_latent_size,
+    rel_l2_column,
+    time_kernel_rows,
+)
 from sanawm.cli import main
 from sanawm.errors import UserInputError
 from sanawm.model import preset_config
@@ -190,3 +197,10 @@ def test_kernel_rows_keep_the_rows_that_run_and_report_the_one_that_fails(capsys
     text = format_kernel_rows(table, 10).splitlines()
     assert len(text) == 3 and text[0].split() == ["ms", "GB/s", "rel", "L2"] and text[2].split()[-1] == "6.0"
 
+
+def test_rel_l2_column_reads_the_result_or_the_output_buffer():
+    reference, out = torch.tensor([3.0, 4.0]), torch.tensor([3.0, 4.5])
+    error = rel_l2_column(reference, out, skip=("other op",))
+    assert error("returns", torch.tensor([3.0, 4.0])) == "0.00e+00"
+    assert error("writes into out", None) == "1.00e-01"  # |(0, 0.5)| / |(3, 4)|
+    assert error("other op", torch.zeros(2)) == "-"

@@ -314,6 +314,19 @@ def time_kernel_rows(
     return table
 
 
+def rel_l2_column(reference: Tensor, out: Tensor, skip: tuple[str, ...] = ()) -> Callable[[str, object], str]:
+    """The `error` of `time_kernel_rows` for rows that compute `reference`: the relative L2 of
+    what a row returned, or of `out` for rows that return None (they write into it); "-" for
+    the rows named in `skip` (they compute something else)."""
+
+    def error(name: str, result: object) -> str:
+        if name in skip:
+            return "-"
+        return f"{rel_l2(out if result is None else result, reference):.2e}"
+
+    return error
+
+
 def format_kernel_rows(table: list[tuple[str, float, float, str]], name_width: int) -> str:
     """`time_kernel_rows`' table as text: ms, GB/s and the error column (relative L2)."""
     lines = [f"{'':{name_width}} {'ms':>8} {'GB/s':>7} {'rel L2':>9}"]

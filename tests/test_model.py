@@ -8,7 +8,7 @@ import torch
 from sanawm.errors import UserInputError
 from sanawm.model import PRESETS, SanaWMConfig, build_preset
 from sanawm.model.camera import (
-    CameraTransforms,
+    camera_transforms,
     invert_rigid,
     ray_frames,
     transform_keys,
@@ -117,7 +117,7 @@ def test_camera_scores_depend_on_relative_poses_only():
 
     def scores(poses):
         p = ray_frames(raymap_from(poses), H, W).reshape(1, N, 4, 4)
-        cam = CameraTransforms(p, invert_rigid(p), rope)
+        cam = camera_transforms(p, rope)
         return transform_queries(q, cam) @ transform_keys(k, cam).transpose(-1, -2), cam
 
     s1, cam = scores(c2ws)

@@ -203,7 +203,7 @@ class _AttentionBase(nn.Module):
         tensor's sums of squares over D before and after: [qt, kt, vt], [(ss_q, ss_qt), ...].
         Where `ucpe.kernel_applies` (16-bit CUDA inference): a 961-frame forward on an H200 is
         ~70 ms faster than with inductor's kernels for `camera_transform` and the norms."""
-        cos, sin = cam.rope.cos.float(), cam.rope.sin.float()
+        cos, sin = cam.rope_f32
         outs, sums = [], []
         for x, m in ((q, cam.p.transpose(-1, -2)), (k, cam.p_inv), (v, cam.p_inv)):
             out, ss_in, ss_out = ucpe.ucpe_transform_op(x, m, cos, sin, False)
@@ -214,7 +214,7 @@ class _AttentionBase(nn.Module):
     def camera_output(self, out: Tensor, cam: CameraTransforms) -> Tensor:
         """Attention output (B, H, N, D) of the camera branch back to the token frame."""
         if ucpe.kernel_applies(out):
-            return ucpe.ucpe_transform_op(out, cam.p, cam.rope.cos.float(), cam.rope.sin.float(), True)[0]
+            return ucpe.ucpe_transform_op(out, cam.p, *cam.rope_f32, True)[0]
         return transform_outputs(out, cam)
 
     def finish(self, x: Tensor, main: Tensor, cam: Tensor | None) -> Tensor:

@@ -31,6 +31,9 @@ class CameraTransforms(NamedTuple):
     """(B, N, 4, 4) ray frame -> world."""
     rope: Rotation
     """(N, D/4) RoPE of the second half of a camera head."""
+    rope_f32: tuple[Tensor, Tensor]
+    """`rope`'s cos and sin in float32, as `sanawm.ops.ucpe` takes them (converted once per
+    call rather than in each of the blocks' transforms)."""
 
 
 def ray_frames(raymap: Tensor, height: int, width: int) -> Tensor:
@@ -59,6 +62,12 @@ def ray_frames(raymap: Tensor, height: int, width: int) -> Tensor:
     out[..., :3, 3] = -torch.einsum("bthwij,bthwj->bthwi", world_to_ray, origin.expand_as(d_world))
     out[..., 3, 3] = 1.0
     return out
+
+
+def camera_transforms(p: Tensor, rope: Rotation) -> CameraTransforms:
+    """The transforms of one call from the world -> ray-frame matrices p (B, N, 4, 4) and the
+    camera heads' RoPE (the inverse and the float32 tables derived here, once)."""
+    return CameraTransforms(p, invert_rigid(p), rope, (rope.cos.float(), rope.sin.float()))
 
 
 def invert_rigid(m: Tensor) -> Tensor:
@@ -146,6 +155,7 @@ def rms_clamp(x: Tensor, ref: Tensor, eps: float = 1e-6) -> Tensor:
 
 __all__ = [
     "CameraTransforms",
+    "camera_transforms",
     "ray_frames",
     "invert_rigid",
     "transform_queries",

@@ -42,7 +42,7 @@ from sanawm.model.attention import (
     SoftmaxPast,
 )
 from sanawm.model.block import BlockPast, SanaWMBlock
-from sanawm.model.camera import CameraTransforms, invert_rigid, ray_frames
+from sanawm.model.camera import camera_transforms, ray_frames
 from sanawm.model.config import SanaWMConfig
 from sanawm.model.layers import (
     CaptionEmbedder,
@@ -266,7 +266,7 @@ class SanaWMTransformer(nn.Module):
         if raymap is not None:
             cam_dtype = torch.float64 if dtype == torch.float64 else torch.float32
             p = ray_frames(raymap.to(cam_dtype), H, W).reshape(B, T * H * W, 4, 4)
-            camera = CameraTransforms(p, invert_rigid(p), rotation(camera_rope_angles(angles, cfg.head_dim)))
+            camera = camera_transforms(p, rotation(camera_rope_angles(angles, cfg.head_dim)))
         plucker = self.plucker_embedder(chunk_plucker.to(dtype)) if chunk_plucker is not None else None
 
         if timestep.dim() == 3:

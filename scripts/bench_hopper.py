@@ -19,7 +19,9 @@ Implementations:
   it also measures its accuracy at `--accuracy-frames` (81): relative L2 and cosine of the
   velocity vs the eager bf16 model and vs float32, next to bf16's own error vs float32 (with
   the weights that the from-scratch init zeroes given random values first, so that the temporal
-  conv and the camera branch count: `open_every_branch`);
+  conv and the camera branch count: `sanawm.benchmark.open_every_branch`); `--fp8-families`
+  picks the matmul families in FP8 (convert_to_fp8's default; other sets get their own records,
+  impl suffix -fp8all / -fp8custom);
 - sanawm-flash4 / sanawm-fp8-flash4: sanawm-compile / sanawm-fp8 with the softmax blocks'
   attention on FlashAttention-4 (`sanawm.ops.flash`, head dim 112 unpadded; needs the
   flash-attn-4 package and an sm90 GPU; on --tiny the op's CPU implementation);
@@ -128,7 +130,8 @@ def sanawm_worker(impl: str, args, device: torch.device, dtype: torch.dtype) -> 
     if PRECISION[impl] == "fp8":
         accuracy = impl != "sanawm-fp8-flash4" and not args.skip_accuracy
         extra = fp8_accuracy(model, preset, args, device, dtype, text_len, ATTENTION.get(impl, "sdpa")) if accuracy else {}
-        extra["fp8_modules"] = convert_to_fp8(model)
+        extra["fp8_modules"] = convert_to_fp8(model, args.fp8_families)
+        extra["fp8_families"] = "+".join(args.fp8_families)
     check = None
     if impl in ("sanawm-compile", "sanawm-flash4") and not args.skip_accuracy:  # vs eager, after timing
         check = make_inputs(model, latent_size(args.accuracy_frames, args.tiny), device, dtype, text_len,
@@ -156,7 +159,8 @@ def sanawm_worker(impl: str, args, device: torch.device, dtype: torch.dtype) -> 
         rec["gdn_precision"] = args.gdn_precision or model.config.gdn_precision
         print(f"[{impl}] {frames} frames: {rec['s_per_forward']:.3f} s, first call {rec['first_call_s']:.1f} s",
               flush=True)  # fmt: skip
-        records.append(record(impl, frames, rec, device, suffix="-tuned" if options else ""))
+        suffix = ("-tuned" if options else "") + (args.fp8_suffix if PRECISION[impl] == "fp8" else "")
+        records.append(record(impl, frames, rec, device, suffix=suffix))
         save(args, records)
         del inputs
         if device.type == "cuda":
@@ -170,27 +174,25 @@ def sanawm_worker(impl: str, args, device: torch.device, dtype: torch.dtype) -> 
     return records
 
 
+def fp8_families(text: str) -> tuple[tuple[str, ...], str]:
+    """--fp8-families as names of `FP8_FAMILIES`, and the suffix of the FP8 records' impl name
+    ("" for convert_to_fp8's default set, so that runs of other sets keep their own records)."""
+    from sanawm.ops.fp8 import DEFAULT_FP8_FAMILIES, FP8_FAMILIES
+
+    families = {"default": DEFAULT_FP8_FAMILIES, "all": tuple(FP8_FAMILIES)}.get(text) or tuple(text.split("+"))
+    unknown = set(families) - set(FP8_FAMILIES)
+    if unknown:
+        raise ValueError(f"unknown FP8 families {sorted(unknown)}; known: {', '.join(FP8_FAMILIES)}")
+    if set(families) == set(DEFAULT_FP8_FAMILIES):
+        return families, ""
+    return families, "-fp8all" if set(families) == set(FP8_FAMILIES) else "-fp8custom"
+
+
 def inductor_options(args) -> dict | None:
     """--inductor KEY=VALUE pairs as torch.compile options (none on --tiny: aot_eager takes none)."""
     from sanawm.benchmark import parse_inductor_options
 
     return None if args.tiny else parse_inductor_options(args.inductor)
-
-
-@torch.no_grad()
-def open_every_branch(model, seed: int = 0):
-    """Give the weights that the from-scratch init zeroes and that shut whole paths off random
-    values (std 0.5 / sqrt(fan-in), from `seed`, the same on every device): the FFN's temporal
-    convs, the camera branch's output projections, the output gates' and the GDN gates' weights.
-    At zero, a velocity comparison cannot see the error of the temporal conv or of the camera
-    branch, which a trained model uses. Returns the model (changed in place)."""
-    g = torch.Generator().manual_seed(seed)
-    for block in model.blocks:
-        attn = block.attn
-        for w in (block.mlp.t_conv.weight, attn.out_proj_cam.weight, attn.output_gate.weight, attn.beta_proj.weight,
-                  attn.gate_proj.weight):  # fmt: skip
-            w.copy_(torch.randn(w.shape, generator=g) * (0.5 / w[0].numel() ** 0.5))
-    return model
 
 
 def fp8_accuracy(model, preset: str, args, device, dtype, text_len: int, attention: str = "sdpa") -> dict:
@@ -199,7 +201,7 @@ def fp8_accuracy(model, preset: str, args, device, dtype, text_len: int, attenti
     `attention`) vs bf16 eager and vs float32; bf16 eager vs float32 for scale; the CUDA FP8
     matmul vs its float32 emulation; with attention "fp8" also the eager bf16 model with only
     its attention in FP8."""
-    from sanawm.benchmark import cosine, make_inputs, random_model, rel_l2
+    from sanawm.benchmark import cosine, make_inputs, open_every_branch, random_model, rel_l2
     from sanawm.model.compile import compile_blocks
     from sanawm.ops.flash import use_attention_kernel
     from sanawm.ops.fp8 import convert_to_fp8, fp8_matmul, quantize_rows, scaled_mm_emulated
@@ -219,7 +221,7 @@ def fp8_accuracy(model, preset: str, args, device, dtype, text_len: int, attenti
             attn_only = {"attn_only_vs_bf16_rel_l2": rel_l2(v_attn, v_bf16), "attn_only_vs_bf16_cos": cosine(v_attn, v_bf16)}
             del v_attn
         fp8 = copy.deepcopy(model)
-        convert_to_fp8(fp8)
+        convert_to_fp8(fp8, args.fp8_families)
         use_attention_kernel(fp8, attention)
         compile_blocks(fp8, backend="aot_eager" if args.tiny else "inductor", options=inductor_options(args))
         v_fp8 = fp8(**inputs).float()
@@ -325,6 +327,7 @@ def run_worker(impl: str, args, timeout: float) -> list[dict]:
         cmd += ["--temporal-conv", args.temporal_conv]
         cmd += ["--gdn-precision", args.gdn_precision] if args.gdn_precision else []
         cmd += [f"--inductor={item}" for item in args.inductor]
+        cmd += ["--fp8-families", "+".join(args.fp8_families)]
         t0 = time.perf_counter()
         try:
             proc = subprocess.run(cmd, timeout=timeout, check=False)
@@ -387,6 +390,9 @@ def main() -> None:
                         help="the GDN kernels' precision (default: the model's, auto = tf32 for bf16)")
     parser.add_argument("--inductor", action="append", default=[], metavar="KEY=VALUE",
                         help="inductor option for the compiled implementations (repeatable)")
+    parser.add_argument("--fp8-families", default="default", metavar="default|all|FAMILY+FAMILY",
+                        help="the FP8 implementations' matmul families (sanawm.ops.fp8.FP8_FAMILIES): convert_to_fp8's "
+                             "default, all of them, or a '+'-joined list")
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--text-len", type=int, default=300)
     parser.add_argument("--tiny", action="store_true", help="tiny models on the CPU, float32")
@@ -408,6 +414,10 @@ def main() -> None:
         parser.error(str(err))
     if args.inductor and args.compile_mode:
         parser.error("--inductor and --compile-mode cannot be combined (torch.compile takes one or the other)")
+    try:
+        args.fp8_families, args.fp8_suffix = fp8_families(args.fp8_families)
+    except ValueError as err:
+        parser.error(str(err))
 
     if args.worker:
         device = torch.device("cpu" if args.tiny else "cuda")

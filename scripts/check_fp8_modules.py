@@ -11,8 +11,8 @@ Models:
   against the reference's output;
 - "embedded": the package's embedded model (trained on procedural worlds; width 192) on random
   latents, text and camera, against its own output before conversion;
-- "random": `--preset` with the from-scratch init and every branch open (scripts/bench_hopper.py's
-  `open_every_branch`), against its own output before conversion.
+- "random": `--preset` with the from-scratch init and every branch open
+  (`sanawm.benchmark.open_every_branch`), against its own output before conversion.
 Eager forwards with the model's softmax attention (only the linears change). On the CPU the FP8
 matmuls are `scaled_mm_emulated` (the same quantisation, float32 products); on CUDA in bf16
 they are `torch._scaled_mm`. Prints one table per model: relative L2 with every family in
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 
@@ -80,14 +79,11 @@ def embedded_case(device: torch.device) -> tuple[nn.Module, Callable[[nn.Module]
 
 
 def random_case(preset: str, frames: int, device: torch.device) -> tuple[nn.Module, Callable[[nn.Module], Tensor], Tensor]:
-    from sanawm.benchmark import latents_for_frames, make_inputs, random_model
+    from sanawm.benchmark import latents_for_frames, make_inputs, open_every_branch, random_model
 
-    spec = importlib.util.spec_from_file_location("bench_hopper", ROOT / "scripts" / "bench_hopper.py")
-    bench_hopper = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench_hopper)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     torch.manual_seed(0)
-    model = bench_hopper.open_every_branch(random_model(preset, device, dtype))
+    model = open_every_branch(random_model(preset, device, dtype))
     size = latents_for_frames(frames, 704, 1280) if preset != "tiny" else latents_for_frames(frames, 128, 192)
     inputs = make_inputs(model, size, device, dtype, min(300, model.config.max_text_len), torch.Generator().manual_seed(1234))
     with torch.no_grad():

@@ -12,6 +12,8 @@
 #              bash scripts/gpu_flash4.sh bash scripts/gpu_fa3.sh env ROWS=fp8 bash scripts/gpu_hopper_levers.sh)
 #   fp8_accuracy  sanawm-fp8-flash3 at 961 frames, default compile, with its velocity errors at 81
 #              frames (vs eager bf16 and float32; inside gpu_fa3.sh)
+#   fp8_all_accuracy  the same with every FP8 family in FP8 (--fp8-families all), e.g. side by side
+#              with the default families: ROWS="fp8_all_accuracy fp8_accuracy"
 #   fp8_modules  scripts/check_fp8_modules.py on the 2.6B model at 81 frames: the velocity error of
 #              each FP8 matmul family (eager, cuBLAS FP8, every branch open)
 #   ucpe       scripts/bench_ucpe.py: the camera transform alone, inductor vs sanawm.ops.ucpe
@@ -21,7 +23,7 @@
 #   profile_fp8  the same for FP8 linears + FA3's FP8 attention (inside gpu_fa3.sh too): which
 #              activation quantisations inductor fuses into their producers
 # If .ab/src exists (another version of src/, carried beside it), its rows AB_ROWS (default
-# "default"; any of default, tuned, sizes, fp8, fp8_accuracy) run first, named ab_<row>. The
+# "default"; any of default, tuned, sizes, fp8, fp8_accuracy, fp8_all_accuracy) run first, named ab_<row>. The
 # scripts are this tree's: what they call must exist in .ab/src too.
 # Logs and records go to $OUT.
 set -u
@@ -48,6 +50,7 @@ timed_row() {  # PREFIX ROW: the rows that time the forward; 1 if ROW is not one
       bench ${p}fp8 sanawm-fp8-flash3 961 --timeout 150
       bench ${p}fp8_tuned sanawm-fp8-flash3 961 --timeout 300 --inductor coordinate_descent_tuning=true ;;
     fp8_accuracy) ACCURACY=1 bench ${p}fp8_accuracy sanawm-fp8-flash3 961 --timeout 300 ;;
+    fp8_all_accuracy) ACCURACY=1 bench ${p}fp8_all_accuracy sanawm-fp8-flash3 961 --timeout 300 --fp8-families all ;;
     *) return 1 ;;
   esac
 }

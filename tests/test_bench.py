@@ -11,7 +11,10 @@ from sanawm.benchmark import (
     BenchConfig,
     format_kernel_rows,
     latents_for_frames,
+    make_inputs,
+    open_every_branch,
     parse_latent_size,
+    random_model,
     rel_l2_column,
     time_kernel_rows,
 )
@@ -204,3 +207,43 @@ def test_rel_l2_column_reads_the_result_or_the_output_buffer():
     assert error("returns", torch.tensor([3.0, 4.0])) == "0.00e+00"
     assert error("writes into out", None) == "1.00e-01"  # |(0, 0.5)| / |(3, 4)|
     assert error("other op", torch.zeros(2)) == "-"
+
+
+def test_open_every_branch_opens_the_paths_the_init_shuts():
+    """The from-scratch init zeroes the temporal convs, the camera output projections and the
+    gate weights; opened, each holds values of std 0.5 / sqrt(fan-in), the same for a seed, and
+    the velocity depends on the temporal conv and the camera branch (it did not before)."""
+    torch.manual_seed(0)
+    model = random_model("tiny", torch.device("cpu"), torch.float32)
+
+    def weights(m):
+        return [w for b in m.blocks for w in (b.mlp.t_conv.weight, b.attn.out_proj_cam.weight,
+                                              b.attn.output_gate.weight, b.attn.beta_proj.weight,
+                                              b.attn.gate_proj.weight)]  # fmt: skip
+
+    assert all(not w.any() for w in weights(model))
+    inputs = make_inputs(model, (3, 4, 6), torch.device("cpu"), torch.float32, 8, torch.Generator().manual_seed(0))
+
+    def velocity_change(m, names):  # relative change of the velocity when the named weights are zeroed again
+        with torch.no_grad():
+            before = m(**inputs)
+            saved = {n: p.clone() for n, p in m.named_parameters() if n.endswith(names)}
+            for n, p in m.named_parameters():
+                if n in saved:
+                    p.zero_()
+            after = m(**inputs)
+            for n, p in m.named_parameters():
+                if n in saved:
+                    p.copy_(saved[n])
+        return ((before - after).norm() / before.norm()).item()
+
+    closed = velocity_change(model, ("t_conv.weight", "out_proj_cam.weight"))
+    assert open_every_branch(model) is model
+    for w in weights(model):
+        assert abs(w.std().item() / (0.5 / w[0].numel() ** 0.5) - 1) < 0.35
+    torch.manual_seed(0)
+    again = open_every_branch(random_model("tiny", torch.device("cpu"), torch.float32))
+    assert all(torch.equal(a, b) for a, b in zip(weights(model), weights(again)))
+    assert closed == 0.0
+    assert velocity_change(model, ("t_conv.weight",)) > 4e-4  # measured 2.0e-3
+    assert velocity_change(model, ("out_proj_cam.weight",)) > 0.1  # measured 0.81

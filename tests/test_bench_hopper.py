@@ -40,3 +40,27 @@ def test_inductor_options_parse_and_name_the_records():
     cpu = bench.torch.device("cpu")
     rec = bench.record("sanawm-flash4", 961, {"s_per_forward": 1.0, "peak_gb": 1.0}, cpu, "-tuned")
     assert rec["impl"] == "sanawm-flash4-tuned" and rec["precision"] == "fp32"
+
+
+def test_fp8_families_option_names_the_set_and_refuses_unknown_names():
+    """--fp8-families: convert_to_fp8's default set keeps the plain impl name (records comparable
+    with earlier runs); every family, or a hand-picked list, gets its own suffix so an A/B of two
+    sets in one hopper.json keeps both."""
+    import importlib.util
+
+    import pytest
+
+    from sanawm.ops.fp8 import DEFAULT_FP8_FAMILIES, FP8_FAMILIES
+
+    spec = importlib.util.spec_from_file_location("bench_hopper", SCRIPT)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.fp8_families("default") == (DEFAULT_FP8_FAMILIES, "")
+    assert bench.fp8_families("+".join(reversed(DEFAULT_FP8_FAMILIES)))[1] == ""  # the same set, any order
+    assert bench.fp8_families("all") == (tuple(FP8_FAMILIES), "-fp8all")
+    assert bench.fp8_families("attention qkv+temporal conv") == (("attention qkv", "temporal conv"), "-fp8custom")
+    with pytest.raises(ValueError, match="unknown FP8 families"):
+        bench.fp8_families("attention qkv+bogus")
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--tiny", "--fp8-families", "bogus"], capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 2 and "unknown FP8 families ['bogus']" in proc.stderr

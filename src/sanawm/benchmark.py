@@ -215,6 +215,23 @@ def random_model(preset: str, device: torch.device, dtype: torch.dtype) -> SanaW
     return model.to(dtype).eval()
 
 
+@torch.no_grad()
+def open_every_branch(model: SanaWMTransformer, seed: int = 0) -> SanaWMTransformer:
+    """Give the weights that the from-scratch init zeroes, and that shut whole paths off, random
+    values (std 0.5 / sqrt(fan-in), from `seed`, the same on every device): the FFN's temporal
+    convs, the camera branch's output projections, the output gates' and the GDN gates' weights.
+    At zero, a velocity comparison (FP8 vs bf16, a kernel vs its reference) cannot see the error
+    of the temporal conv or of the camera branch, which a trained model uses. Changes `model` in
+    place and returns it."""
+    g = torch.Generator().manual_seed(seed)
+    for block in model.blocks:
+        attn = block.attn
+        for w in (block.mlp.t_conv.weight, attn.out_proj_cam.weight, attn.output_gate.weight, attn.beta_proj.weight,
+                  attn.gate_proj.weight):  # fmt: skip
+            w.copy_(torch.randn(w.shape, generator=g) * (0.5 / w[0].numel() ** 0.5))
+    return model
+
+
 def camera_inputs(
     batch: int, frames: int, height: int, width: int, device, dtype, generator: torch.Generator | None = None,
     channels: int = 48,

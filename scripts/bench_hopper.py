@@ -177,12 +177,10 @@ def sanawm_worker(impl: str, args, device: torch.device, dtype: torch.dtype) -> 
 def fp8_families(text: str) -> tuple[tuple[str, ...], str]:
     """--fp8-families as names of `FP8_FAMILIES`, and the suffix of the FP8 records' impl name
     ("" for convert_to_fp8's default set, so that runs of other sets keep their own records)."""
-    from sanawm.ops.fp8 import DEFAULT_FP8_FAMILIES, FP8_FAMILIES
+    from sanawm.ops.fp8 import DEFAULT_FP8_FAMILIES, FP8_FAMILIES, check_fp8_families
 
     families = {"default": DEFAULT_FP8_FAMILIES, "all": tuple(FP8_FAMILIES)}.get(text) or tuple(text.split("+"))
-    unknown = set(families) - set(FP8_FAMILIES)
-    if unknown:
-        raise ValueError(f"unknown FP8 families {sorted(unknown)}; known: {', '.join(FP8_FAMILIES)}")
+    check_fp8_families(families)
     if set(families) == set(DEFAULT_FP8_FAMILIES):
         return families, ""
     return families, "-fp8all" if set(families) == set(FP8_FAMILIES) else "-fp8custom"

@@ -92,7 +92,7 @@ def random_case(preset: str, frames: int, device: torch.device) -> tuple[nn.Modu
 
 
 def main() -> None:
-    from sanawm.ops.fp8 import FP8_FAMILIES
+    from sanawm.ops.fp8 import FP8_FAMILIES, check_fp8_families
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", choices=("checkpoint", "embedded", "random"),
@@ -104,9 +104,10 @@ def main() -> None:
                         help='also leave these families out together (repeatable), e.g. "attention proj+camera out proj"')
     args = parser.parse_args()
     groups = [(family,) for family in FP8_FAMILIES] + [tuple(g.split("+")) for g in args.together]
-    unknown = {f for g in groups for f in g} - set(FP8_FAMILIES)
-    if unknown:
-        parser.error(f"unknown families {sorted(unknown)}; known: {', '.join(FP8_FAMILIES)}")
+    try:
+        check_fp8_families([f for g in groups for f in g])
+    except ValueError as err:
+        parser.error(str(err))
     device = torch.device(args.device)
     tables = []
     for name in args.models:

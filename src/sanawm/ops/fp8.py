@@ -214,13 +214,18 @@ def _to_fp8(module: nn.Module) -> nn.Module | None:
     return None
 
 
+def check_fp8_families(families: Sequence[str]) -> None:
+    """Raise ValueError naming the entries of `families` that are not in `FP8_FAMILIES`."""
+    unknown = set(families) - set(FP8_FAMILIES)
+    if unknown:
+        raise ValueError(f"unknown FP8 families {sorted(unknown)}; known: {', '.join(FP8_FAMILIES)}")
+
+
 def convert_to_fp8(model: nn.Module, families: Sequence[str] = DEFAULT_FP8_FAMILIES) -> int:
     """Swap the matmuls of `families` (names of `FP8_FAMILIES`) in every block of
     `model.blocks` for FP8 modules, in place. Returns how many modules were swapped.
     Inference only (no gradients through them)."""
-    unknown = set(families) - set(FP8_FAMILIES)
-    if unknown:
-        raise ValueError(f"unknown FP8 families {sorted(unknown)}; known: {', '.join(FP8_FAMILIES)}")
+    check_fp8_families(families)
     swapped = 0
     for block in model.blocks:
         for family in families:
@@ -254,6 +259,7 @@ __all__ = [
     "quantize_frame_stacks",
     "FP8_FAMILIES",
     "DEFAULT_FP8_FAMILIES",
+    "check_fp8_families",
     "convert_to_fp8",
     "dequantized_linear",
 ]

@@ -40,7 +40,8 @@ Implementations:
 default the model's "auto": tf32 for bf16) and `--inductor KEY=VALUE` (repeatable) passes
 inductor options to the compiled implementations (e.g. coordinate_descent_tuning=true, what
 `--compile tuned` sets); the records keep both, and the impl of a run with inductor options
-gets the suffix "-tuned".
+gets a suffix: "-tuned" for coordinate_descent_tuning=true alone, else the options (e.g.
+"-multi_kernel=1" for triton.multi_kernel=1).
 
 `--temporal-conv cudnn` runs the sanawm implementations with the FFN's temporal conv + residual
 on the reference conv path (cuDNN) instead of the GEMM op (`sanawm.ops.frame_conv_gemm`), to
@@ -159,7 +160,7 @@ def sanawm_worker(impl: str, args, device: torch.device, dtype: torch.dtype) -> 
         rec["gdn_precision"] = args.gdn_precision or model.config.gdn_precision
         print(f"[{impl}] {frames} frames: {rec['s_per_forward']:.3f} s, first call {rec['first_call_s']:.1f} s",
               flush=True)  # fmt: skip
-        suffix = ("-tuned" if options else "") + (args.fp8_suffix if PRECISION[impl] == "fp8" else "")
+        suffix = inductor_suffix(options) + (args.fp8_suffix if PRECISION[impl] == "fp8" else "")
         records.append(record(impl, frames, rec, device, suffix=suffix))
         save(args, records)
         del inputs
@@ -191,6 +192,20 @@ def inductor_options(args) -> dict | None:
     from sanawm.benchmark import parse_inductor_options
 
     return None if args.tiny else parse_inductor_options(args.inductor)
+
+
+def inductor_suffix(options: dict | None) -> str:
+    """The impl-name suffix of a run with inductor options: "-tuned" for `--compile tuned`'s
+    options, else the options themselves (their last dotted part), so that runs of different
+    options keep their own records in hopper.json."""
+    from sanawm.model.compile import TUNED_OPTIONS
+
+    if not options:
+        return ""
+    if options == TUNED_OPTIONS:
+        return "-tuned"
+    text = lambda v: str(v).lower() if isinstance(v, bool) else str(v)  # noqa: E731
+    return "-" + "+".join(f"{key.rsplit('.', 1)[-1]}={text(value)}" for key, value in options.items())
 
 
 def fp8_accuracy(model, preset: str, args, device, dtype, text_len: int, attention: str = "sdpa") -> dict:

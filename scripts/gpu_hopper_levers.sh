@@ -14,6 +14,10 @@
 #              frames (vs eager bf16 and float32; inside gpu_fa3.sh)
 #   fp8_all_accuracy  the same with every FP8 family in FP8 (--fp8-families all), e.g. side by side
 #              with the default families: ROWS="fp8_all_accuracy fp8_accuracy"
+#   fp8_multikernel  sanawm-fp8-flash3 at 961 frames with inductor's multi-kernel reductions
+#              (triton.multi_kernel=1: persistent and looped variants of each reduction compiled
+#              and the faster picked at run time; the 2240-wide per-token amaxes and norms are
+#              looped by default, above inductor's 1024 threshold for persistent reductions)
 #   fp8_modules  scripts/check_fp8_modules.py on the 2.6B model at 81 frames: the velocity error of
 #              each FP8 matmul family (eager, cuBLAS FP8, every branch open)
 #   ucpe       scripts/bench_ucpe.py: the camera transform alone, inductor vs sanawm.ops.ucpe
@@ -50,6 +54,7 @@ timed_row() {  # PREFIX ROW: the rows that time the forward; 1 if ROW is not one
       bench ${p}fp8 sanawm-fp8-flash3 961 --timeout 150
       bench ${p}fp8_tuned sanawm-fp8-flash3 961 --timeout 300 --inductor coordinate_descent_tuning=true ;;
     fp8_accuracy) ACCURACY=1 bench ${p}fp8_accuracy sanawm-fp8-flash3 961 --timeout 300 ;;
+    fp8_multikernel) bench ${p}fp8_multikernel sanawm-fp8-flash3 961 --timeout 300 --inductor triton.multi_kernel=1 ;;
     fp8_all_accuracy) ACCURACY=1 bench ${p}fp8_all_accuracy sanawm-fp8-flash3 961 --timeout 300 --fp8-families all ;;
     *) return 1 ;;
   esac

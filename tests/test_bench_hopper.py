@@ -27,7 +27,8 @@ def test_tiny_run_writes_one_record_per_frame_count(tmp_path):
 
 def test_inductor_options_parse_and_name_the_records():
     """--inductor KEY=VALUE: booleans and integers typed as torch.compile wants them; a run with
-    options is recorded as "<impl>-tuned" so it sits beside the default run in hopper.json."""
+    options is recorded under its own impl name ("<impl>-tuned" for `--compile tuned`'s options, the
+    options themselves otherwise) so it sits beside the default run in hopper.json."""
     import argparse
     import importlib.util
 
@@ -40,6 +41,12 @@ def test_inductor_options_parse_and_name_the_records():
     cpu = bench.torch.device("cpu")
     rec = bench.record("sanawm-flash4", 961, {"s_per_forward": 1.0, "peak_gb": 1.0}, cpu, "-tuned")
     assert rec["impl"] == "sanawm-flash4-tuned" and rec["precision"] == "fp32"
+    assert bench.inductor_suffix(None) == ""
+    assert bench.inductor_suffix({"coordinate_descent_tuning": True}) == "-tuned"
+    # another option is not "tuned": multi-kernel reductions once took the tuned run's record
+    assert bench.inductor_suffix({"triton.multi_kernel": 1}) == "-multi_kernel=1"
+    assert bench.inductor_suffix({"coordinate_descent_tuning": True, "max_fusion_size": 64}) == (
+        "-coordinate_descent_tuning=true+max_fusion_size=64")
 
 
 def test_fp8_families_option_names_the_set_and_refuses_unknown_names():

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from sanawm.camera import action_to_c2w
 from sanawm.errors import UserInputError
 from sanawm.worlds import Lighting, WorldBuilder, camera_rays, make_world, render, trace
 from sanawm.worlds.textures import CHECKER, _filtered_pulse, _filtered_square
@@ -267,6 +268,18 @@ def test_output_types_and_supersampling_of_an_edge():
     np.testing.assert_allclose(ss[:, :4].numpy(), np.broadcast_to(red, (6, 4, 3)), atol=1e-5)
     np.testing.assert_allclose(ss[:3, 5:].numpy(), np.broadcast_to(blue, (3, 3, 3)), atol=1e-5)
     np.testing.assert_allclose(ss[:3, 4].numpy(), np.broadcast_to((red + blue) / 2, (3, 3)), atol=1e-5)
+
+
+def test_supersampled_frames_are_traced_in_groups_as_one_trace_would():
+    """render(supersample=s) traces F / s^2 frames at a time (memory of a one-ray render); each
+    frame is the s x s average of one (s H) x (s W) trace at intrinsics scaled by s."""
+    world = make_world(4, "room")
+    c2w = action_to_c2w("w-4,l-4")  # 9 frames: groups of 2 at s = 2, one group of 1 at s = 3
+    k = torch.tensor([20.0, 20.0, 12.0, 8.0]).expand(len(c2w), 4)
+    for s in (2, 3):
+        whole = trace(world, c2w, k * s, (16 * s, 24 * s)).rgb
+        expected = whole.reshape(len(c2w), 16, s, 24, s, 3).mean(dim=(2, 4))
+        torch.testing.assert_close(render(world, c2w, k, (16, 24), supersample=s, as_uint8=False), expected)
 
 
 def test_checker_texture_is_view_consistent():

@@ -7,7 +7,9 @@
 
 Writes the video (H.264, written progressively) and ``NAME.camera.npz`` next to it (``gt.mp4``
 -> ``gt.camera.npz``): the exact poses and intrinsics of every frame. ``--first-frame`` also
-saves frame 0 as a PNG: the input image for `sanawm generate` along the same path.
+saves frame 0 as a PNG: the input image for `sanawm generate` along the same path. Frames are
+anti-aliased (3 x 3 rays per pixel, ``--supersample``), as a camera sees: pose estimators meet
+their bounds on such renders (benchmarks/README.md, "The pose estimator on ground truth").
 """
 
 from __future__ import annotations
@@ -67,7 +69,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--fps", type=float, default=16.0, help="frames per second of the video (default 16)")
     p.add_argument("--fov", type=float, default=DEFAULT_FOV_DEG,
                    help=f"horizontal field of view in degrees when the path has no intrinsics (default {DEFAULT_FOV_DEG:g})")
-    p.add_argument("--supersample", type=int, default=1, help="anti-aliasing: trace s x s rays per pixel (default 1)")
+    p.add_argument("--supersample", type=int, default=3,
+                   help="anti-aliasing: trace s x s rays per pixel and average them, as a camera's pixel integrates "
+                        "over its area (default 3; 1 is ~6x faster, but fine texture then aliases and poses read "
+                        "from the video are less exact)")
     p.add_argument("--batch", type=int, default=16, help="frames rendered (and written) per step (default 16)")
     p.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     p.set_defaults(func=run)
@@ -100,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserInputError(f"--frames must be positive, got {args.frames}")
     if args.batch < 1:
         raise UserInputError(f"--batch must be positive, got {args.batch}")
+    if args.supersample < 1:
+        raise UserInputError(f"--supersample must be positive, got {args.supersample}")
     if args.random is None and args.trajectory_seed != 0:
         raise UserInputError("--trajectory-seed only applies to --random")
     device = choose_device(args.device)

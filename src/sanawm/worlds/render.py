@@ -256,7 +256,8 @@ def render(
     """Render frames (F, H, W, 3): uint8, or float32 in [0, 1] with ``as_uint8=False``.
 
     ``supersample`` = s traces an (s H) x (s W) image with intrinsics scaled by s and averages
-    s x s blocks (anti-aliases edges; costs s^2). Other arguments as in `trace`.
+    s x s blocks (anti-aliases edges and fine texture; costs s^2 in time, not in memory: the
+    frames are traced in groups of at most F / s^2). Other arguments as in `trace`.
     """
     if not isinstance(supersample, int) or supersample < 1:
         raise UserInputError(f"supersample must be a positive integer, got {supersample!r}")
@@ -266,8 +267,13 @@ def render(
         device = c2w.device if isinstance(c2w, torch.Tensor) else world.device
         c2w, k, (height, width) = _check_inputs(c2w, intrinsics, image_size, device)
         # With the corner-origin pixel convention, scaling an image by s scales all of K by s.
-        big = trace(world, c2w, k * supersample, (height * supersample, width * supersample), chunk_elements=chunk_elements)
-        rgb = F.avg_pool2d(big.rgb.permute(0, 3, 1, 2), supersample).permute(0, 2, 3, 1)
+        group = max(1, c2w.shape[0] // supersample**2)  # as many rays per trace as at one ray per pixel
+        parts = []
+        for start in range(0, c2w.shape[0], group):
+            big = trace(world, c2w[start : start + group], k[start : start + group] * supersample,
+                        (height * supersample, width * supersample), chunk_elements=chunk_elements)  # fmt: skip
+            parts.append(F.avg_pool2d(big.rgb.permute(0, 3, 1, 2), supersample).permute(0, 2, 3, 1))
+        rgb = torch.cat(parts)
     if not as_uint8:
         return rgb
     return (rgb * 255.0 + 0.5).clamp(0, 255).to(torch.uint8)

@@ -15,10 +15,9 @@ no mask. Inputs (bf16):
   softmax, as trained models have more than random ones).
 Kernels (`--kernels`): "sdpa-cudnn" (`F.scaled_dot_product_attention`, cuDNN, bf16), "fp8"
 (quantisation + the Triton kernel, autotuned; `sanawm.ops.flash.attention(..., "fp8")`),
-"flash3-fp8" (per-head quantisation + FlashAttention-3's FP8 forward, `fa3-fwd`), "cudnn-fp8"
-(per-tensor quantisation + cuDNN's FP8 SDPA, `sanawm.ops.cudnn_fp8`) and
+"flash3-fp8" (per-head quantisation + FlashAttention-3's FP8 forward, `fa3-fwd`) and
 "flash3-bf16" (FA3's bf16 forward at head dim 112, for comparison; not a model path); time of
-each FP8 kernel alone ("fp8 kernel", "flash3-fp8 kernel", "cudnn-fp8 kernel") and of each of its configurations at the largest frame count
+each FP8 kernel alone ("fp8 kernel", "flash3-fp8 kernel") and of each of its configurations at the largest frame count
 and of the polynomial-exp2 ones the autotuner leaves out (with the error on the "gauss" rows;
 two configurations once more with Hopper's own truncating FP8 accumulation in P . V across
 tiles, to show what the fp32 accumulation costs and buys).
@@ -117,8 +116,7 @@ def errors(out, ref) -> dict:
 def main() -> None:
     from sanawm.benchmark import merge_records, random_model, time_call
     from sanawm.ops.flash import attention
-    from sanawm.ops.cudnn_fp8 import _cudnn_fp8_attention_cpu, cudnn_fp8_attention
-    from sanawm.ops.flash3 import _flash3_fp8_attention_cpu, flash3_fp8_attention, quantize_centred, quantize_per_head
+    from sanawm.ops.flash3 import _flash3_fp8_attention_cpu, flash3_fp8_attention, quantize_per_head
     from sanawm.ops.fp8_attention import emulate, fp8_attention, quantize_qkv
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -127,7 +125,7 @@ def main() -> None:
     parser.add_argument("--check-queries", type=int, default=1024)
     parser.add_argument("--no-sweep", action="store_true", help="skip timing each Triton kernel configuration")
     parser.add_argument("--kernels", nargs="+", default=["sdpa-cudnn", "fp8", "flash3-fp8"],
-                        choices=["sdpa-cudnn", "fp8", "flash3-fp8", "cudnn-fp8", "flash3-bf16"])
+                        choices=["sdpa-cudnn", "fp8", "flash3-fp8", "flash3-bf16"])
     parser.add_argument("--tiny", action="store_true", help="CPU, tiny preset and sizes (the op's emulation)")
     parser.add_argument("--out", default="attention_fp8.json", help="this run's records")
     parser.add_argument("--json", default="benchmarks/hopper.json", help="records merged into this file")
@@ -155,7 +153,6 @@ def main() -> None:
 
     kernels = {"sdpa-cudnn": sdpa_cudnn, "fp8": lambda q, k, v, scale: attention(q, k, v, scale, "fp8"),
                "flash3-fp8": lambda q, k, v, scale: attention(q, k, v, scale, "flash3-fp8"),
-               "cudnn-fp8": lambda q, k, v, scale: attention(q, k, v, scale, "cudnn-fp8"),
                "flash3-bf16": flash3_bf16}  # fmt: skip
     kernels = {name: kernels[name] for name in args.kernels}
 
@@ -169,7 +166,7 @@ def main() -> None:
         print(f"[{frames}] captured the model's q/k/v in {time.perf_counter() - t0:.1f} s", flush=True)
         rows = torch.linspace(0, n - 1, min(args.check_queries, n), device=device).round().long()
         accuracy: dict[str, dict] = {name: {} for name in kernels}
-        kernel_vs_emulation: dict[str, dict] = {"fp8": {}, "flash3-fp8": {}, "cudnn-fp8": {}}
+        kernel_vs_emulation: dict[str, dict] = {"fp8": {}, "flash3-fp8": {}}
         with torch.inference_mode():
             for name, (q, k, v, scale) in sets.items():
                 ref = reference_rows(q, k, v, scale, rows)
@@ -196,15 +193,6 @@ def main() -> None:
                         kernel_vs_emulation["flash3-fp8"][name] = errors(kern[:, rows].transpose(1, 2), em.transpose(1, 2))
                     except Exception as exc:
                         print(f"[{frames}] flash3-fp8 kernel vs emulation FAILED: {type(exc).__name__}: {exc!s:.300}")
-                if name in ("gauss", "model-main") and "cudnn-fp8" in kernels:
-                    q8, k8, v8, *scales, _ = (t.transpose(1, 2) if t.dim() == 4 else t
-                                              for t in quantize_centred(q, k, v, per_tensor=True))  # fmt: skip
-                    em = _cudnn_fp8_attention_cpu(q8[:, rows], k8, v8, *scales, scale, torch.float32)
-                    try:
-                        kern = cudnn_fp8_attention(q8.contiguous(), k8.contiguous(), v8.contiguous(), *scales, scale, dtype)
-                        kernel_vs_emulation["cudnn-fp8"][name] = errors(kern[:, rows].transpose(1, 2), em.transpose(1, 2))
-                    except Exception as exc:
-                        print(f"[{frames}] cudnn-fp8 kernel vs emulation FAILED: {type(exc).__name__}: {exc!s:.300}")
                 del ref
             q, k, v, scale = sets["gauss"]
             flops = 4 * n * n * heads * head_dim
@@ -216,9 +204,6 @@ def main() -> None:
                 q8, k8, v8, *scales, _ = (t.transpose(1, 2).contiguous() if t.dim() == 4 else t
                                           for t in quantize_per_head(q, k, v))  # fmt: skip
                 timed["flash3-fp8 kernel"] = lambda: flash3_fp8_attention(q8, k8, v8, *scales, scale, dtype)
-            if "cudnn-fp8" in kernels:
-                c8 = [t.transpose(1, 2).contiguous() if t.dim() == 4 else t for t in quantize_centred(q, k, v, per_tensor=True)]
-                timed["cudnn-fp8 kernel"] = lambda: cudnn_fp8_attention(*c8[:6], scale, dtype)
             seconds = {}
             for impl, fn in timed.items():
                 try:
@@ -251,13 +236,10 @@ def main() -> None:
             del quantized, ref_gauss
             if "flash3-fp8" in kernels:
                 del q8, k8, v8
-            if "cudnn-fp8" in kernels:
-                del c8
         for impl, s in seconds.items():
             acc = accuracy.get(impl, {})
             names = {"fp8 kernel": "fp8-triton-kernel", "fp8": "fp8-triton", "flash3-fp8": "fp8-flash3",
-                     "flash3-fp8 kernel": "fp8-flash3-kernel", "cudnn-fp8": "fp8-cudnn",
-                     "cudnn-fp8 kernel": "fp8-cudnn-kernel"}  # fmt: skip
+                     "flash3-fp8 kernel": "fp8-flash3-kernel"}  # fmt: skip
             rec = {"impl": names.get(impl, impl),
                    "precision": "bf16" if impl in ("sdpa-cudnn", "flash3-bf16") else "fp8", "mode": "attention", "frames": frames,
                    "tokens": n, "heads": heads, "head_dim": head_dim, "s_per_call": s, "tflops": flops / s / 1e12,

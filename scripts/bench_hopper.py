@@ -33,9 +33,6 @@ Implementations:
 - sanawm-fp8-flash3: sanawm-fp8 with the softmax blocks' attention in FP8 on FlashAttention-3
   (kernel "flash3-fp8", `sanawm.ops.flash3`; needs the fa3-fwd package and an sm90 GPU; on
   --tiny its float32 emulation); accuracy as sanawm-fp8attn;
-- sanawm-fp8-cudnn: the same with the attention in FP8 on cuDNN's SDPA (kernel "cudnn-fp8",
-  `sanawm.ops.cudnn_fp8`; needs the nvidia-cudnn-frontend package and an sm90 GPU; on --tiny
-  its float32 emulation);
 - diffusers: diffusers' `SanaWMTransformer3DModel` with its default (2.6B release) config
   (needs diffusers 0.42.1 importable).
 
@@ -70,13 +67,13 @@ from pathlib import Path
 import torch
 
 IMPLS = ("sanawm-eager", "diffusers", "sanawm-compile", "sanawm-fp8", "sanawm-flash4", "sanawm-fp8-flash4",
-         "sanawm-fp8attn", "sanawm-fp8-flash3", "sanawm-fp8-cudnn")  # fmt: skip
+         "sanawm-fp8attn", "sanawm-fp8-flash3")  # fmt: skip
 PRECISION = {"sanawm-eager": "bf16", "diffusers": "bf16", "sanawm-compile": "bf16", "sanawm-fp8": "fp8",
              "sanawm-flash4": "bf16", "sanawm-fp8-flash4": "fp8", "sanawm-fp8attn": "fp8",
-             "sanawm-fp8-flash3": "fp8", "sanawm-fp8-cudnn": "fp8"}  # fmt: skip
+             "sanawm-fp8-flash3": "fp8"}  # fmt: skip
 # The softmax attention kernel (`sanawm.ops.flash`) of the implementations that change it.
 ATTENTION = {"sanawm-flash4": "flash4", "sanawm-fp8-flash4": "flash4", "sanawm-fp8attn": "fp8",
-             "sanawm-fp8-flash3": "flash3-fp8", "sanawm-fp8-cudnn": "cudnn-fp8"}  # fmt: skip
+             "sanawm-fp8-flash3": "flash3-fp8"}  # fmt: skip
 HEIGHT, WIDTH = 704, 1280
 
 

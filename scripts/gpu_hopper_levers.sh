@@ -14,9 +14,6 @@
 #              frames (vs eager bf16 and float32; inside gpu_fa3.sh)
 #   fp8_all_accuracy  the same with every FP8 family in FP8 (--fp8-families all), e.g. side by side
 #              with the default families: ROWS="fp8_all_accuracy fp8_accuracy"
-#   fp8_cudnn_accuracy  sanawm-fp8-cudnn at 961 frames (FP8 linears + cuDNN's FP8 attention), default
-#              compile, with its velocity errors at 81 frames (inside gpu_cudnn.sh, e.g.
-#              bash scripts/gpu_cudnn.sh bash scripts/gpu_fa3.sh env ROWS="fp8_cudnn_accuracy fp8_accuracy" bash scripts/gpu_hopper_levers.sh)
 #   fp8_multikernel  sanawm-fp8-flash3 at 961 frames with inductor's multi-kernel reductions
 #              (triton.multi_kernel=1: persistent and looped variants of each reduction compiled
 #              and the faster picked at run time; the 2240-wide per-token amaxes and norms are
@@ -58,7 +55,6 @@ timed_row() {  # PREFIX ROW: the rows that time the forward; 1 if ROW is not one
       bench ${p}fp8_tuned sanawm-fp8-flash3 961 --timeout 300 --inductor coordinate_descent_tuning=true ;;
     fp8_accuracy) ACCURACY=1 bench ${p}fp8_accuracy sanawm-fp8-flash3 961 --timeout 300 ;;
     fp8_multikernel) bench ${p}fp8_multikernel sanawm-fp8-flash3 961 --timeout 300 --inductor triton.multi_kernel=1 ;;
-    fp8_cudnn_accuracy) ACCURACY=1 bench ${p}fp8_cudnn_accuracy sanawm-fp8-cudnn 961 --timeout 300 ;;
     fp8_all_accuracy) ACCURACY=1 bench ${p}fp8_all_accuracy sanawm-fp8-flash3 961 --timeout 300 --fp8-families all ;;
     *) return 1 ;;
   esac

@@ -89,14 +89,12 @@ def fp8_unsupported(device: torch.device | str, dtype: torch.dtype) -> str | Non
 def attention_unsupported(kernel: str, device: torch.device | str) -> str | None:
     """Why attention kernel `kernel` (one of `ATTENTION_KERNELS`) cannot run on `device`, or None."""
     from sanawm.ops.flash import ATTENTION_KERNELS, flash4_unavailable
-    from sanawm.ops.cudnn_fp8 import cudnn_fp8_unavailable
     from sanawm.ops.flash3 import flash3_unavailable
     from sanawm.ops.fp8_attention import fp8_attention_unavailable
 
     if kernel not in ATTENTION_KERNELS:
         return f"--attention must be one of {', '.join(ATTENTION_KERNELS)}, got {kernel!r}"
-    unavailable = {"flash4": flash4_unavailable, "fp8": fp8_attention_unavailable, "flash3-fp8": flash3_unavailable,
-                   "cudnn-fp8": cudnn_fp8_unavailable}  # fmt: skip
+    unavailable = {"flash4": flash4_unavailable, "fp8": fp8_attention_unavailable, "flash3-fp8": flash3_unavailable}
     reason = unavailable[kernel](device) if kernel in unavailable else None
     return None if reason is None else f"--attention {kernel}: {reason}"
 

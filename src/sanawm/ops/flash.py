@@ -14,9 +14,6 @@
   published in benchmarks/README.md. Inference only.
 - "flash3-fp8": FP8 on FlashAttention-3's Hopper kernel (`fa3-fwd` on PyPI, prebuilt), with
   per-head scales (`sanawm.ops.flash3`). Changes results like "fp8"; inference only.
-- "cudnn-fp8": FP8 on cuDNN's Hopper SDPA through the cuDNN frontend (`nvidia-cudnn-frontend`
-  on PyPI), with per-tensor scales (`sanawm.ops.cudnn_fp8`). Changes results like "fp8";
-  inference only.
 
 The FA4 call is wrapped in a torch custom op (`sanawm::flash4_attention`) so that
 `torch.compile` (`sanawm.model.compile`) keeps it as one opaque kernel between its fused
@@ -37,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-ATTENTION_KERNELS = ("sdpa", "flash4", "fp8", "flash3-fp8", "cudnn-fp8")
+ATTENTION_KERNELS = ("sdpa", "flash4", "fp8", "flash3-fp8")
 
 # FA4's own sm90 choice for head dims 97-128 is 128x128 tiles with P@V from registers, tuned for
 # 128. At 112 (SANA-WM's heads), 192x144 tiles with P@V from shared memory took 159 ms per
@@ -98,7 +95,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, scale: float | None, kernel: str)
     """Softmax attention of q (B, H, Nq, D) over k / v (B, H, Nk, D), no mask -> (B, H, Nq, D)."""
     if kernel == "sdpa":
         return F.scaled_dot_product_attention(q, k, v, scale=scale)
-    assert kernel in ("flash4", "fp8", "flash3-fp8", "cudnn-fp8"), kernel
+    assert kernel in ("flash4", "fp8", "flash3-fp8"), kernel
     assert not (torch.is_grad_enabled() and q.requires_grad), f"the {kernel} kernel is inference only"
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     if kernel == "fp8":
@@ -109,10 +106,6 @@ def attention(q: Tensor, k: Tensor, v: Tensor, scale: float | None, kernel: str)
         from sanawm.ops.flash3 import flash3_fp8_forward
 
         return flash3_fp8_forward(q, k, v, scale)
-    if kernel == "cudnn-fp8":
-        from sanawm.ops.cudnn_fp8 import cudnn_fp8_forward
-
-        return cudnn_fp8_forward(q, k, v, scale)
     # (B, H, N, D) views of token-major tensors are (B, N, H, D) tensors transposed: FA4's
     # layout needs no copy for them.
     q, k, v = (t.transpose(1, 2) for t in (q, k, v))

@@ -52,29 +52,19 @@ def flash3_unavailable(device: torch.device | str) -> str | None:
     return sm90_kernel_unavailable(device, "flash3-fp8", ("fa3_fwd_interface",), "fa3-fwd")
 
 
-def quantize_centred(
-    q: Tensor, k: Tensor, v: Tensor, per_tensor: bool = False
+def quantize_per_head(
+    q: Tensor, k: Tensor, v: Tensor
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """q (B, H, Nq, D), k / v (B, H, Nk, D) -> q8, k8, v8 (layouts as given, e4m3; k and v
-    centred over the keys), their fp32 scales (B, H) each (with `per_tensor`: (1,), one for all
-    batches and heads), and v's mean (B, H, 1, D) fp32, which the attention of the centred
-    values leaves out of the output."""
+    centred over the keys), their fp32 scales (B, H) each, and v's mean (B, H, 1, D) fp32, which
+    the attention of the centred values leaves out of the output."""
     q32, k32, v32 = q.float(), k.float(), v.float()
     k32 = k32 - k32.mean(dim=-2, keepdim=True)
     v_mean = v32.mean(dim=-2, keepdim=True)
     v32 = v32 - v_mean
-    if per_tensor:
-        scales = [t.abs().amax().clamp_min(_MIN_AMAX).reshape(1) / E4M3_MAX for t in (q32, k32, v32)]
-        q8, k8, v8 = (quantize_e4m3(t, s) for t, s in zip((q32, k32, v32), scales))
-    else:
-        scales = [t.abs().amax(dim=(-2, -1)).clamp_min(_MIN_AMAX) / E4M3_MAX for t in (q32, k32, v32)]
-        q8, k8, v8 = (quantize_e4m3(t, s[..., None, None]) for t, s in zip((q32, k32, v32), scales))
+    scales = [t.abs().amax(dim=(-2, -1)).clamp_min(_MIN_AMAX) / E4M3_MAX for t in (q32, k32, v32)]
+    q8, k8, v8 = (quantize_e4m3(t, s[..., None, None]) for t, s in zip((q32, k32, v32), scales))
     return q8, k8, v8, *scales, v_mean
-
-
-def quantize_per_head(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """`quantize_centred` with one scale per batch and head: what FA3's FP8 kernel takes."""
-    return quantize_centred(q, k, v)
 
 
 @torch.library.custom_op("sanawm::flash3_fp8_attention", mutates_args=(), device_types="cuda")
@@ -124,4 +114,4 @@ def flash3_fp8_forward(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
     return (out.float() + v_mean.transpose(1, 2)).to(q.dtype).transpose(1, 2)
 
 
-__all__ = ["P_MAX_LOG2", "flash3_unavailable", "quantize_centred", "quantize_per_head", "flash3_fp8_attention", "flash3_fp8_forward"]
+__all__ = ["P_MAX_LOG2", "flash3_unavailable", "quantize_per_head", "flash3_fp8_attention", "flash3_fp8_forward"]

@@ -31,6 +31,27 @@ def test_render_action_writes_video_and_cameras(tmp_path, capsys):
     assert np.abs(frames.astype(np.float64) - expected).mean() < 8.0
 
 
+def test_render_trajectory_file_rescales_intrinsics(tmp_path):
+    c2w = action_to_c2w("d-4")
+    save_camera_npz(tmp_path / "path.npz", c2w, [40.0, 40.0, 32.0, 16.0], (32, 64))
+    out = tmp_path / "half.mp4"
+    code = main(["render", "--world-seed", "1", "--trajectory", str(tmp_path / "path.npz"), "--frames", "3",
+                 "--size", "16x32", "--out", str(out)])
+    assert code == 0
+    assert read_video(out)[0].shape == (3, 16, 32, 3)
+    camera = load_trajectory(tmp_path / "half.camera.npz")
+    torch.testing.assert_close(camera.intrinsics, torch.tensor([[20.0, 20.0, 16.0, 8.0]]).expand(3, 4))
+    torch.testing.assert_close(camera.c2w, c2w[:3])
+
+
+def test_render_random_path(tmp_path):
+    out = tmp_path / "loop.mp4"
+    assert main(["render", "--world-seed", "2", "--random", "loop", "--trajectory-seed", "1", "--frames", "5",
+                 "--size", "16x16", "--out", str(out)]) == 0
+    camera = load_trajectory(tmp_path / "loop.camera.npz")
+    torch.testing.assert_close(camera.c2w[-1], camera.c2w[0], atol=1e-6, rtol=0)
+
+
 def test_render_one_ray_per_pixel_on_request(tmp_path):
     assert main(["render", "--world-seed", "3", "--world-kind", "room", "--action", "w-2", "--size", "32x48",
                  "--supersample", "1", "--out", str(tmp_path / "gt.mp4"), "--first-frame", str(tmp_path / "start.png")]) == 0  # fmt: skip

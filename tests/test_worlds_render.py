@@ -274,7 +274,7 @@ def test_supersampled_frames_are_traced_in_groups_as_one_trace_would():
     """render(supersample=s) traces F / s^2 frames at a time (memory of a one-ray render); each
     frame is the s x s average of one (s H) x (s W) trace at intrinsics scaled by s."""
     world = make_world(4, "room")
-    c2w = action_to_c2w("w-4,l-4")  # 9 frames: groups of 2 at s = 2, one group of 1 at s = 3
+    c2w = action_to_c2w("w-4,l-4")  # 9 frames: 5 groups (of 2, the last of 1) at s = 2, 9 of 1 at s = 3
     k = torch.tensor([20.0, 20.0, 12.0, 8.0]).expand(len(c2w), 4)
     for s in (2, 3):
         whole = trace(world, c2w, k * s, (16 * s, 24 * s)).rgb

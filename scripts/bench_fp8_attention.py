@@ -214,21 +214,15 @@ def main() -> None:
             # (on the CPU only in Triton's interpreter: TRITON_INTERPRET=1, a smoke test)
             can_sweep = device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
             if not args.no_sweep and can_sweep and frames == max(args.frames) and "fp8" in kernels:
-                from sanawm.ops.fp8_attention_kernel import CONFIGS, POLY_CONFIGS, TRIAL_CONFIGS, launch
+                from sanawm.ops.fp8_attention_kernel import CONFIGS, POLY_CONFIGS, launch
 
                 out = torch.empty(1, n, heads, head_dim, device=device, dtype=dtype)
-                # v8 with a row of ones below its D rows, for the trials whose row sums come from P . V.
-                q8_, k8_, vt8_, *scales_ = quantized
-                ones = torch.ones_like(vt8_[:, :, :1], dtype=torch.float32).to(vt8_.dtype)
-                with_ones = (q8_, k8_, torch.cat([vt8_, ones], dim=2), *scales_)
                 # Every configuration, and two with Hopper's own (truncating) FP8 accumulation in P . V.
-                variants = [(c, True) for c in CONFIGS + POLY_CONFIGS + TRIAL_CONFIGS] + [(c, False) for c in CONFIGS[:2]]
+                variants = [(c, True) for c in CONFIGS + POLY_CONFIGS] + [(c, False) for c in CONFIGS[:2]]
                 for cfg, precise in variants:
-                    trial = "".join(f" {k.lower()}" for k in ("EXP_F16", "SUM_BY_MMA") if cfg.kwargs.get(k))
                     label = (f"BLOCK_M={cfg.kwargs['BLOCK_M']} warps={cfg.num_warps} stages={cfg.num_stages} "
-                             f"poly={int(cfg.kwargs['POLY'])}{trial}" + ("" if precise else " imprecise-PV"))  # fmt: skip
-                    args_ = with_ones if cfg.kwargs.get("SUM_BY_MMA") else quantized
-                    run = lambda: launch(*args_, scale, out, config=cfg, precise_pv=precise)  # noqa: E731
+                             f"poly={int(cfg.kwargs['POLY'])}" + ("" if precise else " imprecise-PV"))  # fmt: skip
+                    run = lambda: launch(*quantized, scale, out, config=cfg, precise_pv=precise)  # noqa: E731
                     try:
                         run()
                         err = errors(out.transpose(1, 2)[:, :, rows], ref_gauss)
@@ -240,7 +234,6 @@ def main() -> None:
                           f"gauss rel L2 {err['rel_l2']:.2e}", flush=True)  # fmt: skip
                     sweep.append({"config": label, "s_per_call": s, "tflops": flops / s / 1e12, "gauss": err})
             del quantized, ref_gauss
-            with_ones = None
             if "flash3-fp8" in kernels:
                 del q8, k8, v8
         for impl, s in seconds.items():

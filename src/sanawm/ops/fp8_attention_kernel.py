@@ -66,13 +66,6 @@ def _exp2_poly(x):
 
 
 @triton.jit
-def _exp2_f16x2(x):
-    """2^x of fp16 x, two values per MUFU instruction (Hopper's ex2.approx.f16x2): half the
-    exp2 cost of fp32; fp16's 11 significand bits are far more than e4m3's 4."""
-    return tl.inline_asm_elementwise("ex2.approx.f16x2 $0, $1;", "=r,r", [x], dtype=tl.float16, is_pure=True, pack=2)
-
-
-@triton.jit
 def _to_e4m3(p, EXACT_ROUNDING: tl.constexpr):
     if EXACT_ROUNDING:
         # Triton's CPU interpreter does not round fp32 -> e4m3 to nearest; rounding to 4
@@ -111,7 +104,7 @@ def _scores(q, K_ptr, stride_kn, start, offs_n, offs_d, NK, HEAD_DIM: tl.constex
 
 @triton.jit
 def _values(VT_ptr, stride_vd, start, offs_n, offs_d, NK, HEAD_DIM: tl.constexpr, MASKED: tl.constexpr):
-    """v8 of keys start + offs_n as a (keys, D_PAD) operand, from the (HEAD_DIM, N) storage."""
+    """v8 of keys start + offs_n as a (keys, D_PAD) operand, from the (D, N) storage."""
     keys = start + offs_n
     if MASKED:
         mask = (offs_d < HEAD_DIM)[:, None] & (keys < NK)[None, :]
@@ -126,9 +119,7 @@ def _key_tile(
     acc, l_i, m_i, q, row_scale, K_ptr, VT_ptr, KS_ptr, stride_kn, stride_vd, start, NK,
     HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr,
     SPLIT: tl.constexpr, POLY: tl.constexpr, EXACT_ROUNDING: tl.constexpr, PRECISE_PV: tl.constexpr,
-    EXP_F16: tl.constexpr, SUM_BY_MMA: tl.constexpr,
 ):  # fmt: skip
-    tl.static_assert(not (SPLIT and (EXP_F16 or SUM_BY_MMA)), "EXP_F16 / SUM_BY_MMA: whole key tiles only")
     offs_d = tl.arange(0, D_PAD)
     # Scores in log2 units: one scale per query row times this tile's key scale.
     rs = row_scale * tl.load(KS_ptr + start // BLOCK_N)
@@ -155,16 +146,11 @@ def _key_tile(
         offs_n = tl.arange(0, BLOCK_N)
         s = _scores(q, K_ptr, stride_kn, start, offs_n, offs_d, NK, HEAD_DIM, MASKED)
         m_new = tl.maximum(m_i, tl.max(s, 1) * rs)
-        x = s * rs[:, None] - (m_new - LOG2_448)[:, None]
-        if EXP_F16:
-            p = _exp2_f16x2(x.to(tl.float16))
-        else:
-            p = tl.math.exp2(x)
+        p = tl.math.exp2(s * rs[:, None] - (m_new - LOG2_448)[:, None])
         alpha = tl.math.exp2(m_i - m_new)
-        if not SUM_BY_MMA:
-            l_i = l_i * alpha + tl.sum(p.to(tl.float32), 1)
+        l_i = l_i * alpha + tl.sum(p, 1)
         acc = acc * alpha[:, None]
-        v = _values(VT_ptr, stride_vd, start, offs_n, offs_d, NK, HEAD_DIM + SUM_BY_MMA, MASKED)
+        v = _values(VT_ptr, stride_vd, start, offs_n, offs_d, NK, HEAD_DIM, MASKED)
         acc = _add_pv(_to_e4m3(p, EXACT_ROUNDING), v, acc, PRECISE_PV)
     return acc, l_i, m_new
 
@@ -179,7 +165,6 @@ def fp8_attention_fwd(
     H, NQ, NK, n_kblocks, qk_scale, n_bucket,
     HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     SPLIT: tl.constexpr, POLY: tl.constexpr, EXACT_ROUNDING: tl.constexpr, PRECISE_PV: tl.constexpr,
-    EXP_F16: tl.constexpr, SUM_BY_MMA: tl.constexpr,
 ):  # fmt: skip
     """POLY: 0, 1 or 2 (see the module docstring; 1 and 2 need SPLIT).
     q8 (B, H, NQ, D), k8 (B, H, NK, D), v8^T (B, H, D, NK) e4m3 (unit last strides); scales
@@ -210,34 +195,27 @@ def fp8_attention_fwd(
             acc, l_i, m_i = _key_tile(
                 acc, l_i, m_i, q, row_scale, K_ptr, VT_ptr, KS_ptr, stride_kn, stride_vd, 2 * t * BLOCK_N, NK,
                 HEAD_DIM, D_PAD, BLOCK_N, False, SPLIT, False, EXACT_ROUNDING, PRECISE_PV,
-                EXP_F16, SUM_BY_MMA,
             )  # fmt: skip
             acc, l_i, m_i = _key_tile(
                 acc, l_i, m_i, q, row_scale, K_ptr, VT_ptr, KS_ptr, stride_kn, stride_vd, (2 * t + 1) * BLOCK_N, NK,
                 HEAD_DIM, D_PAD, BLOCK_N, False, SPLIT, True, EXACT_ROUNDING, PRECISE_PV,
-                EXP_F16, SUM_BY_MMA,
             )  # fmt: skip
         if full_tiles % 2 == 1:
             acc, l_i, m_i = _key_tile(
                 acc, l_i, m_i, q, row_scale, K_ptr, VT_ptr, KS_ptr, stride_kn, stride_vd, (full_tiles - 1) * BLOCK_N,
                 NK, HEAD_DIM, D_PAD, BLOCK_N, False, SPLIT, False, EXACT_ROUNDING, PRECISE_PV,
-                EXP_F16, SUM_BY_MMA,
             )  # fmt: skip
     else:
         for t in range(0, full_tiles):
             acc, l_i, m_i = _key_tile(
                 acc, l_i, m_i, q, row_scale, K_ptr, VT_ptr, KS_ptr, stride_kn, stride_vd, t * BLOCK_N, NK,
                 HEAD_DIM, D_PAD, BLOCK_N, False, SPLIT, POLY == 1, EXACT_ROUNDING, PRECISE_PV,
-                EXP_F16, SUM_BY_MMA,
             )  # fmt: skip
     if full_tiles * BLOCK_N < NK:
         acc, l_i, m_i = _key_tile(
             acc, l_i, m_i, q, row_scale, K_ptr, VT_ptr, KS_ptr, stride_kn, stride_vd, full_tiles * BLOCK_N, NK,
             HEAD_DIM, D_PAD, BLOCK_N, True, SPLIT, POLY == 1, EXACT_ROUNDING, PRECISE_PV,
-            EXP_F16, SUM_BY_MMA,
         )  # fmt: skip
-    if SUM_BY_MMA:  # the row sums are the product's column HEAD_DIM (v8's row of ones)
-        l_i = tl.sum(tl.where(offs_d[None, :] == HEAD_DIM, acc, 0.0), 1)
     v_scale = tl.load(VS + bh.to(tl.int64) * HEAD_DIM + offs_d, mask=offs_d < HEAD_DIM, other=0.0)
     out = acc * (v_scale[None, :] / l_i[:, None])
     o_ptr = O + b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh
@@ -245,9 +223,8 @@ def fp8_attention_fwd(
              mask=rows[:, None] & (offs_d < HEAD_DIM)[None, :])  # fmt: skip
 
 
-def _config(block_m: int, warps: int, stages: int, poly: int, exp_f16: bool = False, sum_by_mma: bool = False) -> triton.Config:
-    return triton.Config({"BLOCK_M": block_m, "SPLIT": poly > 0, "POLY": poly, "EXP_F16": exp_f16,
-                          "SUM_BY_MMA": sum_by_mma}, num_warps=warps, num_stages=stages)  # fmt: skip
+def _config(block_m: int, warps: int, stages: int, poly: int) -> triton.Config:
+    return triton.Config({"BLOCK_M": block_m, "SPLIT": poly > 0, "POLY": poly}, num_warps=warps, num_stages=stages)
 
 
 # (BLOCK_M, warps, stages, POLY). 8 warps: two warpgroups of 64 query rows, one program per SM
@@ -266,16 +243,6 @@ POLY_CONFIGS = [
     _config(128, 8, 3, 1),
     _config(128, 8, 3, 2),
     _config(64, 4, 2, 2),
-]
-
-# Trials the benchmark sweep times: row sums by the tensor cores (v8 with a row of ones), and
-# exp2 on fp16 (which ptxas splits into one MUFU.EX2.F16 per value on sm90: no gain in MUFU).
-TRIAL_CONFIGS = [
-    _config(128, 8, 3, 0, sum_by_mma=True),
-    _config(128, 8, 2, 0, sum_by_mma=True),
-    _config(64, 4, 2, 0, sum_by_mma=True),
-    _config(128, 8, 3, 0, exp_f16=True),
-    _config(128, 8, 3, 0, exp_f16=True, sum_by_mma=True),
 ]
 
 fp8_attention_autotuned = triton.autotune(CONFIGS, key=["n_bucket", "HEAD_DIM"])(fp8_attention_fwd)

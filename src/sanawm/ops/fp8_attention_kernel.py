@@ -42,7 +42,6 @@ scripts/bench_fp8_attention.py times all configurations.
 
 from __future__ import annotations
 
-import torch
 import triton
 import triton.language as tl
 from torch import Tensor
